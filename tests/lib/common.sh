@@ -1,0 +1,82 @@
+# shellcheck shell=bash
+# Small helpers shared by the test-service scripts (cluster.sh, and the
+# slapd/samba/postgres scripts). Source it; it defines functions only.
+
+# Where built artefacts are cached, outside the checkout.
+usersync_cache_dir() {
+	printf '%s\n' "${USERSYNC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/usersync}"
+}
+
+# Where running test services keep their state (data, logs, pid files).
+usersync_state_dir() {
+	printf '%s\n' "${USERSYNC_STATE:-/tmp/usersync-dev}"
+}
+
+# Messages go to stderr so that stdout stays clean for `eval "$(...)"`.
+usersync_log() {
+	printf '%s: %s\n' "${0##*/}" "$*" >&2
+}
+
+usersync_die() {
+	usersync_log "error: $*"
+	exit 1
+}
+
+# usersync_hash FILE... -> first 16 hex digits of a sha256 over the files'
+# names and contents, in the order given (sort the list for a stable key).
+usersync_hash() {
+	local f
+	for f in "$@"; do
+		printf '%s %s\n' "$(sha256sum <"$f" | cut -d' ' -f1)" "$f"
+	done | sha256sum | cut -c1-16
+}
+
+# wait_for SECONDS CMD [ARG...]: run CMD every half second until it succeeds;
+# return 1 if it has not succeeded within SECONDS. CMD runs in this shell,
+# so a check function may call usersync_die to give up early.
+wait_for() {
+	local timeout=$1
+	shift
+	local deadline=$((SECONDS + timeout))
+	until "$@"; do
+		if ((SECONDS >= deadline)); then
+			return 1
+		fi
+		sleep 0.5
+	done
+}
+
+# pid_alive PIDFILE [PATTERN]: true if PIDFILE names a running process (and,
+# given PATTERN, its command line contains PATTERN, so that a recycled PID
+# is not mistaken for our service).
+pid_alive() {
+	local pidfile=$1 pattern=${2:-} pid
+	[[ -s $pidfile ]] || return 1
+	pid=$(<"$pidfile")
+	[[ $pid =~ ^[0-9]+$ ]] || return 1
+	kill -0 "$pid" 2>/dev/null || return 1
+	if [[ -n $pattern ]]; then
+		tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$pattern" || return 1
+	fi
+}
+
+# stop_pid PIDFILE [PATTERN] [SECONDS]: SIGTERM the process named in PIDFILE,
+# wait up to SECONDS (default 30) for it to exit, then SIGKILL it; remove
+# PIDFILE. Does nothing (successfully) if the process is not running.
+stop_pid() {
+	local pidfile=$1 pattern=${2:-} timeout=${3:-30} pid
+	if pid_alive "$pidfile" "$pattern"; then
+		pid=$(<"$pidfile")
+		kill -TERM "$pid" 2>/dev/null || true
+		if ! wait_for "$timeout" _usersync_gone "$pid"; then
+			usersync_log "pid $pid still running after ${timeout}s, sending SIGKILL"
+			kill -KILL "$pid" 2>/dev/null || true
+			wait_for 10 _usersync_gone "$pid" || usersync_die "pid $pid did not die"
+		fi
+	fi
+	rm -f "$pidfile"
+}
+
+_usersync_gone() {
+	! kill -0 "$1" 2>/dev/null
+}
