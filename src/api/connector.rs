@@ -1,0 +1,252 @@
+//! `ConnectorHealth`: how to reach one directory, and whether it is reachable now.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::common::{SecretKeyRef, duration_rule};
+
+/// How to reach one directory (exactly one of `ldap` or `entraID`), how often to
+/// probe it, and whether deletions may currently rely on it.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "usersync.dev",
+    version = "v1alpha1",
+    kind = "ConnectorHealth",
+    doc = "How to reach one directory, and whether it is reachable now.",
+    plural = "connectorhealths",
+    shortname = "conn",
+    namespaced,
+    status = "ConnectorHealthStatus",
+    printcolumn = r#"{"name":"Connected","type":"string","jsonPath":".status.conditions[?(@.type==\"Connected\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Connected\")].reason"}"#,
+    printcolumn = r#"{"name":"Last Success","type":"date","jsonPath":".status.lastSuccessTime"}"#,
+    printcolumn = r#"{"name":"Latency","type":"integer","priority":1,"jsonPath":".status.latencyMs","description":"round trip of the last successful probe, in milliseconds"}"#,
+    printcolumn = r#"{"name":"Deletions","type":"boolean","jsonPath":".spec.deletionsAllowed","description":"whether deletions may rely on this connector"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(validation = Rule::new("[has(self.ldap), has(self.entraID)].exists_one(x, x)").message("exactly one of spec.ldap or spec.entraID must be set"))]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectorHealthSpec {
+    /// Connect to an LDAP directory: Active Directory, OpenLDAP or another LDAP server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ldap: Option<LdapConnection>,
+
+    /// Connect to a Microsoft Entra ID tenant through Microsoft Graph.
+    #[serde(rename = "entraID", default, skip_serializing_if = "Option::is_none")]
+    pub entra_id: Option<EntraIdConnection>,
+
+    /// How often the directory is probed (a bind or token plus one small read). Default 1m.
+    #[serde(default = "default_probe_interval")]
+    #[x_kube(validation = duration_rule("probeInterval"))]
+    #[schemars(length(max = 64))]
+    pub probe_interval: String,
+
+    /// Deletions need a successful probe younger than this. Default 5m.
+    #[serde(default = "default_stale_after")]
+    #[x_kube(validation = duration_rule("staleAfter"))]
+    #[schemars(length(max = 64))]
+    pub stale_after: String,
+
+    /// The admin's freeze switch: while false, no user of this connector is deleted
+    /// (for example during a directory maintenance window). Default true.
+    #[serde(default = "default_true")]
+    pub deletions_allowed: bool,
+}
+
+fn default_probe_interval() -> String {
+    "1m".into()
+}
+fn default_stale_after() -> String {
+    "5m".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_page_size() -> u32 {
+    1000
+}
+fn default_timeout() -> String {
+    "30s".into()
+}
+
+/// Presets for the anchor attribute and the "disabled" signal of an LDAP server.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum LdapFlavor {
+    /// Active Directory (or Samba AD): anchor `objectGUID`; disabled when
+    /// `userAccountControl` has bit 0x2 or `accountExpires` has passed.
+    #[default]
+    ActiveDirectory,
+    /// OpenLDAP: anchor `entryUUID`; disabled when `disabledFilter` matches
+    /// (default `(pwdAccountLockedTime=*)`).
+    OpenLDAP,
+    /// Any other LDAP server: `anchorAttribute` and `disabledFilter` come from the spec.
+    Generic,
+}
+
+/// Where and how to bind to an LDAP server.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("!(self.startTLS && self.url.startsWith('ldaps://'))").message("startTLS applies to ldap:// URLs; ldaps:// is already TLS"))]
+#[x_kube(validation = Rule::new("has(self.bindDN) == has(self.bindPasswordSecretRef)").message("bindDN and bindPasswordSecretRef must be set together"))]
+#[x_kube(validation = Rule::new("self.flavor != 'Generic' || has(self.anchorAttribute)").message("the Generic flavor needs anchorAttribute (an immutable, unique attribute such as entryUUID)"))]
+#[x_kube(validation = Rule::new("!(self.insecureSkipVerify && has(self.caSecretRef))").message("set either caSecretRef or insecureSkipVerify, not both"))]
+#[serde(rename_all = "camelCase")]
+pub struct LdapConnection {
+    /// Server URL: `ldap://host:port` or `ldaps://host:port`.
+    #[x_kube(validation = Rule::new("self.matches('^ldaps?://[^/?#\\\\s]+/?$')").message("url must be ldap://host[:port] or ldaps://host[:port]"))]
+    #[schemars(length(max = 2048))]
+    pub url: String,
+
+    /// Upgrade an `ldap://` connection with StartTLS before binding.
+    #[serde(rename = "startTLS", default)]
+    pub start_tls: bool,
+
+    /// DN to bind as (a simple bind). Omit both bindDN and bindPasswordSecretRef for an anonymous bind.
+    #[serde(rename = "bindDN", default, skip_serializing_if = "Option::is_none")]
+    pub bind_dn: Option<String>,
+
+    /// The Secret key that holds the bind password; re-read when the Secret changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_password_secret_ref: Option<SecretKeyRef>,
+
+    /// The Secret key that holds the PEM CA bundle to verify the server with. Without it
+    /// the system roots are used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+
+    /// Skip TLS certificate verification. Only for tests; never the default.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+
+    /// Presets for the anchor and the disabled signal: ActiveDirectory, OpenLDAP or Generic.
+    #[serde(default)]
+    pub flavor: LdapFlavor,
+
+    /// The immutable, unique attribute that identifies a user (overrides the flavor's preset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor_attribute: Option<String>,
+
+    /// An LDAP filter that matches disabled users (overrides the flavor's preset), for
+    /// example `(pwdAccountLockedTime=*)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('(') && self.endsWith(')')").message("disabledFilter must be an LDAP filter in parentheses"))]
+    #[schemars(length(max = 4096))]
+    pub disabled_filter: Option<String>,
+
+    /// Entries per page of a paged search (RFC 2696). Default 1000.
+    #[serde(default = "default_page_size")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 100000").message("pageSize must be between 1 and 100000"))]
+    pub page_size: u32,
+
+    /// Time limit for connecting and for each operation. Default 30s.
+    #[serde(default = "default_timeout")]
+    #[x_kube(validation = duration_rule("timeout"))]
+    #[schemars(length(max = 64))]
+    pub timeout: String,
+}
+
+/// The national cloud a tenant lives in; it chooses the login and Graph hosts.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum EntraCloud {
+    /// login.microsoftonline.com and graph.microsoft.com.
+    #[default]
+    Global,
+    /// Azure US Government (L4).
+    USGov,
+    /// Azure US Government (L5, DoD).
+    USGovDoD,
+    /// Azure operated by 21Vianet.
+    China,
+}
+
+/// Which app registration to authenticate as, and where.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("[has(self.clientSecretRef), has(self.certificateSecretRef)].exists_one(x, x)").message("exactly one of clientSecretRef or certificateSecretRef must be set"))]
+#[serde(rename_all = "camelCase")]
+pub struct EntraIdConnection {
+    /// The directory (tenant) ID, a GUID.
+    #[serde(rename = "tenantID")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')").message("tenantID must be a GUID"))]
+    #[schemars(length(max = 36))]
+    pub tenant_id: String,
+
+    /// The application (client) ID of the app registration, a GUID.
+    #[serde(rename = "clientID")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')").message("clientID must be a GUID"))]
+    #[schemars(length(max = 36))]
+    pub client_id: String,
+
+    /// The Secret key holding a client secret of the app registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_ref: Option<SecretKeyRef>,
+
+    /// The Secret holding a certificate credential of the app registration: a PEM
+    /// certificate and private key (keys `tls.crt` and `tls.key` of the named Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_secret_ref: Option<SecretKeyRef>,
+
+    /// Global, USGov, USGovDoD or China. Default Global.
+    #[serde(default)]
+    pub cloud: EntraCloud,
+
+    /// Override the login host (for private endpoints), e.g. `https://login.example`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://127.0.0.1')").message("authorityHost must be an https:// URL"))]
+    #[schemars(length(max = 2048))]
+    pub authority_host: Option<String>,
+
+    /// Override the Microsoft Graph host (for private endpoints), e.g. `https://graph.example`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://127.0.0.1')").message("graphHost must be an https:// URL"))]
+    #[schemars(length(max = 2048))]
+    pub graph_host: Option<String>,
+
+    /// The Secret key holding a PEM CA bundle for overridden hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+
+    /// Time limit for each request. Default 30s.
+    #[serde(default = "default_timeout")]
+    #[x_kube(validation = duration_rule("timeout"))]
+    #[schemars(length(max = 64))]
+    pub timeout: String,
+}
+
+/// What the prober last saw.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectorHealthStatus {
+    /// `Ready` (the spec and its Secrets resolve) and `Connected` (True only after a
+    /// real bind or token plus a read succeeded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// When the last probe ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_probe_time: Option<Time>,
+
+    /// When a probe last succeeded. Deletions need this to be younger than staleAfter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_time: Option<Time>,
+
+    /// Probes failed in a row since the last success.
+    #[serde(default)]
+    pub consecutive_failures: u32,
+
+    /// Round trip of the last successful probe, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+
+    /// What the last probe found, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}

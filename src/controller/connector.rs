@@ -1,0 +1,215 @@
+//! The ConnectorHealth reconciler: resolves the connector's Secrets into `Ready` and
+//! probes the directory every `probeInterval` into `Connected`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+
+use super::connection::source_for;
+use super::context::Context;
+use super::error::Result;
+use super::readiness::READY;
+use super::status::apply_status;
+use crate::api::{ConnectorHealth, ConnectorHealthStatus, condition, find_condition};
+use crate::core::parse_duration;
+
+/// The `Connected` condition's type.
+pub const CONNECTED: &str = "Connected";
+
+/// Reconcile one ConnectorHealth: `Ready`, and a probe when one is due.
+pub async fn reconcile(connector: Arc<ConnectorHealth>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = connector.namespace().unwrap_or_default();
+    let api: Api<ConnectorHealth> = Api::namespaced(ctx.client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let now = jiff::Timestamp::now();
+    let generation = connector.metadata.generation;
+    let old = connector.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+
+    let interval = match durations(&connector) {
+        Ok(d) => d,
+        Err(message) => {
+            set(
+                &mut status,
+                READY,
+                false,
+                "InvalidSpec",
+                message,
+                generation,
+                now,
+            );
+            return finish(&api, &connector, &old, status, generation, None).await;
+        }
+    };
+    let source = match source_for(&secrets, &connector).await {
+        Ok(source) => {
+            set(
+                &mut status,
+                READY,
+                true,
+                "Resolved",
+                "connection settings and their Secrets resolve".into(),
+                generation,
+                now,
+            );
+            source
+        }
+        Err(e) => {
+            set(
+                &mut status,
+                READY,
+                false,
+                e.reason(),
+                e.to_string(),
+                generation,
+                now,
+            );
+            set(
+                &mut status,
+                CONNECTED,
+                false,
+                "NotProbed",
+                "the connector is not ready; see the Ready condition".into(),
+                generation,
+                now,
+            );
+            return finish(&api, &connector, &old, status, generation, None).await;
+        }
+    };
+
+    // Probe when due, and at once after a spec change (a new URL or password).
+    let last_probe = old.last_probe_time.as_ref().map(|t| t.0);
+    let spec_changed = old.observed_generation != generation;
+    let due = spec_changed || last_probe.is_none_or(|t| elapsed(t, now) >= interval);
+    if !due {
+        let wait = interval.saturating_sub(elapsed(last_probe.unwrap_or(now), now));
+        return finish(&api, &connector, &old, status, generation, Some(wait)).await;
+    }
+    let outcome = tokio::time::timeout(interval.max(Duration::from_secs(5)), source.probe()).await;
+    status.last_probe_time = Some(Time(now));
+    match outcome {
+        Ok(Ok(latency)) => {
+            let ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
+            status.last_success_time = Some(Time(now));
+            status.consecutive_failures = 0;
+            status.latency_ms = Some(ms);
+            status.message = Some(format!("bind and read succeeded in {ms} ms"));
+            set(
+                &mut status,
+                CONNECTED,
+                true,
+                "Connected",
+                format!("bind and read succeeded in {ms} ms"),
+                generation,
+                now,
+            );
+        }
+        Ok(Err(e)) => {
+            status.consecutive_failures = old.consecutive_failures.saturating_add(1);
+            status.message = Some(e.message.clone());
+            tracing::warn!(connector = %connector.name_any(), namespace = %ns, reason = e.reason, error = %e.message, "probe failed");
+            set(
+                &mut status,
+                CONNECTED,
+                false,
+                e.reason,
+                e.message,
+                generation,
+                now,
+            );
+        }
+        Err(_) => {
+            status.consecutive_failures = old.consecutive_failures.saturating_add(1);
+            let message = format!("the probe did not finish within {}s", interval.as_secs());
+            status.message = Some(message.clone());
+            set(
+                &mut status,
+                CONNECTED,
+                false,
+                "Timeout",
+                message,
+                generation,
+                now,
+            );
+        }
+    }
+    finish(&api, &connector, &old, status, generation, Some(interval)).await
+}
+
+fn durations(connector: &ConnectorHealth) -> Result<Duration, String> {
+    let spec = &connector.spec;
+    parse_duration(&spec.stale_after).map_err(|e| format!("spec.staleAfter: {e}"))?;
+    parse_duration(&spec.probe_interval).map_err(|e| format!("spec.probeInterval: {e}"))
+}
+
+fn elapsed(since: jiff::Timestamp, now: jiff::Timestamp) -> Duration {
+    now.duration_since(since)
+        .try_into()
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Replace (or add) one condition, keeping its transition time when the status holds.
+fn set(
+    status: &mut ConnectorHealthStatus,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) {
+    let new = condition(
+        type_,
+        ok,
+        reason,
+        message,
+        generation,
+        find_condition(&status.conditions, type_),
+        now,
+    );
+    status.conditions.retain(|c| c.type_ != type_);
+    status.conditions.push(new);
+    status.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+}
+
+/// Write the status when it changed, and say when to look again.
+async fn finish(
+    api: &Api<ConnectorHealth>,
+    connector: &ConnectorHealth,
+    old: &ConnectorHealthStatus,
+    mut status: ConnectorHealthStatus,
+    generation: Option<i64>,
+    requeue: Option<Duration>,
+) -> Result<Action> {
+    status.observed_generation = generation;
+    let mut before = old.clone();
+    before.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+    if status != before {
+        apply_status(api, &connector.name_any(), &status).await?;
+    }
+    Ok(match requeue {
+        Some(after) => Action::requeue(after.max(Duration::from_secs(1))),
+        None => Action::await_change(),
+    })
+}
+
+/// The names of the Secrets a connector refers to.
+pub fn secret_names(connector: &ConnectorHealth) -> impl Iterator<Item = &str> {
+    let spec = &connector.spec;
+    let ldap = spec
+        .ldap
+        .iter()
+        .flat_map(|l| [&l.bind_password_secret_ref, &l.ca_secret_ref]);
+    let entra = spec.entra_id.iter().flat_map(|e| {
+        [
+            &e.client_secret_ref,
+            &e.certificate_secret_ref,
+            &e.ca_secret_ref,
+        ]
+    });
+    ldap.chain(entra).flatten().map(|r| r.name.as_str())
+}

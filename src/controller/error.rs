@@ -1,0 +1,27 @@
+//! Errors of the reconcilers. Each keeps its source; none carries a Secret value.
+
+use thiserror::Error;
+
+/// What can go wrong while reconciling.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The API server refused or failed a request.
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[from] kube::Error),
+    /// A status could not be serialised (a programming error).
+    #[error("could not serialise status: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+impl Error {
+    /// A short, fixed label for logs and metrics (never built from the error's text).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Serialize(_) => "serialize",
+        }
+    }
+}
+
+/// The reconcilers' result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

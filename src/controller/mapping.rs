@@ -1,0 +1,202 @@
+//! The DirectoryMapping reconciler: resolves the policy and connector into `Ready`,
+//! keeps the schedule, and starts runs (scheduled and on demand).
+
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+
+use super::context::Context;
+use super::error::Result;
+use super::readiness::{READY, Readiness, mapping_readiness};
+use super::ready::write_ready;
+use super::resolve::interval_of;
+use super::run_id::new_run_id;
+use super::status::apply_status;
+use super::sync::{self, publish};
+use crate::api::{
+    ConnectorHealth, DirectoryMapping, RunTrigger, SYNC_REQUESTED_ANNOTATION, SyncPolicy,
+    SyncRequest, condition, find_condition,
+};
+use crate::core::{OnDemand, is_due, next_run, on_demand, requeue_after};
+
+/// Reconcile one DirectoryMapping. A mapping that does not even deserialise is
+/// reported as `InvalidSpec` instead of stopping the controller.
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<DirectoryMapping>>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    match &guard.0 {
+        Ok(mapping) => reconcile_valid(Arc::new(mapping.clone()), &ctx).await,
+        Err(invalid) => {
+            let ns = invalid.metadata.namespace.clone().unwrap_or_default();
+            let api: Api<DeserializeGuard<DirectoryMapping>> =
+                Api::namespaced(ctx.client.clone(), &ns);
+            let readiness = Readiness {
+                ready: false,
+                reason: "InvalidSpec",
+                message: format!("the mapping cannot be read: {}", invalid.error),
+            };
+            tracing::warn!(mapping = ?invalid.metadata.name, error = %invalid.error, "mapping does not deserialise");
+            write_ready(&api, guard.as_ref(), &[], None, &readiness).await?;
+            Ok(Action::await_change())
+        }
+    }
+}
+
+async fn reconcile_valid(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> Result<Action> {
+    let ns = mapping.namespace().unwrap_or_default();
+    let api: Api<DirectoryMapping> = Api::namespaced(ctx.client.clone(), &ns);
+    let policies: Api<SyncPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+    let connectors: Api<ConnectorHealth> = Api::namespaced(ctx.client.clone(), &ns);
+    let (readiness, policy) = mapping_readiness(&policies, &connectors, &mapping).await?;
+    let status = mapping.status.clone().unwrap_or_default();
+    let now = jiff::Timestamp::now();
+
+    let requested = mapping
+        .annotations()
+        .get(SYNC_REQUESTED_ANNOTATION)
+        .cloned();
+    let handled = status.last_sync_request.as_ref().map(|r| r.value.clone());
+    let running = ctx.run_in_progress(&mapping);
+    let mut request = status.last_sync_request.clone();
+    let mut next_sync = None;
+    let mut action = Action::await_change();
+
+    match (&policy, readiness.ready) {
+        (Some(policy), true) if !policy.spec.suspend => {
+            let interval = interval_of(policy).unwrap_or(std::time::Duration::from_secs(86_400));
+            let last_start = status.last_sync_time.as_ref().map(|t| t.0);
+            let mut started = None;
+            match on_demand(requested.as_deref(), handled.as_deref(), running.is_some()) {
+                OnDemand::Start => {
+                    let run_id = start_run(ctx, &mapping, RunTrigger::OnDemand, now);
+                    request = Some(SyncRequest {
+                        value: requested.clone().unwrap_or_default(),
+                        outcome: format!("Started run {run_id}"),
+                    });
+                    started = Some(now);
+                }
+                OnDemand::Refused => {
+                    let current = running.clone().unwrap_or_default();
+                    let outcome = format!("Refused: run {current} of this mapping is in progress");
+                    refuse(ctx, &mapping, &outcome).await;
+                    request = Some(SyncRequest {
+                        value: requested.clone().unwrap_or_default(),
+                        outcome,
+                    });
+                }
+                OnDemand::None => {}
+            }
+            if started.is_none() && running.is_none() && is_due(last_start, interval, now) {
+                start_run(ctx, &mapping, RunTrigger::Schedule, now);
+                started = Some(now);
+            }
+            // While a run is in progress the next run counts from its start.
+            let counted_from = started.or(last_start);
+            next_sync = next_run(counted_from, interval).map(Time);
+            if started.is_none() && running.is_none() {
+                action = Action::requeue(
+                    requeue_after(now, next_sync.as_ref().map(|t| t.0))
+                        .max(std::time::Duration::from_secs(1)),
+                );
+            }
+        }
+        _ => {
+            // Not ready, or suspended: no runs, and a request says why it was not served.
+            if let Some(value) = requested.filter(|v| Some(v) != handled.as_ref()) {
+                let why = match &policy {
+                    Some(p) if p.spec.suspend => "the policy is suspended".to_string(),
+                    _ => format!(
+                        "the mapping is not ready ({}: {})",
+                        readiness.reason, readiness.message
+                    ),
+                };
+                let outcome = format!("Refused: {why}");
+                refuse(ctx, &mapping, &outcome).await;
+                request = Some(SyncRequest { value, outcome });
+            }
+        }
+    }
+
+    write_status(&api, &mapping, &readiness, next_sync, request).await?;
+    Ok(action)
+}
+
+/// Claim the mapping and spawn its run; returns the run id.
+fn start_run(
+    ctx: &Arc<Context>,
+    mapping: &Arc<DirectoryMapping>,
+    trigger: RunTrigger,
+    now: jiff::Timestamp,
+) -> String {
+    let run_id = new_run_id(now);
+    if ctx.claim_run(mapping, &run_id) {
+        let (ctx, mapping, id) = (ctx.clone(), mapping.clone(), run_id.clone());
+        tokio::spawn(async move {
+            let _slot = ctx.run_slots.clone().acquire_owned().await;
+            sync::run(ctx, mapping, trigger, id).await;
+        });
+    }
+    run_id
+}
+
+async fn refuse(ctx: &Context, mapping: &DirectoryMapping, outcome: &str) {
+    tracing::info!(mapping = %mapping.name_any(), outcome, "on-demand sync request not served");
+    publish(
+        ctx,
+        mapping,
+        EventType::Warning,
+        "SyncRefused",
+        "SyncRequest",
+        outcome.to_string(),
+    )
+    .await;
+}
+
+/// Apply the reconciler's part of the status (Ready, observedGeneration, nextSyncTime,
+/// lastSyncRequest) when it changed.
+async fn write_status(
+    api: &Api<DirectoryMapping>,
+    mapping: &DirectoryMapping,
+    readiness: &Readiness,
+    next_sync: Option<Time>,
+    request: Option<SyncRequest>,
+) -> Result<()> {
+    let status = mapping.status.clone().unwrap_or_default();
+    let generation = mapping.metadata.generation;
+    let previous = find_condition(&status.conditions, READY);
+    let same_ready = previous.is_some_and(|p| {
+        (p.status == "True") == readiness.ready
+            && p.reason == readiness.reason
+            && p.message == readiness.message
+            && p.observed_generation == generation
+    });
+    if same_ready
+        && status.observed_generation == generation
+        && status.next_sync_time == next_sync
+        && status.last_sync_request == request
+    {
+        return Ok(());
+    }
+    let ready = condition(
+        READY,
+        readiness.ready,
+        readiness.reason,
+        readiness.message.clone(),
+        generation,
+        previous,
+        jiff::Timestamp::now(),
+    );
+    let mut patch = serde_json::json!({ "conditions": [ready], "observedGeneration": generation });
+    if let Some(next) = next_sync {
+        patch["nextSyncTime"] = serde_json::to_value(next)?;
+    }
+    if let Some(request) = request {
+        patch["lastSyncRequest"] = serde_json::to_value(request)?;
+    }
+    apply_status(api, &mapping.name_any(), &patch).await
+}

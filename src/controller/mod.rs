@@ -1,0 +1,247 @@
+//! The reconcilers and how they are wired to the API server.
+
+mod backoff;
+mod connection;
+mod connector;
+mod context;
+mod error;
+mod mapping;
+mod policy;
+mod readiness;
+mod ready;
+mod resolve;
+mod run_id;
+mod status;
+mod sync;
+
+pub use context::{Context, FIELD_MANAGER};
+pub use error::{Error, Result};
+pub use readiness::{READY, Readiness};
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::DeserializeGuard;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+
+use crate::api::{ConnectorHealth, DirectoryMapping, SyncPolicy};
+
+/// Where the operator looks for its objects.
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    /// One namespace, or every namespace when `None`.
+    pub namespace: Option<String>,
+    /// How many mappings may sync at the same time (at least one).
+    pub max_concurrent_runs: usize,
+}
+
+impl Scope {
+    fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+}
+
+/// Run the controllers until SIGTERM or SIGINT.
+pub async fn run(client: Client, scope: Scope) -> anyhow::Result<()> {
+    run_until(client, scope, shutdown_signal()).await
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("a SIGTERM handler can be installed");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested; finishing reconciles in progress");
+}
+
+/// Run the controllers until `shutdown` resolves; reconciles in progress finish first.
+pub async fn run_until(
+    client: Client,
+    scope: Scope,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    // Each controller waits on its own receiver: the controllers need a Sync trigger.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let (requeue_tx, requeue_rx) = tokio::sync::mpsc::unbounded_channel();
+    let ctx =
+        Arc::new(Context::new(client.clone(), scope.max_concurrent_runs).with_requeue(requeue_tx));
+    let wc = watcher::Config::default().any_semantic();
+    tracing::info!(
+        namespace = scope.namespace.as_deref().unwrap_or("<all>"),
+        "starting controllers"
+    );
+
+    // Mappings: the trigger stream skips status-only changes (our own writes) but keeps
+    // spec and annotation changes, which carry on-demand requests and approvals.
+    let (mapping_store, mapping_writer) = reflector::store();
+    let mapping_trigger = reflector::reflector(
+        mapping_writer,
+        watcher(
+            scope.api::<DeserializeGuard<DirectoryMapping>>(&client),
+            wc.clone(),
+        ),
+    )
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(
+        predicates::generation.combine(predicates::annotations),
+        Default::default(),
+    );
+    let by_policy = mapping_store.clone();
+    let by_connector = mapping_store.clone();
+    let mappings = Controller::for_stream(mapping_trigger, mapping_store)
+        .watches(
+            scope.api::<SyncPolicy>(&client),
+            wc.clone(),
+            move |policy| mappings_referring(&by_policy, &policy, |m| &m.spec.policy_ref),
+        )
+        .watches(
+            scope.api::<ConnectorHealth>(&client),
+            wc.clone(),
+            move |connector| {
+                mappings_referring(&by_connector, &connector, |m| &m.spec.connector_ref)
+            },
+        )
+        .reconcile_on(tokio_stream::wrappers::UnboundedReceiverStream::new(
+            requeue_rx,
+        ))
+        .graceful_shutdown_on(stopped())
+        .run(
+            |obj, ctx| guarded(obj, ctx, mapping::reconcile),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(log_outcome);
+
+    let policies = Controller::new(scope.api::<SyncPolicy>(&client), wc.clone())
+        .graceful_shutdown_on(stopped())
+        .run(
+            |obj, ctx| guarded(obj, ctx, policy::reconcile),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(log_outcome);
+
+    // Connectors watch Secrets by metadata only: the operator never caches Secret values.
+    let connectors = Controller::new(scope.api::<ConnectorHealth>(&client), wc.clone());
+    let by_secret = connectors.store();
+    let connectors = connectors
+        .watches(
+            scope.api::<PartialObjectMeta<Secret>>(&client),
+            wc.clone(),
+            move |secret| {
+                let (ns, name) = (secret.namespace(), secret.name_any());
+                by_secret
+                    .state()
+                    .into_iter()
+                    .filter(|c| {
+                        c.namespace() == ns && connector::secret_names(c).any(|s| s == name)
+                    })
+                    .map(|c| ObjectRef::from_obj(c.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(stopped())
+        .run(
+            |obj, ctx| guarded(obj, ctx, connector::reconcile),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(log_outcome);
+
+    futures::join!(mappings, policies, connectors);
+    tracing::info!("controllers stopped");
+    Ok(())
+}
+
+/// Mappings in the object's namespace whose reference (`field`) names it.
+fn mappings_referring<K: Resource>(
+    store: &reflector::Store<DeserializeGuard<DirectoryMapping>>,
+    obj: &K,
+    field: fn(&DirectoryMapping) -> &String,
+) -> Vec<ObjectRef<DeserializeGuard<DirectoryMapping>>> {
+    let (ns, name) = (obj.namespace(), obj.name_any());
+    store
+        .state()
+        .into_iter()
+        .filter(|g| matches!(&g.0, Ok(m) if m.namespace() == ns && *field(m) == name))
+        .map(|g| ObjectRef::from_obj(g.as_ref()))
+        .collect()
+}
+
+/// Run a reconcile and keep the per-object backoff in step with its outcome.
+async fn guarded<K, F, Fut>(obj: Arc<K>, ctx: Arc<Context>, reconcile: F) -> Result<Action>
+where
+    K: Resource,
+    F: FnOnce(Arc<K>, Arc<Context>) -> Fut,
+    Fut: Future<Output = Result<Action>>,
+{
+    let key = backoff_key(obj.as_ref());
+    let outcome = reconcile(obj, ctx.clone()).await;
+    if outcome.is_ok() {
+        ctx.backoff.succeeded(&key);
+    }
+    outcome
+}
+
+fn backoff_key<K: Resource>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        std::any::type_name::<K>(),
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+/// Transient errors are retried with a per-object exponential backoff.
+fn error_policy<K: Resource>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff.failed(&backoff_key(obj.as_ref()));
+    tracing::warn!(
+        object = %obj.name_any(),
+        namespace = obj.namespace().as_deref().unwrap_or(""),
+        error_kind = error.kind(),
+        error = %error,
+        retry_in_s = delay.as_secs(),
+        "reconcile failed; will retry"
+    );
+    Action::requeue(delay)
+}
+
+async fn log_outcome<T: Debug, E: std::fmt::Display>(outcome: Result<T, E>) {
+    match outcome {
+        Ok(obj) => tracing::debug!(?obj, "reconciled"),
+        Err(e) => tracing::debug!(error = %e, "reconcile did not complete"),
+    }
+}

@@ -1,0 +1,199 @@
+//! Whether an object's references resolve: the `Ready` condition, with a reason and
+//! a message a person can act on.
+
+use kube::Api;
+
+use super::error::Result;
+use crate::api::{
+    ConnectorHealth, DirectoryMapping, SyncPolicy, SyncPolicySpec, condition_is_true,
+    find_condition,
+};
+use crate::core::duration::parse_duration;
+
+/// The `Ready` condition's type.
+pub const READY: &str = "Ready";
+
+/// The outcome of resolving an object's references.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Readiness {
+    /// Whether everything resolved.
+    pub ready: bool,
+    /// A fixed, CamelCase reason (never built from error text).
+    pub reason: &'static str,
+    /// What was found and what to do about it.
+    pub message: String,
+}
+
+impl Readiness {
+    fn ok(message: String) -> Self {
+        Self {
+            ready: true,
+            reason: "Resolved",
+            message,
+        }
+    }
+    fn not(reason: &'static str, message: String) -> Self {
+        Self {
+            ready: false,
+            reason,
+            message,
+        }
+    }
+}
+
+/// Check the durations of a policy; the CRD already refuses bad ones, this catches
+/// objects written before the CRD had the rule.
+pub fn policy_readiness(spec: &SyncPolicySpec) -> Readiness {
+    for (field, value) in [
+        ("interval", &spec.interval),
+        ("preservation.deleteAfter", &spec.preservation.delete_after),
+    ] {
+        if let Err(e) = parse_duration(value) {
+            return Readiness::not("InvalidSpec", format!("spec.{field}: {e}"));
+        }
+    }
+    Readiness::ok(format!(
+        "interval {}, deleteAfter {}",
+        spec.interval, spec.preservation.delete_after
+    ))
+}
+
+/// Resolve a mapping's policy and connector, and check that its scope fits the connector.
+pub async fn mapping_readiness(
+    policies: &Api<SyncPolicy>,
+    connectors: &Api<ConnectorHealth>,
+    mapping: &DirectoryMapping,
+) -> Result<(Readiness, Option<SyncPolicy>)> {
+    let policy = policies.get_opt(&mapping.spec.policy_ref).await?;
+    let readiness = mapping_readiness_with(connectors, mapping, policy.as_ref()).await?;
+    Ok((readiness, policy))
+}
+
+async fn mapping_readiness_with(
+    connectors: &Api<ConnectorHealth>,
+    mapping: &DirectoryMapping,
+    policy: Option<&SyncPolicy>,
+) -> Result<Readiness> {
+    let spec = &mapping.spec;
+    let Some(policy) = policy else {
+        return Ok(Readiness::not(
+            "PolicyNotFound",
+            format!(
+                "SyncPolicy {:?} not found in this namespace; create it or fix spec.policyRef",
+                spec.policy_ref
+            ),
+        ));
+    };
+    let policy_state = policy_readiness(&policy.spec);
+    if !policy_state.ready {
+        return Ok(Readiness::not(
+            "PolicyInvalid",
+            format!(
+                "SyncPolicy {:?} is invalid: {}",
+                spec.policy_ref, policy_state.message
+            ),
+        ));
+    }
+    let Some(connector) = connectors.get_opt(&spec.connector_ref).await? else {
+        return Ok(Readiness::not(
+            "ConnectorNotFound",
+            format!(
+                "ConnectorHealth {:?} not found in this namespace; create it or fix spec.connectorRef",
+                spec.connector_ref
+            ),
+        ));
+    };
+    match (
+        &connector.spec.ldap,
+        &connector.spec.entra_id,
+        &spec.ldap,
+        &spec.entra_id,
+    ) {
+        (Some(_), _, None, Some(_)) => {
+            return Ok(Readiness::not(
+                "InvalidSpec",
+                format!(
+                    "spec.entraID is set but ConnectorHealth {:?} is an LDAP connector; use spec.ldap",
+                    spec.connector_ref
+                ),
+            ));
+        }
+        (_, Some(_), Some(_), None) => {
+            return Ok(Readiness::not(
+                "InvalidSpec",
+                format!(
+                    "spec.ldap is set but ConnectorHealth {:?} is an Entra ID connector; use spec.entraID",
+                    spec.connector_ref
+                ),
+            ));
+        }
+        _ => {}
+    }
+    let conditions = connector
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    if !condition_is_true(conditions, READY) {
+        return Ok(match find_condition(conditions, READY) {
+            // Carry the connector's own reason (e.g. SecretNotFound) so the fix is one step away.
+            Some(c) => Readiness {
+                ready: false,
+                reason: connector_reason(&c.reason),
+                message: format!(
+                    "ConnectorHealth {:?} is not ready: {}",
+                    spec.connector_ref, c.message
+                ),
+            },
+            None => Readiness::not(
+                "ConnectorNotReady",
+                format!(
+                    "ConnectorHealth {:?} has not been checked yet",
+                    spec.connector_ref
+                ),
+            ),
+        });
+    }
+    Ok(Readiness::ok(format!(
+        "policy {:?} and connector {:?} resolve",
+        spec.policy_ref, spec.connector_ref
+    )))
+}
+
+/// Map a connector's reason onto the fixed set a mapping reports.
+fn connector_reason(reason: &str) -> &'static str {
+    match reason {
+        "SecretNotFound" => "SecretNotFound",
+        "SecretKeyNotFound" => "SecretKeyNotFound",
+        "InvalidSpec" => "ConnectorInvalid",
+        _ => "ConnectorNotReady",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(interval: &str) -> SyncPolicySpec {
+        serde_json::from_value(serde_json::json!({"interval": interval})).unwrap()
+    }
+
+    #[test]
+    fn policy_with_valid_durations_is_ready() {
+        assert!(policy_readiness(&policy("24h")).ready);
+    }
+
+    #[test]
+    fn policy_with_unparsable_interval_is_invalid_spec() {
+        let r = policy_readiness(&policy("soon"));
+        assert!(!r.ready);
+        assert_eq!(r.reason, "InvalidSpec");
+        assert!(r.message.contains("spec.interval"), "{}", r.message);
+    }
+
+    #[test]
+    fn connector_reasons_come_from_a_fixed_set() {
+        assert_eq!(connector_reason("SecretNotFound"), "SecretNotFound");
+        assert_eq!(connector_reason("anything else"), "ConnectorNotReady");
+    }
+}

@@ -1,0 +1,680 @@
+//! One run of one mapping: resolve → read → plan (pure) → apply → report. Only the
+//! two ends touch the API server and the directory.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::ListParams;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+
+use super::connection::{scope_for, source_for};
+use super::context::{Context, RUNNER_FIELD_MANAGER};
+use super::resolve::{gate_of, mapping_context, policy_of};
+use crate::api::{
+    APPROVE_RUN_ANNOTATION, BlockedRun, ConnectorHealth, DirectoryMapping, DirectoryMappingStatus,
+    RunResult, RunSummary, RunTrigger, SyncPolicy, UserCounts, condition, find_condition,
+};
+use crate::core::{
+    self, Approval, DirectoryView, OtherClaims, Plan, PlanInput, PlanOutcome, State,
+    TransitionKind, UserRecord, claim_lookups_needed,
+};
+use crate::directory::Source;
+use crate::store::kubernetes::KubernetesStore;
+use crate::store::{RunInfo, UserStore};
+
+/// Condition types the runner owns.
+pub const SYNCED: &str = "Synced";
+/// A run is in progress.
+pub const SYNCING: &str = "Syncing";
+/// A safety rule withheld preserves or deletions.
+pub const DELETIONS_BLOCKED: &str = "DeletionsBlocked";
+
+/// Per-user Events per run; past this a summary says how many more there were,
+/// so a mass change does not flood the API.
+const USER_EVENTS_PER_RUN: usize = 20;
+
+/// What the run found, for status, Events and the caller.
+pub struct RunReport {
+    pub summary: RunSummary,
+    pub blocked: Option<BlockedRun>,
+    pub blocked_message: Option<String>,
+    pub users: Option<UserCounts>,
+    /// API writes the run issued for users.
+    pub writes: u64,
+    /// Directory users not imported, and why (collisions with Manual/CSV users).
+    pub skips: Vec<String>,
+}
+
+/// Run `mapping` once and record the outcome in its status and Events.
+pub async fn run(
+    ctx: Arc<Context>,
+    mapping: Arc<DirectoryMapping>,
+    trigger: RunTrigger,
+    run_id: String,
+) {
+    let ns = mapping.namespace().unwrap_or_default();
+    let name = mapping.name_any();
+    let api: Api<DirectoryMapping> = Api::namespaced(ctx.client.clone(), &ns);
+    let start = jiff::Timestamp::now();
+
+    let previous = api
+        .get_opt(&name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|m| m.status)
+        .unwrap_or_default();
+    let mut status = runner_status(&previous);
+    status.sync_in_progress = true;
+    set(
+        &mut status.conditions,
+        SYNCING,
+        true,
+        "RunInProgress",
+        format!("run {run_id} started"),
+        &mapping,
+        start,
+    );
+    if let Err(e) = write(&api, &name, &status).await {
+        tracing::warn!(mapping = %name, error = %e, "could not mark the run as started");
+    }
+
+    let clock = Instant::now();
+    let report = execute(&ctx, &mapping, trigger, &run_id, start).await;
+    let mut summary = report.summary;
+    summary.duration = Some(format!("{:.1}s", clock.elapsed().as_secs_f64()));
+    tracing::info!(
+        mapping = %name, namespace = %ns, run = %run_id, result = ?summary.result,
+        imported = summary.imported, updated = summary.updated, preserved = summary.preserved,
+        reenabled = summary.reenabled, deleted = summary.deleted, skipped = summary.skipped,
+        writes = report.writes, duration = summary.duration.as_deref().unwrap_or(""), "run finished"
+    );
+
+    let now = jiff::Timestamp::now();
+    status.sync_in_progress = false;
+    // A failed run still counts as the start of the interval: the schedule moves on
+    // and the next attempt comes at the next interval or on demand.
+    status.last_sync_time = Some(Time(start));
+    status.last_run = Some(summary.clone());
+    if report.users.is_some() {
+        status.users = report.users;
+    }
+    set(
+        &mut status.conditions,
+        SYNCING,
+        false,
+        "Idle",
+        format!("run {run_id} finished"),
+        &mapping,
+        now,
+    );
+    let (synced, reason) = match summary.result {
+        RunResult::Succeeded => (true, "Succeeded"),
+        RunResult::DryRun => (true, "DryRun"),
+        RunResult::Blocked => (true, "PartiallyApplied"),
+        RunResult::Failed => (false, "RunFailed"),
+    };
+    let message = summary.message.clone().unwrap_or_default();
+    set(
+        &mut status.conditions,
+        SYNCED,
+        synced,
+        reason,
+        format!("run {run_id}: {message}"),
+        &mapping,
+        now,
+    );
+    match &report.blocked_message {
+        Some(why) => {
+            set(
+                &mut status.conditions,
+                DELETIONS_BLOCKED,
+                true,
+                "SafetyRule",
+                why.clone(),
+                &mapping,
+                now,
+            );
+        }
+        None if summary.result != RunResult::Failed => {
+            set(
+                &mut status.conditions,
+                DELETIONS_BLOCKED,
+                false,
+                "NotBlocked",
+                "no transition was withheld".into(),
+                &mapping,
+                now,
+            );
+        }
+        None => {}
+    }
+    if summary.result != RunResult::Failed {
+        status.blocked_run = report.blocked;
+    }
+    if let Err(e) = write(&api, &name, &status).await {
+        tracing::warn!(mapping = %name, error = %e, "could not record the run's outcome");
+    }
+
+    let (type_, reason) = match summary.result {
+        RunResult::Succeeded => (EventType::Normal, "SyncSucceeded"),
+        RunResult::DryRun => (EventType::Normal, "SyncDryRun"),
+        RunResult::Blocked => (EventType::Warning, "SyncBlocked"),
+        RunResult::Failed => (EventType::Warning, "SyncFailed"),
+    };
+    let note = format!(
+        "run {run_id} ({trigger:?}): {message}; imported {}, updated {}, preserved {}, re-enabled {}, deleted {}, transferred {}, skipped {}",
+        summary.imported,
+        summary.updated,
+        summary.preserved,
+        summary.reenabled,
+        summary.deleted,
+        summary.transferred,
+        summary.skipped
+    );
+    publish(&ctx, mapping.as_ref(), type_, reason, "Sync", note).await;
+    // Collisions are reported, not merged (rule 7): one Event per skipped user, capped.
+    for skip in report.skips.iter().take(USER_EVENTS_PER_RUN) {
+        publish(
+            &ctx,
+            mapping.as_ref(),
+            EventType::Warning,
+            "ImportSkipped",
+            "Sync",
+            format!("run {run_id}: {skip}"),
+        )
+        .await;
+    }
+    if report.skips.len() > USER_EVENTS_PER_RUN {
+        let more = report.skips.len() - USER_EVENTS_PER_RUN;
+        publish(
+            &ctx,
+            mapping.as_ref(),
+            EventType::Warning,
+            "ImportSkipped",
+            "Sync",
+            format!("run {run_id}: {more} more directory users were not imported"),
+        )
+        .await;
+    }
+    ctx.finished(&mapping);
+}
+
+/// The fields of the status the runner owns, carried over from `previous`.
+fn runner_status(previous: &DirectoryMappingStatus) -> DirectoryMappingStatus {
+    let owned = [SYNCED, SYNCING, DELETIONS_BLOCKED];
+    DirectoryMappingStatus {
+        conditions: previous
+            .conditions
+            .iter()
+            .filter(|c| owned.contains(&c.type_.as_str()))
+            .cloned()
+            .collect(),
+        last_sync_time: previous.last_sync_time.clone(),
+        sync_in_progress: previous.sync_in_progress,
+        last_run: previous.last_run.clone(),
+        blocked_run: previous.blocked_run.clone(),
+        users: previous.users.clone(),
+        ..Default::default()
+    }
+}
+
+fn set(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    mapping: &DirectoryMapping,
+    now: jiff::Timestamp,
+) {
+    let new = condition(
+        type_,
+        ok,
+        reason,
+        message,
+        mapping.metadata.generation,
+        find_condition(conditions, type_),
+        now,
+    );
+    conditions.retain(|c| c.type_ != type_);
+    conditions.push(new);
+}
+
+async fn write(
+    api: &Api<DirectoryMapping>,
+    name: &str,
+    status: &DirectoryMappingStatus,
+) -> Result<(), kube::Error> {
+    use kube::api::{Patch, PatchParams};
+    let patch = serde_json::json!({
+        "apiVersion": "usersync.dev/v1alpha1",
+        "kind": "DirectoryMapping",
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(RUNNER_FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Publish an Event; a failure to publish is logged, never fatal.
+pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let mut note = note;
+    if note.len() > 1000 {
+        note.truncate(
+            note.char_indices()
+                .take_while(|(i, _)| *i < 990)
+                .last()
+                .map_or(0, |(i, c)| i + c.len_utf8()),
+        );
+        note.push_str(" …");
+    }
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::debug!(error = %e, "publishing an Event failed");
+    }
+}
+
+fn failed(run_id: &str, trigger: RunTrigger, start: jiff::Timestamp, message: String) -> RunReport {
+    RunReport {
+        summary: summary(
+            run_id,
+            trigger,
+            start,
+            RunResult::Failed,
+            &core::PlanCounts::default(),
+            message,
+        ),
+        blocked: None,
+        blocked_message: None,
+        users: None,
+        writes: 0,
+        skips: Vec::new(),
+    }
+}
+
+fn summary(
+    run_id: &str,
+    trigger: RunTrigger,
+    start: jiff::Timestamp,
+    result: RunResult,
+    counts: &core::PlanCounts,
+    message: String,
+) -> RunSummary {
+    let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+    RunSummary {
+        id: run_id.to_string(),
+        trigger,
+        start_time: Time(start),
+        duration: None,
+        result,
+        imported: n(counts.imported),
+        updated: n(counts.updated),
+        unchanged: n(counts.unchanged),
+        preserved: n(counts.preserved),
+        reenabled: n(counts.reenabled),
+        deleted: n(counts.deleted),
+        transferred: n(counts.transferred),
+        skipped: n(counts.skipped),
+        message: Some(message),
+    }
+}
+
+/// Resolve, read, plan and apply.
+async fn execute(
+    ctx: &Context,
+    mapping: &DirectoryMapping,
+    trigger: RunTrigger,
+    run_id: &str,
+    now: jiff::Timestamp,
+) -> RunReport {
+    let ns = mapping.namespace().unwrap_or_default();
+    let client = ctx.client.clone();
+    let policies: Api<SyncPolicy> = Api::namespaced(client.clone(), &ns);
+    let connectors: Api<ConnectorHealth> = Api::namespaced(client.clone(), &ns);
+    let mappings: Api<DirectoryMapping> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let fail = |message: String| failed(run_id, trigger, now, message);
+
+    let policy = match policies.get_opt(&mapping.spec.policy_ref).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            return fail(format!(
+                "SyncPolicy {:?} not found",
+                mapping.spec.policy_ref
+            ));
+        }
+        Err(e) => return fail(format!("reading the SyncPolicy failed: {e}")),
+    };
+    let core_policy = match policy_of(&policy) {
+        Ok(p) => p,
+        Err(e) => {
+            return fail(format!(
+                "SyncPolicy {:?} is invalid: {e}",
+                mapping.spec.policy_ref
+            ));
+        }
+    };
+    let connector = match connectors.get_opt(&mapping.spec.connector_ref).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return fail(format!(
+                "ConnectorHealth {:?} not found",
+                mapping.spec.connector_ref
+            ));
+        }
+        Err(e) => return fail(format!("reading the ConnectorHealth failed: {e}")),
+    };
+    let source = match source_for(&secrets, &connector).await {
+        Ok(s) => s,
+        Err(e) => return fail(format!("connector {:?}: {e}", mapping.spec.connector_ref)),
+    };
+    let scope = match scope_for(mapping) {
+        Ok(s) => s,
+        Err(e) => return fail(format!("spec: {e}")),
+    };
+    let context = mapping_context(mapping, &policy);
+
+    let mut store = KubernetesStore::new(client.clone(), &ns);
+    let snapshot = match store.snapshot().await {
+        Ok(s) => s,
+        Err(e) => return fail(e.to_string()),
+    };
+
+    // The read. Any failure leaves an incomplete view, which plans nothing.
+    let (view, read_error) = match source.read(&scope, now).await {
+        Ok(read) => (read.view, None),
+        Err(e) => (
+            DirectoryView::full(Vec::new()).incomplete(),
+            Some(format!("{} ({})", e.message, e.reason)),
+        ),
+    };
+    let (view, claims, lookup_error) =
+        match other_claims(&source, &mappings, mapping, &snapshot, &view, &context, now).await {
+            Ok(claims) => (view, claims, None),
+            Err(e) => (view.incomplete(), OtherClaims::none(), Some(e)),
+        };
+    let gate = gate_of(Some(&connector));
+    let approval = approval_of(mapping);
+    let input = PlanInput {
+        snapshot: &snapshot,
+        view: &view,
+        mapping: &context,
+        policy: &core_policy,
+        claims: &claims,
+        gate: &gate,
+        approval: approval.as_ref(),
+    };
+    let plan = core::plan(&input, now);
+    if let Some(failure) = &plan.failure {
+        let why = read_error.or(lookup_error).unwrap_or_default();
+        return fail(format!("{failure}: {why}"));
+    }
+
+    let blocked = plan
+        .blocked
+        .as_ref()
+        .and_then(|b| b.threshold.as_ref())
+        .map(|t| BlockedRun {
+            run_id: run_id.to_string(),
+            would_preserve: u32::try_from(t.would_preserve).unwrap_or(u32::MAX),
+            would_delete: u32::try_from(t.would_delete).unwrap_or(u32::MAX),
+            active_users: u32::try_from(t.active_before).unwrap_or(u32::MAX),
+        });
+    let blocked_message = plan.blocked.as_ref().map(|b| {
+        let mut m = b.to_string();
+        if b.threshold.is_some() {
+            m.push_str(&format!("; to approve this run, annotate the mapping {APPROVE_RUN_ANNOTATION}={run_id}, or raise the threshold"));
+        }
+        m
+    });
+
+    if core_policy.dry_run {
+        let message = format!("dry run: planned {} (nothing applied)", plan.counts);
+        return RunReport {
+            summary: summary(
+                run_id,
+                trigger,
+                now,
+                RunResult::DryRun,
+                &plan.counts,
+                message,
+            ),
+            blocked,
+            blocked_message,
+            users: Some(counts_of(&snapshot, &context.connector, &context.name)),
+            writes: 0,
+            skips: plan.skips.iter().map(ToString::to_string).collect(),
+        };
+    }
+
+    // Deletions are checked against the connector once more, right before they happen.
+    let mut transitions = plan.transitions.clone();
+    let mut counts = plan.counts;
+    let mut late_refusal = None;
+    if transitions.iter().any(|t| t.kind == TransitionKind::Delete) {
+        let fresh = connectors
+            .get_opt(&mapping.spec.connector_ref)
+            .await
+            .ok()
+            .flatten();
+        if let Err(refusal) = gate_of(fresh.as_ref()).deletions_permitted(jiff::Timestamp::now()) {
+            transitions.retain(|t| t.kind != TransitionKind::Delete);
+            counts.deleted = 0;
+            late_refusal = Some(format!("deletions blocked: {refusal}"));
+        }
+    }
+    let report = match store
+        .apply(
+            &transitions,
+            RunInfo {
+                run_id,
+                now,
+                policy: &core_policy,
+            },
+        )
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return fail(e.to_string()),
+    };
+    let after = core::apply(
+        &Plan {
+            transitions: transitions.clone(),
+            ..plan.clone()
+        },
+        &snapshot,
+    );
+    let users = counts_of(&after, &context.connector, &context.name);
+    user_events(ctx, &ns, &transitions, run_id).await;
+
+    let blocked_message = match (blocked_message, late_refusal) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
+    };
+    let (result, message) = if !report.failed.is_empty() {
+        let (name, error) = &report.failed[0];
+        (
+            RunResult::Failed,
+            format!(
+                "{} of {} changes failed to apply (first: {name}: {error}); they are retried next run",
+                report.failed.len(),
+                transitions.len()
+            ),
+        )
+    } else if blocked_message.is_some() || plan.outcome() == PlanOutcome::Blocked {
+        (
+            RunResult::Blocked,
+            blocked_message.clone().unwrap_or_default(),
+        )
+    } else {
+        (RunResult::Succeeded, format!("applied {counts}"))
+    };
+    RunReport {
+        summary: summary(run_id, trigger, now, result, &counts, message),
+        blocked,
+        blocked_message,
+        users: Some(users),
+        writes: report.writes,
+        skips: plan.skips.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// Targeted lookups of the anchors the planner needs in the connector's other mappings.
+async fn other_claims(
+    source: &Source,
+    mappings: &Api<DirectoryMapping>,
+    mapping: &DirectoryMapping,
+    snapshot: &[UserRecord],
+    view: &DirectoryView,
+    context: &core::MappingContext,
+    now: jiff::Timestamp,
+) -> Result<OtherClaims, String> {
+    let mut claims = OtherClaims::none();
+    let anchors = claim_lookups_needed(snapshot, view, context);
+    if anchors.is_empty() {
+        return Ok(claims);
+    }
+    let others = mappings
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| format!("listing mappings failed: {e}"))?;
+    let others: Vec<DirectoryMapping> = others
+        .items
+        .into_iter()
+        .filter(|m| {
+            m.spec.connector_ref == mapping.spec.connector_ref
+                && m.name_any() != mapping.name_any()
+                && m.metadata.deletion_timestamp.is_none()
+        })
+        .collect();
+    for other in &others {
+        let scope = scope_for(other).map_err(|e| format!("mapping {:?}: {e}", other.name_any()))?;
+        let found = source.lookup(&scope, &anchors, now).await.map_err(|e| {
+            format!(
+                "looking up users in mapping {:?} failed: {} ({})",
+                other.name_any(),
+                e.message,
+                e.reason
+            )
+        })?;
+        for entry in found {
+            claims.insert(entry.anchor, other.name_any(), other.spec.priority);
+        }
+    }
+    Ok(claims)
+}
+
+/// The admin's approval of the run that a threshold blocked, if the annotation names it.
+fn approval_of(mapping: &DirectoryMapping) -> Option<Approval> {
+    let approved = mapping.annotations().get(APPROVE_RUN_ANNOTATION)?;
+    let blocked = mapping.status.as_ref()?.blocked_run.as_ref()?;
+    (approved.trim() == blocked.run_id).then(|| Approval {
+        run_id: blocked.run_id.clone(),
+        max_preserve: blocked.would_preserve as usize,
+        max_delete: blocked.would_delete as usize,
+    })
+}
+
+/// This mapping's users by state.
+fn counts_of(records: &[UserRecord], connector: &str, mapping: &str) -> UserCounts {
+    let mut counts = UserCounts::default();
+    for r in records.iter().filter(|r| r.is_owned_by(connector, mapping)) {
+        match r.state {
+            State::Active => counts.active += 1,
+            State::Preserved => counts.preserved += 1,
+            State::Deleted => counts.deleted += 1,
+        }
+    }
+    counts
+}
+
+/// Events on users for notable transitions, and on the mapping for skips and
+/// returns; at most [`USER_EVENTS_PER_RUN`] per user-level kind, then one summary.
+async fn user_events(ctx: &Context, ns: &str, applied: &[core::Transition], run_id: &str) {
+    let mut sent = 0usize;
+    let mut more = 0usize;
+    for t in applied {
+        let (type_, reason, note) = match &t.kind {
+            TransitionKind::Preserve => (
+                EventType::Warning,
+                "Preserved",
+                format!("preserved ({:?}) by run {run_id}", t.record.reason),
+            ),
+            TransitionKind::Reenable => (
+                EventType::Normal,
+                "Reenabled",
+                format!("active again after run {run_id}"),
+            ),
+            TransitionKind::Delete => (
+                EventType::Warning,
+                "Deleted",
+                format!("deleted after retention by run {run_id}"),
+            ),
+            TransitionKind::Transfer { from } => (
+                EventType::Normal,
+                "Transferred",
+                format!(
+                    "moved from mapping {from:?} to {:?} by run {run_id}",
+                    t.record.mapping
+                ),
+            ),
+            TransitionKind::Import {
+                follows: Some(previous),
+            } => (
+                EventType::Normal,
+                "ReturnedAfterDeletion",
+                format!(
+                    "this directory object was deleted before as {previous}; imported anew by run {run_id}, the old record stays a tombstone"
+                ),
+            ),
+            _ => continue,
+        };
+        if sent >= USER_EVENTS_PER_RUN {
+            more += 1;
+            continue;
+        }
+        sent += 1;
+        let reference = ObjectReference {
+            api_version: Some("usersync.dev/v1alpha1".into()),
+            kind: Some("DirectoryUser".into()),
+            namespace: Some(ns.to_string()),
+            name: Some(t.record.name.clone()),
+            ..Default::default()
+        };
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Sync".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::debug!(error = %e, "publishing an Event failed");
+        }
+    }
+    if more > 0 {
+        tracing::info!(run = %run_id, more, "per-user Events capped for this run");
+    }
+}

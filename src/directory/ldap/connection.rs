@@ -1,0 +1,304 @@
+//! One LDAP session: TCP connect, TLS (LDAPS or StartTLS), simple bind, and
+//! the paged searches run on it. Every step has the settings' timeout.
+//!
+//! The TCP connection is opened here rather than inside ldap3, so that a
+//! failure to reach the host (Unreachable) is told apart from a failed TLS
+//! handshake on a host that answered (TLSError).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, StdStream};
+use rustls::ClientConfig;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+use super::error::{LdapError, describe_result};
+use super::settings::{LdapSettings, SearchScope, Transport, ValidSettings};
+use super::tls::{client_config, describe_tls_failure};
+use crate::secret::SecretString;
+
+/// Everything needed to open sessions to one directory, checked once.
+pub struct Connector {
+    pub(super) settings: ValidSettings,
+    tls: Option<Arc<ClientConfig>>,
+    insecure_skip_verify: bool,
+    bind: Option<(String, SecretString)>,
+}
+
+impl Connector {
+    /// Check `settings` and prepare the TLS configuration. No network traffic.
+    pub fn new(settings: &LdapSettings) -> Result<Self, LdapError> {
+        let valid = settings.validate()?;
+        let tls = match valid.transport {
+            Transport::Plain => None,
+            Transport::StartTls | Transport::Ldaps => Some(client_config(
+                settings.ca_pem.as_deref(),
+                settings.insecure_skip_verify,
+            )?),
+        };
+        Ok(Self {
+            settings: valid,
+            tls,
+            insecure_skip_verify: settings.insecure_skip_verify,
+            bind: settings.bind.clone(),
+        })
+    }
+
+    /// Connect, secure and bind: a session ready for searches.
+    pub async fn open(&self) -> Result<Session, LdapError> {
+        let s = &self.settings;
+        let timeout = s.timeout;
+        let tcp = match tokio::time::timeout(timeout, TcpStream::connect((s.host.as_str(), s.port)))
+            .await
+        {
+            Err(_) => {
+                return Err(
+                    self.timeout_error("connect", format!("no answer within {}", secs(timeout)))
+                );
+            }
+            Ok(Err(e)) => return Err(self.unreachable(e)),
+            Ok(Ok(tcp)) => tcp,
+        };
+        let std_stream = tcp.into_std().map_err(|e| self.unreachable(e))?;
+        let mut conn_settings = LdapConnSettings::new()
+            .set_conn_timeout(timeout)
+            .set_std_stream(StdStream::Tcp(std_stream));
+        if let Some(tls) = &self.tls {
+            conn_settings = conn_settings
+                .set_config(tls.clone())
+                .set_starttls(s.transport == Transport::StartTls)
+                .set_no_tls_verify(self.insecure_skip_verify);
+        }
+        let (conn, ldap) = match LdapConnAsync::with_settings(conn_settings, &s.url).await {
+            Ok(pair) => pair,
+            Err(ldap3::LdapError::Timeout { .. }) => {
+                return Err(self.timeout_error(
+                    "TLS handshake",
+                    format!("no answer within {}", secs(timeout)),
+                ));
+            }
+            Err(e) if self.tls.is_some() => {
+                return Err(LdapError::Tls {
+                    url: s.url.clone(),
+                    detail: describe_tls_failure(&e),
+                    source: Some(Box::new(e)),
+                });
+            }
+            Err(e) => return Err(self.unreachable(e.into())),
+        };
+        let driver = tokio::spawn(async move {
+            if let Err(error) = conn.drive().await {
+                tracing::debug!(%error, "LDAP connection ended with an error");
+            }
+        });
+        let mut session = Session {
+            ldap,
+            driver,
+            url: s.url.clone(),
+            timeout,
+        };
+        if let Some((dn, password)) = &self.bind {
+            session.bind(dn, password).await?;
+        }
+        Ok(session)
+    }
+
+    fn unreachable(&self, source: std::io::Error) -> LdapError {
+        LdapError::Unreachable {
+            url: self.settings.url.clone(),
+            detail: source.to_string(),
+            source,
+        }
+    }
+
+    fn timeout_error(&self, operation: &'static str, detail: String) -> LdapError {
+        LdapError::Timeout {
+            url: self.settings.url.clone(),
+            operation,
+            detail,
+        }
+    }
+}
+
+/// An open, bound connection. Dropping it closes the connection.
+pub struct Session {
+    ldap: Ldap,
+    driver: JoinHandle<()>,
+    url: String,
+    timeout: Duration,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // The driver task owns the socket; a session given up mid-search
+        // (an error, a cancelled read) must not leave it running.
+        self.driver.abort();
+    }
+}
+
+impl Session {
+    async fn bind(&mut self, dn: &str, password: &SecretString) -> Result<(), LdapError> {
+        let result = self
+            .ldap
+            .with_timeout(self.timeout)
+            .simple_bind(dn, password.expose())
+            .await;
+        match result {
+            Ok(result) if result.rc == 0 => Ok(()),
+            Ok(result) => Err(LdapError::BindFailed {
+                dn: dn.to_owned(),
+                rc: result.rc,
+                text: result.text,
+            }),
+            Err(ldap3::LdapError::Timeout { .. }) => Err(LdapError::Timeout {
+                url: self.url.clone(),
+                operation: "bind",
+                detail: format!("no answer within {}", secs(self.timeout)),
+            }),
+            Err(e) => Err(LdapError::Unreachable {
+                url: self.url.clone(),
+                detail: format!("the connection failed during the bind: {e}"),
+                source: e.into(),
+            }),
+        }
+    }
+
+    /// Run a paged search (RFC 2696) and hand each entry to `on_entry` as it
+    /// arrives. `Ok` only when the server reported success for the whole
+    /// search: a size or time limit, a lost connection or any other error
+    /// mid-read is an `Err`, and the entries seen so far must not be taken
+    /// for the whole scope.
+    pub async fn paged_search(
+        &mut self,
+        search: &SearchRequest<'_>,
+        mut on_entry: impl FnMut(SearchEntry),
+    ) -> Result<(), LdapError> {
+        let adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>> = vec![
+            // Referrals (AD's continuation references to other partitions) are
+            // not followed: the scope is what this server holds.
+            Box::new(EntriesOnly::new()),
+            Box::new(PagedResults::new(search.page_size)),
+        ];
+        let scope = match search.scope {
+            SearchScope::Subtree => Scope::Subtree,
+            SearchScope::OneLevel => Scope::OneLevel,
+        };
+        let mut stream = self
+            .ldap
+            .with_timeout(self.timeout)
+            .streaming_search_with(
+                adapters,
+                search.base_dn,
+                scope,
+                search.filter,
+                search.attributes.to_vec(),
+            )
+            .await
+            .map_err(|e| self.search_error(search.base_dn, e))?;
+        loop {
+            match stream.next().await {
+                Ok(Some(raw)) => on_entry(SearchEntry::construct(raw)),
+                Ok(None) => break,
+                Err(e) => return Err(self.search_error(search.base_dn, e)),
+            }
+        }
+        let result = stream.finish().await;
+        match result.rc {
+            0 => Ok(()),
+            rc => Err(self.result_error(search.base_dn, rc, result.text)),
+        }
+    }
+
+    /// A base search of the root DSE: proves the server answers searches.
+    pub async fn root_dse(&mut self, attributes: &[&str]) -> Result<SearchEntry, LdapError> {
+        let result = self
+            .ldap
+            .with_timeout(self.timeout)
+            .search("", Scope::Base, "(objectClass=*)", attributes.to_vec())
+            .await
+            .map_err(|e| self.search_error("the root DSE", e))?;
+        let (entries, result) = (result.0, result.1);
+        if result.rc != 0 {
+            return Err(self.result_error("the root DSE", result.rc, result.text));
+        }
+        entries
+            .into_iter()
+            .next()
+            .map(SearchEntry::construct)
+            .ok_or_else(|| LdapError::SearchFailed {
+                base_dn: "the root DSE".into(),
+                detail: "the server returned no root DSE entry".into(),
+                source: None,
+            })
+    }
+
+    /// Unbind and close, best effort: the work is already done.
+    pub async fn close(mut self) {
+        let _ = self.ldap.with_timeout(self.timeout).unbind().await;
+    }
+
+    fn search_error(&self, base_dn: &str, error: ldap3::LdapError) -> LdapError {
+        match error {
+            ldap3::LdapError::Timeout { .. } => LdapError::Timeout {
+                url: self.url.clone(),
+                operation: "search",
+                detail: format!(
+                    "no answer within {} while reading {base_dn}",
+                    secs(self.timeout)
+                ),
+            },
+            ldap3::LdapError::LdapResult { result } => {
+                self.result_error(base_dn, result.rc, result.text)
+            }
+            ldap3::LdapError::FilterParsing => {
+                LdapError::InvalidConfig(format!("a search filter for {base_dn} does not parse"))
+            }
+            other => LdapError::SearchFailed {
+                base_dn: base_dn.to_owned(),
+                detail: format!("the connection failed mid-read: {other}"),
+                source: Some(Box::new(other)),
+            },
+        }
+    }
+
+    fn result_error(&self, base_dn: &str, rc: u32, text: String) -> LdapError {
+        match rc {
+            // sizeLimitExceeded, and adminLimitExceeded: AD's MaxResultSetSize
+            // and OpenLDAP's size.pr limits.
+            4 | 11 => LdapError::SizeLimitExceeded {
+                base_dn: base_dn.to_owned(),
+                rc,
+                text,
+            },
+            3 => LdapError::Timeout {
+                url: self.url.clone(),
+                operation: "search",
+                detail: format!(
+                    "the server stopped reading {base_dn} at its time limit: {}",
+                    describe_result(rc, &text)
+                ),
+            },
+            _ => LdapError::SearchFailed {
+                base_dn: base_dn.to_owned(),
+                detail: describe_result(rc, &text),
+                source: None,
+            },
+        }
+    }
+}
+
+/// One search: where, which entries, which attributes, how many per page.
+#[derive(Debug, Clone)]
+pub struct SearchRequest<'a> {
+    pub base_dn: &'a str,
+    pub scope: SearchScope,
+    pub filter: &'a str,
+    pub attributes: &'a [String],
+    pub page_size: i32,
+}
+
+fn secs(d: Duration) -> String {
+    format!("{}s", d.as_secs_f32())
+}

@@ -1,0 +1,30 @@
+//! LDAP directories: Active Directory (and Samba AD), OpenLDAP, and other LDAP
+//! servers, read with streaming paged searches over LDAP, LDAPS or StartTLS.
+//!
+//! - [`settings`]: the plain, validated settings and scope types;
+//! - [`flavor`]: per-server presets (anchor, disabled signal, user filter, attributes);
+//! - [`filter`]: RFC 4515 escaping, filter building, DN normalisation;
+//! - [`anchor`]: reading the anchor, and objectGUID bytes ↔ string;
+//! - [`account`]: Active Directory's disabled signal, with `now` as a parameter;
+//! - [`entry`]: one search entry → a [`DirectoryEntry`](crate::core::DirectoryEntry);
+//! - `tls`, `connection` (internal): TLS, connect, bind, paged search, timeouts;
+//! - [`source`]: [`LdapSource`] — probe, read and lookup;
+//! - [`error`]: [`LdapError`] and its condition reasons.
+
+pub mod account;
+pub mod anchor;
+mod connection;
+pub mod entry;
+pub mod error;
+pub mod filter;
+pub mod flavor;
+pub mod settings;
+pub mod source;
+mod tls;
+
+pub use anchor::{AnchorAttribute, AnchorEncoding, guid_bytes_to_string, guid_string_to_bytes};
+pub use error::{LdapError, REASONS};
+pub use filter::{escape_filter_value, normalize_dn};
+pub use flavor::Flavor;
+pub use settings::{AttributeMap, LdapScope, LdapSettings, SearchScope};
+pub use source::{LdapRead, LdapSource, ProbeReport};

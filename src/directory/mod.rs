@@ -1,0 +1,88 @@
+//! Directory sources: where users are read from. Each source yields the small
+//! per-user projection the planner needs ([`crate::core::DirectoryEntry`]).
+//! [`Source`] puts the kinds behind one interface, so the runner and the prober
+//! know nothing of LDAP or Graph.
+
+pub mod ldap;
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::core::{DirectoryEntry, DirectoryView};
+
+/// A connected directory of any kind.
+pub enum Source {
+    /// Active Directory, OpenLDAP or another LDAP server.
+    Ldap(ldap::LdapSource),
+}
+
+/// Which users of a directory a mapping covers, per kind of directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// An LDAP search.
+    Ldap(ldap::LdapScope),
+}
+
+/// A source's failure, classified for the `Connected` condition and run status.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SourceError {
+    /// A fixed reason (`Unreachable`, `TLSError`, `BindFailed`, `Timeout`, …).
+    pub reason: &'static str,
+    /// What happened, for a person; never contains a secret.
+    pub message: String,
+}
+
+impl From<ldap::LdapError> for SourceError {
+    fn from(e: ldap::LdapError) -> Self {
+        Self {
+            reason: e.reason(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// A complete read of one scope.
+#[derive(Clone, Debug)]
+pub struct Read {
+    /// The users the scope matched.
+    pub view: DirectoryView,
+    /// Entries left out because they had no usable anchor.
+    pub skipped_without_anchor: u64,
+}
+
+impl Source {
+    /// Authenticate and make one minimal read; returns the round trip.
+    pub async fn probe(&self) -> Result<Duration, SourceError> {
+        match self {
+            Source::Ldap(s) => Ok(s.probe().await?.latency),
+        }
+    }
+
+    /// Read a whole scope. Any failure is an error: the caller treats it as an
+    /// incomplete read, which changes no lifecycle state.
+    pub async fn read(&self, scope: &Scope, now: Timestamp) -> Result<Read, SourceError> {
+        match (self, scope) {
+            (Source::Ldap(s), Scope::Ldap(scope)) => {
+                let read = s.read(scope, now).await?;
+                Ok(Read {
+                    view: read.view,
+                    skipped_without_anchor: read.skipped_without_anchor,
+                })
+            }
+        }
+    }
+
+    /// Which of `anchors` the scope matches (a targeted lookup, DESIGN rule 9).
+    pub async fn lookup(
+        &self,
+        scope: &Scope,
+        anchors: &[String],
+        now: Timestamp,
+    ) -> Result<Vec<DirectoryEntry>, SourceError> {
+        match (self, scope) {
+            (Source::Ldap(s), Scope::Ldap(scope)) => Ok(s.lookup(scope, anchors, now).await?),
+        }
+    }
+}

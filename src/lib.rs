@@ -1,0 +1,15 @@
+//! usersync: keeps a registry of user accounts in step with an organisation's
+//! directories (Active Directory, OpenLDAP and other LDAP servers, Microsoft Entra ID).
+//!
+//! The crate is one library with a thin binary (`src/main.rs`):
+//! - [`api`]: the custom resources, the only place they are defined;
+//! - [`core`]: the lifecycle rules as pure functions, with the clock passed in;
+//! - [`controller`]: the reconcilers that tie the resources to the rules.
+
+pub mod api;
+pub mod controller;
+pub mod core;
+pub mod directory;
+pub mod secret;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,143 @@
+//! The default store: one DirectoryUser object per record, lifecycle in its status
+//! subresource, every write a server-side apply under the operator's field manager.
+
+use std::collections::HashMap;
+
+use futures::{FutureExt, StreamExt};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+
+use super::record::{labels_of, record_from_user, spec_of, status_of};
+use super::{ApplyReport, RunInfo, StoreError, UserStore};
+use crate::api::DirectoryUser;
+use crate::controller::FIELD_MANAGER;
+use crate::core::{Transition, TransitionKind, UserRecord, deletion_deadline};
+
+/// How many writes are in flight at once.
+const WRITE_CONCURRENCY: usize = 16;
+/// Objects per list page when taking a snapshot.
+const LIST_PAGE: u32 = 500;
+
+/// DirectoryUser objects of one namespace.
+pub struct KubernetesStore {
+    api: Api<DirectoryUser>,
+    /// What the snapshot saw that the planner's records do not carry.
+    previous_records: HashMap<String, String>,
+}
+
+impl KubernetesStore {
+    /// The store of `namespace`.
+    pub fn new(client: Client, namespace: &str) -> Self {
+        Self {
+            api: Api::namespaced(client, namespace),
+            previous_records: HashMap::new(),
+        }
+    }
+
+    async fn write(
+        &self,
+        transition: &Transition,
+        run: RunInfo<'_>,
+        previous: Option<String>,
+    ) -> Result<u64, kube::Error> {
+        let record = &transition.record;
+        let name = &record.name;
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let object = serde_json::json!({
+            "apiVersion": "usersync.dev/v1alpha1",
+            "kind": "DirectoryUser",
+            "metadata": { "name": name, "labels": labels_of(record) },
+            "spec": spec_of(record),
+        });
+        self.api
+            .patch(name, &params, &Patch::Apply(&object))
+            .await?;
+        let deadline = deletion_deadline(record, run.policy);
+        let status = status_of(record, deadline, previous, run.run_id, run.now);
+        let status = serde_json::json!({
+            "apiVersion": "usersync.dev/v1alpha1",
+            "kind": "DirectoryUser",
+            "status": status,
+        });
+        self.api
+            .patch_status(name, &params, &Patch::Apply(&status))
+            .await?;
+        Ok(2)
+    }
+}
+
+impl UserStore for KubernetesStore {
+    async fn snapshot(&mut self) -> Result<Vec<UserRecord>, StoreError> {
+        let mut records = Vec::new();
+        self.previous_records.clear();
+        let mut params = ListParams::default().limit(LIST_PAGE);
+        loop {
+            let page = self.api.list(&params).await?;
+            for user in &page.items {
+                if let Some(previous) = user.status.as_ref().and_then(|s| s.previous_record.clone())
+                {
+                    self.previous_records.insert(user.name_any(), previous);
+                }
+                records.push(record_from_user(user));
+            }
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => break,
+            }
+        }
+        Ok(records)
+    }
+
+    async fn apply(
+        &mut self,
+        transitions: &[Transition],
+        run: RunInfo<'_>,
+    ) -> Result<ApplyReport, StoreError> {
+        let mut report = ApplyReport::default();
+        let this = &*self;
+        // The plan is ordered by phase (updates and renames, imports, re-enables,
+        // preserves, deletes); within a phase the writes are independent.
+        for phase in transitions.chunk_by(|a, b| same_phase(&a.kind, &b.kind)) {
+            let writes: Vec<_> = phase
+                .iter()
+                .map(|t| {
+                    let previous = match &t.kind {
+                        TransitionKind::Import { follows } => follows.clone(),
+                        _ => this.previous_records.get(&t.record.name).cloned(),
+                    };
+                    this.write(t, run, previous).map(move |result| (t, result))
+                })
+                .collect();
+            let results: Vec<_> = futures::stream::iter(writes)
+                .buffer_unordered(WRITE_CONCURRENCY)
+                .collect()
+                .await;
+            for (t, result) in results {
+                match result {
+                    Ok(writes) => {
+                        report.applied += 1;
+                        report.writes += writes;
+                    }
+                    Err(e) => {
+                        tracing::warn!(user = %t.record.name, transition = t.kind.label(), error = %e, "writing a user failed");
+                        report.failed.push((t.record.name.clone(), e.to_string()));
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn same_phase(a: &TransitionKind, b: &TransitionKind) -> bool {
+    fn phase(k: &TransitionKind) -> u8 {
+        match k {
+            TransitionKind::Update | TransitionKind::Transfer { .. } => 0,
+            TransitionKind::Import { .. } => 1,
+            TransitionKind::Reenable => 2,
+            TransitionKind::Preserve => 3,
+            TransitionKind::Delete => 4,
+        }
+    }
+    phase(a) == phase(b)
+}

@@ -1,0 +1,573 @@
+//! DESIGN.md sections 2–4 against a real OpenLDAP server and a real API server: one
+//! test per rule, named after it.
+
+use std::time::Duration;
+
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use usersync::api::{
+    APPROVE_RUN_ANNOTATION, DirectoryMapping, DirectoryUser, RunResult, condition_is_true,
+    find_condition,
+};
+
+use crate::ldap_support::Server;
+use crate::world::World;
+
+#[tokio::test]
+async fn import_enabled_matched_user_becomes_active_and_disabled_one_is_never_imported() {
+    let w = World::new("import", Server::slapd(), json!({})).await;
+    w.add_user("alice", false);
+    w.add_user("bob", true);
+    let run = w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    assert_eq!(run.result, RunResult::Succeeded, "{run:?}");
+    assert_eq!(run.imported, 1, "{run:?}");
+    let alice = w.user("alice").await;
+    assert_eq!(w.state("alice").await, "Active");
+    assert_eq!(alice.spec.email.as_deref(), Some("alice@example.org"));
+    assert_eq!(alice.spec.display_name.as_deref(), Some("User alice"));
+    assert_eq!(alice.spec.profile.as_deref(), Some("staff"));
+    assert_eq!(
+        alice.labels().get("usersync.dev/state").map(String::as_str),
+        Some("active")
+    );
+    assert_eq!(
+        alice
+            .labels()
+            .get("usersync.dev/mapping")
+            .map(String::as_str),
+        Some("staff")
+    );
+    assert!(
+        alice.name_any().starts_with("corp-"),
+        "record named from connector and anchor: {}",
+        alice.name_any()
+    );
+    assert!(
+        w.named("bob").await.is_empty(),
+        "a disabled directory user was imported"
+    );
+    let mapping: DirectoryMapping = Api::namespaced(w.client.clone(), &w.ns.name)
+        .get("staff")
+        .await
+        .unwrap();
+    let status = mapping.status.unwrap();
+    assert_eq!(status.users.unwrap().active, 1);
+    assert!(status.next_sync_time.is_some(), "nextSyncTime is shown");
+    assert!(condition_is_true(&status.conditions, "Synced"));
+}
+
+#[tokio::test]
+async fn update_refreshes_fields_and_a_no_change_resync_writes_nothing() {
+    let w = World::new("update", Server::slapd(), json!({})).await;
+    w.add_user("carol", false);
+    w.add_user("dave", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.set_mail("carol", "carol.new@example.org");
+    let run = w.sync("staff").await;
+    assert_eq!((run.updated, run.imported), (1, 0), "{run:?}");
+    assert_eq!(
+        w.user("carol").await.spec.email.as_deref(),
+        Some("carol.new@example.org")
+    );
+
+    let versions = |users: Vec<DirectoryUser>| {
+        let mut v: Vec<_> = users
+            .into_iter()
+            .map(|u| (u.name_any(), u.resource_version()))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = versions(w.users().await);
+    let run = w.sync("staff").await;
+    assert_eq!(
+        (run.updated, run.imported, run.unchanged),
+        (0, 0, 2),
+        "{run:?}"
+    );
+    assert_eq!(
+        versions(w.users().await),
+        before,
+        "a no-change resync wrote to a user"
+    );
+}
+
+#[tokio::test]
+async fn disabled_user_is_preserved_and_reenabled_when_enabled_again() {
+    let w = World::new(
+        "disable",
+        Server::slapd(),
+        json!({"safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    w.add_user("erin", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.set_disabled("erin", true);
+    let run = w.sync("staff").await;
+    assert_eq!(run.preserved, 1, "{run:?}");
+    assert_eq!(w.state("erin").await, "Preserved/DisabledInDirectory");
+    let erin = w.user("erin").await;
+    assert!(erin.status.as_ref().unwrap().preserved_at.is_some());
+    assert!(
+        erin.status.as_ref().unwrap().delete_after_time.is_some(),
+        "the deletion deadline is shown"
+    );
+    assert_eq!(
+        erin.labels().get("usersync.dev/state").map(String::as_str),
+        Some("preserved")
+    );
+
+    w.set_disabled("erin", false);
+    let run = w.sync("staff").await;
+    assert_eq!(run.reenabled, 1, "{run:?}");
+    assert_eq!(w.state("erin").await, "Active");
+    assert!(w.user("erin").await.status.unwrap().preserved_at.is_none());
+}
+
+#[tokio::test]
+async fn unmapped_user_is_preserved_with_auto_preserve_unmapped() {
+    let w = World::new(
+        "unmapped",
+        Server::slapd(),
+        json!({"safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    w.add_user("frank", false);
+    w.add_user("grace", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.remove("frank");
+    let run = w.sync("staff").await;
+    assert_eq!(run.preserved, 1, "{run:?}");
+    assert_eq!(w.state("frank").await, "Preserved/Unmapped");
+    assert_eq!(w.state("grace").await, "Active");
+}
+
+#[tokio::test]
+async fn unmapped_user_stays_as_it_is_without_auto_preserve_unmapped() {
+    let w = World::new(
+        "keep",
+        Server::slapd(),
+        json!({"autoPreserveUnmapped": false, "safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    w.add_user("heidi", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.remove("heidi");
+    let run = w.sync("staff").await;
+    assert_eq!(run.preserved, 0, "{run:?}");
+    assert_eq!(w.state("heidi").await, "Active");
+}
+
+#[tokio::test]
+async fn preserved_user_is_deleted_after_delete_after_while_the_connector_is_healthy() {
+    let w = World::new(
+        "retention",
+        Server::slapd(),
+        json!({"preservation": {"deleteAfter": "2s"}, "safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    w.add_user("ivan", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.connected(true).await;
+    w.set_disabled("ivan", true);
+    w.sync("staff").await;
+    assert_eq!(w.state("ivan").await, "Preserved/DisabledInDirectory");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    w.connected(true).await;
+    let run = w.sync("staff").await;
+    assert_eq!(run.deleted, 1, "{run:?}");
+    assert_eq!(w.state("ivan").await, "Deleted/RetentionExpired");
+    let ivan = w.user("ivan").await;
+    assert!(ivan.status.as_ref().unwrap().deleted_at.is_some());
+    assert_eq!(
+        ivan.labels().get("usersync.dev/state").map(String::as_str),
+        Some("deleted"),
+        "the record stays as a tombstone"
+    );
+}
+
+#[tokio::test]
+async fn deletions_allowed_false_blocks_deletes_until_lifted() {
+    let w = World::new(
+        "frozen",
+        Server::slapd(),
+        json!({"preservation": {"deleteAfter": "1s"}, "safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    w.add_user("judy", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.set_disabled("judy", true);
+    w.sync("staff").await;
+    let connectors: Api<usersync::api::ConnectorHealth> =
+        Api::namespaced(w.client.clone(), &w.ns.name);
+    let freeze = json!({"spec": {"deletionsAllowed": false}});
+    connectors
+        .patch("corp", &PatchParams::default(), &Patch::Merge(&freeze))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let run = w.sync("staff").await;
+    assert_eq!(
+        (run.deleted, run.result),
+        (0, RunResult::Blocked),
+        "{run:?}"
+    );
+    assert_eq!(w.state("judy").await, "Preserved/DisabledInDirectory");
+    let mapping: DirectoryMapping = Api::namespaced(w.client.clone(), &w.ns.name)
+        .get("staff")
+        .await
+        .unwrap();
+    let blocked = find_condition(
+        &mapping.status.as_ref().unwrap().conditions,
+        "DeletionsBlocked",
+    )
+    .cloned()
+    .unwrap();
+    assert_eq!(blocked.status, "True");
+    assert!(
+        blocked.message.contains("deletionsAllowed: false"),
+        "{}",
+        blocked.message
+    );
+
+    let thaw = json!({"spec": {"deletionsAllowed": true}});
+    connectors
+        .patch("corp", &PatchParams::default(), &Patch::Merge(&thaw))
+        .await
+        .unwrap();
+    w.connected(true).await;
+    let run = w.sync("staff").await;
+    assert_eq!(run.deleted, 1, "{run:?}");
+    assert_eq!(w.state("judy").await, "Deleted/RetentionExpired");
+}
+
+#[tokio::test]
+async fn no_delete_while_the_connector_is_down_and_delete_once_it_is_back() {
+    let private = crate::ldap_support::PrivateSlapd::start("down");
+    let w = World::new(
+        "down",
+        &private.server,
+        json!({"preservation": {"deleteAfter": "1s"}, "safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    w.add_user("ken", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.set_disabled("ken", true);
+    w.sync("staff").await;
+    assert_eq!(w.state("ken").await, "Preserved/DisabledInDirectory");
+
+    private.server.script(&["down"], None);
+    w.connected(false).await;
+    let run = w.sync("staff").await;
+    assert_eq!((run.deleted, run.result), (0, RunResult::Failed), "{run:?}");
+    assert_eq!(w.state("ken").await, "Preserved/DisabledInDirectory");
+
+    private.server.script(&["up"], None);
+    w.connected(true).await;
+    let run = w.sync("staff").await;
+    assert_eq!(run.deleted, 1, "{run:?}");
+    assert_eq!(w.state("ken").await, "Deleted/RetentionExpired");
+}
+
+#[tokio::test]
+async fn manual_preserve_is_never_lifted_by_sync() {
+    let w = World::new("manual", Server::slapd(), json!({})).await;
+    w.add_user("liam", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    let name = w.user("liam").await.name_any();
+    let users: Api<DirectoryUser> = Api::namespaced(w.client.clone(), &w.ns.name);
+    users
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"preserve": true}})),
+        )
+        .await
+        .unwrap();
+    w.sync("staff").await;
+    assert_eq!(w.state("liam").await, "Preserved/Manual");
+    let run = w.sync("staff").await;
+    assert_eq!(run.reenabled, 0, "{run:?}");
+    assert_eq!(
+        w.state("liam").await,
+        "Preserved/Manual",
+        "sync lifted a manual preserve"
+    );
+    assert!(
+        w.user("liam").await.spec.preserve,
+        "sync took over the admin's preserve field"
+    );
+}
+
+#[tokio::test]
+async fn manual_and_csv_users_are_untouched_and_a_colliding_directory_user_is_reported() {
+    let w = World::new("collide", Server::slapd(), json!({})).await;
+    let users: Api<DirectoryUser> = Api::namespaced(w.client.clone(), &w.ns.name);
+    for (name, origin, username) in [
+        ("manual-mia", "Manual", "mia"),
+        ("csv-noah", "CSV", "noah-csv"),
+    ] {
+        let user: DirectoryUser = serde_json::from_value(json!({
+            "apiVersion": "usersync.dev/v1alpha1", "kind": "DirectoryUser", "metadata": {"name": name},
+            "spec": {"origin": origin, "username": username, "email": format!("{username}@example.org")},
+        }))
+        .unwrap();
+        users.create(&PostParams::default(), &user).await.unwrap();
+    }
+    let before: Vec<_> = users
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|u| u.resource_version())
+        .collect();
+    w.add_user("mia", false);
+    w.add_user("olga", false);
+    let run = w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    assert_eq!((run.imported, run.skipped), (1, 1), "{run:?}");
+    let mia = w.named("mia").await;
+    assert_eq!(
+        mia.len(),
+        1,
+        "the directory user was merged into or imported beside the manual one"
+    );
+    assert_eq!(mia[0].name_any(), "manual-mia");
+    for name in ["manual-mia", "csv-noah"] {
+        let u = users.get(name).await.unwrap();
+        assert!(
+            before.contains(&u.resource_version()),
+            "sync changed {name}"
+        );
+    }
+    let events =
+        crate::support::cluster().kubectl(["get", "events", "-n", &w.ns.name, "-o", "json"]);
+    let events = crate::support::stdout(&events);
+    assert!(
+        events.contains("ImportSkipped") && events.contains("manual-mia"),
+        "the collision is reported in an Event: {events}"
+    );
+}
+
+#[tokio::test]
+async fn deleted_is_final_and_a_returning_object_becomes_a_new_record() {
+    let w = World::new(
+        "return",
+        Server::slapd(),
+        json!({"preservation": {"deleteAfter": "1s"}, "safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    w.add_user("pat", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    let old = w.user("pat").await.name_any();
+    w.set_disabled("pat", true);
+    w.sync("staff").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    w.connected(true).await;
+    w.sync("staff").await;
+    assert_eq!(w.state("pat").await, "Deleted/RetentionExpired");
+
+    w.set_disabled("pat", false);
+    let run = w.sync("staff").await;
+    assert_eq!(run.imported, 1, "{run:?}");
+    let records = w.named("pat").await;
+    assert_eq!(
+        records.len(),
+        2,
+        "a returning object gets a new record beside the tombstone"
+    );
+    let users: Api<DirectoryUser> = Api::namespaced(w.client.clone(), &w.ns.name);
+    let tombstone = users.get(&old).await.unwrap();
+    assert_eq!(
+        format!("{:?}", tombstone.status.unwrap().state.unwrap()),
+        "Deleted",
+        "the old record was revived"
+    );
+    let new = records.into_iter().find(|u| u.name_any() != old).unwrap();
+    assert_eq!(
+        format!("{:?}", new.status.as_ref().unwrap().state.unwrap()),
+        "Active"
+    );
+    assert_eq!(
+        new.status.unwrap().previous_record.as_deref(),
+        Some(old.as_str()),
+        "the new record points at the old one"
+    );
+}
+
+#[tokio::test]
+async fn rename_keeps_identity() {
+    let w = World::new("rename", Server::slapd(), json!({})).await;
+    w.add_user("quinn", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    let before = w.user("quinn").await;
+    w.rename("quinn", "quinn2");
+    let run = w.sync("staff").await;
+    assert_eq!(
+        (run.updated, run.imported, run.preserved),
+        (1, 0, 0),
+        "{run:?}"
+    );
+    let after = w.user("quinn2").await;
+    assert_eq!(
+        after.name_any(),
+        before.name_any(),
+        "a rename made a new record"
+    );
+    assert_eq!(after.spec.anchor, before.spec.anchor);
+}
+
+#[tokio::test]
+async fn a_new_object_reusing_an_old_name_is_a_different_user() {
+    let w = World::new("reuse", Server::slapd(), json!({})).await;
+    w.add_user("rita", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    let old = w.user("rita").await;
+    // In one run: the old holder is renamed and a new object takes the name.
+    w.rename("rita", "rita-old");
+    w.add_user("rita", false);
+    let run = w.sync("staff").await;
+    assert_eq!((run.updated, run.imported), (1, 1), "{run:?}");
+    assert_eq!(w.user("rita-old").await.name_any(), old.name_any());
+    let new = w.user("rita").await;
+    assert_ne!(new.name_any(), old.name_any());
+    assert_ne!(new.spec.anchor, old.spec.anchor);
+}
+
+#[tokio::test]
+async fn a_user_moving_between_mappings_is_transferred_never_preserved() {
+    let w = World::new(
+        "move",
+        Server::slapd(),
+        json!({"safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    let east = w.sub_ou("east");
+    let west = w.sub_ou("west");
+    w.add_user_in(&east, "sam", false);
+    w.add_user_in(&east, "tess", false);
+    w.mapping("east", &east, json!({})).await;
+    w.mapping("west", &west, json!({})).await;
+    let before = w.user("sam").await;
+    assert_eq!(before.spec.mapping_ref.as_deref(), Some("east"));
+    w.move_to(&format!("uid=sam,{east}"), &west);
+    // The mapping that loses the user syncs first: it must hand it over, not preserve it.
+    let run = w.sync("east").await;
+    assert_eq!(run.preserved, 0, "{run:?}");
+    let sam = w.user("sam").await;
+    assert_eq!(w.state("sam").await, "Active");
+    assert_eq!(sam.name_any(), before.name_any());
+    assert_eq!(
+        sam.spec.mapping_ref.as_deref(),
+        Some("west"),
+        "not transferred: {:?}",
+        sam.spec
+    );
+    let run = w.sync("west").await;
+    assert_eq!((run.preserved, run.imported), (0, 0), "{run:?}");
+    assert_eq!(w.user("sam").await.spec.profile.as_deref(), Some("west"));
+}
+
+#[tokio::test]
+async fn a_threshold_blocks_the_run_and_approve_run_releases_it() {
+    let w = World::new(
+        "threshold",
+        Server::slapd(),
+        json!({"safety": {"maxPreservePercent": 10}}),
+    )
+    .await;
+    for i in 0..10 {
+        w.add_user(&format!("u{i}"), false);
+    }
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    for i in 0..4 {
+        w.set_disabled(&format!("u{i}"), true);
+    }
+    let run = w.sync("staff").await;
+    assert_eq!(
+        (run.result, run.preserved),
+        (RunResult::Blocked, 0),
+        "{run:?}"
+    );
+    assert_eq!(w.state("u0").await, "Active");
+    let mappings: Api<DirectoryMapping> = Api::namespaced(w.client.clone(), &w.ns.name);
+    let status = mappings.get("staff").await.unwrap().status.unwrap();
+    let blocked = find_condition(&status.conditions, "DeletionsBlocked")
+        .cloned()
+        .unwrap();
+    assert_eq!(blocked.status, "True");
+    assert!(
+        blocked.message.contains("would preserve 4 of 10"),
+        "{}",
+        blocked.message
+    );
+    assert!(
+        blocked.message.contains(&run.id),
+        "the message names the run to approve: {}",
+        blocked.message
+    );
+    assert_eq!(status.blocked_run.unwrap().run_id, run.id);
+
+    w.annotate("staff", APPROVE_RUN_ANNOTATION, &run.id).await;
+    let run = w.sync("staff").await;
+    assert_eq!(
+        (run.result, run.preserved),
+        (RunResult::Succeeded, 4),
+        "{run:?}"
+    );
+    assert_eq!(w.state("u0").await, "Preserved/DisabledInDirectory");
+}
+
+#[tokio::test]
+async fn dry_run_applies_nothing() {
+    let w = World::new("dryrun", Server::slapd(), json!({"dryRun": true})).await;
+    w.add_user("uma", false);
+    w.add_user("vic", false);
+    let run = w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    assert_eq!(
+        (run.result, run.imported),
+        (RunResult::DryRun, 2),
+        "{run:?}"
+    );
+    assert!(w.users().await.is_empty(), "a dry run created users");
+}
+
+#[tokio::test]
+async fn an_incomplete_read_changes_nothing() {
+    let private = crate::ldap_support::PrivateSlapd::start("cut");
+    let w = World::new(
+        "cut",
+        &private.server,
+        json!({"safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    for i in 0..12 {
+        w.add_user(&format!("w{i}"), false);
+    }
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    assert_eq!(w.users().await.len(), 12);
+    w.remove("w0");
+    w.set_disabled("w1", true);
+    // The server now stops paged reads after 5 entries: the read is cut off mid-way.
+    private.server.script(
+        &["limits", "size.soft=5 size.hard=5 size.pr=5 size.prtotal=5"],
+        None,
+    );
+    let run = w.sync("staff").await;
+    assert_eq!(run.result, RunResult::Failed, "{run:?}");
+    assert!(
+        run.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("incomplete"),
+        "{run:?}"
+    );
+    for i in 0..12 {
+        assert_eq!(
+            w.state(&format!("w{i}")).await,
+            "Active",
+            "a cut-off read changed w{i}"
+        );
+    }
+}

@@ -1,0 +1,273 @@
+//! The operator resolves references into a `Ready` condition that follows the
+//! referenced objects as they appear, change and go away.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+use usersync::api::{ConnectorHealth, DirectoryMapping, find_condition};
+
+use crate::support::{TestNamespace, cluster, eventually, start_operator, stderr};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Wait until the object's Ready condition has this status and reason; return its message.
+async fn ready_is<K>(
+    api: &Api<K>,
+    name: &str,
+    status: &str,
+    reason: &str,
+    conditions: fn(&K) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+) -> String
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(WAIT, &format!("{name} Ready={status}/{reason}"), || async {
+        let obj = api.get_opt(name).await.ok()??;
+        let conds = conditions(&obj);
+        let ready = find_condition(&conds, "Ready")?;
+        (ready.status == status && ready.reason == reason).then(|| ready.message.clone())
+    })
+    .await
+}
+
+fn mapping_conditions(
+    m: &DirectoryMapping,
+) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    m.status.clone().unwrap_or_default().conditions
+}
+
+fn connector_conditions(
+    c: &ConnectorHealth,
+) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    c.status.clone().unwrap_or_default().conditions
+}
+
+fn apply(ns: &str, manifest: &str) {
+    let out = cluster().apply(ns, manifest);
+    assert!(
+        out.status.success(),
+        "kubectl apply failed: {}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn mapping_ready_follows_its_policy_and_connector() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "ready").await;
+    let ns = ns.name.as_str();
+    start_operator(&client, ns);
+    let mappings: Api<DirectoryMapping> = Api::namespaced(client.clone(), ns);
+
+    apply(
+        ns,
+        r#"
+apiVersion: usersync.dev/v1alpha1
+kind: DirectoryMapping
+metadata: {name: staff}
+spec:
+  connectorRef: corp
+  policyRef: default
+  ldap: {baseDN: "ou=Staff,dc=example,dc=org"}
+"#,
+    );
+    let message = ready_is(
+        &mappings,
+        "staff",
+        "False",
+        "PolicyNotFound",
+        mapping_conditions,
+    )
+    .await;
+    assert!(
+        message.contains("SyncPolicy \"default\" not found"),
+        "{message}"
+    );
+
+    apply(
+        ns,
+        "{apiVersion: usersync.dev/v1alpha1, kind: SyncPolicy, metadata: {name: default}, spec: {interval: 1h}}",
+    );
+    let message = ready_is(
+        &mappings,
+        "staff",
+        "False",
+        "ConnectorNotFound",
+        mapping_conditions,
+    )
+    .await;
+    assert!(
+        message.contains("ConnectorHealth \"corp\" not found"),
+        "{message}"
+    );
+
+    // A connector whose bind password Secret is missing: both objects say so.
+    apply(
+        ns,
+        r#"
+apiVersion: usersync.dev/v1alpha1
+kind: ConnectorHealth
+metadata: {name: corp}
+spec:
+  ldap:
+    url: ldap://127.0.0.1:3389
+    flavor: OpenLDAP
+    bindDN: cn=usersync,ou=Service,dc=example,dc=org
+    bindPasswordSecretRef: {name: corp-bind, key: password}
+"#,
+    );
+    let connectors: Api<ConnectorHealth> = Api::namespaced(client.clone(), ns);
+    let message = ready_is(
+        &connectors,
+        "corp",
+        "False",
+        "SecretNotFound",
+        connector_conditions,
+    )
+    .await;
+    assert!(
+        message.contains("Secret \"corp-bind\" not found"),
+        "{message}"
+    );
+    ready_is(
+        &mappings,
+        "staff",
+        "False",
+        "SecretNotFound",
+        mapping_conditions,
+    )
+    .await;
+
+    // The Secret appears, with the wrong key first, then the right one.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "corp-bind"}, "stringData": {"pass": "s3cret-value"}
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let message = ready_is(
+        &connectors,
+        "corp",
+        "False",
+        "SecretKeyNotFound",
+        connector_conditions,
+    )
+    .await;
+    assert!(message.contains("has no key \"password\""), "{message}");
+    assert!(
+        !message.contains("s3cret-value"),
+        "a Secret value reached a status message"
+    );
+    secrets
+        .delete("corp-bind", &DeleteParams::default())
+        .await
+        .unwrap();
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "corp-bind"}, "stringData": {"password": "s3cret-value"}
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    ready_is(
+        &connectors,
+        "corp",
+        "True",
+        "Resolved",
+        connector_conditions,
+    )
+    .await;
+    let message = ready_is(&mappings, "staff", "True", "Resolved", mapping_conditions).await;
+    assert!(!message.contains("s3cret-value"));
+
+    // The policy goes away: the mapping notices without polling.
+    let out = cluster().kubectl(["delete", "spol", "default", "-n", ns]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    ready_is(
+        &mappings,
+        "staff",
+        "False",
+        "PolicyNotFound",
+        mapping_conditions,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn mapping_scope_must_fit_the_connector_kind() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "kind").await;
+    let ns = ns.name.as_str();
+    start_operator(&client, ns);
+    apply(
+        ns,
+        "{apiVersion: usersync.dev/v1alpha1, kind: SyncPolicy, metadata: {name: default}, spec: {}}",
+    );
+    apply(
+        ns,
+        "{apiVersion: usersync.dev/v1alpha1, kind: ConnectorHealth, metadata: {name: corp}, spec: {ldap: {url: 'ldap://127.0.0.1:3389'}}}",
+    );
+    apply(
+        ns,
+        "{apiVersion: usersync.dev/v1alpha1, kind: DirectoryMapping, metadata: {name: cloud}, spec: {connectorRef: corp, policyRef: default, entraID: {groups: [g1]}}}",
+    );
+    let mappings: Api<DirectoryMapping> = Api::namespaced(client.clone(), ns);
+    let message = ready_is(
+        &mappings,
+        "cloud",
+        "False",
+        "InvalidSpec",
+        mapping_conditions,
+    )
+    .await;
+    assert!(message.contains("is an LDAP connector"), "{message}");
+}
+
+#[tokio::test]
+async fn status_is_written_under_the_operator_field_manager_only() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "ssa").await;
+    let ns = ns.name.as_str();
+    start_operator(&client, ns);
+    apply(
+        ns,
+        "{apiVersion: usersync.dev/v1alpha1, kind: SyncPolicy, metadata: {name: default}, spec: {interval: 2h}}",
+    );
+    let policies: Api<usersync::api::SyncPolicy> = Api::namespaced(client.clone(), ns);
+    let policy = eventually(WAIT, "policy Ready", || async {
+        let p = policies.get("default").await.ok()?;
+        p.status
+            .as_ref()
+            .filter(|s| !s.conditions.is_empty())
+            .map(|_| p.clone())
+    })
+    .await;
+    let managed = policy.metadata.managed_fields.clone().unwrap_or_default();
+    let ours: Vec<_> = managed
+        .iter()
+        .filter(|m| m.manager.as_deref() == Some("usersync"))
+        .collect();
+    assert!(
+        !ours.is_empty(),
+        "no fields managed by usersync: {managed:#?}"
+    );
+    for entry in ours {
+        assert_eq!(
+            entry.subresource.as_deref(),
+            Some("status"),
+            "usersync wrote outside status: {entry:#?}"
+        );
+        assert_eq!(
+            entry.operation.as_deref(),
+            Some("Apply"),
+            "usersync must use server-side apply"
+        );
+    }
+    assert_eq!(policy.spec.interval, "2h", "the admin's spec is untouched");
+}

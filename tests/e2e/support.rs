@@ -1,0 +1,219 @@
+//! The harness of the end-to-end tests: a real control plane (tests/cluster.sh),
+//! the CRDs installed with the built kubectl, one namespace per test, and the
+//! operator running in-process against that namespace.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+
+/// The running control plane: where its kubeconfig and tools are.
+pub struct Cluster {
+    pub kubeconfig: PathBuf,
+    pub bin: PathBuf,
+}
+
+/// The repository root.
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Start (or reuse) the control plane once per test binary and install the CRDs.
+pub fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(repo().join("tests/cluster.sh"))
+            .arg("up")
+            .output()
+            .expect("bash runs tests/cluster.sh");
+        assert!(
+            out.status.success(),
+            "tests/cluster.sh up failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let exports = String::from_utf8_lossy(&out.stdout);
+        let var = |name: &str| {
+            exports
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .map(|v| v.trim_matches(['\'', '"']).to_string())
+                .unwrap_or_else(|| panic!("tests/cluster.sh up printed no {name}:\n{exports}"))
+        };
+        let kubeconfig = PathBuf::from(var("KUBECONFIG"));
+        let path = var("PATH");
+        let bin = PathBuf::from(path.split(':').next().expect("PATH has a first entry"));
+        let cluster = Cluster { kubeconfig, bin };
+        let out = cluster.kubectl(["apply", "--server-side", "--force-conflicts", "-f", "crds/"]);
+        assert!(
+            out.status.success(),
+            "installing the CRDs failed: {}",
+            stderr(&out)
+        );
+        let out = cluster.kubectl([
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd",
+            "-l",
+            "app.kubernetes.io/part-of=usersync",
+        ]);
+        assert!(
+            out.status.success(),
+            "the CRDs did not become established: {}",
+            stderr(&out)
+        );
+        cluster
+    })
+}
+
+impl Cluster {
+    /// Run the built kubectl against the cluster, from the repository root.
+    pub fn kubectl<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        Command::new(self.bin.join("kubectl"))
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .current_dir(repo())
+            .output()
+            .expect("kubectl runs")
+    }
+
+    /// `kubectl apply -f -` of a manifest.
+    pub fn apply(&self, namespace: &str, manifest: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(self.bin.join("kubectl"))
+            .args(["apply", "-n", namespace, "-f", "-"])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubectl runs");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(manifest.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// A client for the cluster.
+    pub async fn client(&self) -> Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig readable");
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig valid");
+        Client::try_from(config).expect("client builds")
+    }
+}
+
+/// A test's own namespace, deleted (without waiting) when the test ends.
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    /// Create a namespace named after the test, with a random suffix.
+    pub async fn new(client: &Client, test: &str) -> Self {
+        let name = format!("{}-{:08x}", test.replace('_', "-"), rand_u32());
+        let name = name
+            .trim_start_matches('-')
+            .chars()
+            .rev()
+            .take(63)
+            .collect::<String>()
+            .chars()
+            .rev()
+            .collect::<String>();
+        let ns: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("namespace created");
+        Self {
+            name,
+            client: client.clone(),
+        }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let (client, name) = (self.client.clone(), self.name.clone());
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = Api::<Namespace>::all(client)
+                    .delete(&name, &DeleteParams::background())
+                    .await;
+            });
+        }
+    }
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish() as u32
+}
+
+/// Start the operator in-process, watching one namespace; it stops with the test's runtime.
+pub fn start_operator(client: &Client, namespace: &str) {
+    let scope = usersync::controller::Scope {
+        namespace: Some(namespace.to_string()),
+        max_concurrent_runs: 4,
+    };
+    let client = client.clone();
+    tokio::spawn(async move {
+        usersync::controller::run_until(client, scope, std::future::pending())
+            .await
+            .expect("operator runs")
+    });
+}
+
+/// Poll `check` until it returns `Some`, or fail after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// kubectl's stderr, as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// kubectl's stdout, as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

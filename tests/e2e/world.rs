@@ -1,0 +1,273 @@
+//! A small world for lifecycle tests: a namespace with the operator running, a
+//! connector to a real directory, a policy, and the test's own OU in that directory.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use usersync::api::{
+    ConnectorHealth, DirectoryMapping, DirectoryUser, RunSummary, SYNC_REQUESTED_ANNOTATION,
+    condition_is_true,
+};
+
+use crate::ldap_support::{Server, TestOu, ldif_line};
+use crate::support::{TestNamespace, cluster, eventually, start_operator, stderr};
+
+/// How long a run may take in these tests.
+pub const RUN_WAIT: Duration = Duration::from_secs(60);
+
+pub struct World<'a> {
+    pub client: Client,
+    pub ns: TestNamespace,
+    pub ou: TestOu<'a>,
+    pub server: &'a Server,
+}
+
+impl<'a> World<'a> {
+    /// A namespace with the operator, a connector `corp` to `server` (OpenLDAP
+    /// flavor unless the server is Samba), and a policy `default` with `policy`
+    /// (a JSON object of spec fields) over a 24h interval, so runs happen on demand.
+    pub async fn new(test: &str, server: &'a Server, policy: serde_json::Value) -> World<'a> {
+        let client = cluster().client().await;
+        let ns = TestNamespace::new(&client, test).await;
+        start_operator(&client, &ns.name);
+        let ou = server.test_ou(test);
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "corp-bind"},
+            "stringData": {"password": server.bind_password()},
+        }))
+        .unwrap();
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+        let flavor = if server.base_dn.to_ascii_lowercase().contains("dc=corp") {
+            "ActiveDirectory"
+        } else {
+            "OpenLDAP"
+        };
+        let world = World {
+            client,
+            ns,
+            ou,
+            server,
+        };
+        world.apply(&serde_json::json!({
+            "apiVersion": "usersync.dev/v1alpha1", "kind": "ConnectorHealth", "metadata": {"name": "corp"},
+            "spec": {
+                "ldap": {
+                    "url": server.url, "flavor": flavor, "bindDN": server.bind_dn,
+                    "bindPasswordSecretRef": {"name": "corp-bind", "key": "password"}, "pageSize": 50, "timeout": "10s",
+                },
+                "probeInterval": "2s", "staleAfter": "1m",
+            }
+        }));
+        let mut spec = serde_json::json!({"interval": "24h"});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(policy.as_object().cloned().unwrap_or_default());
+        world.apply(&serde_json::json!({
+            "apiVersion": "usersync.dev/v1alpha1", "kind": "SyncPolicy", "metadata": {"name": "default"}, "spec": spec,
+        }));
+        world
+    }
+
+    /// `kubectl apply` of one object into the namespace.
+    pub fn apply(&self, object: &serde_json::Value) {
+        let out = cluster().apply(&self.ns.name, &object.to_string());
+        assert!(
+            out.status.success(),
+            "kubectl apply failed: {}\n{object}",
+            stderr(&out)
+        );
+    }
+
+    /// Create mapping `name` over `base_dn` (with extra spec fields) and wait for its
+    /// first, scheduled run.
+    pub async fn mapping(&self, name: &str, base_dn: &str, extra: serde_json::Value) -> RunSummary {
+        let mut spec = serde_json::json!({
+            "connectorRef": "corp", "policyRef": "default", "profile": name,
+            "ldap": {"baseDN": base_dn},
+        });
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().cloned().unwrap_or_default());
+        self.apply(&serde_json::json!({
+            "apiVersion": "usersync.dev/v1alpha1", "kind": "DirectoryMapping", "metadata": {"name": name}, "spec": spec,
+        }));
+        self.wait_run(name, None).await
+    }
+
+    fn mappings(&self) -> Api<DirectoryMapping> {
+        Api::namespaced(self.client.clone(), &self.ns.name)
+    }
+
+    /// Wait until the mapping has a finished run other than `after`.
+    pub async fn wait_run(&self, mapping: &str, after: Option<&str>) -> RunSummary {
+        let api = self.mappings();
+        eventually(RUN_WAIT, &format!("a run of {mapping}"), || async {
+            let m = api.get(mapping).await.ok()?;
+            let status = m.status?;
+            let run = status.last_run?;
+            (!status.sync_in_progress && Some(run.id.as_str()) != after).then_some(run)
+        })
+        .await
+    }
+
+    /// Ask for a run through the on-demand annotation and wait for its outcome.
+    pub async fn sync(&self, mapping: &str) -> RunSummary {
+        let api = self.mappings();
+        let before = api
+            .get(mapping)
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.last_run)
+            .map(|r| r.id);
+        let value = jiff::Timestamp::now().as_nanosecond().to_string();
+        self.annotate(mapping, SYNC_REQUESTED_ANNOTATION, &value)
+            .await;
+        let outcome = eventually(RUN_WAIT, "the on-demand request to be handled", || async {
+            let request = api.get(mapping).await.ok()?.status?.last_sync_request?;
+            (request.value == value).then_some(request.outcome)
+        })
+        .await;
+        assert!(
+            outcome.starts_with("Started run"),
+            "on-demand sync of {mapping} was not started: {outcome}"
+        );
+        self.wait_run(mapping, before.as_deref()).await
+    }
+
+    /// Set an annotation on a mapping, as an admin would.
+    pub async fn annotate(&self, mapping: &str, key: &str, value: &str) {
+        let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+        self.mappings()
+            .patch(mapping, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+
+    /// Wait until the connector has (or has not) probed successfully.
+    pub async fn connected(&self, want: bool) {
+        let api: Api<ConnectorHealth> = Api::namespaced(self.client.clone(), &self.ns.name);
+        eventually(RUN_WAIT, &format!("Connected={want}"), || async {
+            let c = api.get("corp").await.ok()?;
+            (condition_is_true(&c.status?.conditions, "Connected") == want).then_some(())
+        })
+        .await;
+    }
+
+    /// Every DirectoryUser of the namespace.
+    pub async fn users(&self) -> Vec<DirectoryUser> {
+        let api: Api<DirectoryUser> = Api::namespaced(self.client.clone(), &self.ns.name);
+        api.list(&ListParams::default()).await.unwrap().items
+    }
+
+    /// The DirectoryUsers with this username.
+    pub async fn named(&self, username: &str) -> Vec<DirectoryUser> {
+        self.users()
+            .await
+            .into_iter()
+            .filter(|u| u.spec.username.as_deref() == Some(username))
+            .collect()
+    }
+
+    /// The one DirectoryUser with this username.
+    pub async fn user(&self, username: &str) -> DirectoryUser {
+        let mut found = self.named(username).await;
+        assert_eq!(
+            found.len(),
+            1,
+            "expected one user named {username}, found {:?}",
+            found.iter().map(|u| u.name_any()).collect::<Vec<_>>()
+        );
+        found.remove(0)
+    }
+
+    /// A user's lifecycle state and reason, as strings (`"Active"`, `"Preserved/Unmapped"`).
+    pub async fn state(&self, username: &str) -> String {
+        let status = self.user(username).await.status.unwrap_or_default();
+        match (status.state, status.reason) {
+            (Some(s), Some(r)) => format!("{s:?}/{r:?}"),
+            (Some(s), None) => format!("{s:?}"),
+            _ => "none".into(),
+        }
+    }
+
+    // --- the directory side ---
+
+    /// An OU below the test's OU (for a second mapping's scope).
+    pub fn sub_ou(&self, name: &str) -> String {
+        let dn = format!("ou={name},{}", self.ou.dn);
+        self.server
+            .add_ldif(&format!("dn: {dn}\nobjectClass: organizationalUnit\n"));
+        dn
+    }
+
+    /// Add an OpenLDAP user `uid` under `parent` (the test OU when `None`).
+    pub fn add_user_in(&self, parent: &str, uid: &str, disabled: bool) {
+        let mut ldif = format!("dn: uid={uid},{parent}\nobjectClass: inetOrgPerson\n");
+        for (a, v) in [
+            ("uid", uid),
+            ("cn", uid),
+            ("sn", uid),
+            ("displayName", &format!("User {uid}")),
+            ("mail", &format!("{uid}@example.org")),
+        ] {
+            ldif.push_str(&ldif_line(a, v));
+        }
+        if disabled {
+            ldif.push_str("pwdAccountLockedTime: 000001010000Z\n");
+        }
+        self.server.add_ldif(&ldif);
+    }
+
+    pub fn add_user(&self, uid: &str, disabled: bool) {
+        self.add_user_in(&self.ou.dn.clone(), uid, disabled);
+    }
+
+    fn dn(&self, uid: &str) -> String {
+        format!("uid={uid},{}", self.ou.dn)
+    }
+
+    pub fn set_disabled(&self, uid: &str, disabled: bool) {
+        let change = if disabled {
+            "replace: pwdAccountLockedTime\npwdAccountLockedTime: 000001010000Z\n"
+        } else {
+            "delete: pwdAccountLockedTime\n"
+        };
+        self.server.modify_ldif(&format!(
+            "dn: {}\nchangetype: modify\n{change}",
+            self.dn(uid)
+        ));
+    }
+
+    pub fn set_mail(&self, uid: &str, mail: &str) {
+        self.server.modify_ldif(&format!(
+            "dn: {}\nchangetype: modify\nreplace: mail\nmail: {mail}\n",
+            self.dn(uid)
+        ));
+    }
+
+    /// Rename: a new RDN (and uid) for the same entry, which keeps its entryUUID.
+    pub fn rename(&self, uid: &str, new_uid: &str) {
+        self.server.modify_ldif(&format!(
+            "dn: {}\nchangetype: modrdn\nnewrdn: uid={new_uid}\ndeleteoldrdn: 1\n",
+            self.dn(uid)
+        ));
+    }
+
+    /// Move an entry under another parent (same entryUUID).
+    pub fn move_to(&self, dn: &str, new_parent: &str) {
+        let rdn = dn.split(',').next().unwrap();
+        self.server.modify_ldif(&format!("dn: {dn}\nchangetype: modrdn\nnewrdn: {rdn}\ndeleteoldrdn: 1\nnewsuperior: {new_parent}\n"));
+    }
+
+    /// Remove the entry from the directory.
+    pub fn remove(&self, uid: &str) {
+        self.server.as_admin("ldapdelete", &[&self.dn(uid)], None);
+    }
+}
