@@ -7,6 +7,7 @@
 //! - [`controller`]: the reconcilers that tie the resources to the rules.
 
 pub mod api;
+pub mod cli;
 pub mod controller;
 pub mod core;
 pub mod directory;

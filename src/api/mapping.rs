@@ -161,6 +161,8 @@ pub enum RunTrigger {
     Schedule,
     /// An admin asked through the sync-requested-at annotation.
     OnDemand,
+    /// The mapping is being deleted: its users go through the unmapped rules.
+    MappingDeleted,
 }
 
 /// How a run ended.

@@ -8,6 +8,12 @@ pub enum Error {
     /// The API server refused or failed a request.
     #[error("Kubernetes API request failed: {0}")]
     Kube(#[from] kube::Error),
+    /// Adding or removing the mapping's finalizer, or its cleanup, failed.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    /// A deleted mapping's users could not be released yet (the message says why).
+    #[error("the deleted mapping's users were not released: {0}")]
+    Release(String),
     /// A status could not be serialised (a programming error).
     #[error("could not serialise status: {0}")]
     Serialize(#[from] serde_json::Error),
@@ -19,6 +25,8 @@ impl Error {
         match self {
             Error::Kube(_) => "kube",
             Error::Serialize(_) => "serialize",
+            Error::Finalizer(_) => "finalizer",
+            Error::Release(_) => "release",
         }
     }
 }

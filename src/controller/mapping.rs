@@ -7,10 +7,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Api, ResourceExt};
 
 use super::context::Context;
-use super::error::Result;
+use super::error::{Error, Result};
 use super::readiness::{READY, Readiness, mapping_readiness};
 use super::ready::write_ready;
 use super::resolve::interval_of;
@@ -18,8 +19,8 @@ use super::run_id::new_run_id;
 use super::status::apply_status;
 use super::sync::{self, publish};
 use crate::api::{
-    ConnectorHealth, DirectoryMapping, RunTrigger, SYNC_REQUESTED_ANNOTATION, SyncPolicy,
-    SyncRequest, condition, find_condition,
+    ConnectorHealth, DirectoryMapping, RunResult, RunTrigger, SYNC_REQUESTED_ANNOTATION,
+    SyncPolicy, SyncRequest, condition, find_condition,
 };
 use crate::core::{OnDemand, is_due, next_run, on_demand, requeue_after};
 
@@ -30,7 +31,23 @@ pub async fn reconcile(
     ctx: Arc<Context>,
 ) -> Result<Action> {
     match &guard.0 {
-        Ok(mapping) => reconcile_valid(Arc::new(mapping.clone()), &ctx).await,
+        Ok(mapping) => {
+            let ns = mapping.namespace().unwrap_or_default();
+            let api: Api<DirectoryMapping> = Api::namespaced(ctx.client.clone(), &ns);
+            finalizer(
+                &api,
+                USERS_FINALIZER,
+                Arc::new(mapping.clone()),
+                |event| async {
+                    match event {
+                        FinalizerEvent::Apply(mapping) => reconcile_valid(mapping, &ctx).await,
+                        FinalizerEvent::Cleanup(mapping) => release_users(mapping, &ctx).await,
+                    }
+                },
+            )
+            .await
+            .map_err(|e| Error::Finalizer(Box::new(e)))
+        }
         Err(invalid) => {
             let ns = invalid.metadata.namespace.clone().unwrap_or_default();
             let api: Api<DeserializeGuard<DirectoryMapping>> =
@@ -124,6 +141,47 @@ async fn reconcile_valid(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> 
 
     write_status(&api, &mapping, &readiness, next_sync, request).await?;
     Ok(action)
+}
+
+/// Held on every mapping so that, when it is deleted, its users go through the
+/// unmapped rules (preserved, or transferred to another mapping) before it goes.
+pub const USERS_FINALIZER: &str = "usersync.dev/users";
+
+/// The last run of a deleted mapping: nothing is in scope any more. The mapping goes
+/// once that run applied; a blocked or failed run keeps it (with status and Events
+/// saying why) and is retried, so an admin can approve it like any other run.
+async fn release_users(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> Result<Action> {
+    if let Some(run) = ctx.run_in_progress(&mapping) {
+        tracing::info!(mapping = %mapping.name_any(), run = %run, "waiting for the run in progress before releasing users");
+        return Ok(Action::requeue(std::time::Duration::from_secs(2)));
+    }
+    let run_id = new_run_id(jiff::Timestamp::now());
+    if !ctx.claim_run(&mapping, &run_id) {
+        return Ok(Action::requeue(std::time::Duration::from_secs(2)));
+    }
+    let summary = sync::run(
+        ctx.clone(),
+        mapping.clone(),
+        RunTrigger::MappingDeleted,
+        run_id.clone(),
+    )
+    .await;
+    // Deletions a gate refused wait for the next run of the user's connector; only a
+    // failed run or a threshold (which an admin must approve) keeps the mapping.
+    let api: Api<DirectoryMapping> =
+        Api::namespaced(ctx.client.clone(), &mapping.namespace().unwrap_or_default());
+    let threshold_blocked = api
+        .get_opt(&mapping.name_any())
+        .await?
+        .and_then(|m| m.status?.blocked_run)
+        .is_some_and(|b| b.run_id == run_id);
+    match summary.result {
+        RunResult::Failed => Err(Error::Release(summary.message.unwrap_or_default())),
+        RunResult::Blocked if threshold_blocked => {
+            Err(Error::Release(summary.message.unwrap_or_default()))
+        }
+        _ => Ok(Action::await_change()),
+    }
 }
 
 /// Claim the mapping and spawn its run; returns the run id.

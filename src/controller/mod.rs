@@ -6,6 +6,7 @@ mod connector;
 mod context;
 mod error;
 mod mapping;
+pub mod planning;
 mod policy;
 mod readiness;
 mod ready;
@@ -22,7 +23,7 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::DeserializeGuard;
 use kube::core::PartialObjectMeta;
@@ -33,21 +34,25 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::api::{ConnectorHealth, DirectoryMapping, SyncPolicy};
 
-/// Where the operator looks for its objects.
+/// What the operator runs against.
 #[derive(Clone, Debug, Default)]
 pub struct Scope {
-    /// One namespace, or every namespace when `None`.
-    pub namespace: Option<String>,
+    /// The namespaces to watch; every namespace when empty.
+    pub namespaces: Vec<String>,
     /// How many mappings may sync at the same time (at least one).
     pub max_concurrent_runs: usize,
 }
 
-impl Scope {
+/// One set of controllers watches one namespace, or all of them.
+#[derive(Clone, Debug)]
+struct Watched(Option<String>);
+
+impl Watched {
     fn api<K>(&self, client: &Client) -> Api<K>
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
     {
-        match &self.namespace {
+        match &self.0 {
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
         }
@@ -94,14 +99,39 @@ pub async fn run_until(
             let _ = rx.wait_for(|stop| *stop).await;
         }
     };
+    let ctx = Context::new(client.clone(), scope.max_concurrent_runs);
+    let watched: Vec<Watched> = if scope.namespaces.is_empty() {
+        vec![Watched(None)]
+    } else {
+        scope
+            .namespaces
+            .iter()
+            .cloned()
+            .map(|ns| Watched(Some(ns)))
+            .collect()
+    };
+    let sets = watched.into_iter().map(|w| {
+        tracing::info!(
+            namespace = w.0.as_deref().unwrap_or("<all>"),
+            "starting controllers"
+        );
+        controllers(client.clone(), w, ctx.clone(), stopped.clone()).boxed()
+    });
+    futures::future::join_all(sets).await;
+    tracing::info!("controllers stopped");
+    Ok(())
+}
+
+/// The mapping, policy and connector controllers of one watched scope.
+async fn controllers<S, F>(client: Client, scope: Watched, ctx: Context, stopped: S)
+where
+    S: Fn() -> F,
+    F: Future<Output = ()> + Send + Sync + 'static,
+{
+    // Each set routes post-run reconciles to its own mapping controller.
     let (requeue_tx, requeue_rx) = tokio::sync::mpsc::unbounded_channel();
-    let ctx =
-        Arc::new(Context::new(client.clone(), scope.max_concurrent_runs).with_requeue(requeue_tx));
+    let ctx = Arc::new(ctx.with_requeue(requeue_tx));
     let wc = watcher::Config::default().any_semantic();
-    tracing::info!(
-        namespace = scope.namespace.as_deref().unwrap_or("<all>"),
-        "starting controllers"
-    );
 
     // Mappings: the trigger stream skips status-only changes (our own writes) but keeps
     // spec and annotation changes, which carry on-demand requests and approvals.
@@ -182,8 +212,6 @@ pub async fn run_until(
         .for_each(log_outcome);
 
     futures::join!(mappings, policies, connectors);
-    tracing::info!("controllers stopped");
-    Ok(())
 }
 
 /// Mappings in the object's namespace whose reference (`field`) names it.

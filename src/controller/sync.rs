@@ -5,25 +5,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::ListParams;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 
-use super::connection::{scope_for, source_for};
 use super::context::{Context, RUNNER_FIELD_MANAGER};
-use super::resolve::{gate_of, mapping_context, policy_of};
+use super::planning::{Prepared, ViewFrom, prepare};
+use super::resolve::gate_of;
 use crate::api::{
     APPROVE_RUN_ANNOTATION, BlockedRun, ConnectorHealth, DirectoryMapping, DirectoryMappingStatus,
-    RunResult, RunSummary, RunTrigger, SyncPolicy, UserCounts, condition, find_condition,
+    RunResult, RunSummary, RunTrigger, UserCounts, condition, find_condition,
 };
-use crate::core::{
-    self, Approval, DirectoryView, OtherClaims, Plan, PlanInput, PlanOutcome, State,
-    TransitionKind, UserRecord, claim_lookups_needed,
-};
-use crate::directory::Source;
-use crate::store::kubernetes::KubernetesStore;
+use crate::core::{self, Plan, PlanOutcome, State, TransitionKind, UserRecord};
 use crate::store::{RunInfo, UserStore};
 
 /// Condition types the runner owns.
@@ -49,13 +42,21 @@ pub struct RunReport {
     pub skips: Vec<String>,
 }
 
+/// A deleted mapping's last run sees nothing in scope; every other run reads the directory.
+fn view_from(trigger: RunTrigger) -> ViewFrom {
+    match trigger {
+        RunTrigger::MappingDeleted => ViewFrom::Nothing,
+        RunTrigger::Schedule | RunTrigger::OnDemand => ViewFrom::Directory,
+    }
+}
+
 /// Run `mapping` once and record the outcome in its status and Events.
 pub async fn run(
     ctx: Arc<Context>,
     mapping: Arc<DirectoryMapping>,
     trigger: RunTrigger,
     run_id: String,
-) {
+) -> RunSummary {
     let ns = mapping.namespace().unwrap_or_default();
     let name = mapping.name_any();
     let api: Api<DirectoryMapping> = Api::namespaced(ctx.client.clone(), &ns);
@@ -202,6 +203,7 @@ pub async fn run(
         .await;
     }
     ctx.finished(&mapping);
+    summary
 }
 
 /// The fields of the status the runner owns, carried over from `previous`.
@@ -350,87 +352,18 @@ async fn execute(
     now: jiff::Timestamp,
 ) -> RunReport {
     let ns = mapping.namespace().unwrap_or_default();
-    let client = ctx.client.clone();
-    let policies: Api<SyncPolicy> = Api::namespaced(client.clone(), &ns);
-    let connectors: Api<ConnectorHealth> = Api::namespaced(client.clone(), &ns);
-    let mappings: Api<DirectoryMapping> = Api::namespaced(client.clone(), &ns);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let connectors: Api<ConnectorHealth> = Api::namespaced(ctx.client.clone(), &ns);
     let fail = |message: String| failed(run_id, trigger, now, message);
-
-    let policy = match policies.get_opt(&mapping.spec.policy_ref).await {
-        Ok(Some(p)) => p,
-        Ok(None) => {
-            return fail(format!(
-                "SyncPolicy {:?} not found",
-                mapping.spec.policy_ref
-            ));
-        }
-        Err(e) => return fail(format!("reading the SyncPolicy failed: {e}")),
-    };
-    let core_policy = match policy_of(&policy) {
+    let Prepared {
+        plan,
+        snapshot,
+        mut store,
+        policy: core_policy,
+        context,
+    } = match prepare(&ctx.client, mapping, view_from(trigger), now).await {
         Ok(p) => p,
-        Err(e) => {
-            return fail(format!(
-                "SyncPolicy {:?} is invalid: {e}",
-                mapping.spec.policy_ref
-            ));
-        }
+        Err(message) => return fail(message),
     };
-    let connector = match connectors.get_opt(&mapping.spec.connector_ref).await {
-        Ok(Some(c)) => c,
-        Ok(None) => {
-            return fail(format!(
-                "ConnectorHealth {:?} not found",
-                mapping.spec.connector_ref
-            ));
-        }
-        Err(e) => return fail(format!("reading the ConnectorHealth failed: {e}")),
-    };
-    let source = match source_for(&secrets, &connector).await {
-        Ok(s) => s,
-        Err(e) => return fail(format!("connector {:?}: {e}", mapping.spec.connector_ref)),
-    };
-    let scope = match scope_for(mapping) {
-        Ok(s) => s,
-        Err(e) => return fail(format!("spec: {e}")),
-    };
-    let context = mapping_context(mapping, &policy);
-
-    let mut store = KubernetesStore::new(client.clone(), &ns);
-    let snapshot = match store.snapshot().await {
-        Ok(s) => s,
-        Err(e) => return fail(e.to_string()),
-    };
-
-    // The read. Any failure leaves an incomplete view, which plans nothing.
-    let (view, read_error) = match source.read(&scope, now).await {
-        Ok(read) => (read.view, None),
-        Err(e) => (
-            DirectoryView::full(Vec::new()).incomplete(),
-            Some(format!("{} ({})", e.message, e.reason)),
-        ),
-    };
-    let (view, claims, lookup_error) =
-        match other_claims(&source, &mappings, mapping, &snapshot, &view, &context, now).await {
-            Ok(claims) => (view, claims, None),
-            Err(e) => (view.incomplete(), OtherClaims::none(), Some(e)),
-        };
-    let gate = gate_of(Some(&connector));
-    let approval = approval_of(mapping);
-    let input = PlanInput {
-        snapshot: &snapshot,
-        view: &view,
-        mapping: &context,
-        policy: &core_policy,
-        claims: &claims,
-        gate: &gate,
-        approval: approval.as_ref(),
-    };
-    let plan = core::plan(&input, now);
-    if let Some(failure) = &plan.failure {
-        let why = read_error.or(lookup_error).unwrap_or_default();
-        return fail(format!("{failure}: {why}"));
-    }
 
     let blocked = plan
         .blocked
@@ -539,62 +472,6 @@ async fn execute(
         writes: report.writes,
         skips: plan.skips.iter().map(ToString::to_string).collect(),
     }
-}
-
-/// Targeted lookups of the anchors the planner needs in the connector's other mappings.
-async fn other_claims(
-    source: &Source,
-    mappings: &Api<DirectoryMapping>,
-    mapping: &DirectoryMapping,
-    snapshot: &[UserRecord],
-    view: &DirectoryView,
-    context: &core::MappingContext,
-    now: jiff::Timestamp,
-) -> Result<OtherClaims, String> {
-    let mut claims = OtherClaims::none();
-    let anchors = claim_lookups_needed(snapshot, view, context);
-    if anchors.is_empty() {
-        return Ok(claims);
-    }
-    let others = mappings
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| format!("listing mappings failed: {e}"))?;
-    let others: Vec<DirectoryMapping> = others
-        .items
-        .into_iter()
-        .filter(|m| {
-            m.spec.connector_ref == mapping.spec.connector_ref
-                && m.name_any() != mapping.name_any()
-                && m.metadata.deletion_timestamp.is_none()
-        })
-        .collect();
-    for other in &others {
-        let scope = scope_for(other).map_err(|e| format!("mapping {:?}: {e}", other.name_any()))?;
-        let found = source.lookup(&scope, &anchors, now).await.map_err(|e| {
-            format!(
-                "looking up users in mapping {:?} failed: {} ({})",
-                other.name_any(),
-                e.message,
-                e.reason
-            )
-        })?;
-        for entry in found {
-            claims.insert(entry.anchor, other.name_any(), other.spec.priority);
-        }
-    }
-    Ok(claims)
-}
-
-/// The admin's approval of the run that a threshold blocked, if the annotation names it.
-fn approval_of(mapping: &DirectoryMapping) -> Option<Approval> {
-    let approved = mapping.annotations().get(APPROVE_RUN_ANNOTATION)?;
-    let blocked = mapping.status.as_ref()?.blocked_run.as_ref()?;
-    (approved.trim() == blocked.run_id).then(|| Approval {
-        run_id: blocked.run_id.clone(),
-        max_preserve: blocked.would_preserve as usize,
-        max_delete: blocked.would_delete as usize,
-    })
 }
 
 /// This mapping's users by state.

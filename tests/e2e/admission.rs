@@ -181,15 +181,21 @@ async fn kubectl_get_dmap_shows_the_printer_columns() {
 
 #[tokio::test]
 async fn kubectl_explain_describes_the_fields() {
-    let out = cluster().kubectl(["explain", "directorymapping.spec.ldap"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let text = stdout(&out);
+    // The API server publishes a new CRD's OpenAPI a little after it is established.
+    let explain = |path: &'static str| async move {
+        crate::support::eventually(
+            std::time::Duration::from_secs(30),
+            "the CRD's OpenAPI",
+            || async {
+                let out = cluster().kubectl(["explain", path]);
+                out.status.success().then(|| stdout(&out))
+            },
+        )
+        .await
+    };
+    let text = explain("directorymapping.spec.ldap").await;
     assert!(text.contains("baseDN"), "{text}");
     assert!(text.contains("The scope in an LDAP directory"), "{text}");
-    let out = cluster().kubectl(["explain", "syncpolicy.spec.preservation.deleteAfter"]);
-    assert!(
-        stdout(&out).contains("measured from the moment"),
-        "{}",
-        stdout(&out)
-    );
+    let text = explain("syncpolicy.spec.preservation.deleteAfter").await;
+    assert!(text.contains("measured from the moment"), "{text}");
 }

@@ -571,3 +571,114 @@ async fn an_incomplete_read_changes_nothing() {
         );
     }
 }
+
+#[tokio::test]
+async fn deleting_a_mapping_sends_its_users_through_the_unmapped_rules() {
+    let w = World::new(
+        "finalize",
+        Server::slapd(),
+        json!({"safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    let x = w.sub_ou("x");
+    w.add_user_in(&x, "alma", false);
+    w.add_user_in(&x, "bo", false);
+    w.mapping("x", &x, json!({})).await;
+    w.mapping(
+        "bo",
+        &x,
+        json!({"priority": 200, "ldap": {"baseDN": x, "filter": "(uid=bo)"}}),
+    )
+    .await;
+    assert_eq!(
+        w.user("bo").await.spec.mapping_ref.as_deref(),
+        Some("x"),
+        "the lower priority number owns the user"
+    );
+
+    let mappings: Api<DirectoryMapping> = Api::namespaced(w.client.clone(), &w.ns.name);
+    mappings.delete("x", &Default::default()).await.unwrap();
+    crate::support::eventually(crate::world::RUN_WAIT, "mapping x to go", || async {
+        mappings.get_opt("x").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert_eq!(w.state("alma").await, "Preserved/Unmapped");
+    assert_eq!(
+        w.state("bo").await,
+        "Active",
+        "a user another mapping matches is transferred, not preserved"
+    );
+    assert_eq!(w.user("bo").await.spec.mapping_ref.as_deref(), Some("bo"));
+}
+
+#[tokio::test]
+async fn an_on_demand_request_is_refused_while_a_run_is_in_progress() {
+    use crate::support::{TestNamespace, cluster, eventually, start_operator};
+    // A server that accepts connections and never answers keeps the first run busy
+    // until its timeout.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "refused").await;
+    start_operator(&client, &ns.name);
+    let apply = |o: serde_json::Value| {
+        let out = cluster().apply(&ns.name, &o.to_string());
+        assert!(out.status.success(), "{}", crate::support::stderr(&out));
+    };
+    apply(
+        json!({"apiVersion": "usersync.dev/v1alpha1", "kind": "SyncPolicy", "metadata": {"name": "default"}, "spec": {}}),
+    );
+    apply(
+        json!({"apiVersion": "usersync.dev/v1alpha1", "kind": "ConnectorHealth", "metadata": {"name": "corp"},
+        "spec": {"ldap": {"url": format!("ldap://127.0.0.1:{port}"), "flavor": "OpenLDAP", "timeout": "8s"}, "probeInterval": "1h"}}),
+    );
+    apply(
+        json!({"apiVersion": "usersync.dev/v1alpha1", "kind": "DirectoryMapping", "metadata": {"name": "staff"},
+        "spec": {"connectorRef": "corp", "policyRef": "default", "ldap": {"baseDN": "dc=example,dc=org"}}}),
+    );
+    let mappings: Api<DirectoryMapping> = Api::namespaced(client.clone(), &ns.name);
+    eventually(crate::world::RUN_WAIT, "the first run to start", || async {
+        mappings
+            .get("staff")
+            .await
+            .ok()?
+            .status?
+            .sync_in_progress
+            .then_some(())
+    })
+    .await;
+    let patch =
+        json!({"metadata": {"annotations": {usersync::api::SYNC_REQUESTED_ANNOTATION: "now"}}});
+    mappings
+        .patch("staff", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let request = eventually(
+        crate::world::RUN_WAIT,
+        "the request to be handled",
+        || async {
+            mappings
+                .get("staff")
+                .await
+                .ok()?
+                .status?
+                .last_sync_request
+                .filter(|r| r.value == "now")
+        },
+    )
+    .await;
+    assert!(request.outcome.starts_with("Refused: run "), "{request:?}");
+    let status = mappings.get("staff").await.unwrap().status.unwrap();
+    assert!(
+        status.sync_in_progress,
+        "the refusal came while the run was still going"
+    );
+    let events = crate::support::stdout(&cluster().kubectl(["get", "events", "-n", &ns.name]));
+    assert!(events.contains("SyncRefused"), "{events}");
+}

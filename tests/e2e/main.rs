@@ -7,5 +7,6 @@ mod support;
 mod world;
 
 mod admission;
+mod cli;
 mod lifecycle;
 mod readiness;

@@ -178,7 +178,7 @@ fn rand_u32() -> u32 {
 /// Start the operator in-process, watching one namespace; it stops with the test's runtime.
 pub fn start_operator(client: &Client, namespace: &str) {
     let scope = usersync::controller::Scope {
-        namespace: Some(namespace.to_string()),
+        namespaces: vec![namespace.to_string()],
         max_concurrent_runs: 4,
     };
     let client = client.clone();
@@ -216,4 +216,19 @@ pub fn stderr(out: &Output) -> String {
 /// kubectl's stdout, as text.
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run the built `usersync` binary against the cluster.
+pub fn usersync<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    Command::new(env!("CARGO_BIN_EXE_usersync"))
+        .args(args)
+        .env("KUBECONFIG", &cluster().kubeconfig)
+        .env("USERSYNC_LOG", "warn")
+        .current_dir(repo())
+        .output()
+        .expect("usersync runs")
 }

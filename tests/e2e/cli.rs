@@ -1,0 +1,85 @@
+//! The admin's commands against the real API server and directory.
+
+use kube::Api;
+use serde_json::json;
+use usersync::api::DirectoryUser;
+
+use crate::ldap_support::Server;
+use crate::support::{stderr, stdout, usersync};
+use crate::world::World;
+
+#[tokio::test]
+async fn import_csv_reports_each_bad_row_and_applies_nothing_then_imports_a_good_file() {
+    let w = World::new("csv", Server::slapd(), json!({})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "username,email,department\nann,ann@example.org,Sales\nbo,not-an-address,\n,x@example.org,\n").unwrap();
+    let out = usersync(["import-csv", bad.to_str().unwrap(), "-n", &w.ns.name]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("bad.csv:3: email \"not-an-address\" is not an address"),
+        "{err}"
+    );
+    assert!(err.contains("bad.csv:4: username is empty"), "{err}");
+    assert!(w.users().await.is_empty(), "a bad file was half-applied");
+
+    let good = dir.path().join("good.csv");
+    std::fs::write(&good, "username,email,displayName,department\nann,ann@example.org,Ann A,Sales\nbo,bo@example.org,Bo B,\n").unwrap();
+    let out = usersync(["import-csv", good.to_str().unwrap(), "-n", &w.ns.name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("2 created"), "{}", stdout(&out));
+    let users: Api<DirectoryUser> = Api::namespaced(w.client.clone(), &w.ns.name);
+    let ann = users.get("csv-ann").await.unwrap();
+    assert_eq!(format!("{:?}", ann.spec.origin), "CSV");
+    assert_eq!(
+        ann.spec.attributes.get("department").map(String::as_str),
+        Some("Sales")
+    );
+
+    // A CSV user is never touched by sync, and a directory user with its name is reported.
+    w.add_user("ann", false);
+    let run = w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    assert_eq!((run.imported, run.skipped), (0, 1), "{run:?}");
+    assert_eq!(
+        users
+            .get("csv-ann")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        ann.metadata.resource_version
+    );
+}
+
+#[tokio::test]
+async fn plan_shows_what_a_run_would_do_and_applies_nothing() {
+    let w = World::new("plan", Server::slapd(), json!({"dryRun": true})).await;
+    w.add_user("cleo", false);
+    w.add_user("dirk", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    let out = usersync(["plan", "staff", "-n", &w.ns.name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("import") && text.contains("cleo") && text.contains("dirk"),
+        "{text}"
+    );
+    let out = usersync(["plan", "staff", "-n", &w.ns.name, "-o", "json"]);
+    let plan: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("plan -o json prints JSON");
+    assert_eq!(plan["counts"]["imported"], 2, "{plan}");
+    assert!(w.users().await.is_empty(), "plan applied something");
+}
+
+// Multi-threaded: the command blocks one thread while the in-process operator runs on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_command_requests_a_run_and_reports_its_outcome() {
+    let w = World::new("clisync", Server::slapd(), json!({})).await;
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.add_user("edna", false);
+    let out = usersync(["sync", "staff", "-n", &w.ns.name, "--timeout", "60s"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("Succeeded"), "{}", stdout(&out));
+    assert_eq!(w.state("edna").await, "Active");
+}
