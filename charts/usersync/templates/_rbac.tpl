@@ -1,0 +1,71 @@
+{{/*
+What the operator may do with the objects it manages. The same rules go into one
+ClusterRole (all namespaces) or into a Role in each watched namespace. Every rule
+says why it is there; a test checks that none is without its comment.
+Nothing here allows delete: a Deleted user is a tombstone in its status, and the
+admin's objects are the admin's.
+*/}}
+{{- define "usersync.managedRules" -}}
+# The admin's objects: the controllers watch them and a run reads its mapping,
+# policy and connector when it starts. The operator never writes their spec.
+- apiGroups: ["usersync.dev"]
+  resources: ["connectorhealths", "directorymappings", "syncpolicies"]
+  verbs: ["get", "list", "watch"]
+# A mapping's metadata: the operator adds and removes its finalizer on a
+# DirectoryMapping with a patch (metadata only; the spec stays the admin's).
+- apiGroups: ["usersync.dev"]
+  resources: ["directorymappings"]
+  verbs: ["patch"]
+# The API server checks `update` on this subresource before it lets anyone set
+# finalizers or blockOwnerDeletion owner references pointing at a mapping.
+- apiGroups: ["usersync.dev"]
+  resources: ["directorymappings/finalizers"]
+  verbs: ["update"]
+# Status is the operator's: Ready/Connected conditions, run results, counts,
+# written by server-side apply (the `patch` verb) to the status subresource only.
+- apiGroups: ["usersync.dev"]
+  resources: ["connectorhealths/status", "directorymappings/status", "syncpolicies/status"]
+  verbs: ["patch"]
+{{- if eq .Values.store.type "kubernetes" }}
+# The user registry (store: kubernetes): a run lists the namespace's users, then
+# creates and updates them by server-side apply, which needs both `create` (for a
+# new user) and `patch`. No delete: a deleted user stays as a tombstone.
+- apiGroups: ["usersync.dev"]
+  resources: ["directoryusers"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# A user's lifecycle state (Active, Preserved, Deleted) lives in its status.
+- apiGroups: ["usersync.dev"]
+  resources: ["directoryusers/status"]
+  verbs: ["patch"]
+{{- end }}
+# Bind passwords, client secrets and CA certificates that connectors name. `get`
+# reads a referenced Secret when a connector is probed or a run starts; `list`
+# and `watch` feed a metadata-only watch (values are never cached) so that a
+# rotated credential re-checks its connector. RBAC cannot tell a metadata-only
+# list from a full one: prefer watchNamespaces to keep this to a few namespaces.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch"]
+# Events on mappings, connectors and users (runs, blocked deletions, collisions);
+# `patch` updates the count of a repeated Event instead of creating another.
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{/*
+Leader election: one Lease in the release namespace, and nothing else there.
+*/}}
+{{- define "usersync.leaderElectionRules" -}}
+# Taking the Lease the first time creates it. RBAC sees no object name on a
+# create, so this rule cannot be limited to the Lease's name.
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["create"]
+# Reading the Lease to learn who leads, and renewing or taking it over, only for
+# the operator's own Lease.
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  resourceNames: [{{ include "usersync.leaseName" . | quote }}]
+  verbs: ["get", "update"]
+{{- end }}
