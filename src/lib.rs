@@ -12,5 +12,6 @@ pub mod controller;
 pub mod core;
 pub mod directory;
 pub mod secret;
+pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -38,6 +38,21 @@ enum Command {
         /// How many mappings may sync at the same time.
         #[arg(long, env = "USERSYNC_MAX_CONCURRENT_RUNS", default_value_t = 4)]
         max_concurrent_runs: usize,
+        /// Where to serve /metrics, /healthz and /readyz (e.g. 0.0.0.0:8080); off when unset.
+        #[arg(long, env = "USERSYNC_METRICS_ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
+        /// Sync only while holding a coordination.k8s.io Lease (for several replicas).
+        #[arg(long, env = "USERSYNC_LEADER_ELECT")]
+        leader_elect: bool,
+        /// The Lease's name.
+        #[arg(long, env = "USERSYNC_LEASE_NAME", default_value = "usersync")]
+        lease_name: String,
+        /// The Lease's namespace (default: POD_NAMESPACE, then the kubeconfig's namespace).
+        #[arg(long, env = "USERSYNC_LEASE_NAMESPACE")]
+        lease_namespace: Option<String>,
+        /// Where users are kept. Only `kubernetes` (DirectoryUser objects) in this version.
+        #[arg(long, env = "USERSYNC_STORE", value_enum, default_value = "kubernetes")]
+        store: Store,
     },
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
@@ -79,6 +94,12 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Store {
+    Kubernetes,
+    Postgres,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Output {
     Text,
@@ -101,13 +122,75 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Run {
             namespaces,
             max_concurrent_runs,
+            metrics_addr,
+            leader_elect,
+            lease_name,
+            lease_namespace,
+            store,
         } => {
+            anyhow::ensure!(
+                store == Store::Kubernetes,
+                "--store=postgres is not available in this version; use --store=kubernetes"
+            );
             let client = kube::Client::try_default().await?;
             let scope = usersync::controller::Scope {
                 namespaces,
                 max_concurrent_runs,
+                ..Default::default()
             };
-            usersync::controller::run(client, scope).await?;
+            if let Some(addr) = metrics_addr {
+                let health = usersync::server::Health {
+                    metrics: scope.metrics.clone(),
+                    ready: scope.ready.clone(),
+                };
+                tokio::spawn(async move {
+                    if let Err(e) = usersync::server::serve(addr, health).await {
+                        tracing::error!(error = %e, "the metrics endpoint stopped");
+                    }
+                });
+            }
+            if !leader_elect {
+                usersync::controller::run(client, scope).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let namespace = lease_namespace
+                .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                .unwrap_or_else(|| client.default_namespace().to_string());
+            let identity = std::env::var("POD_NAME")
+                .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
+            let config = usersync::controller::leader::LeaseConfig {
+                name: lease_name,
+                namespace,
+                identity,
+                duration: Duration::from_secs(15),
+                renew: Duration::from_secs(5),
+            };
+            // Ready while standing by: only the Lease holder syncs, and a standby that
+            // is not ready would stall rollouts.
+            scope
+                .ready
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            let guard = tokio::select! {
+                guard = usersync::controller::leader::acquire(client.clone(), config) => guard,
+                () = usersync::controller::shutdown_signal() => return Ok(ExitCode::SUCCESS),
+            };
+            let guard = std::sync::Arc::new(guard);
+            let watcher = guard.clone();
+            let stop = async move {
+                tokio::select! {
+                    () = usersync::controller::shutdown_signal() => {},
+                    () = watcher.lost() => {},
+                }
+            };
+            usersync::controller::run_until(client, scope, stop).await?;
+            let Some(guard) = std::sync::Arc::into_inner(guard) else {
+                return Ok(ExitCode::SUCCESS);
+            };
+            if guard.is_lost() {
+                // Exit non-zero so the pod restarts and stands by again.
+                return Ok(ExitCode::from(1));
+            }
+            guard.release().await;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sync {
@@ -183,6 +266,12 @@ async fn main() -> anyhow::Result<ExitCode> {
     }
 }
 
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "usersync".into())
+}
+
 /// Print every bad row and fail; nothing was written.
 fn report_rows(file: &std::path::Path, errors: &[cli::import_csv::RowError]) -> ExitCode {
     for e in errors {
@@ -194,4 +283,41 @@ fn report_rows(file: &std::path::Path, errors: &[cli::import_csv::RowError]) -> 
         errors.len()
     );
     ExitCode::from(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The arguments the shipped manifests pass must be ones the binary accepts.
+    #[test]
+    fn the_deployment_args_parse() {
+        let manifest = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/deployment.yaml"
+        ))
+        .unwrap();
+        let args: Vec<String> = manifest
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("args:"))
+            .skip(1)
+            .take_while(|l| l.trim_start().starts_with("- "))
+            .map(|l| {
+                l.trim_start()
+                    .trim_start_matches("- ")
+                    .trim_matches('"')
+                    .replace("$(POD_NAMESPACE)", "usersync-system")
+            })
+            .collect();
+        assert!(args.len() > 3, "{args:?}");
+        let cli = Cli::try_parse_from(std::iter::once("usersync".to_string()).chain(args.clone()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        assert!(matches!(
+            cli.command,
+            Command::Run {
+                leader_elect: true,
+                ..
+            }
+        ));
+    }
 }

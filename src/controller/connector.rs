@@ -137,6 +137,15 @@ pub async fn reconcile(connector: Arc<ConnectorHealth>, ctx: Arc<Context>) -> Re
             );
         }
     }
+    let up = crate::api::condition_is_true(&status.conditions, CONNECTED);
+    let labels = super::metrics::ConnectorLabels {
+        namespace: ns.clone(),
+        connector: connector.name_any(),
+    };
+    ctx.metrics
+        .connector_up
+        .get_or_create(&labels)
+        .set(i64::from(up));
     finish(&api, &connector, &old, status, generation, Some(interval)).await
 }
 

@@ -36,13 +36,19 @@ pub struct Context {
     runs: Arc<Mutex<HashMap<String, String>>>,
     /// Bounds how many mappings sync at once.
     pub run_slots: Arc<Semaphore>,
+    /// The operator's metrics.
+    pub metrics: Arc<super::metrics::Metrics>,
     /// Asks the mapping controller to reconcile a mapping again (after a run).
     requeue: Option<mpsc::UnboundedSender<ObjectRef<DeserializeGuard<DirectoryMapping>>>>,
 }
 
 impl Context {
     /// A context for the given client, reporting Events as `usersync`.
-    pub fn new(client: Client, max_concurrent_runs: usize) -> Self {
+    pub fn new(
+        client: Client,
+        max_concurrent_runs: usize,
+        metrics: Arc<super::metrics::Metrics>,
+    ) -> Self {
         let reporter = Reporter {
             controller: "usersync".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -54,6 +60,7 @@ impl Context {
             runs: Default::default(),
             run_slots: Arc::new(Semaphore::new(max_concurrent_runs.max(1))),
             requeue: None,
+            metrics,
         }
     }
 

@@ -5,7 +5,9 @@ mod connection;
 mod connector;
 mod context;
 mod error;
+pub mod leader;
 mod mapping;
+pub mod metrics;
 pub mod planning;
 mod policy;
 mod readiness;
@@ -41,6 +43,10 @@ pub struct Scope {
     pub namespaces: Vec<String>,
     /// How many mappings may sync at the same time (at least one).
     pub max_concurrent_runs: usize,
+    /// Where runs and probes are counted.
+    pub metrics: Arc<metrics::Metrics>,
+    /// Set once the controllers are watching (for `/readyz`).
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One set of controllers watches one namespace, or all of them.
@@ -65,7 +71,7 @@ pub async fn run(client: Client, scope: Scope) -> anyhow::Result<()> {
 }
 
 /// Resolves on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -99,7 +105,14 @@ pub async fn run_until(
             let _ = rx.wait_for(|stop| *stop).await;
         }
     };
-    let ctx = Context::new(client.clone(), scope.max_concurrent_runs);
+    let ctx = Context::new(
+        client.clone(),
+        scope.max_concurrent_runs,
+        scope.metrics.clone(),
+    );
+    scope
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let watched: Vec<Watched> = if scope.namespaces.is_empty() {
         vec![Watched(None)]
     } else {

@@ -40,6 +40,8 @@ pub struct RunReport {
     pub writes: u64,
     /// Directory users not imported, and why (collisions with Manual/CSV users).
     pub skips: Vec<String>,
+    /// Deletions the plan wanted, and how many of them were withheld.
+    pub deletions: (u64, u64),
 }
 
 /// A deleted mapping's last run sees nothing in scope; every other run reads the directory.
@@ -86,7 +88,7 @@ pub async fn run(
 
     let clock = Instant::now();
     let report = execute(&ctx, &mapping, trigger, &run_id, start).await;
-    let mut summary = report.summary;
+    let mut summary = report.summary.clone();
     summary.duration = Some(format!("{:.1}s", clock.elapsed().as_secs_f64()));
     tracing::info!(
         mapping = %name, namespace = %ns, run = %run_id, result = ?summary.result,
@@ -94,6 +96,8 @@ pub async fn run(
         reenabled = summary.reenabled, deleted = summary.deleted, skipped = summary.skipped,
         writes = report.writes, duration = summary.duration.as_deref().unwrap_or(""), "run finished"
     );
+
+    record_metrics(&ctx, &ns, &name, &summary, &report, clock.elapsed());
 
     let now = jiff::Timestamp::now();
     status.sync_in_progress = false;
@@ -206,6 +210,59 @@ pub async fn run(
     summary
 }
 
+/// Count the run in the metrics.
+fn record_metrics(
+    ctx: &Context,
+    ns: &str,
+    mapping: &str,
+    summary: &RunSummary,
+    report: &RunReport,
+    took: std::time::Duration,
+) {
+    use super::metrics::{MappingLabels, RunLabels, StateLabel, UserLabels};
+    let m = &ctx.metrics;
+    let labels = MappingLabels {
+        namespace: ns.to_string(),
+        mapping: mapping.to_string(),
+    };
+    m.runs
+        .get_or_create(&RunLabels {
+            namespace: ns.into(),
+            mapping: mapping.into(),
+            result: summary.result.into(),
+        })
+        .inc();
+    m.run_duration
+        .get_or_create(&labels)
+        .observe(took.as_secs_f64());
+    if let Some(users) = &report.users {
+        for (state, n) in [
+            (StateLabel::Active, users.active),
+            (StateLabel::Preserved, users.preserved),
+            (StateLabel::Deleted, users.deleted),
+        ] {
+            m.users
+                .get_or_create(&UserLabels {
+                    namespace: ns.into(),
+                    mapping: mapping.into(),
+                    state,
+                })
+                .set(i64::from(n));
+        }
+    }
+    if summary.result == RunResult::Succeeded {
+        m.last_success
+            .get_or_create(&labels)
+            .set(summary.start_time.0.as_second() as f64);
+    }
+    m.deletions_planned
+        .get_or_create(&labels)
+        .inc_by(report.deletions.0);
+    m.deletions_blocked
+        .get_or_create(&labels)
+        .inc_by(report.deletions.1);
+}
+
 /// The fields of the status the runner owns, carried over from `previous`.
 fn runner_status(previous: &DirectoryMappingStatus) -> DirectoryMappingStatus {
     let owned = [SYNCED, SYNCING, DELETIONS_BLOCKED];
@@ -313,6 +370,7 @@ fn failed(run_id: &str, trigger: RunTrigger, start: jiff::Timestamp, message: St
         users: None,
         writes: 0,
         skips: Vec::new(),
+        deletions: (0, 0),
     }
 }
 
@@ -383,6 +441,14 @@ async fn execute(
         m
     });
 
+    let withheld_deletes = plan.blocked.as_ref().map_or(0, |b| {
+        b.withheld
+            .iter()
+            .filter(|t| t.kind == TransitionKind::Delete)
+            .count()
+    });
+    let planned_deletes = plan.counts.deleted + withheld_deletes;
+
     if core_policy.dry_run {
         let message = format!("dry run: planned {} (nothing applied)", plan.counts);
         return RunReport {
@@ -399,6 +465,7 @@ async fn execute(
             users: Some(counts_of(&snapshot, &context.connector, &context.name)),
             writes: 0,
             skips: plan.skips.iter().map(ToString::to_string).collect(),
+            deletions: (planned_deletes as u64, 0),
         };
     }
 
@@ -471,6 +538,10 @@ async fn execute(
         users: Some(users),
         writes: report.writes,
         skips: plan.skips.iter().map(ToString::to_string).collect(),
+        deletions: (
+            planned_deletes as u64,
+            (planned_deletes - counts.deleted) as u64,
+        ),
     }
 }
 

@@ -9,4 +9,5 @@ mod world;
 mod admission;
 mod cli;
 mod lifecycle;
+mod operations;
 mod readiness;

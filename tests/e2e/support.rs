@@ -180,6 +180,7 @@ pub fn start_operator(client: &Client, namespace: &str) {
     let scope = usersync::controller::Scope {
         namespaces: vec![namespace.to_string()],
         max_concurrent_runs: 4,
+        ..Default::default()
     };
     let client = client.clone();
     tokio::spawn(async move {

@@ -29,9 +29,19 @@ impl<'a> World<'a> {
     /// flavor unless the server is Samba), and a policy `default` with `policy`
     /// (a JSON object of spec fields) over a 24h interval, so runs happen on demand.
     pub async fn new(test: &str, server: &'a Server, policy: serde_json::Value) -> World<'a> {
+        let world = Self::without_operator(test, server, policy).await;
+        start_operator(&world.client, &world.ns.name);
+        world
+    }
+
+    /// The same world, with no operator running (tests start their own processes).
+    pub async fn without_operator(
+        test: &str,
+        server: &'a Server,
+        policy: serde_json::Value,
+    ) -> World<'a> {
         let client = cluster().client().await;
         let ns = TestNamespace::new(&client, test).await;
-        start_operator(&client, &ns.name);
         let ou = server.test_ou(test);
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
         let secret: Secret = serde_json::from_value(serde_json::json!({

@@ -1,0 +1,320 @@
+//! Running it for real: the operator as separate processes, with leader election,
+//! its metrics endpoint, and the Helm chart's ServiceAccount and RBAC.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+use crate::ldap_support::{Server, free_port};
+use crate::support::{cluster, eventually, stderr, stdout};
+use crate::world::{RUN_WAIT, World};
+
+/// One operator process; killed when dropped.
+struct Operator {
+    child: Child,
+    log: std::path::PathBuf,
+    metrics: u16,
+}
+
+impl Operator {
+    fn start(
+        name: &str,
+        namespace: &str,
+        kubeconfig: &std::path::Path,
+        dir: &std::path::Path,
+    ) -> Operator {
+        let metrics = free_port();
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_usersync"))
+            .args([
+                "run",
+                "--namespace",
+                namespace,
+                "--leader-elect",
+                "--lease-name",
+                "usersync",
+            ])
+            .args([
+                "--lease-namespace",
+                namespace,
+                "--metrics-addr",
+                &format!("127.0.0.1:{metrics}"),
+            ])
+            .args(["--log-format", "json", "--log", "info"])
+            .env("KUBECONFIG", kubeconfig)
+            .env("POD_NAME", name)
+            .stdout(Stdio::null())
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("usersync starts");
+        Operator {
+            child,
+            log,
+            metrics,
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// The run ids this process finished, from its JSON log.
+    fn runs(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["message"] == "run finished")
+            .filter_map(|v| v["run"].as_str().map(str::to_string))
+            .collect()
+    }
+}
+
+/// A plain HTTP GET on 127.0.0.1: the status code and the body.
+async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+/// The value of one sample in Prometheus text, by metric name and label fragments.
+fn sample(text: &str, metric: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && labels.iter().all(|f| l.contains(f)))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+async fn holder(leases: &Api<Lease>) -> Option<String> {
+    leases
+        .get_opt("usersync")
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
+        .filter(|h| !h.is_empty())
+}
+
+#[tokio::test]
+async fn two_replicas_one_leader_failover_and_metrics_that_match_the_run() {
+    let w = World::without_operator("ha", Server::slapd(), json!({})).await;
+    for uid in ["ha1", "ha2", "ha3"] {
+        w.add_user(uid, false);
+    }
+    w.add_user("ha4", true);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = cluster().kubeconfig.clone();
+    let a = Operator::start("replica-a", &w.ns.name, &kubeconfig, dir.path());
+    let b = Operator::start("replica-b", &w.ns.name, &kubeconfig, dir.path());
+    let leases: Api<Lease> = Api::namespaced(w.client.clone(), &w.ns.name);
+    let first = eventually(RUN_WAIT, "a lease holder", || holder(&leases)).await;
+    let (leader, standby) = if first == "replica-a" { (a, b) } else { (b, a) };
+
+    let run = w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    assert_eq!(run.imported, 3, "{run:?}");
+    assert_eq!(
+        leader.runs(),
+        vec![run.id.clone()],
+        "the leader did the run"
+    );
+    assert!(
+        standby.runs().is_empty(),
+        "the standby synced while not holding the lease"
+    );
+
+    // Both replicas answer health checks; the leader's metrics match the run.
+    for op in [&leader, &standby] {
+        assert_eq!(
+            http_get(op.metrics, "/healthz").await.map(|r| r.0),
+            Some(200)
+        );
+        assert_eq!(
+            http_get(op.metrics, "/readyz").await.map(|r| r.0),
+            Some(200)
+        );
+    }
+    let (code, metrics) = http_get(leader.metrics, "/metrics")
+        .await
+        .expect("metrics answer");
+    assert_eq!(code, 200);
+    let ns = format!("namespace=\"{}\"", w.ns.name);
+    assert_eq!(
+        sample(
+            &metrics,
+            "usersync_runs_total",
+            &[&ns, "mapping=\"staff\"", "result=\"Succeeded\""]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "usersync_users", &[&ns, "state=\"Active\""]),
+        Some(3.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "usersync_users", &[&ns, "state=\"Preserved\""]),
+        Some(0.0),
+        "{metrics}"
+    );
+    let last = sample(
+        &metrics,
+        "usersync_last_successful_sync_timestamp_seconds",
+        &[&ns],
+    )
+    .expect("last success");
+    assert_eq!(last as i64, run.start_time.0.as_second());
+    assert!(
+        sample(&metrics, "usersync_run_duration_seconds_count", &[&ns]) == Some(1.0),
+        "{metrics}"
+    );
+    eventually(RUN_WAIT, "connector_up", || async {
+        let (_, m) = http_get(leader.metrics, "/metrics").await?;
+        (sample(&m, "usersync_connector_up", &[&ns]) == Some(1.0)).then_some(())
+    })
+    .await;
+
+    // The leader dies without giving up the lease: the standby takes over once it expires.
+    leader.signal("-KILL");
+    let killed = Instant::now();
+    let standby_name = if first == "replica-a" {
+        "replica-b"
+    } else {
+        "replica-a"
+    };
+    eventually(
+        Duration::from_secs(40),
+        "the standby to take the lease",
+        || async { (holder(&leases).await.as_deref() == Some(standby_name)).then_some(()) },
+    )
+    .await;
+    let takeover = killed.elapsed();
+    assert!(
+        takeover <= Duration::from_secs(25),
+        "takeover took {takeover:?}; the lease lasts 15s, renewed every 5s"
+    );
+    eprintln!(
+        "failover: the standby took the lease {:.1}s after the leader was killed",
+        takeover.as_secs_f64()
+    );
+    w.add_user("ha5", false);
+    let run = w.sync("staff").await;
+    assert_eq!(run.imported, 1, "{run:?}");
+    assert_eq!(standby.runs(), vec![run.id], "the new leader did the run");
+
+    // A clean stop hands the lease back at once.
+    standby.signal("-TERM");
+    eventually(
+        Duration::from_secs(10),
+        "the lease to be released",
+        || async { holder(&leases).await.is_none().then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_charts_service_account_is_enough_for_a_full_sync_and_nothing_more() {
+    let w = World::without_operator("rbac", Server::slapd(), json!({})).await;
+    w.add_user("rb1", false);
+    w.add_user("rb2", false);
+    let ns = w.ns.name.clone();
+    let c = cluster();
+    let helm = |args: &[&str]| {
+        let out = std::process::Command::new(c.bin.join("helm"))
+            .args(args)
+            .env("KUBECONFIG", &c.kubeconfig)
+            .current_dir(crate::support::repo())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "helm {args:?}: {}", stderr(&out));
+    };
+    helm(&[
+        "install",
+        "usersync",
+        "charts/usersync",
+        "-n",
+        &ns,
+        "--set",
+        &format!("watchNamespaces={{{ns}}}"),
+        "--set",
+        "replicas=1",
+    ]);
+
+    // The operator runs as the chart's ServiceAccount, with a token for it.
+    let token = c.kubectl(["create", "token", "usersync", "-n", &ns, "--duration", "1h"]);
+    assert!(token.status.success(), "{}", stderr(&token));
+    let token = stdout(&token).trim().to_string();
+    let admin: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&c.kubeconfig).unwrap()).unwrap();
+    let cluster_entry = admin["clusters"][0]["cluster"].clone();
+    let kubeconfig = serde_yaml::to_string(&json!({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "test", "cluster": serde_json::to_value(&cluster_entry).unwrap()}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "test", "user": "sa", "namespace": ns}}],
+    }))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sa.kubeconfig");
+    std::fs::write(&path, kubeconfig).unwrap();
+    let op = Operator::start("chart-sa", &ns, &path, dir.path());
+
+    let run = w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    assert_eq!(
+        (run.result, run.imported),
+        (usersync::api::RunResult::Succeeded, 2),
+        "{run:?}"
+    );
+    assert_eq!(w.state("rb1").await, "Active");
+    let log = std::fs::read_to_string(&op.log).unwrap();
+    assert!(
+        !log.contains("forbidden"),
+        "the ServiceAccount was refused something it needs:\n{log}"
+    );
+
+    // Outside its rights: a Secret in another namespace, and Secrets cluster-wide.
+    let as_sa = |args: &[&str]| {
+        std::process::Command::new(c.bin.join("kubectl"))
+            .args(args)
+            .env("KUBECONFIG", &path)
+            .output()
+            .unwrap()
+    };
+    let out = as_sa(&["get", "secrets", "-n", "default"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("forbidden"),
+        "{}",
+        stderr(&out)
+    );
+    let out = as_sa(&["get", "secrets", "-A"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("forbidden"),
+        "{}",
+        stderr(&out)
+    );
+    drop(op);
+    helm(&["uninstall", "usersync", "-n", &ns]);
+}
