@@ -77,8 +77,18 @@ pub async fn prepare(
         ViewFrom::Nothing => (DirectoryView::full(Vec::new()), None),
         ViewFrom::Directory => {
             let scope = scope_for(mapping).map_err(|e| format!("spec: {e}"))?;
+            let started = std::time::Instant::now();
             match source.read(&scope, now).await {
-                Ok(read) => (read.view, None),
+                Ok(read) => {
+                    tracing::info!(
+                        mapping = %mapping.name_any(),
+                        entries = read.view.entries.len(),
+                        skipped_without_anchor = read.skipped_without_anchor,
+                        read_ms = started.elapsed().as_millis() as u64,
+                        "directory read"
+                    );
+                    (read.view, None)
+                }
                 Err(e) => (
                     DirectoryView::full(Vec::new()).incomplete(),
                     Some(format!("{} ({})", e.message, e.reason)),
