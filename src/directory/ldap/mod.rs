@@ -9,6 +9,8 @@
 //! - [`entry`]: one search entry → a [`DirectoryEntry`](crate::core::DirectoryEntry);
 //! - `tls`, `connection` (internal): TLS, connect, bind, paged search, timeouts;
 //! - [`source`]: [`LdapSource`] — probe, read and lookup;
+//! - [`incremental`]: [`IncrementalSource`] — full reads with a [`Cursor`], and
+//!   reads of only the changes since one (AD uSNChanged, OpenLDAP syncrepl);
 //! - [`error`]: [`LdapError`] and its condition reasons.
 
 pub mod account;
@@ -18,6 +20,7 @@ pub mod entry;
 pub mod error;
 pub mod filter;
 pub mod flavor;
+pub mod incremental;
 pub mod settings;
 pub mod source;
 mod tls;
@@ -26,5 +29,9 @@ pub use anchor::{AnchorAttribute, AnchorEncoding, guid_bytes_to_string, guid_str
 pub use error::{LdapError, REASONS};
 pub use filter::{escape_filter_value, normalize_dn};
 pub use flavor::Flavor;
+pub use incremental::{
+    Cursor, CursorParseError, FULL_READ_REASONS, FullReadReason, IncrementalOutcome,
+    IncrementalRead, IncrementalSource,
+};
 pub use settings::{AttributeMap, LdapScope, LdapSettings, SearchScope};
 pub use source::{LdapRead, LdapSource, ProbeReport};

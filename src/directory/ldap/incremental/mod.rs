@@ -1,0 +1,514 @@
+//! Incremental reads (DESIGN section 4): read only what changed since the
+//! last read, where the directory can say what that is.
+//!
+//! - Active Directory: `uSNChanged` above the DC's `highestCommittedUSN` at
+//!   the last read (module `usn`). Removals are not visible this way.
+//! - OpenLDAP: a syncrepl refreshOnly search from the last cookie (RFC 4533,
+//!   the `syncprov` overlay; module `syncrepl`). Deleted entries, and
+//!   entries changed so that the scope no longer matches them, come back as
+//!   removed entryUUIDs (with those of other parts of the database).
+//! - Other servers: none; every read is full.
+//!
+//! [`IncrementalSource::read_full_with_cursor`] reads the whole scope and
+//! notes where the directory stood just before (a [`Cursor`]);
+//! [`IncrementalSource::read_incremental`] continues from a cursor and
+//! returns the next one. When the directory cannot continue from it (another
+//! DC, a rejected cookie, a changed mapping, ...) the answer is
+//! [`IncrementalOutcome::FullReadRequired`], never an empty read.
+//!
+//! An incremental view is [`ReadKind::Incremental`](crate::core::ReadKind):
+//! absence from it means nothing, only `removed` says a user left the scope,
+//! and some removals are never reported (see module `usn`). The runner must
+//! still read the whole scope periodically.
+
+mod control_session;
+mod cursor;
+mod scope_read;
+mod syncrepl;
+mod usn;
+
+use std::fmt;
+
+use jiff::Timestamp;
+
+use super::connection::{Connector, Session};
+use super::error::LdapError;
+use super::flavor::Flavor;
+use super::settings::{LdapScope, LdapSettings};
+use super::source::LdapRead;
+use crate::core::DirectoryView;
+use control_session::ControlLink;
+pub use cursor::{Cursor, CursorParseError};
+use scope_read::{Collected, ScopeReader};
+use syncrepl::Refresh;
+
+/// The anchor attribute whose values syncrepl reports for removed entries.
+const ENTRY_UUID: &str = "entryUUID";
+
+/// An LDAP directory read incrementally where it can be. Built from the same
+/// settings as [`LdapSource`](super::LdapSource), which it complements; like
+/// it, every read opens its own connections and closes them.
+pub struct IncrementalSource {
+    connector: Connector,
+    control: ControlLink,
+}
+
+/// The changes of a scope since a cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncrementalRead {
+    /// An incremental view: the users that changed (added, modified, enabled
+    /// or disabled) and still match, and the anchors reported as removed.
+    /// `removed` may name anchors that were never in this scope (OpenLDAP
+    /// reports removals database-wide); it is empty on Active Directory.
+    pub view: DirectoryView,
+    /// Where the next incremental read continues from.
+    pub cursor: Cursor,
+    /// Changed entries without a usable anchor, left out of the view.
+    pub skipped_without_anchor: u64,
+    /// Changed entries whose anchor had already been seen in this read.
+    pub duplicate_anchors: u64,
+}
+
+/// What an incremental read found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IncrementalOutcome {
+    Changes(IncrementalRead),
+    /// The changes since the cursor cannot be had; read the whole scope with
+    /// [`IncrementalSource::read_full_with_cursor`] instead.
+    FullReadRequired(FullReadReason),
+}
+
+/// Why an incremental read could not be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FullReadReason {
+    /// The directory offers no incremental reads: the Generic flavor, a server
+    /// without syncprov, or a DC that hides its USN or invocationId.
+    NotSupported,
+    /// The cursor was made for another scope: the mapping's base DN, filter,
+    /// groups or attributes, or the connector's URL, flavor or presets changed.
+    ScopeChanged,
+    /// Active Directory: the connection reached another DC, or the DC was
+    /// restored from a backup (its invocationId changed).
+    DifferentServer,
+    /// The server refused the cursor, or did not continue from it.
+    CursorRejected,
+    /// The server no longer knows what was deleted since the cursor (OpenLDAP:
+    /// the syncprov session log does not reach back that far).
+    HistoryUnavailable,
+    /// More changes than the server returns in one unpaged search (syncrepl
+    /// refreshes cannot be paged); a full read pages.
+    TooManyChanges,
+}
+
+/// Every [`FullReadReason::as_str`], for metric labels.
+pub const FULL_READ_REASONS: [&str; 6] = [
+    "NotSupported",
+    "ScopeChanged",
+    "DifferentServer",
+    "CursorRejected",
+    "HistoryUnavailable",
+    "TooManyChanges",
+];
+
+impl FullReadReason {
+    /// A fixed name, one of [`FULL_READ_REASONS`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FullReadReason::NotSupported => "NotSupported",
+            FullReadReason::ScopeChanged => "ScopeChanged",
+            FullReadReason::DifferentServer => "DifferentServer",
+            FullReadReason::CursorRejected => "CursorRejected",
+            FullReadReason::HistoryUnavailable => "HistoryUnavailable",
+            FullReadReason::TooManyChanges => "TooManyChanges",
+        }
+    }
+}
+
+impl fmt::Display for FullReadReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FullReadReason::NotSupported => "the directory offers no incremental reads",
+            FullReadReason::ScopeChanged => "the mapping or connector changed since the last read",
+            FullReadReason::DifferentServer => {
+                "the connection reached another domain controller (or one restored from a backup)"
+            }
+            FullReadReason::CursorRejected => {
+                "the directory refused to continue from the last read"
+            }
+            FullReadReason::HistoryUnavailable => {
+                "the directory no longer knows what was deleted since the last read"
+            }
+            FullReadReason::TooManyChanges => {
+                "more changes since the last read than one unpaged search returns"
+            }
+        })
+    }
+}
+
+impl IncrementalSource {
+    /// A source for `settings`, checked. No network traffic.
+    pub fn new(settings: &LdapSettings) -> Result<Self, LdapError> {
+        let connector = Connector::new(settings)?;
+        let control = ControlLink::new(settings, &connector.settings)?;
+        Ok(Self { connector, control })
+    }
+
+    pub fn flavor(&self) -> Flavor {
+        self.connector.settings.flavor
+    }
+
+    /// Whether this flavor has incremental reads at all. A server may still
+    /// turn out not to offer them: [`Self::read_full_with_cursor`] then
+    /// returns no cursor.
+    pub fn supports_incremental(&self) -> bool {
+        self.flavor() != Flavor::Generic
+    }
+
+    /// Read every user of `scope`, as [`LdapSource::read`](super::LdapSource::read)
+    /// does, and a cursor taken just before the read began, so that the next
+    /// incremental read also sees what changed while this one ran. No cursor
+    /// when the directory offers no incremental reads; the read is then just
+    /// a full read.
+    pub async fn read_full_with_cursor(
+        &self,
+        scope: &LdapScope,
+        now: Timestamp,
+    ) -> Result<(LdapRead, Option<Cursor>), LdapError> {
+        let settings = &self.connector.settings;
+        let reader = ScopeReader::new(settings, scope)?;
+        let mut session = self.connector.open().await?;
+        let cursor = self.cursor_here(&mut session, &reader, now).await?;
+        let collected = reader.read(&mut session, None, now).await?;
+        session.close().await;
+        warn_skipped(&reader, collected.skipped_without_anchor);
+        Ok((
+            LdapRead {
+                view: DirectoryView::full(collected.entries.into_values()),
+                skipped_without_anchor: collected.skipped_without_anchor,
+                duplicate_anchors: collected.duplicate_anchors,
+            },
+            cursor,
+        ))
+    }
+
+    /// The changes of `scope` since `cursor`. `Ok(Changes)` only when the
+    /// directory gave all of them; entries are projected as they arrive, with
+    /// the same disabled signal as a full read.
+    pub async fn read_incremental(
+        &self,
+        scope: &LdapScope,
+        cursor: &Cursor,
+        now: Timestamp,
+    ) -> Result<IncrementalOutcome, LdapError> {
+        let settings = &self.connector.settings;
+        if !self.supports_incremental() {
+            return Ok(IncrementalOutcome::FullReadRequired(
+                FullReadReason::NotSupported,
+            ));
+        }
+        let reader = ScopeReader::new(settings, scope)?;
+        if cursor.scope_key() != reader.key() {
+            return Ok(IncrementalOutcome::FullReadRequired(
+                FullReadReason::ScopeChanged,
+            ));
+        }
+        let outcome = match (settings.flavor, cursor) {
+            (
+                Flavor::ActiveDirectory,
+                Cursor::UsnChanged {
+                    invocation_id,
+                    highest_usn,
+                    read_at,
+                    ..
+                },
+            ) => {
+                self.usn_changes(&reader, invocation_id, *highest_usn, *read_at, now)
+                    .await?
+            }
+            (Flavor::OpenLdap, Cursor::SyncRepl { cookie, .. }) => {
+                self.syncrepl_changes(&reader, cookie, now).await?
+            }
+            // A cursor of the other kind with a matching key: not one we made.
+            _ => IncrementalOutcome::FullReadRequired(FullReadReason::CursorRejected),
+        };
+        match &outcome {
+            IncrementalOutcome::Changes(read) => {
+                warn_skipped(&reader, read.skipped_without_anchor);
+                tracing::debug!(
+                    base_dn = reader.base_dn(),
+                    changed = read.view.entries.len(),
+                    removed = read.view.removed.len(),
+                    "incremental read"
+                );
+            }
+            IncrementalOutcome::FullReadRequired(reason) => tracing::info!(
+                base_dn = reader.base_dn(),
+                reason = reason.as_str(),
+                "incremental read not possible: {reason}"
+            ),
+        }
+        Ok(outcome)
+    }
+
+    /// A cursor for where the directory stands now, for `reader`'s scope.
+    async fn cursor_here(
+        &self,
+        session: &mut Session,
+        reader: &ScopeReader<'_>,
+        now: Timestamp,
+    ) -> Result<Option<Cursor>, LdapError> {
+        let settings = &self.connector.settings;
+        Ok(match settings.flavor {
+            // On the session of the read itself: USNs belong to one DC.
+            Flavor::ActiveDirectory => {
+                usn::dc_state(session, settings.page_size)
+                    .await?
+                    .map(|dc| Cursor::UsnChanged {
+                        scope_key: reader.key(),
+                        invocation_id: dc.invocation_id,
+                        highest_usn: dc.highest_usn,
+                        read_at: now,
+                    })
+            }
+            Flavor::OpenLdap => {
+                let mut control = self.control.open().await?;
+                let cookie = syncrepl::current_cookie(&mut control, reader.base_dn()).await;
+                control.close().await;
+                cookie?.map(|cookie| Cursor::SyncRepl {
+                    scope_key: reader.key(),
+                    cookie,
+                })
+            }
+            Flavor::Generic => None,
+        })
+    }
+
+    async fn usn_changes(
+        &self,
+        reader: &ScopeReader<'_>,
+        invocation_id: &str,
+        highest_usn: u64,
+        read_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<IncrementalOutcome, LdapError> {
+        let mut session = self.connector.open().await?;
+        let Some(dc) = usn::dc_state(&mut session, self.connector.settings.page_size).await? else {
+            session.close().await;
+            return Ok(IncrementalOutcome::FullReadRequired(
+                FullReadReason::NotSupported,
+            ));
+        };
+        if !dc.invocation_id.eq_ignore_ascii_case(invocation_id) {
+            session.close().await;
+            return Ok(IncrementalOutcome::FullReadRequired(
+                FullReadReason::DifferentServer,
+            ));
+        }
+        if dc.highest_usn < highest_usn {
+            // The same database never counts backwards.
+            session.close().await;
+            return Ok(IncrementalOutcome::FullReadRequired(
+                FullReadReason::CursorRejected,
+            ));
+        }
+        let changed = usn::changed_since(highest_usn, read_at, now);
+        let collected = reader.read(&mut session, Some(&changed), now).await?;
+        session.close().await;
+        let cursor = Cursor::UsnChanged {
+            scope_key: reader.key(),
+            invocation_id: dc.invocation_id,
+            highest_usn: dc.highest_usn,
+            read_at: now,
+        };
+        Ok(IncrementalOutcome::Changes(incremental_read(
+            collected,
+            Vec::new(),
+            cursor,
+        )))
+    }
+
+    async fn syncrepl_changes(
+        &self,
+        reader: &ScopeReader<'_>,
+        cookie: &str,
+        now: Timestamp,
+    ) -> Result<IncrementalOutcome, LdapError> {
+        // The ordinary session first: it reports an unreachable server or a
+        // failed bind the usual way, and runs the disabled lookups after.
+        let mut session = self.connector.open().await?;
+        let mut control = self.control.open().await?;
+        let refresh = syncrepl::refresh_since(&mut control, reader, cookie, now).await;
+        control.close().await;
+        let (mut collected, removed, cookie) = match refresh? {
+            Refresh::Changes {
+                collected,
+                removed,
+                cookie,
+            } => (collected, removed, cookie),
+            Refresh::FullReadRequired(reason) => {
+                session.close().await;
+                return Ok(IncrementalOutcome::FullReadRequired(reason));
+            }
+        };
+        let disabled = reader
+            .disabled_among(&mut session, collected.entries.keys())
+            .await?;
+        session.close().await;
+        for entry in collected.entries.values_mut() {
+            entry.enabled &= !disabled.contains(&entry.anchor);
+        }
+        // Removals are reported as entryUUIDs: anchors only when the anchor
+        // is entryUUID. With another anchor they wait for the next full read.
+        let removed: Vec<String> = if reader.anchor().name().eq_ignore_ascii_case(ENTRY_UUID) {
+            removed.into_iter().collect()
+        } else {
+            if !removed.is_empty() {
+                tracing::debug!(
+                    base_dn = reader.base_dn(),
+                    removed = removed.len(),
+                    anchor = reader.anchor().name(),
+                    "removed entries are not reported: the anchor is not entryUUID"
+                );
+            }
+            Vec::new()
+        };
+        let cursor = Cursor::SyncRepl {
+            scope_key: reader.key(),
+            cookie,
+        };
+        Ok(IncrementalOutcome::Changes(incremental_read(
+            collected, removed, cursor,
+        )))
+    }
+}
+
+fn incremental_read(collected: Collected, removed: Vec<String>, cursor: Cursor) -> IncrementalRead {
+    IncrementalRead {
+        view: DirectoryView::incremental(collected.entries.into_values(), removed),
+        cursor,
+        skipped_without_anchor: collected.skipped_without_anchor,
+        duplicate_anchors: collected.duplicate_anchors,
+    }
+}
+
+fn warn_skipped(reader: &ScopeReader<'_>, skipped: u64) {
+    if skipped > 0 {
+        tracing::warn!(
+            base_dn = reader.base_dn(),
+            skipped,
+            anchor = reader.anchor().name(),
+            "entries without an anchor were skipped"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::directory::ldap::settings::SearchScope;
+
+    fn assert_send_sync<T: Send + Sync>(_: &T) {}
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// Reads run on a multi-threaded runtime: sources and futures cross threads.
+    #[test]
+    fn incremental_sources_and_futures_cross_threads() {
+        let source =
+            IncrementalSource::new(&LdapSettings::new("ldap://x", Flavor::OpenLdap)).unwrap();
+        let scope = LdapScope::new("dc=x");
+        let now = Timestamp::UNIX_EPOCH;
+        let cursor = Cursor::parse(
+            "syncrepl:0123456789abcdef:rid=000,csn=20250101000000.000000Z#000000#000#000000",
+        )
+        .unwrap();
+        assert_send_sync(&source);
+        assert_send(&source.read_full_with_cursor(&scope, now));
+        assert_send(&source.read_incremental(&scope, &cursor, now));
+    }
+
+    #[tokio::test]
+    async fn generic_directories_have_no_incremental_reads() {
+        let mut settings = LdapSettings::new("ldap://127.0.0.1:1", Flavor::Generic);
+        settings.anchor_attribute = Some("nsUniqueId".into());
+        let source = IncrementalSource::new(&settings).unwrap();
+        assert!(!source.supports_incremental());
+        let cursor = Cursor::parse(
+            "syncrepl:0123456789abcdef:rid=000,csn=20250101000000.000000Z#000000#000#000000",
+        )
+        .unwrap();
+        // Answered without contacting the (absent) server.
+        let outcome = source
+            .read_incremental(&LdapScope::new("dc=x"), &cursor, Timestamp::UNIX_EPOCH)
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome,
+            IncrementalOutcome::FullReadRequired(FullReadReason::NotSupported)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cursor_of_another_scope_requires_a_full_read_without_a_search() {
+        let source =
+            IncrementalSource::new(&LdapSettings::new("ldap://127.0.0.1:1", Flavor::OpenLdap))
+                .unwrap();
+        let cursor = Cursor::parse(
+            "syncrepl:0123456789abcdef:rid=000,csn=20250101000000.000000Z#000000#000#000000",
+        )
+        .unwrap();
+        let outcome = source
+            .read_incremental(&LdapScope::new("dc=x"), &cursor, Timestamp::UNIX_EPOCH)
+            .await
+            .unwrap();
+        assert_eq!(
+            outcome,
+            IncrementalOutcome::FullReadRequired(FullReadReason::ScopeChanged)
+        );
+    }
+
+    #[test]
+    fn scope_key_follows_what_decides_the_scope_and_nothing_else() {
+        let settings = LdapSettings::new("ldap://dc1", Flavor::ActiveDirectory)
+            .validate()
+            .unwrap();
+        let key = |scope: &LdapScope| ScopeReader::new(&settings, scope).unwrap().key();
+        let base = LdapScope::new("OU=Staff,DC=corp,DC=example");
+        let k = key(&base);
+        assert_eq!(k.len(), 16);
+        // The same DN spelled differently is the same scope.
+        assert_eq!(key(&LdapScope::new("ou=staff, dc=corp, dc=example")), k);
+        let mut other = base.clone();
+        other.filter = Some("(department=Sales)".into());
+        assert_ne!(key(&other), k);
+        let mut other = base.clone();
+        other.scope = SearchScope::OneLevel;
+        assert_ne!(key(&other), k);
+        let mut other = base.clone();
+        other.member_of = vec!["CN=G,DC=corp,DC=example".into()];
+        assert_ne!(key(&other), k);
+        let mut other = base.clone();
+        other
+            .attributes
+            .extra
+            .insert("dept".into(), "department".into());
+        assert_ne!(key(&other), k);
+        let elsewhere = LdapSettings::new("ldap://dc2", Flavor::ActiveDirectory)
+            .validate()
+            .unwrap();
+        assert_ne!(ScopeReader::new(&elsewhere, &base).unwrap().key(), k);
+    }
+
+    #[test]
+    fn every_full_read_reason_has_its_fixed_name() {
+        let all = [
+            FullReadReason::NotSupported,
+            FullReadReason::ScopeChanged,
+            FullReadReason::DifferentServer,
+            FullReadReason::CursorRejected,
+            FullReadReason::HistoryUnavailable,
+            FullReadReason::TooManyChanges,
+        ];
+        let names: Vec<&str> = all.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names, FULL_READ_REASONS);
+    }
+}

@@ -1,0 +1,217 @@
+//! A mapping's scope read on a session the caller holds: the whole scope, or
+//! only the entries a narrowing clause selects (AD's changed USNs). Both go
+//! through the same projection and disabled signal as
+//! [`LdapSource::read`](crate::directory::ldap::LdapSource::read), and both
+//! run on the caller's session, so that an AD cursor and the read it belongs
+//! to come from one DC.
+
+use std::collections::{BTreeMap, HashSet};
+
+use jiff::Timestamp;
+use sha2::{Digest, Sha256};
+
+use super::super::anchor::AnchorAttribute;
+use super::super::connection::{SearchRequest, Session};
+use super::super::entry::Projection;
+use super::super::error::LdapError;
+use super::super::filter::{and_filter, normalize_dn, or_filter, scope_filter};
+use super::super::flavor::Flavor;
+use super::super::settings::{LdapScope, SearchScope, ValidSettings};
+use crate::core::DirectoryEntry;
+
+/// Anchors per disabled lookup: keeps each filter small enough for any server.
+const ANCHOR_BATCH: usize = 100;
+
+/// A scope turned into searches, with the settings' presets resolved.
+pub(super) struct ScopeReader<'a> {
+    settings: &'a ValidSettings,
+    base_dn: &'a str,
+    scope: SearchScope,
+    filter: String,
+    projection: Projection,
+    attributes: Vec<String>,
+}
+
+/// The projected entries of one search.
+#[derive(Debug, Default)]
+pub(super) struct Collected {
+    pub entries: BTreeMap<String, DirectoryEntry>,
+    pub skipped_without_anchor: u64,
+    pub duplicate_anchors: u64,
+}
+
+impl Collected {
+    /// Keep one search entry's projection (never the entry itself).
+    pub fn add(&mut self, projected: Option<DirectoryEntry>) {
+        match projected {
+            Some(entry) => {
+                if self.entries.insert(entry.anchor.clone(), entry).is_some() {
+                    self.duplicate_anchors += 1;
+                }
+            }
+            None => self.skipped_without_anchor += 1,
+        }
+    }
+}
+
+impl<'a> ScopeReader<'a> {
+    pub fn new(settings: &'a ValidSettings, scope: &'a LdapScope) -> Result<Self, LdapError> {
+        let admin_filter = scope.validate()?;
+        let projection =
+            Projection::new(settings.flavor, settings.anchor.clone(), &scope.attributes);
+        Ok(Self {
+            settings,
+            base_dn: scope.base_dn.trim(),
+            scope: scope.scope,
+            filter: scope_filter(settings.flavor, admin_filter.as_deref(), &scope.member_of),
+            attributes: projection.requested_attributes(),
+            projection,
+        })
+    }
+
+    pub fn base_dn(&self) -> &str {
+        self.base_dn
+    }
+
+    pub fn scope(&self) -> SearchScope {
+        self.scope
+    }
+
+    /// The filter that selects the scope's users.
+    pub fn filter(&self) -> &str {
+        &self.filter
+    }
+
+    /// The attributes the projection reads.
+    pub fn attributes(&self) -> &[String] {
+        &self.attributes
+    }
+
+    pub fn projection(&self) -> &Projection {
+        &self.projection
+    }
+
+    pub fn anchor(&self) -> &AnchorAttribute {
+        self.projection.anchor()
+    }
+
+    /// 16 hex digits naming everything that decides which entries the scope
+    /// holds and what is read of them: the server, the flavor's presets, the
+    /// base DN, the filters and the attributes. A cursor is only valid for
+    /// the key it was made with; a changed mapping needs a full read.
+    pub fn key(&self) -> String {
+        let base = normalize_dn(self.base_dn).unwrap_or_else(|_| self.base_dn.to_lowercase());
+        let mut hasher = Sha256::new();
+        for part in [
+            self.settings.url.as_str(),
+            match self.settings.flavor {
+                Flavor::ActiveDirectory => "ad",
+                Flavor::OpenLdap => "openldap",
+                Flavor::Generic => "generic",
+            },
+            self.settings.anchor.name(),
+            self.settings.disabled_filter.as_deref().unwrap_or_default(),
+            &base,
+            match self.scope {
+                SearchScope::Subtree => "sub",
+                SearchScope::OneLevel => "one",
+            },
+            &self.filter,
+            &self.attributes.join(","),
+        ] {
+            // A separator that cannot occur in any part keeps ("ab","c") and
+            // ("a","bc") apart.
+            hasher.update(part.as_bytes());
+            hasher.update([0u8]);
+        }
+        hasher
+            .finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Read the scope's users, or with `narrowed_to` only those that clause
+    /// also selects, page by page. `Ok` only for a complete read.
+    pub async fn read(
+        &self,
+        session: &mut Session,
+        narrowed_to: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Collected, LdapError> {
+        let disabled = self.disabled_anchors(session, narrowed_to).await?;
+        let mut parts = vec![self.filter.as_str()];
+        parts.extend(narrowed_to);
+        let filter = and_filter(&parts);
+        let mut collected = Collected::default();
+        let request = self.request(&filter, &self.attributes);
+        session
+            .paged_search(&request, |raw| {
+                let projected = self.projection.project(&raw, now).map(|mut entry| {
+                    entry.enabled &= !disabled.contains(&entry.anchor);
+                    entry
+                });
+                if projected.is_none() {
+                    tracing::debug!(dn = %raw.dn, anchor = self.anchor().name(), "entry without an anchor skipped");
+                }
+                collected.add(projected);
+            })
+            .await?;
+        Ok(collected)
+    }
+
+    /// Of `anchors`, those of users the settings' disabled filter matches, in
+    /// batches of anchor lookups: for entries that were read without the
+    /// disabled search (a syncrepl refresh).
+    pub async fn disabled_among<'s>(
+        &self,
+        session: &mut Session,
+        anchors: impl Iterator<Item = &'s String>,
+    ) -> Result<HashSet<String>, LdapError> {
+        let mut disabled = HashSet::new();
+        if self.settings.disabled_filter.is_none() {
+            return Ok(disabled);
+        }
+        let clauses: Vec<String> = anchors
+            .filter_map(|a| self.anchor().equality_filter(a))
+            .collect();
+        for batch in clauses.chunks(ANCHOR_BATCH) {
+            let any_anchor = or_filter(batch).unwrap_or_default();
+            disabled.extend(self.disabled_anchors(session, Some(&any_anchor)).await?);
+        }
+        Ok(disabled)
+    }
+
+    /// The anchors of the users (of the narrowed scope) that the disabled
+    /// filter matches: evaluated by the server, as in a full read.
+    async fn disabled_anchors(
+        &self,
+        session: &mut Session,
+        narrowed_to: Option<&str>,
+    ) -> Result<HashSet<String>, LdapError> {
+        let mut disabled = HashSet::new();
+        let Some(disabled_filter) = &self.settings.disabled_filter else {
+            return Ok(disabled);
+        };
+        let mut parts = vec![self.filter.as_str(), disabled_filter.as_str()];
+        parts.extend(narrowed_to);
+        let filter = and_filter(&parts);
+        let attributes = [self.anchor().name().to_owned()];
+        let request = self.request(&filter, &attributes);
+        session
+            .paged_search(&request, |raw| disabled.extend(self.anchor().read(&raw)))
+            .await?;
+        Ok(disabled)
+    }
+
+    fn request<'r>(&'r self, filter: &'r str, attributes: &'r [String]) -> SearchRequest<'r> {
+        SearchRequest {
+            base_dn: self.base_dn,
+            scope: self.scope,
+            filter,
+            attributes,
+            page_size: self.settings.page_size,
+        }
+    }
+}
