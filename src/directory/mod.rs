@@ -3,6 +3,7 @@
 //! [`Source`] puts the kinds behind one interface, so the runner and the prober
 //! know nothing of LDAP or Graph.
 
+pub mod graph;
 pub mod ldap;
 
 use std::time::Duration;

@@ -1,0 +1,333 @@
+//! Incremental reads with Graph's delta query on users.
+//!
+//! A round starts at `/users/delta?$select=…` (the first round lists every
+//! user) or at the `@odata.deltaLink` the previous round ended with, follows
+//! `@odata.nextLink` page by page, and ends at a new `@odata.deltaLink`. Users
+//! deleted since the last round come as `{"id", "@removed": {"reason"}}`
+//! (`changed`: in the recycle bin; `deleted`: gone for good); both are removals.
+//!
+//! The delta query tracks the whole tenant and only supports `$filter` by id,
+//! so a scope with a filter or groups is applied afterwards: the users a round
+//! says changed are checked against the filter (`(filter) and id in (…)`) and
+//! their membership with `checkMemberGroups`; those no longer in scope are
+//! reported as removed, and go through the unmapped rules (a lookup in the
+//! other mappings first). A membership change alone (a user added to or
+//! removed from a group, the user object unchanged) is not a change of the
+//! user, so it shows at the next full read: incremental reads are never the
+//! only source of "in scope" or "gone".
+//!
+//! A delta link Graph no longer knows (410 Gone, `syncStateNotFound`,
+//! `resyncRequired`) is not an error but [`DeltaOutcome::FullReadNeeded`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use url::Url;
+
+use super::api::{Call, parse_page, refusal};
+use super::error::{GraphError, Permission};
+use super::query::with_query;
+use super::settings::GraphScope;
+use super::source::{Collected, GraphRead, GraphSource, full_read};
+use super::user::{Projected, Projection};
+use crate::core::{DirectoryEntry, DirectoryView};
+
+/// Error codes that say a delta link can no longer be followed.
+const RESYNC_CODES: [&str; 3] = ["syncStateNotFound", "resyncRequired", "syncStateInvalid"];
+
+/// Where the next incremental read of a scope continues: Graph's deltaLink,
+/// and the `$select` it was opened with (a link only serves the properties it
+/// was opened for). Not a secret: the token in it is a position, not a
+/// credential. Stored by the runner between runs, e.g. as [`DeltaLink::to_token`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaLink {
+    url: String,
+    select: String,
+}
+
+impl DeltaLink {
+    /// The link as one string, to store (in memory or in a status field).
+    pub fn to_token(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// A link stored with [`DeltaLink::to_token`].
+    pub fn from_token(token: &str) -> Result<Self, GraphError> {
+        serde_json::from_str(token)
+            .map_err(|_| GraphError::InvalidConfig("the stored delta link is not readable".into()))
+    }
+
+    /// The deltaLink URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl fmt::Debug for DeltaLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeltaLink")
+            .field("url", &self.url)
+            .field("select", &self.select)
+            .finish()
+    }
+}
+
+/// What an incremental read found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeltaOutcome {
+    /// A complete round: an incremental view (or a full one, for a first round)
+    /// and, in `read.delta`, the link for the next round.
+    Changes(GraphRead),
+    /// The link can no longer be followed: read the whole scope (a first
+    /// round, `read_delta(scope, None)`). Nothing was read.
+    FullReadNeeded { reason: String },
+}
+
+/// One user in a round: changed (present), or removed.
+enum Change {
+    Present(DirectoryEntry),
+    Removed,
+}
+
+/// A round followed to its end, or a link that expired.
+enum Round {
+    Complete {
+        changes: BTreeMap<String, Change>,
+        skipped: u64,
+        next: Url,
+    },
+    Expired(String),
+}
+
+impl GraphSource {
+    /// An incremental read of `scope` since `since`, or, without a link, a
+    /// first round: a complete full view of the scope plus the link for the
+    /// next round.
+    ///
+    /// The first round of a whole-tenant scope is the delta listing itself. For
+    /// a scope with groups or a filter, the listing is run to its end for the
+    /// link alone (its users are not kept), and then the scope is read as in
+    /// [`GraphSource::read`]; a change between the two shows again in the next
+    /// round, which is harmless.
+    ///
+    /// An `Err` leaves `since` valid: the caller keeps it and tries again.
+    pub async fn read_delta(
+        &self,
+        scope: &GraphScope,
+        since: Option<&DeltaLink>,
+    ) -> Result<DeltaOutcome, GraphError> {
+        scope.validate()?;
+        let projection = Projection::new(&scope.attributes);
+        let select = projection.select();
+        let Some(since) = since else {
+            return self.first_round(scope, &projection).await;
+        };
+        if since.select != select {
+            return Ok(DeltaOutcome::FullReadNeeded {
+                reason: "the mapping's attributes changed since the delta link was made".into(),
+            });
+        }
+        let url = match Url::parse(&since.url) {
+            Ok(url) if self.api.is_own(&url) => url,
+            _ => {
+                return Ok(DeltaOutcome::FullReadNeeded {
+                    reason: "the delta link does not point to this connector's Graph endpoint"
+                        .into(),
+                });
+            }
+        };
+        let (changes, skipped, next) = match self.round(url, &projection, true).await? {
+            Round::Complete {
+                changes,
+                skipped,
+                next,
+            } => (changes, skipped, next),
+            Round::Expired(reason) => return Ok(DeltaOutcome::FullReadNeeded { reason }),
+        };
+        let mut entries = Vec::new();
+        let mut removed = Vec::new();
+        for (id, change) in changes {
+            match change {
+                Change::Present(entry) => entries.push(entry),
+                Change::Removed => removed.push(id),
+            }
+        }
+        if !scope.is_whole_tenant() && !entries.is_empty() {
+            let ids = entries.iter().map(|e| e.anchor.clone()).collect();
+            let in_scope = self.in_scope(scope, ids).await?;
+            let (kept, left): (Vec<_>, Vec<_>) = entries
+                .into_iter()
+                .partition(|e| in_scope.contains(&e.anchor));
+            entries = kept;
+            removed.extend(left.into_iter().map(|e| e.anchor));
+        }
+        tracing::debug!(
+            changed = entries.len(),
+            removed = removed.len(),
+            "Graph delta round complete"
+        );
+        Ok(DeltaOutcome::Changes(GraphRead {
+            view: DirectoryView::incremental(entries, removed),
+            delta: Some(DeltaLink {
+                url: next.into(),
+                select,
+            }),
+            skipped_without_anchor: skipped,
+        }))
+    }
+
+    async fn first_round(
+        &self,
+        scope: &GraphScope,
+        projection: &Projection,
+    ) -> Result<DeltaOutcome, GraphError> {
+        let select = projection.select();
+        // The delta query takes no `$top`: Graph chooses its page size.
+        let start = with_query(self.api.url("users/delta"), &[("$select", &select)]);
+        let whole_tenant = scope.is_whole_tenant();
+        let (changes, skipped, next) = match self.round(start, projection, whole_tenant).await? {
+            Round::Complete {
+                changes,
+                skipped,
+                next,
+            } => (changes, skipped, next),
+            // A fresh listing cannot have expired; say so rather than loop.
+            Round::Expired(reason) => {
+                return Err(GraphError::read_failed(
+                    "starting a delta query",
+                    format!("Graph refused a new delta query: {reason}"),
+                ));
+            }
+        };
+        let link = DeltaLink {
+            url: next.into(),
+            select,
+        };
+        let collected = if whole_tenant {
+            let mut collected = Collected {
+                skipped,
+                ..Default::default()
+            };
+            for change in changes.into_values() {
+                if let Change::Present(entry) = change {
+                    collected.add(Projected::User(entry));
+                }
+            }
+            collected
+        } else {
+            self.read_scope(scope, projection).await?
+        };
+        Ok(DeltaOutcome::Changes(full_read(collected, Some(link))))
+    }
+
+    /// Follow a round from `start` to its deltaLink. With `keep` false the
+    /// users are not kept (only the link is wanted).
+    async fn round(
+        &self,
+        start: Url,
+        projection: &Projection,
+        keep: bool,
+    ) -> Result<Round, GraphError> {
+        let call = Call {
+            what: "reading user changes (delta query)",
+            permission: Permission::UserReadAll,
+            advanced: false,
+        };
+        let mut changes = BTreeMap::new();
+        let mut skipped = 0;
+        let mut url = start;
+        loop {
+            let reply = self.api.send(Method::GET, &url, None, call).await?;
+            if let Some(reason) = expired(reply.status, reply.error_code().as_deref()) {
+                return Ok(Round::Expired(format!("{reason} ({})", reply.describe())));
+            }
+            if !reply.status.is_success() {
+                return Err(refusal(&reply, call));
+            }
+            let page = parse_page(reply.json(call.what)?, call.what)?;
+            if keep {
+                for item in page.items {
+                    if item.contains_key("@removed") {
+                        if let Some(id) = item.get("id").and_then(Value::as_str) {
+                            changes.insert(id.to_owned(), Change::Removed);
+                        }
+                        continue;
+                    }
+                    match projection.project(&item, call.what)? {
+                        Projected::User(entry) => {
+                            changes.insert(entry.anchor.clone(), Change::Present(entry));
+                        }
+                        Projected::WithoutAnchor => skipped += 1,
+                    }
+                }
+            }
+            match (page.next, page.delta) {
+                (Some(next), _) if next == url => {
+                    return Err(GraphError::read_failed(
+                        call.what,
+                        "Graph returned the same page link twice",
+                    ));
+                }
+                (Some(next), _) => url = next,
+                (None, Some(delta)) => {
+                    if !self.api.is_own(&delta) {
+                        return Err(GraphError::read_failed(
+                            call.what,
+                            "the deltaLink points outside this connector's Graph endpoint",
+                        ));
+                    }
+                    return Ok(Round::Complete {
+                        changes,
+                        skipped,
+                        next: delta,
+                    });
+                }
+                (None, None) => {
+                    return Err(GraphError::read_failed(
+                        call.what,
+                        "a delta page had neither a nextLink nor a deltaLink",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Why a delta answer means "start over", if it does.
+fn expired(status: StatusCode, code: Option<&str>) -> Option<&'static str> {
+    if status == StatusCode::GONE {
+        return Some("the delta link has expired");
+    }
+    let code = code?;
+    (status.is_client_error() && RESYNC_CODES.iter().any(|c| c.eq_ignore_ascii_case(code)))
+        .then_some("Graph asks for a full resynchronisation")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gone_and_resync_codes_mean_a_full_read() {
+        assert!(expired(StatusCode::GONE, None).is_some());
+        assert!(expired(StatusCode::GONE, Some("syncStateNotFound")).is_some());
+        assert!(expired(StatusCode::BAD_REQUEST, Some("resyncRequired")).is_some());
+        assert!(expired(StatusCode::BAD_REQUEST, Some("SyncStateNotFound")).is_some());
+        assert!(expired(StatusCode::BAD_REQUEST, Some("Request_BadRequest")).is_none());
+        assert!(expired(StatusCode::OK, None).is_none());
+        assert!(expired(StatusCode::SERVICE_UNAVAILABLE, Some("resyncRequired")).is_none());
+    }
+
+    #[test]
+    fn delta_links_round_trip_through_a_token() {
+        let link = DeltaLink {
+            url: "https://graph.microsoft.com/v1.0/users/delta?$deltatoken=abc".into(),
+            select: "id,accountEnabled".into(),
+        };
+        assert_eq!(DeltaLink::from_token(&link.to_token()).unwrap(), link);
+        assert!(DeltaLink::from_token("garbage").is_err());
+    }
+}

@@ -1,0 +1,416 @@
+//! HTTP for the token endpoint and Graph: one client per source, with its TLS
+//! roots and timeout, and the retry loop that every request goes through.
+//!
+//! A request is retried when the failure is passing: 429 (after the server's
+//! `Retry-After`), 502/503/504 (after its `Retry-After` if any, else an
+//! exponential backoff with jitter), a timeout or a dropped connection. Each
+//! request has a bounded number of attempts and a time budget; when either runs
+//! out the request fails, and with it the read, which the caller treats as
+//! incomplete. Any other status is handed back to the caller to classify.
+
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use ring::rand::{SecureRandom, SystemRandom};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use rustls::{ClientConfig, RootCertStore};
+use serde_json::Value;
+use url::Url;
+
+use super::error::GraphError;
+use super::settings::{GraphSettings, RetryPolicy};
+
+/// The longest server error text kept in a message.
+const MAX_DETAIL: usize = 400;
+
+/// The system's trusted roots, loaded once per process.
+static SYSTEM_ROOTS: LazyLock<Vec<CertificateDer<'static>>> = LazyLock::new(|| {
+    let loaded = rustls_native_certs::load_native_certs();
+    for error in &loaded.errors {
+        tracing::warn!(%error, "could not load some system CA certificates");
+    }
+    loaded.certs
+});
+
+/// An HTTP client with the source's TLS roots, timeout and retries.
+pub(crate) struct Transport {
+    client: reqwest::Client,
+    retry: RetryPolicy,
+    timeout: Duration,
+}
+
+/// An answer that is not retried: a success, or a status for the caller to
+/// classify (400, 401, 403, 404, 410, …).
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub status: StatusCode,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The body as JSON, for a successful reply.
+    pub(crate) fn json(&self, what: &str) -> Result<Value, GraphError> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            GraphError::read_failed(what, format!("the answer is not the expected JSON: {e}"))
+        })
+    }
+
+    /// The status with the service's error code and message, e.g.
+    /// `HTTP 403 Forbidden (Authorization_RequestDenied: Insufficient privileges…)`.
+    pub(crate) fn describe(&self) -> String {
+        describe_status(self.status, &self.body)
+    }
+
+    /// The error code of a Graph (`error.code`) or OAuth2 (`error`) error body.
+    pub(crate) fn error_code(&self) -> Option<String> {
+        error_parts(&self.body).map(|(code, _)| code)
+    }
+}
+
+/// Why one attempt failed in a way worth retrying.
+enum Passing {
+    Status { status: StatusCode, detail: String },
+    Timeout,
+    Connection(String),
+}
+
+impl Transport {
+    pub(crate) fn new(settings: &GraphSettings) -> Result<Self, GraphError> {
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls_config(settings.ca_pem.as_deref())?)
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
+            // A redirect would carry the bearer token to wherever it points.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("usersync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| GraphError::InvalidConfig(format!("HTTP client: {}", chain(&e))))?;
+        Ok(Self {
+            client,
+            retry: settings.retry,
+            timeout: settings.timeout,
+        })
+    }
+
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Send the request `build` makes, retrying passing failures. `what` and
+    /// `endpoint` name the request in errors.
+    pub(crate) async fn send(
+        &self,
+        what: &str,
+        endpoint: &Url,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Reply, GraphError> {
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let (failure, retry_after) = match build().send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let retry_after = retry_after(response.headers());
+                    match response.bytes().await {
+                        Ok(body) if !is_passing(status) => {
+                            return Ok(Reply {
+                                status,
+                                body: body.to_vec(),
+                            });
+                        }
+                        Ok(body) => (
+                            Passing::Status {
+                                status,
+                                detail: describe_status(status, &body),
+                            },
+                            retry_after,
+                        ),
+                        Err(e) if e.is_timeout() => (Passing::Timeout, None),
+                        Err(e) => (Passing::Connection(chain(&e)), None),
+                    }
+                }
+                Err(e) if e.is_timeout() => (Passing::Timeout, None),
+                Err(e) if e.is_builder() => {
+                    return Err(GraphError::InvalidConfig(format!(
+                        "{what}: cannot build the request: {}",
+                        chain(&e)
+                    )));
+                }
+                Err(e) => (Passing::Connection(chain(&e)), None),
+            };
+            let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
+            let out_of_budget = started.elapsed() + wait > self.retry.budget;
+            if attempt >= self.retry.max_attempts || out_of_budget {
+                return Err(self.give_up(what, endpoint, failure, attempt, retry_after));
+            }
+            tracing::debug!(
+                what,
+                attempt,
+                wait_ms = wait.as_millis() as u64,
+                failure = failure.summary(),
+                "retrying a Graph request"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// The backoff before attempt `attempt + 1`: doubling from the initial
+    /// backoff up to the maximum, half of it fixed and half random ("equal
+    /// jitter"), so that many clients throttled together do not return together.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let doubled = self
+            .retry
+            .initial_backoff
+            .saturating_mul(1u32 << (attempt.saturating_sub(1)).min(16));
+        let ceiling = doubled.min(self.retry.max_backoff);
+        let half = ceiling / 2;
+        let mut b = [0u8; 4];
+        let fraction = match SystemRandom::new().fill(&mut b) {
+            Ok(()) => f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX),
+            Err(_) => 0.5,
+        };
+        half + half.mul_f64(fraction)
+    }
+
+    fn give_up(
+        &self,
+        what: &str,
+        endpoint: &Url,
+        failure: Passing,
+        attempts: u32,
+        retry_after: Option<Duration>,
+    ) -> GraphError {
+        let tries = if attempts == 1 {
+            "1 attempt".to_owned()
+        } else {
+            format!("{attempts} attempts")
+        };
+        let what = what.to_owned();
+        match failure {
+            Passing::Status { status, detail } if status == StatusCode::TOO_MANY_REQUESTS => {
+                let detail = match retry_after {
+                    Some(wait) if wait > self.retry.budget => format!(
+                        "{detail}; the service asked to wait {}s, beyond the retry budget of {}s",
+                        wait.as_secs(),
+                        self.retry.budget.as_secs()
+                    ),
+                    _ => format!("{detail} after {tries}"),
+                };
+                GraphError::Throttled { what, detail }
+            }
+            Passing::Status { detail, .. } => GraphError::Unreachable {
+                endpoint: origin(endpoint),
+                detail: format!("{what}: {detail} after {tries}"),
+            },
+            Passing::Timeout => GraphError::Timeout {
+                what,
+                detail: format!(
+                    "no answer from {} within {:?}, {tries}",
+                    origin(endpoint),
+                    self.timeout
+                ),
+            },
+            Passing::Connection(detail) => GraphError::Unreachable {
+                endpoint: origin(endpoint),
+                detail: format!("{detail} ({tries})"),
+            },
+        }
+    }
+}
+
+impl Passing {
+    fn summary(&self) -> String {
+        match self {
+            Passing::Status { detail, .. } => detail.clone(),
+            Passing::Timeout => "timeout".into(),
+            Passing::Connection(detail) => detail.clone(),
+        }
+    }
+}
+
+/// Statuses that say "not now" rather than "no".
+fn is_passing(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::BAD_GATEWAY
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT
+    )
+}
+
+/// `Retry-After` in seconds, as Graph and the token endpoint send it.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds))
+}
+
+/// `scheme://host:port` of a URL: enough to name an endpoint in a message.
+pub(crate) fn origin(url: &Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+fn describe_status(status: StatusCode, body: &[u8]) -> String {
+    let mut text = format!("HTTP {status}");
+    if let Some((code, message)) = error_parts(body) {
+        let message = first_line(&message);
+        if message.is_empty() {
+            text += &format!(" ({code})");
+        } else {
+            text += &format!(" ({code}: {message})");
+        }
+    }
+    text
+}
+
+/// `(code, message)` of a Graph error (`{"error": {"code", "message"}}`) or an
+/// OAuth2 error (`{"error", "error_description"}`).
+fn error_parts(body: &[u8]) -> Option<(String, String)> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let error = value.get("error")?;
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
+    match error {
+        Value::String(code) => Some((code.clone(), text(value.get("error_description")))),
+        Value::Object(_) => Some((text(error.get("code")), text(error.get("message")))),
+        _ => None,
+    }
+}
+
+/// The first line of a server message, shortened: AADSTS descriptions carry
+/// trace and correlation IDs on further lines.
+fn first_line(message: &str) -> String {
+    let line = message.lines().next().unwrap_or_default().trim();
+    if line.len() <= MAX_DETAIL {
+        line.to_owned()
+    } else {
+        let mut end = MAX_DETAIL;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &line[..end])
+    }
+}
+
+/// An error and its sources, joined: reqwest's own text alone rarely says
+/// what went wrong (a refused connection, an unknown CA).
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let next = e.to_string();
+        if !text.contains(&next) {
+            text += ": ";
+            text += &next;
+        }
+        source = e.source();
+    }
+    text
+}
+
+/// TLS with the ring provider (as the rest of the program), trusting the
+/// system roots and the admin's CA bundle.
+fn tls_config(ca_pem: Option<&[u8]>) -> Result<ClientConfig, GraphError> {
+    let mut roots = RootCertStore::empty();
+    roots.add_parsable_certificates(SYSTEM_ROOTS.iter().cloned());
+    if let Some(pem) = ca_pem {
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| {
+                GraphError::InvalidConfig(format!("the CA bundle is not valid PEM: {e}"))
+            })?;
+            roots.add(cert).map_err(|e| {
+                GraphError::InvalidConfig(format!(
+                    "the CA bundle holds an unusable certificate: {e}"
+                ))
+            })?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(GraphError::InvalidConfig(
+                "the CA bundle holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+            ));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| GraphError::InvalidConfig(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graph_and_oauth_errors_are_described_by_code_and_first_line() {
+        let graph = br#"{"error":{"code":"Authorization_RequestDenied","message":"Insufficient privileges to complete the operation."}}"#;
+        assert_eq!(
+            describe_status(StatusCode::FORBIDDEN, graph),
+            "HTTP 403 Forbidden (Authorization_RequestDenied: Insufficient privileges to complete the operation.)"
+        );
+        let oauth = br#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: x\r\nCorrelation ID: y"}"#;
+        assert_eq!(
+            describe_status(StatusCode::UNAUTHORIZED, oauth),
+            "HTTP 401 Unauthorized (invalid_client: AADSTS7000215: Invalid client secret provided.)"
+        );
+        assert_eq!(
+            describe_status(StatusCode::BAD_GATEWAY, b"<html>"),
+            "HTTP 502 Bad Gateway"
+        );
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+        headers.insert(
+            RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn a_ca_bundle_without_certificates_is_invalid_config() {
+        for pem in [&b""[..], b"not pem"] {
+            assert!(matches!(
+                tls_config(Some(pem)),
+                Err(GraphError::InvalidConfig(m)) if m.contains("CA bundle")
+            ));
+        }
+        assert!(tls_config(None).is_ok());
+    }
+
+    #[test]
+    fn backoff_doubles_within_bounds() {
+        let settings = super::super::settings::GraphSettings::new(
+            "t",
+            "c",
+            super::super::settings::Credential::Secret(crate::secret::SecretString::new("x")),
+            super::super::cloud::Cloud::Global,
+        );
+        let t = Transport::new(&settings).unwrap();
+        for attempt in 1..20 {
+            let d = t.backoff(attempt);
+            let ceiling = (Duration::from_secs(1) * (1 << (attempt - 1).min(16)))
+                .min(Duration::from_secs(30));
+            assert!(d >= ceiling / 2 && d <= ceiling, "{attempt}: {d:?}");
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The directory the emulator serves: users, groups (nested), and the change
+//! log the delta query reads.
+//!
+//! Every change to a user object bumps the tenant's version and stamps the
+//! user with it; deletions are logged with their version and reason. Group
+//! membership is not a change of the user object (Graph's users delta does not
+//! report it either).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value, json};
+
+/// Properties Graph returns for a user when no `$select` is given:
+/// `accountEnabled` is not among them.
+pub const DEFAULT_SELECT: [&str; 11] = [
+    "id",
+    "businessPhones",
+    "displayName",
+    "givenName",
+    "jobTitle",
+    "mail",
+    "mobilePhone",
+    "officeLocation",
+    "preferredLanguage",
+    "surname",
+    "userPrincipalName",
+];
+
+/// User properties the emulator knows (Graph answers 400 for others);
+/// directory extensions (`extension_<app>_<name>`) are accepted too.
+pub const KNOWN_PROPERTIES: [&str; 25] = [
+    "id",
+    "accountEnabled",
+    "businessPhones",
+    "city",
+    "companyName",
+    "country",
+    "department",
+    "displayName",
+    "employeeId",
+    "employeeType",
+    "givenName",
+    "jobTitle",
+    "mail",
+    "mailNickname",
+    "mobilePhone",
+    "officeLocation",
+    "onPremisesExtensionAttributes",
+    "onPremisesImmutableId",
+    "onPremisesSamAccountName",
+    "preferredLanguage",
+    "surname",
+    "usageLocation",
+    "userPrincipalName",
+    "userType",
+    "createdDateTime",
+];
+
+pub fn is_known_property(name: &str) -> bool {
+    KNOWN_PROPERTIES
+        .iter()
+        .any(|p| p.eq_ignore_ascii_case(name))
+        || name.starts_with("extension_")
+}
+
+pub struct User {
+    pub props: Map<String, Value>,
+    /// The tenant version of the user's last change.
+    pub changed: u64,
+}
+
+pub struct Group {
+    pub display_name: String,
+    /// Direct members: user or group IDs.
+    pub members: BTreeSet<String>,
+}
+
+/// A deleted user, as the delta query reports it.
+pub struct Removal {
+    pub id: String,
+    pub version: u64,
+    /// `changed` (soft-deleted, in the recycle bin) or `deleted` (for good).
+    pub reason: &'static str,
+}
+
+#[derive(Default)]
+pub struct Tenant {
+    pub users: BTreeMap<String, User>,
+    pub groups: BTreeMap<String, Group>,
+    pub removals: Vec<Removal>,
+    pub version: u64,
+}
+
+impl Tenant {
+    pub fn add_user(&mut self, id: String, mut props: Map<String, Value>) {
+        self.version += 1;
+        props.insert("id".into(), Value::String(id.clone()));
+        props.entry("accountEnabled").or_insert(Value::Bool(true));
+        self.users.insert(
+            id,
+            User {
+                props,
+                changed: self.version,
+            },
+        );
+    }
+
+    /// Change a user's properties; `false` when there is no such user.
+    pub fn update_user(&mut self, id: &str, change: impl FnOnce(&mut Map<String, Value>)) -> bool {
+        let Some(user) = self.users.get_mut(id) else {
+            return false;
+        };
+        self.version += 1;
+        change(&mut user.props);
+        user.changed = self.version;
+        true
+    }
+
+    pub fn delete_user(&mut self, id: &str, reason: &'static str) -> bool {
+        if self.users.remove(id).is_none() {
+            return false;
+        }
+        self.version += 1;
+        for group in self.groups.values_mut() {
+            group.members.remove(id);
+        }
+        self.removals.push(Removal {
+            id: id.to_owned(),
+            version: self.version,
+            reason,
+        });
+        true
+    }
+
+    /// The users a group holds directly or through nested groups, once each.
+    pub fn transitive_users(&self, group: &str) -> Vec<String> {
+        let mut users = BTreeSet::new();
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![group.to_owned()];
+        while let Some(g) = stack.pop() {
+            if !seen.insert(g.clone()) {
+                continue;
+            }
+            let Some(group) = self.groups.get(&g) else {
+                continue;
+            };
+            for member in &group.members {
+                if self.users.contains_key(member) {
+                    users.insert(member.clone());
+                } else if self.groups.contains_key(member) {
+                    stack.push(member.clone());
+                }
+            }
+        }
+        users.into_iter().collect()
+    }
+
+    /// Which of `groups` the user is a transitive member of.
+    pub fn member_groups(&self, user: &str, groups: &[String]) -> Vec<String> {
+        groups
+            .iter()
+            .filter(|g| self.transitive_users(g).iter().any(|u| u == user))
+            .cloned()
+            .collect()
+    }
+
+    /// A user as Graph returns it: the selected properties (`id` always;
+    /// selected but unset ones as null), or the default set.
+    pub fn render(&self, id: &str, select: Option<&[String]>) -> Option<Value> {
+        let user = self.users.get(id)?;
+        let mut out = Map::new();
+        out.insert("id".into(), json!(id));
+        let names: Vec<&str> = match select {
+            Some(names) => names.iter().map(String::as_str).collect(),
+            None => DEFAULT_SELECT.to_vec(),
+        };
+        for name in names {
+            if name == "id" {
+                continue;
+            }
+            let (key, value) = user
+                .props
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .unwrap_or_else(|| (canonical(name), Value::Null));
+            out.insert(key, value);
+        }
+        Some(Value::Object(out))
+    }
+}
+
+/// A property's canonical spelling.
+fn canonical(name: &str) -> String {
+    KNOWN_PROPERTIES
+        .iter()
+        .find(|p| p.eq_ignore_ascii_case(name))
+        .map(|p| (*p).to_owned())
+        .unwrap_or_else(|| name.to_owned())
+}

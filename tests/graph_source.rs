@@ -1,0 +1,1124 @@
+//! The Graph source against the Graph emulator (tests/graph_emulator): full
+//! reads, scopes, tokens and credentials, throttling, delta rounds, identity,
+//! lookups, and what errors and settings may show.
+
+mod graph_emulator;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use graph_emulator::{
+    APP_CERT, APP_KEY, CLIENT_ID, CLIENT_SECRET, Fault, GROUP_MEMBER_READ_ALL, GraphEmulator,
+    OTHER_CERT, OTHER_KEY, TENANT_ID,
+};
+use serde_json::{Value, json};
+use usersync::core::{DirectoryEntry, ReadKind};
+use usersync::directory::graph::{
+    Cloud, Credential, DeltaLink, DeltaOutcome, GraphError, GraphRead, GraphScope, GraphSettings,
+    GraphSource, RetryPolicy,
+};
+use usersync::secret::SecretString;
+
+// --- helpers ---
+
+/// Settings pointing both hosts at the emulator, with quick retries.
+fn settings_with(em: &GraphEmulator, credential: Credential) -> GraphSettings {
+    let mut s = GraphSettings::new(TENANT_ID, CLIENT_ID, credential, Cloud::Global);
+    s.authority_host = Some(em.base_url());
+    s.graph_host = Some(em.base_url());
+    s.ca_pem = em.ca_pem().map(String::into_bytes);
+    s.timeout = Duration::from_secs(5);
+    s.retry = RetryPolicy {
+        max_attempts: 4,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(100),
+        budget: Duration::from_secs(20),
+    };
+    s
+}
+
+fn settings(em: &GraphEmulator) -> GraphSettings {
+    settings_with(em, Credential::Secret(SecretString::new(CLIENT_SECRET)))
+}
+
+fn source(em: &GraphEmulator) -> GraphSource {
+    GraphSource::new(&settings(em)).unwrap()
+}
+
+fn groups(ids: &[&String]) -> GraphScope {
+    GraphScope {
+        groups: ids.iter().map(|s| (*s).clone()).collect(),
+        ..Default::default()
+    }
+}
+
+fn filtered(filter: &str) -> GraphScope {
+    GraphScope {
+        filter: Some(filter.into()),
+        ..Default::default()
+    }
+}
+
+fn anchors(read: &GraphRead) -> BTreeSet<String> {
+    read.view.entries.keys().cloned().collect()
+}
+
+fn set(ids: &[&String]) -> BTreeSet<String> {
+    ids.iter().map(|s| (*s).clone()).collect()
+}
+
+fn changes(outcome: DeltaOutcome) -> GraphRead {
+    match outcome {
+        DeltaOutcome::Changes(read) => read,
+        DeltaOutcome::FullReadNeeded { reason } => panic!("full read needed: {reason}"),
+    }
+}
+
+fn entry<'a>(read: &'a GraphRead, id: &str) -> &'a DirectoryEntry {
+    &read.view.entries[id]
+}
+
+/// Graph requests on a path (query excluded) that ends with `suffix`.
+fn requests_to(em: &GraphEmulator, suffix: &str) -> Vec<graph_emulator::Recorded> {
+    em.requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with(suffix))
+        .collect()
+}
+
+// --- full reads ---
+
+#[tokio::test]
+async fn full_read_with_paging_returns_every_user_exactly_once_with_correct_fields() {
+    let em = GraphEmulator::start().await;
+    em.set_page_cap(50);
+    let mut expected = BTreeMap::new();
+    for i in 0..230 {
+        let upn = format!("user{i:03}@contoso.example");
+        let id = if i % 10 == 0 {
+            // Some users have no mailbox.
+            em.create_user_with(json!({
+                "userPrincipalName": upn,
+                "displayName": format!("User {i}"),
+            }))
+        } else {
+            em.create_user(&upn, &format!("User {i}"))
+        };
+        expected.insert(id, (upn, i % 10 != 0, format!("User {i}")));
+    }
+
+    let read = source(&em).read(&GraphScope::all_users()).await.unwrap();
+
+    assert_eq!(read.view.read, ReadKind::Full);
+    assert!(read.view.complete);
+    assert!(read.delta.is_none());
+    assert_eq!(read.skipped_without_anchor, 0);
+    assert_eq!(anchors(&read), expected.keys().cloned().collect());
+    for (id, (upn, has_mail, name)) in &expected {
+        let e = entry(&read, id);
+        assert_eq!(e.anchor, *id);
+        assert!(e.enabled);
+        assert_eq!(e.username.as_deref(), Some(upn.as_str()));
+        assert_eq!(e.user_principal_name.as_deref(), Some(upn.as_str()));
+        assert_eq!(e.email.as_deref(), has_mail.then_some(upn.as_str()));
+        assert_eq!(e.display_name.as_deref(), Some(name.as_str()));
+    }
+    // 230 users at 50 a page: five pages, each requested once (no user read
+    // twice), the first asking for the largest page.
+    let pages = requests_to(&em, "/v1.0/users");
+    assert_eq!(pages.len(), 5);
+    assert_eq!(pages[0].query.get("$top").map(String::as_str), Some("999"));
+    assert!(
+        pages[1..]
+            .iter()
+            .all(|p| p.query.contains_key("$skiptoken"))
+    );
+}
+
+#[tokio::test]
+async fn disabled_users_are_read_as_not_enabled() {
+    let em = GraphEmulator::start().await;
+    let on = em.create_user("on@contoso.example", "On");
+    let off = em.create_user_with(json!({
+        "userPrincipalName": "off@contoso.example",
+        "displayName": "Off",
+        "accountEnabled": false,
+    }));
+    let later = em.create_user("later@contoso.example", "Later");
+    em.set_enabled(&later, false);
+
+    let read = source(&em).read(&GraphScope::all_users()).await.unwrap();
+
+    assert!(entry(&read, &on).enabled);
+    assert!(!entry(&read, &off).enabled);
+    assert!(!entry(&read, &later).enabled);
+}
+
+#[tokio::test]
+async fn account_enabled_is_requested_via_select() {
+    let em = GraphEmulator::start().await;
+    em.create_user("a@contoso.example", "A");
+    let mut scope = GraphScope::all_users();
+    scope
+        .attributes
+        .extra
+        .insert("dept".into(), "department".into());
+
+    source(&em).read(&scope).await.unwrap();
+
+    let request = &requests_to(&em, "/v1.0/users")[0];
+    let select: Vec<&str> = request.query["$select"].split(',').collect();
+    for property in [
+        "id",
+        "accountEnabled",
+        "userPrincipalName",
+        "mail",
+        "displayName",
+        "department",
+    ] {
+        assert!(select.contains(&property), "{select:?} lacks {property}");
+    }
+}
+
+#[tokio::test]
+async fn emulator_returns_account_enabled_only_when_selected() {
+    let em = GraphEmulator::start().await;
+    em.create_user("a@contoso.example", "A");
+    let token = raw_token(&em).await;
+    let client = raw_client();
+    let users = |query: &'static str| {
+        let url = format!("{}v1.0/users{query}", em.base_url());
+        let request = client.get(url).bearer_auth(&token);
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let default = users("").await;
+    assert!(default["value"][0].get("accountEnabled").is_none());
+    assert!(default["value"][0].get("userPrincipalName").is_some());
+    let selected = users("?$select=id,accountEnabled").await;
+    assert_eq!(selected["value"][0]["accountEnabled"], json!(true));
+    assert!(selected["value"][0].get("userPrincipalName").is_none());
+}
+
+// --- scopes ---
+
+#[tokio::test]
+async fn group_scope_reads_transitive_members_of_nested_groups_with_consistency_level() {
+    let em = GraphEmulator::start().await;
+    em.set_page_cap(2);
+    let direct = em.create_user("direct@contoso.example", "Direct");
+    let nested1 = em.create_user("nested1@contoso.example", "Nested 1");
+    let nested2 = em.create_user("nested2@contoso.example", "Nested 2");
+    let deep = em.create_user("deep@contoso.example", "Deep");
+    let other_group_only = em.create_user("other@contoso.example", "Other");
+    let outside = em.create_user("outside@contoso.example", "Outside");
+    let staff = em.create_group("Staff");
+    let team = em.create_group("Team");
+    let squad = em.create_group("Squad");
+    let other = em.create_group("Other");
+    em.add_member(&staff, &direct);
+    em.add_member(&staff, &team);
+    em.add_member(&team, &nested1);
+    em.add_member(&team, &nested2);
+    em.add_member(&team, &squad);
+    em.add_member(&squad, &deep);
+    // A user in both groups, and a cycle, are read once.
+    em.add_member(&other, &direct);
+    em.add_member(&other, &other_group_only);
+    em.add_member(&squad, &staff);
+
+    let read = source(&em).read(&groups(&[&staff, &other])).await.unwrap();
+
+    assert_eq!(
+        anchors(&read),
+        set(&[&direct, &nested1, &nested2, &deep, &other_group_only])
+    );
+    assert!(!read.view.entries.contains_key(&outside));
+    let member_reads = requests_to(&em, "/transitiveMembers/microsoft.graph.user");
+    // Staff's four users on two pages of two, Other's two on one.
+    assert_eq!(member_reads.len(), 3);
+    for request in &member_reads {
+        assert_eq!(request.consistency_level.as_deref(), Some("eventual"));
+    }
+    let first: Vec<_> = member_reads
+        .iter()
+        .filter(|r| !r.query.contains_key("$skiptoken"))
+        .collect();
+    assert_eq!(first.len(), 2);
+    for request in first {
+        assert_eq!(
+            request.query.get("$count").map(String::as_str),
+            Some("true")
+        );
+        assert!(request.query["$select"].contains("accountEnabled"));
+    }
+}
+
+#[tokio::test]
+async fn emulator_refuses_a_filtered_member_listing_without_consistency_level() {
+    let em = GraphEmulator::start().await;
+    let group = em.create_group("G");
+    let token = raw_token(&em).await;
+    let url = format!(
+        "{}v1.0/groups/{group}/transitiveMembers/microsoft.graph.user?$filter=startswith(displayName,'a')",
+        em.base_url()
+    );
+    let plain = raw_client()
+        .get(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 400);
+    let advanced = raw_client()
+        .get(format!("{url}&$count=true"))
+        .bearer_auth(&token)
+        .header("ConsistencyLevel", "eventual")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(advanced.status(), 200);
+}
+
+#[tokio::test]
+async fn filter_scope_sends_an_advanced_query_and_reads_only_matching_users() {
+    let em = GraphEmulator::start().await;
+    let sales = em
+        .create_user_with(json!({"userPrincipalName": "s@contoso.example", "department": "Sales"}));
+    let sales_off = em.create_user_with(
+        json!({"userPrincipalName": "s2@contoso.example", "department": "sales", "accountEnabled": false}),
+    );
+    em.create_user_with(
+        json!({"userPrincipalName": "e@contoso.example", "department": "Engineering"}),
+    );
+    em.create_user("nodept@contoso.example", "No department");
+
+    let read = source(&em)
+        .read(&filtered("department eq 'Sales'"))
+        .await
+        .unwrap();
+
+    assert_eq!(anchors(&read), set(&[&sales, &sales_off]));
+    assert!(!entry(&read, &sales_off).enabled);
+    let request = &requests_to(&em, "/v1.0/users")[0];
+    assert_eq!(request.query["$filter"], "department eq 'Sales'");
+    assert_eq!(
+        request.query.get("$count").map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(request.consistency_level.as_deref(), Some("eventual"));
+}
+
+#[tokio::test]
+async fn filter_and_groups_together_read_matching_members_only() {
+    let em = GraphEmulator::start().await;
+    let member_sales = em.create_user_with(
+        json!({"userPrincipalName": "ms@contoso.example", "department": "Sales"}),
+    );
+    let member_eng = em
+        .create_user_with(json!({"userPrincipalName": "me@contoso.example", "department": "Eng"}));
+    em.create_user_with(json!({"userPrincipalName": "os@contoso.example", "department": "Sales"}));
+    let group = em.create_group("G");
+    em.add_member(&group, &member_sales);
+    em.add_member(&group, &member_eng);
+    let mut scope = groups(&[&group]);
+    scope.filter = Some("department eq 'Sales'".into());
+
+    let read = source(&em).read(&scope).await.unwrap();
+
+    assert_eq!(anchors(&read), set(&[&member_sales]));
+}
+
+#[tokio::test]
+async fn a_missing_group_fails_the_read() {
+    let em = GraphEmulator::start().await;
+    em.create_user("a@contoso.example", "A");
+    let missing = graph_emulator::random_guid();
+
+    let error = source(&em).read(&groups(&[&missing])).await.unwrap_err();
+
+    assert_eq!(error.reason(), "ReadFailed");
+    assert!(error.to_string().contains(&missing), "{error}");
+    assert!(
+        error.to_string().contains("Request_ResourceNotFound"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_permission_is_forbidden_and_names_the_permission() {
+    let em = GraphEmulator::start().await;
+    let group = em.create_group("G");
+    em.revoke_permission(GROUP_MEMBER_READ_ALL);
+
+    let error = source(&em).read(&groups(&[&group])).await.unwrap_err();
+
+    assert_eq!(error.reason(), "Forbidden");
+    let message = error.to_string();
+    assert!(message.contains("GroupMember.Read.All"), "{message}");
+    assert!(message.contains("Authorization_RequestDenied"), "{message}");
+}
+
+// --- tokens ---
+
+#[tokio::test]
+async fn token_is_cached_and_reused() {
+    let em = GraphEmulator::start().await;
+    em.create_user("a@contoso.example", "A");
+    let source = source(&em);
+
+    source.probe().await.unwrap();
+    source.read(&GraphScope::all_users()).await.unwrap();
+    source.read(&GraphScope::all_users()).await.unwrap();
+
+    assert_eq!(em.token_requests(), 1);
+    assert_eq!(em.graph_requests(), 3);
+}
+
+#[tokio::test]
+async fn token_is_refreshed_after_expiry() {
+    let em = GraphEmulator::start().await;
+    em.create_user("a@contoso.example", "A");
+    em.set_token_lifetime(Duration::from_secs(2));
+    let source = source(&em);
+
+    source.read(&GraphScope::all_users()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    source.read(&GraphScope::all_users()).await.unwrap();
+
+    assert_eq!(em.token_requests(), 2);
+    // The new token was asked for before Graph could refuse the old one.
+    assert_eq!(em.graph_requests(), 2);
+}
+
+#[tokio::test]
+async fn a_rejected_token_is_renewed_once_and_the_request_retried() {
+    let em = GraphEmulator::start().await;
+    em.create_user("a@contoso.example", "A");
+    let source = source(&em);
+    source.read(&GraphScope::all_users()).await.unwrap();
+
+    em.invalidate_issued_tokens();
+    let read = source.read(&GraphScope::all_users()).await.unwrap();
+
+    assert_eq!(read.view.entries.len(), 1);
+    assert_eq!(em.token_requests(), 2);
+    assert_eq!(em.graph_requests(), 3); // ok, 401, ok
+}
+
+#[tokio::test]
+async fn a_token_graph_keeps_rejecting_fails_after_one_renewal() {
+    let em = GraphEmulator::start().await;
+    em.reject_all_tokens(true);
+
+    let error = source(&em).probe().await.unwrap_err();
+
+    assert_eq!(error.reason(), "AuthFailed");
+    assert!(
+        error.to_string().contains("InvalidAuthenticationToken"),
+        "{error}"
+    );
+    assert_eq!(em.token_requests(), 2);
+    assert_eq!(em.graph_requests(), 2);
+}
+
+#[tokio::test]
+async fn wrong_client_secret_is_auth_failed_without_the_secret_in_the_message() {
+    let em = GraphEmulator::start().await;
+    let wrong = "wrong-secret-value-9f8e7d";
+    let source = GraphSource::new(&settings_with(
+        &em,
+        Credential::Secret(SecretString::new(wrong)),
+    ))
+    .unwrap();
+
+    let error = source.probe().await.unwrap_err();
+
+    assert_eq!(error.reason(), "AuthFailed");
+    let (shown, debug) = (error.to_string(), format!("{error:?}"));
+    assert!(shown.contains("AADSTS7000215"), "{shown}");
+    assert!(!shown.contains(wrong) && !debug.contains(wrong), "{shown}");
+    assert!(!shown.contains(CLIENT_SECRET));
+    // The trace and correlation IDs on the description's further lines are left out.
+    assert!(!shown.contains("Trace ID"), "{shown}");
+    assert_eq!(em.graph_requests(), 0);
+}
+
+#[tokio::test]
+async fn unknown_tenant_or_client_is_auth_failed() {
+    let em = GraphEmulator::start().await;
+    let mut s = settings(&em);
+    s.client_id = graph_emulator::random_guid();
+    let error = GraphSource::new(&s).unwrap().probe().await.unwrap_err();
+    assert_eq!(error.reason(), "AuthFailed");
+    assert!(error.to_string().contains("AADSTS700016"), "{error}");
+
+    let mut s = settings(&em);
+    s.tenant_id = graph_emulator::random_guid();
+    let error = GraphSource::new(&s).unwrap().probe().await.unwrap_err();
+    assert_eq!(error.reason(), "AuthFailed");
+    assert!(error.to_string().contains("AADSTS90002"), "{error}");
+}
+
+// --- certificate credentials ---
+
+fn certificate(cert: &str, key: &str) -> Credential {
+    Credential::Certificate {
+        cert_pem: cert.into(),
+        key_pem: SecretString::new(key),
+    }
+}
+
+#[tokio::test]
+async fn certificate_credential_works() {
+    let em = GraphEmulator::start().await;
+    let id = em.create_user("a@contoso.example", "A");
+    let source = GraphSource::new(&settings_with(&em, certificate(APP_CERT, APP_KEY))).unwrap();
+
+    let read = source.read(&GraphScope::all_users()).await.unwrap();
+
+    assert_eq!(anchors(&read), set(&[&id]));
+    assert_eq!(em.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn certificate_credential_with_a_pkcs1_key_works() {
+    let em = GraphEmulator::start().await;
+    em.register_certificate(OTHER_CERT);
+    let source = GraphSource::new(&settings_with(&em, certificate(OTHER_CERT, OTHER_KEY))).unwrap();
+
+    source.probe().await.unwrap();
+}
+
+#[tokio::test]
+async fn certificate_not_registered_with_the_app_is_auth_failed() {
+    let em = GraphEmulator::start().await;
+    let source = GraphSource::new(&settings_with(&em, certificate(OTHER_CERT, OTHER_KEY))).unwrap();
+
+    let error = source.probe().await.unwrap_err();
+
+    assert_eq!(error.reason(), "AuthFailed");
+    assert!(error.to_string().contains("AADSTS700027"), "{error}");
+    assert!(!error.to_string().contains("PRIVATE KEY"));
+}
+
+#[test]
+fn a_key_that_does_not_belong_to_the_certificate_is_invalid_config() {
+    let mut s = GraphSettings::new(
+        TENANT_ID,
+        CLIENT_ID,
+        certificate(APP_CERT, OTHER_KEY),
+        Cloud::Global,
+    );
+    let error = GraphSource::new(&s).err().unwrap();
+    assert_eq!(error.reason(), "InvalidConfig");
+    assert!(error.to_string().contains("does not belong"), "{error}");
+    s.credential = certificate(APP_CERT, "not a key");
+    let error = GraphSource::new(&s).err().unwrap();
+    assert_eq!(error.reason(), "InvalidConfig");
+}
+
+#[tokio::test]
+async fn emulator_rejects_an_assertion_signed_with_another_key() {
+    let em = GraphEmulator::start().await;
+    let audience = format!("{}{TENANT_ID}/oauth2/v2.0/token", em.base_url());
+    // Names the registered certificate, but is signed with another key.
+    let jwt = signed_assertion(APP_CERT, OTHER_KEY, &audience);
+    let response = raw_client()
+        .post(&audience)
+        .form(&[
+            ("client_id", CLIENT_ID),
+            ("scope", "https://graph.microsoft.com/.default"),
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", &jwt),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_client");
+    assert_eq!(body["error_codes"], json!([700027]));
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("signature validation")
+    );
+    // The same assertion signed with the certificate's own key is accepted.
+    let jwt = signed_assertion(APP_CERT, APP_KEY, &audience);
+    let response = raw_client()
+        .post(&audience)
+        .form(&[
+            ("client_id", CLIENT_ID),
+            ("scope", "https://graph.microsoft.com/.default"),
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", &jwt),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+// --- throttling and failures ---
+
+#[tokio::test]
+async fn throttling_429_with_retry_after_recovers_with_no_lost_or_duplicated_users() {
+    let em = GraphEmulator::start().await;
+    em.set_page_cap(40);
+    let ids: BTreeSet<String> = (0..100)
+        .map(|i| em.create_user(&format!("u{i}@contoso.example"), "U"))
+        .collect();
+    // The second page is throttled twice, with Retry-After: 1.
+    em.inject_after(1, Fault::Throttle { retry_after: 1 }, 2);
+    let started = Instant::now();
+
+    let read = source(&em).read(&GraphScope::all_users()).await.unwrap();
+
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "Retry-After honoured"
+    );
+    assert_eq!(anchors(&read), ids);
+    // Three pages, and the throttled one twice more.
+    assert_eq!(em.graph_requests(), 5);
+    let pages = requests_to(&em, "/v1.0/users");
+    assert_eq!(pages[1].query, pages[2].query);
+    assert_eq!(pages[2].query, pages[3].query);
+}
+
+#[tokio::test]
+async fn throttling_past_the_budget_fails_as_throttled_at_once() {
+    let em = GraphEmulator::start().await;
+    em.inject(Fault::Throttle { retry_after: 3600 }, 1);
+    let started = Instant::now();
+
+    let error = source(&em)
+        .read(&GraphScope::all_users())
+        .await
+        .unwrap_err();
+
+    assert_eq!(error.reason(), "Throttled");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(em.graph_requests(), 1);
+}
+
+#[tokio::test]
+async fn persistent_503s_fail_the_read() {
+    let em = GraphEmulator::start().await;
+    em.set_page_cap(10);
+    for i in 0..30 {
+        em.create_user(&format!("u{i}@contoso.example"), "U");
+    }
+    em.inject_after(1, Fault::Unavailable, 100);
+
+    let error = source(&em)
+        .read(&GraphScope::all_users())
+        .await
+        .unwrap_err();
+
+    assert_eq!(error.reason(), "Unreachable");
+    assert!(error.to_string().contains("503"), "{error}");
+    // The first page, then the second one on each of the 4 attempts.
+    assert_eq!(em.graph_requests(), 5);
+}
+
+#[tokio::test]
+async fn transient_503s_are_retried_with_backoff() {
+    let em = GraphEmulator::start().await;
+    let id = em.create_user("a@contoso.example", "A");
+    em.inject(Fault::Unavailable, 2);
+
+    let read = source(&em).read(&GraphScope::all_users()).await.unwrap();
+
+    assert_eq!(anchors(&read), set(&[&id]));
+    assert_eq!(em.graph_requests(), 3);
+}
+
+#[tokio::test]
+async fn an_unreachable_host_is_unreachable() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let em = GraphEmulator::start().await;
+    let mut s = settings(&em);
+    let closed = url::Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
+    s.authority_host = Some(closed);
+
+    let error = GraphSource::new(&s).unwrap().probe().await.unwrap_err();
+
+    assert_eq!(error.reason(), "Unreachable");
+}
+
+// --- TLS ---
+
+#[tokio::test]
+async fn https_with_the_admins_ca_works_and_an_unknown_ca_is_unreachable() {
+    let em = GraphEmulator::start_tls().await;
+    let id = em.create_user("a@contoso.example", "A");
+    let read = source(&em).read(&GraphScope::all_users()).await.unwrap();
+    assert_eq!(anchors(&read), set(&[&id]));
+
+    let mut s = settings(&em);
+    s.ca_pem = None;
+    let error = GraphSource::new(&s).unwrap().probe().await.unwrap_err();
+    assert_eq!(error.reason(), "Unreachable");
+    assert!(
+        error.to_string().to_lowercase().contains("certificate"),
+        "{error}"
+    );
+}
+
+// --- delta ---
+
+/// A first round, whose view is a full one.
+async fn first_round(source: &GraphSource, scope: &GraphScope) -> (GraphRead, DeltaLink) {
+    let read = changes(source.read_delta(scope, None).await.unwrap());
+    assert_eq!(read.view.read, ReadKind::Full);
+    assert!(read.view.complete);
+    let link = read.delta.clone().expect("a delta link");
+    (read, link)
+}
+
+#[tokio::test]
+async fn delta_first_round_pages_to_a_delta_link_and_is_a_full_view() {
+    let em = GraphEmulator::start().await;
+    em.set_page_cap(40);
+    let ids: BTreeSet<String> = (0..100)
+        .map(|i| em.create_user(&format!("u{i}@contoso.example"), "U"))
+        .collect();
+
+    let (read, link) = first_round(&source(&em), &GraphScope::all_users()).await;
+
+    assert_eq!(anchors(&read), ids);
+    assert!(link.url().contains("deltatoken"));
+    let rounds = requests_to(&em, "/v1.0/users/delta");
+    assert_eq!(rounds.len(), 3);
+    assert!(rounds[0].query["$select"].contains("accountEnabled"));
+}
+
+#[tokio::test]
+async fn delta_returns_exactly_the_created_modified_disabled_and_deleted_users() {
+    let em = GraphEmulator::start().await;
+    let source = source(&em);
+    let modified = em.create_user("m@contoso.example", "Before");
+    let disabled = em.create_user("d@contoso.example", "D");
+    let deleted = em.create_user("x@contoso.example", "X");
+    let recycled = em.create_user("r@contoso.example", "R");
+    let quiet = em.create_user("q@contoso.example", "Q");
+    let (_, link) = first_round(&source, &GraphScope::all_users()).await;
+
+    let created = em.create_user("new@contoso.example", "New");
+    em.set_property(&modified, "displayName", json!("After"));
+    em.set_enabled(&disabled, false);
+    em.delete_user(&deleted);
+    em.soft_delete_user(&recycled);
+    let read = changes(
+        source
+            .read_delta(&GraphScope::all_users(), Some(&link))
+            .await
+            .unwrap(),
+    );
+
+    assert_eq!(read.view.read, ReadKind::Incremental);
+    assert!(read.view.complete);
+    assert_eq!(anchors(&read), set(&[&created, &modified, &disabled]));
+    assert!(!read.view.entries.contains_key(&quiet));
+    assert_eq!(
+        read.view.removed.iter().cloned().collect::<BTreeSet<_>>(),
+        set(&[&deleted, &recycled])
+    );
+    assert_eq!(
+        entry(&read, &modified).display_name.as_deref(),
+        Some("After")
+    );
+    assert!(!entry(&read, &disabled).enabled);
+    assert!(entry(&read, &created).enabled);
+    assert!(read.view.says_unmatched(&deleted));
+
+    // Nothing changed since: an empty round, with a new link.
+    let next = read.delta.clone().unwrap();
+    let again = changes(
+        source
+            .read_delta(&GraphScope::all_users(), Some(&next))
+            .await
+            .unwrap(),
+    );
+    assert!(again.view.entries.is_empty() && again.view.removed.is_empty());
+}
+
+#[tokio::test]
+async fn delta_token_expiry_means_a_full_read_is_needed() {
+    let em = GraphEmulator::start().await;
+    em.create_user("a@contoso.example", "A");
+    let source = source(&em);
+    let (_, link) = first_round(&source, &GraphScope::all_users()).await;
+
+    for code in ["syncStateNotFound", "resyncRequired"] {
+        em.set_expired_delta_code(code);
+        em.expire_delta_tokens();
+        match source
+            .read_delta(&GraphScope::all_users(), Some(&link))
+            .await
+            .unwrap()
+        {
+            DeltaOutcome::FullReadNeeded { reason } => {
+                assert!(reason.contains(code), "{reason}")
+            }
+            DeltaOutcome::Changes(_) => panic!("an expired link gave changes"),
+        }
+    }
+    // Starting over works.
+    first_round(&source, &GraphScope::all_users()).await;
+}
+
+#[tokio::test]
+async fn delta_link_of_other_attributes_means_a_full_read_is_needed() {
+    let em = GraphEmulator::start().await;
+    let source = source(&em);
+    let (_, link) = first_round(&source, &GraphScope::all_users()).await;
+    let mut scope = GraphScope::all_users();
+    scope
+        .attributes
+        .extra
+        .insert("dept".into(), "department".into());
+    let restored = DeltaLink::from_token(&link.to_token()).unwrap();
+
+    let outcome = source.read_delta(&scope, Some(&restored)).await.unwrap();
+
+    assert!(matches!(outcome, DeltaOutcome::FullReadNeeded { .. }));
+}
+
+#[tokio::test]
+async fn delta_for_a_group_scope_checks_the_membership_of_changed_users() {
+    let em = GraphEmulator::start().await;
+    let source = source(&em);
+    let direct = em.create_user("direct@contoso.example", "Direct");
+    let nested = em.create_user("nested@contoso.example", "Nested");
+    let leaving = em.create_user("leaving@contoso.example", "Leaving");
+    let outsider = em.create_user("outsider@contoso.example", "Outsider");
+    let group = em.create_group("Staff");
+    let team = em.create_group("Team");
+    em.add_member(&group, &direct);
+    em.add_member(&group, &team);
+    em.add_member(&team, &nested);
+    em.add_member(&team, &leaving);
+    let scope = groups(&[&group]);
+    let (read, link) = first_round(&source, &scope).await;
+    assert_eq!(anchors(&read), set(&[&direct, &nested, &leaving]));
+
+    let joiner = em.create_user("joiner@contoso.example", "Joiner");
+    em.add_member(&team, &joiner);
+    em.set_property(&nested, "displayName", json!("Nested, renamed"));
+    em.set_property(&outsider, "displayName", json!("Outsider, renamed"));
+    em.remove_member(&team, &leaving);
+    em.set_property(&leaving, "displayName", json!("Left"));
+    let read = changes(source.read_delta(&scope, Some(&link)).await.unwrap());
+
+    assert_eq!(anchors(&read), set(&[&joiner, &nested]));
+    let removed: BTreeSet<String> = read.view.removed.iter().cloned().collect();
+    assert_eq!(removed, set(&[&leaving, &outsider]));
+    assert!(!requests_to(&em, "/checkMemberGroups").is_empty());
+}
+
+#[tokio::test]
+async fn delta_for_a_filter_scope_checks_changed_users_against_the_filter() {
+    let em = GraphEmulator::start().await;
+    let source = source(&em);
+    let stays = em
+        .create_user_with(json!({"userPrincipalName": "a@contoso.example", "department": "Sales"}));
+    let moves_out = em
+        .create_user_with(json!({"userPrincipalName": "b@contoso.example", "department": "Sales"}));
+    let moves_in =
+        em.create_user_with(json!({"userPrincipalName": "c@contoso.example", "department": "Eng"}));
+    let scope = filtered("department eq 'Sales'");
+    let (read, link) = first_round(&source, &scope).await;
+    assert_eq!(anchors(&read), set(&[&stays, &moves_out]));
+
+    em.set_property(&stays, "displayName", json!("Still sales"));
+    em.set_property(&moves_out, "department", json!("Eng"));
+    em.set_property(&moves_in, "department", json!("Sales"));
+    let read = changes(source.read_delta(&scope, Some(&link)).await.unwrap());
+
+    assert_eq!(anchors(&read), set(&[&stays, &moves_in]));
+    assert_eq!(read.view.removed, vec![moves_out.clone()]);
+    let checks: Vec<_> = requests_to(&em, "/v1.0/users")
+        .into_iter()
+        .filter(|r| {
+            r.query
+                .get("$filter")
+                .is_some_and(|f| f.contains(" id in ("))
+        })
+        .collect();
+    assert_eq!(checks.len(), 1);
+    assert_eq!(checks[0].consistency_level.as_deref(), Some("eventual"));
+}
+
+// --- identity ---
+
+#[tokio::test]
+async fn a_upn_change_keeps_the_same_anchor() {
+    let em = GraphEmulator::start().await;
+    let source = source(&em);
+    let id = em.create_user("jane.doe@contoso.example", "Jane Doe");
+    let (before, link) = first_round(&source, &GraphScope::all_users()).await;
+
+    em.rename(&id, "jane.smith@fabrikam.example");
+    let delta = changes(
+        source
+            .read_delta(&GraphScope::all_users(), Some(&link))
+            .await
+            .unwrap(),
+    );
+    let after = source.read(&GraphScope::all_users()).await.unwrap();
+
+    assert_eq!(anchors(&before), set(&[&id]));
+    assert_eq!(anchors(&after), set(&[&id]));
+    assert_eq!(anchors(&delta), set(&[&id]));
+    let e = entry(&after, &id);
+    assert_eq!(e.username.as_deref(), Some("jane.smith@fabrikam.example"));
+    assert_eq!(
+        e.user_principal_name.as_deref(),
+        Some("jane.smith@fabrikam.example")
+    );
+    assert_eq!(entry(&delta, &id), e);
+}
+
+#[tokio::test]
+async fn a_new_user_taking_an_old_upn_has_a_different_anchor() {
+    let em = GraphEmulator::start().await;
+    let source = source(&em);
+    let old = em.create_user("sam@contoso.example", "Sam One");
+    let before = source.read(&GraphScope::all_users()).await.unwrap();
+    em.delete_user(&old);
+    let new = em.create_user("sam@contoso.example", "Sam Two");
+
+    let after = source.read(&GraphScope::all_users()).await.unwrap();
+
+    assert_ne!(old, new);
+    assert_eq!(anchors(&before), set(&[&old]));
+    assert_eq!(anchors(&after), set(&[&new]));
+    assert_eq!(entry(&after, &new).username, entry(&before, &old).username);
+}
+
+// --- lookups and probes ---
+
+#[tokio::test]
+async fn lookup_returns_the_anchors_in_scope() {
+    let em = GraphEmulator::start().await;
+    let source = source(&em);
+    let member = em
+        .create_user_with(json!({"userPrincipalName": "m@contoso.example", "department": "Sales"}));
+    let other =
+        em.create_user_with(json!({"userPrincipalName": "o@contoso.example", "department": "Eng"}));
+    let group = em.create_group("G");
+    em.add_member(&group, &member);
+    let gone = graph_emulator::random_guid();
+    let wanted = vec![
+        member.clone(),
+        other.clone(),
+        gone,
+        "../../groups".to_owned(),
+        member.clone(),
+    ];
+    let found = |entries: Vec<DirectoryEntry>| -> BTreeSet<String> {
+        entries.into_iter().map(|e| e.anchor).collect()
+    };
+
+    let all = source
+        .lookup(&GraphScope::all_users(), &wanted)
+        .await
+        .unwrap();
+    assert_eq!(found(all), set(&[&member, &other]));
+
+    let in_group = source.lookup(&groups(&[&group]), &wanted).await.unwrap();
+    assert_eq!(found(in_group), set(&[&member]));
+
+    let by_filter = source
+        .lookup(&filtered("department eq 'Eng'"), &wanted)
+        .await
+        .unwrap();
+    assert_eq!(found(by_filter), set(&[&other]));
+
+    assert!(
+        source
+            .lookup(&GraphScope::all_users(), &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn probe_gets_a_token_and_reads_one_user() {
+    let em = GraphEmulator::start().await;
+    em.create_user("a@contoso.example", "A");
+
+    let report = source(&em).probe().await.unwrap();
+
+    assert!(report.latency > Duration::ZERO);
+    assert_eq!(em.token_requests(), 1);
+    let request = &requests_to(&em, "/v1.0/users")[0];
+    assert_eq!(request.query.get("$top").map(String::as_str), Some("1"));
+}
+
+// --- endpoints and secrets ---
+
+#[test]
+fn cloud_endpoint_selection() {
+    let secret = || Credential::Secret(SecretString::new("x"));
+    for (cloud, token, graph, scope) in [
+        (
+            Cloud::Global,
+            "https://login.microsoftonline.com/",
+            "https://graph.microsoft.com/v1.0/",
+            "https://graph.microsoft.com/.default",
+        ),
+        (
+            Cloud::UsGov,
+            "https://login.microsoftonline.us/",
+            "https://graph.microsoft.us/v1.0/",
+            "https://graph.microsoft.us/.default",
+        ),
+        (
+            Cloud::UsGovDod,
+            "https://login.microsoftonline.us/",
+            "https://dod-graph.microsoft.us/v1.0/",
+            "https://dod-graph.microsoft.us/.default",
+        ),
+        (
+            Cloud::China,
+            "https://login.chinacloudapi.cn/",
+            "https://microsoftgraph.chinacloudapi.cn/v1.0/",
+            "https://microsoftgraph.chinacloudapi.cn/.default",
+        ),
+    ] {
+        let source =
+            GraphSource::new(&GraphSettings::new(TENANT_ID, CLIENT_ID, secret(), cloud)).unwrap();
+        let e = source.endpoints();
+        assert_eq!(
+            e.token.as_str(),
+            format!("{token}{TENANT_ID}/oauth2/v2.0/token")
+        );
+        assert_eq!(e.graph.as_str(), graph);
+        assert_eq!(e.scope, scope);
+    }
+}
+
+#[tokio::test]
+async fn no_secret_assertion_or_token_in_errors_or_settings() {
+    let em = GraphEmulator::start().await;
+    let secret_settings = settings(&em);
+    let cert_settings = settings_with(&em, certificate(APP_CERT, APP_KEY));
+    let key_body = APP_KEY.lines().nth(1).unwrap();
+    for shown in [
+        format!("{secret_settings:?}"),
+        format!("{cert_settings:?}"),
+        format!("{:?}", secret_settings.credential),
+        format!("{:?}", cert_settings.credential),
+    ] {
+        assert!(!shown.contains(CLIENT_SECRET), "{shown}");
+        assert!(!shown.contains(key_body), "{shown}");
+    }
+
+    // Errors after a token was issued and used, and from refused credentials.
+    let source = GraphSource::new(&secret_settings).unwrap();
+    source.probe().await.unwrap();
+    em.reject_all_tokens(true);
+    let mut errors: Vec<GraphError> = vec![source.probe().await.unwrap_err()];
+    em.reject_all_tokens(false);
+    let mut wrong = settings(&em);
+    wrong.credential = Credential::Secret(SecretString::new("wrong-secret-abc"));
+    errors.push(GraphSource::new(&wrong).unwrap().probe().await.unwrap_err());
+    errors.push(
+        GraphSource::new(&settings_with(&em, certificate(OTHER_CERT, OTHER_KEY)))
+            .unwrap()
+            .probe()
+            .await
+            .unwrap_err(),
+    );
+    for error in errors {
+        for shown in [error.to_string(), format!("{error:?}")] {
+            assert!(!shown.contains(CLIENT_SECRET), "{shown}");
+            assert!(!shown.contains("wrong-secret-abc"), "{shown}");
+            // Access tokens, and assertions (JWTs start with a base64url "{").
+            assert!(!shown.contains("emulated."), "{shown}");
+            assert!(!shown.contains("eyJ"), "{shown}");
+            assert!(!shown.contains(key_body), "{shown}");
+        }
+    }
+}
+
+// --- raw access to the emulator, for tests of the emulator itself ---
+
+fn raw_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+async fn raw_token(em: &GraphEmulator) -> String {
+    let response: Value = raw_client()
+        .post(format!("{}{TENANT_ID}/oauth2/v2.0/token", em.base_url()))
+        .form(&[
+            ("client_id", CLIENT_ID),
+            ("client_secret", CLIENT_SECRET),
+            ("scope", "https://graph.microsoft.com/.default"),
+            ("grant_type", "client_credentials"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    response["access_token"].as_str().unwrap().to_owned()
+}
+
+/// A client assertion naming `cert` (by x5t) signed with `key` (RS256).
+fn signed_assertion(cert: &str, key: &str, audience: &str) -> String {
+    use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let der = CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+    let x5t = URL_SAFE_NO_PAD.encode(ring::digest::digest(
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        &der,
+    ));
+    let key = match PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap() {
+        PrivateKeyDer::Pkcs8(k) => RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()).unwrap(),
+        PrivateKeyDer::Pkcs1(k) => RsaKeyPair::from_der(k.secret_pkcs1_der()).unwrap(),
+        _ => unreachable!(),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(json!({"alg": "RS256", "typ": "JWT", "x5t": x5t}).to_string()),
+        URL_SAFE_NO_PAD.encode(
+            json!({"aud": audience, "iss": CLIENT_ID, "sub": CLIENT_ID, "jti": graph_emulator::random_guid(), "nbf": now, "exp": now + 600})
+                .to_string()
+        )
+    );
+    let mut signature = vec![0; key.public().modulus_len()];
+    key.sign(
+        &RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        input.as_bytes(),
+        &mut signature,
+    )
+    .unwrap();
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
