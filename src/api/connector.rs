@@ -184,8 +184,9 @@ pub struct EntraIdConnection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret_ref: Option<SecretKeyRef>,
 
-    /// The Secret holding a certificate credential of the app registration: a PEM
-    /// certificate and private key (keys `tls.crt` and `tls.key` of the named Secret).
+    /// The Secret holding a certificate credential of the app registration: `key`
+    /// names the PEM private key (usually `tls.key`); the PEM certificate is read
+    /// from `tls.crt` of the same Secret (a `kubernetes.io/tls` Secret fits as is).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_secret_ref: Option<SecretKeyRef>,
 

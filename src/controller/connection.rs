@@ -78,9 +78,7 @@ pub async fn source_for(
     connector: &ConnectorHealth,
 ) -> Result<Source, ConnectionError> {
     let Some(spec) = &connector.spec.ldap else {
-        return Err(ConnectionError::Invalid(
-            "Entra ID connectors are not supported by this version".into(),
-        ));
+        return graph_source_for(secrets, connector).await;
     };
     let flavor = match spec.flavor {
         LdapFlavor::ActiveDirectory => Flavor::ActiveDirectory,
@@ -117,13 +115,95 @@ pub async fn source_for(
     Ok(Source::Ldap(source))
 }
 
+/// Text from a Secret key (a password, a client secret, a PEM document).
+async fn secret_text(
+    secrets: &Api<Secret>,
+    field: &str,
+    r: &SecretKeyRef,
+) -> Result<String, ConnectionError> {
+    let bytes = secret_value(secrets, field, r).await?;
+    String::from_utf8(bytes).map_err(|_| ConnectionError::Secret {
+        reason: "InvalidSecret",
+        message: format!(
+            "spec.{field}: key {:?} of Secret {:?} is not UTF-8 text",
+            r.key, r.name
+        ),
+    })
+}
+
+/// The Graph source an `entraID` connector describes.
+async fn graph_source_for(
+    secrets: &Api<Secret>,
+    connector: &ConnectorHealth,
+) -> Result<Source, ConnectionError> {
+    use crate::api::EntraCloud;
+    use crate::directory::graph::{Cloud, Credential, GraphSettings, GraphSource};
+    let Some(spec) = &connector.spec.entra_id else {
+        return Err(ConnectionError::Invalid(
+            "exactly one of spec.ldap or spec.entraID must be set".into(),
+        ));
+    };
+    let credential = match (&spec.client_secret_ref, &spec.certificate_secret_ref) {
+        (Some(r), _) => {
+            let secret = secret_text(secrets, "entraID.clientSecretRef", r).await?;
+            Credential::Secret(SecretString::new(secret.trim_end_matches(['\r', '\n'])))
+        }
+        (None, Some(r)) => {
+            let key_pem = secret_text(secrets, "entraID.certificateSecretRef", r).await?;
+            let cert_ref = SecretKeyRef {
+                name: r.name.clone(),
+                key: "tls.crt".into(),
+            };
+            let cert_pem = secret_text(secrets, "entraID.certificateSecretRef", &cert_ref).await?;
+            Credential::Certificate {
+                cert_pem,
+                key_pem: SecretString::new(key_pem),
+            }
+        }
+        (None, None) => {
+            return Err(ConnectionError::Invalid(
+                "spec.entraID needs clientSecretRef or certificateSecretRef".into(),
+            ));
+        }
+    };
+    let cloud = match spec.cloud {
+        EntraCloud::Global => Cloud::Global,
+        EntraCloud::USGov => Cloud::UsGov,
+        EntraCloud::USGovDoD => Cloud::UsGovDod,
+        EntraCloud::China => Cloud::China,
+    };
+    let mut settings = GraphSettings::new(
+        spec.tenant_id.clone(),
+        spec.client_id.clone(),
+        credential,
+        cloud,
+    );
+    let url = |field: &str, value: &Option<String>| -> Result<Option<url::Url>, ConnectionError> {
+        value
+            .as_deref()
+            .map(|v| {
+                url::Url::parse(v)
+                    .map_err(|e| ConnectionError::Invalid(format!("spec.entraID.{field}: {e}")))
+            })
+            .transpose()
+    };
+    settings.authority_host = url("authorityHost", &spec.authority_host)?;
+    settings.graph_host = url("graphHost", &spec.graph_host)?;
+    settings.timeout = parse_duration(&spec.timeout)
+        .map_err(|e| ConnectionError::Invalid(format!("spec.entraID.timeout: {e}")))?;
+    if let Some(r) = &spec.ca_secret_ref {
+        settings.ca_pem = Some(secret_value(secrets, "entraID.caSecretRef", r).await?);
+    }
+    let source =
+        GraphSource::new(&settings).map_err(|e| ConnectionError::Invalid(e.to_string()))?;
+    Ok(Source::Graph(Box::new(source)))
+}
+
 /// The scope a mapping describes.
 pub fn scope_for(mapping: &DirectoryMapping) -> Result<Scope, ConnectionError> {
     let spec = &mapping.spec;
     let Some(ldap) = &spec.ldap else {
-        return Err(ConnectionError::Invalid(
-            "spec.ldap is required for an LDAP connector".into(),
-        ));
+        return graph_scope_for(mapping);
     };
     let attrs = spec.attributes.clone().unwrap_or_default();
     let scope = LdapScope {
@@ -146,4 +226,31 @@ pub fn scope_for(mapping: &DirectoryMapping) -> Result<Scope, ConnectionError> {
         .validate()
         .map_err(|e| ConnectionError::Invalid(e.to_string()))?;
     Ok(Scope::Ldap(scope))
+}
+
+/// The scope of an `entraID` mapping.
+fn graph_scope_for(mapping: &DirectoryMapping) -> Result<Scope, ConnectionError> {
+    use crate::directory::graph::{GraphAttributes, GraphScope};
+    let spec = &mapping.spec;
+    let Some(entra) = &spec.entra_id else {
+        return Err(ConnectionError::Invalid(
+            "exactly one of spec.ldap or spec.entraID must be set".into(),
+        ));
+    };
+    let attrs = spec.attributes.clone().unwrap_or_default();
+    let scope = GraphScope {
+        groups: entra.groups.clone(),
+        filter: entra.filter.clone(),
+        attributes: GraphAttributes {
+            username: attrs.username,
+            email: attrs.email,
+            display_name: attrs.display_name,
+            user_principal_name: attrs.user_principal_name,
+            extra: attrs.extra,
+        },
+    };
+    scope
+        .validate()
+        .map_err(|e| ConnectionError::Invalid(e.to_string()))?;
+    Ok(Scope::Graph(scope))
 }

@@ -16,6 +16,8 @@ use crate::core::{DirectoryEntry, DirectoryView};
 pub enum Source {
     /// Active Directory, OpenLDAP or another LDAP server.
     Ldap(ldap::LdapSource),
+    /// Microsoft Entra ID through Microsoft Graph.
+    Graph(Box<graph::GraphSource>),
 }
 
 /// Which users of a directory a mapping covers, per kind of directory.
@@ -23,6 +25,8 @@ pub enum Source {
 pub enum Scope {
     /// An LDAP search.
     Ldap(ldap::LdapScope),
+    /// Entra ID users: the whole tenant, a filter, and/or transitive group members.
+    Graph(graph::GraphScope),
 }
 
 /// A source's failure, classified for the `Connected` condition and run status.
@@ -44,6 +48,24 @@ impl From<ldap::LdapError> for SourceError {
     }
 }
 
+impl From<graph::GraphError> for SourceError {
+    fn from(e: graph::GraphError) -> Self {
+        Self {
+            reason: e.reason(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The connector and the mapping are of different kinds (an LDAP scope on a Graph
+/// connector, or the other way round).
+fn mismatch() -> SourceError {
+    SourceError {
+        reason: "InvalidConfig",
+        message: "the mapping's scope is not of the connector's kind (spec.ldap needs an LDAP connector, spec.entraID an Entra ID one)".into(),
+    }
+}
+
 /// A complete read of one scope.
 #[derive(Clone, Debug)]
 pub struct Read {
@@ -58,6 +80,7 @@ impl Source {
     pub async fn probe(&self) -> Result<Duration, SourceError> {
         match self {
             Source::Ldap(s) => Ok(s.probe().await?.latency),
+            Source::Graph(s) => Ok(s.probe().await?.latency),
         }
     }
 
@@ -72,6 +95,14 @@ impl Source {
                     skipped_without_anchor: read.skipped_without_anchor,
                 })
             }
+            (Source::Graph(s), Scope::Graph(scope)) => {
+                let read = s.read(scope).await?;
+                Ok(Read {
+                    view: read.view,
+                    skipped_without_anchor: read.skipped_without_anchor,
+                })
+            }
+            _ => Err(mismatch()),
         }
     }
 
@@ -84,6 +115,8 @@ impl Source {
     ) -> Result<Vec<DirectoryEntry>, SourceError> {
         match (self, scope) {
             (Source::Ldap(s), Scope::Ldap(scope)) => Ok(s.lookup(scope, anchors, now).await?),
+            (Source::Graph(s), Scope::Graph(scope)) => Ok(s.lookup(scope, anchors).await?),
+            _ => Err(mismatch()),
         }
     }
 }
