@@ -1,13 +1,17 @@
 //! End-to-end tests against a real kube-apiserver (tests/cluster.sh) and real
 //! directories (tests/slapd.sh, tests/samba.sh), with the operator in-process.
 
+#[path = "../graph_emulator/mod.rs"]
+mod graph_emulator;
 #[path = "../ldap_support/mod.rs"]
 mod ldap_support;
 mod support;
 mod world;
 
+mod ad;
 mod admission;
 mod cli;
+mod entra;
 mod lifecycle;
 mod operations;
 mod readiness;

@@ -17,20 +17,70 @@ use crate::support::{TestNamespace, cluster, eventually, start_operator, stderr}
 /// How long a run may take in these tests.
 pub const RUN_WAIT: Duration = Duration::from_secs(60);
 
-pub struct World<'a> {
+/// A namespace with usersync's objects, whatever the directory: the API-side
+/// helpers every lifecycle test uses.
+pub struct Scene {
     pub client: Client,
     pub ns: TestNamespace,
+}
+
+/// A scene whose connector `corp` reads a real LDAP directory, with the test's own OU.
+pub struct World<'a> {
+    pub scene: Scene,
     pub ou: TestOu<'a>,
     pub server: &'a Server,
 }
 
+impl std::ops::Deref for World<'_> {
+    type Target = Scene;
+    fn deref(&self) -> &Scene {
+        &self.scene
+    }
+}
+
+impl Scene {
+    /// A fresh namespace with a policy `default` of `policy` (a JSON object of spec
+    /// fields) over a 24h interval, so runs happen on demand; no operator yet.
+    pub async fn new(test: &str, policy: serde_json::Value) -> Scene {
+        let client = cluster().client().await;
+        let ns = TestNamespace::new(&client, test).await;
+        let scene = Scene { client, ns };
+        let mut spec = serde_json::json!({"interval": "24h"});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(policy.as_object().cloned().unwrap_or_default());
+        scene.apply(&serde_json::json!({
+            "apiVersion": "usersync.dev/v1alpha1", "kind": "SyncPolicy", "metadata": {"name": "default"}, "spec": spec,
+        }));
+        scene
+    }
+
+    /// Run the operator in-process for this namespace.
+    pub fn start_operator(&self) {
+        start_operator(&self.client, &self.ns.name);
+    }
+
+    /// Create a Secret with one string key.
+    pub async fn secret(&self, name: &str, key: &str, value: &str) {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.ns.name);
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "stringData": {key: value},
+        }))
+        .unwrap();
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+    }
+}
+
 impl<'a> World<'a> {
     /// A namespace with the operator, a connector `corp` to `server` (OpenLDAP
-    /// flavor unless the server is Samba), and a policy `default` with `policy`
-    /// (a JSON object of spec fields) over a 24h interval, so runs happen on demand.
+    /// flavor unless the server is Samba), and a policy `default` with `policy`.
     pub async fn new(test: &str, server: &'a Server, policy: serde_json::Value) -> World<'a> {
         let world = Self::without_operator(test, server, policy).await;
-        start_operator(&world.client, &world.ns.name);
+        world.start_operator();
         world
     }
 
@@ -40,31 +90,17 @@ impl<'a> World<'a> {
         server: &'a Server,
         policy: serde_json::Value,
     ) -> World<'a> {
-        let client = cluster().client().await;
-        let ns = TestNamespace::new(&client, test).await;
+        let scene = Scene::new(test, policy).await;
+        scene
+            .secret("corp-bind", "password", server.bind_password())
+            .await;
         let ou = server.test_ou(test);
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
-        let secret: Secret = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "corp-bind"},
-            "stringData": {"password": server.bind_password()},
-        }))
-        .unwrap();
-        secrets
-            .create(&PostParams::default(), &secret)
-            .await
-            .unwrap();
         let flavor = if server.base_dn.to_ascii_lowercase().contains("dc=corp") {
             "ActiveDirectory"
         } else {
             "OpenLDAP"
         };
-        let world = World {
-            client,
-            ns,
-            ou,
-            server,
-        };
-        world.apply(&serde_json::json!({
+        scene.apply(&serde_json::json!({
             "apiVersion": "usersync.dev/v1alpha1", "kind": "ConnectorHealth", "metadata": {"name": "corp"},
             "spec": {
                 "ldap": {
@@ -74,24 +110,7 @@ impl<'a> World<'a> {
                 "probeInterval": "2s", "staleAfter": "1m",
             }
         }));
-        let mut spec = serde_json::json!({"interval": "24h"});
-        spec.as_object_mut()
-            .unwrap()
-            .extend(policy.as_object().cloned().unwrap_or_default());
-        world.apply(&serde_json::json!({
-            "apiVersion": "usersync.dev/v1alpha1", "kind": "SyncPolicy", "metadata": {"name": "default"}, "spec": spec,
-        }));
-        world
-    }
-
-    /// `kubectl apply` of one object into the namespace.
-    pub fn apply(&self, object: &serde_json::Value) {
-        let out = cluster().apply(&self.ns.name, &object.to_string());
-        assert!(
-            out.status.success(),
-            "kubectl apply failed: {}\n{object}",
-            stderr(&out)
-        );
+        World { scene, ou, server }
     }
 
     /// Create mapping `name` over `base_dn` (with extra spec fields) and wait for its
@@ -104,6 +123,23 @@ impl<'a> World<'a> {
         spec.as_object_mut()
             .unwrap()
             .extend(extra.as_object().cloned().unwrap_or_default());
+        self.mapping_with(name, spec).await
+    }
+}
+
+impl Scene {
+    /// `kubectl apply` of one object into the namespace.
+    pub fn apply(&self, object: &serde_json::Value) {
+        let out = cluster().apply(&self.ns.name, &object.to_string());
+        assert!(
+            out.status.success(),
+            "kubectl apply failed: {}\n{object}",
+            stderr(&out)
+        );
+    }
+
+    /// Create mapping `name` with `spec` and wait for its first, scheduled run.
+    pub async fn mapping_with(&self, name: &str, spec: serde_json::Value) -> RunSummary {
         self.apply(&serde_json::json!({
             "apiVersion": "usersync.dev/v1alpha1", "kind": "DirectoryMapping", "metadata": {"name": name}, "spec": spec,
         }));
@@ -206,7 +242,9 @@ impl<'a> World<'a> {
             _ => "none".into(),
         }
     }
+}
 
+impl World<'_> {
     // --- the directory side ---
 
     /// An OU below the test's OU (for a second mapping's scope).

@@ -1,0 +1,164 @@
+//! The lifecycle for Entra ID: the same rules, read through Microsoft Graph (here the
+//! Graph emulator, written from Microsoft's documented behaviour).
+
+use serde_json::json;
+use usersync::api::RunResult;
+
+use crate::graph_emulator::{CLIENT_ID, CLIENT_SECRET, Fault, GraphEmulator, TENANT_ID};
+use crate::world::Scene;
+
+/// A scene with an Entra ID connector `corp` on the emulator and the operator running.
+async fn entra(test: &str, em: &GraphEmulator, policy: serde_json::Value) -> Scene {
+    let scene = Scene::new(test, policy).await;
+    scene.secret("graph-app", "secret", CLIENT_SECRET).await;
+    let base = em.base_url().to_string();
+    scene.apply(&json!({
+        "apiVersion": "usersync.dev/v1alpha1", "kind": "ConnectorHealth", "metadata": {"name": "corp"},
+        "spec": {
+            "entraID": {
+                "tenantID": TENANT_ID, "clientID": CLIENT_ID,
+                "clientSecretRef": {"name": "graph-app", "key": "secret"},
+                "authorityHost": base, "graphHost": base, "timeout": "10s",
+            },
+            "probeInterval": "2s", "staleAfter": "1m",
+        }
+    }));
+    scene.start_operator();
+    scene
+}
+
+fn cloud_mapping(extra: serde_json::Value) -> serde_json::Value {
+    let mut spec =
+        json!({"connectorRef": "corp", "policyRef": "default", "profile": "cloud", "entraID": {}});
+    spec.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().cloned().unwrap_or_default());
+    spec
+}
+
+#[tokio::test]
+async fn entra_users_are_imported_preserved_when_disabled_and_reenabled() {
+    let em = GraphEmulator::start().await;
+    let ana = em.create_user("ana@contoso.example", "Ana");
+    let ben = em.create_user("ben@contoso.example", "Ben");
+    em.set_enabled(&ben, false);
+    let s = entra(
+        "entra-life",
+        &em,
+        json!({"safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    s.connected(true).await;
+    let run = s.mapping_with("cloud", cloud_mapping(json!({}))).await;
+    assert_eq!(
+        (run.result, run.imported),
+        (RunResult::Succeeded, 1),
+        "{run:?}"
+    );
+    let user = s.user("ana@contoso.example").await;
+    assert_eq!(
+        user.spec.anchor.as_deref(),
+        Some(ana.as_str()),
+        "the anchor is the Graph object id"
+    );
+    assert!(
+        s.named("ben@contoso.example").await.is_empty(),
+        "a disabled account was imported"
+    );
+
+    em.set_enabled(&ana, false);
+    assert_eq!(s.sync("cloud").await.preserved, 1);
+    assert_eq!(
+        s.state("ana@contoso.example").await,
+        "Preserved/DisabledInDirectory"
+    );
+    em.set_enabled(&ana, true);
+    assert_eq!(s.sync("cloud").await.reenabled, 1);
+    assert_eq!(s.state("ana@contoso.example").await, "Active");
+
+    em.delete_user(&ana);
+    assert_eq!(s.sync("cloud").await.preserved, 1);
+    assert_eq!(
+        s.state("ana@contoso.example").await,
+        "Preserved/Unmapped",
+        "a user gone from Graph is preserved, not deleted"
+    );
+}
+
+#[tokio::test]
+async fn entra_upn_change_keeps_identity_and_a_reused_upn_is_a_different_user() {
+    let em = GraphEmulator::start().await;
+    let old = em.create_user("cy@contoso.example", "Cy");
+    let s = entra("entra-upn", &em, json!({})).await;
+    s.mapping_with("cloud", cloud_mapping(json!({}))).await;
+    let before = s.user("cy@contoso.example").await;
+
+    // One run sees the rename and a new object taking the old UPN.
+    em.rename(&old, "cy.old@fabrikam.example");
+    let new = em.create_user("cy@contoso.example", "Cy (new)");
+    let run = s.sync("cloud").await;
+    assert_eq!((run.updated, run.imported), (1, 1), "{run:?}");
+    let renamed = s.user("cy.old@fabrikam.example").await;
+    assert_eq!(
+        renamed.metadata.name, before.metadata.name,
+        "a UPN change made a new record"
+    );
+    assert_eq!(
+        renamed.spec.user_principal_name.as_deref(),
+        Some("cy.old@fabrikam.example")
+    );
+    let newcomer = s.user("cy@contoso.example").await;
+    assert_eq!(newcomer.spec.anchor.as_deref(), Some(new.as_str()));
+    assert_ne!(newcomer.metadata.name, before.metadata.name);
+}
+
+#[tokio::test]
+async fn entra_throttling_is_recovered_with_no_lost_or_duplicated_user() {
+    let em = GraphEmulator::start().await;
+    em.set_page_cap(2);
+    for i in 0..7 {
+        em.create_user(&format!("t{i}@contoso.example"), &format!("T{i}"));
+    }
+    let s = entra("entra-429", &em, json!({})).await;
+    s.mapping_with("cloud", cloud_mapping(json!({}))).await;
+    for i in 7..9 {
+        em.create_user(&format!("t{i}@contoso.example"), &format!("T{i}"));
+    }
+    em.inject_after(1, Fault::Throttle { retry_after: 1 }, 2);
+    let run = s.sync("cloud").await;
+    assert_eq!(
+        (run.result, run.imported),
+        (RunResult::Succeeded, 2),
+        "{run:?}"
+    );
+    let users = s.users().await;
+    assert_eq!(users.len(), 9, "users lost or duplicated after throttling");
+}
+
+#[tokio::test]
+async fn entra_read_cut_off_by_persistent_503s_changes_nothing() {
+    let em = GraphEmulator::start().await;
+    em.set_page_cap(2);
+    for i in 0..5 {
+        em.create_user(&format!("f{i}@contoso.example"), &format!("F{i}"));
+    }
+    let s = entra(
+        "entra-503",
+        &em,
+        json!({"safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    s.mapping_with("cloud", cloud_mapping(json!({}))).await;
+    assert_eq!(s.users().await.len(), 5);
+    // The first page answers, every later one fails: the read never completes.
+    em.inject_after(1, Fault::Unavailable, 1000);
+    let run = s.sync("cloud").await;
+    assert_eq!(run.result, RunResult::Failed, "{run:?}");
+    for i in 0..5 {
+        assert_eq!(
+            s.state(&format!("f{i}@contoso.example")).await,
+            "Active",
+            "a cut-off read changed a user"
+        );
+    }
+}
