@@ -23,6 +23,18 @@ pub const FIELD_MANAGER: &str = "usersync";
 /// the runner's fields from removing each other under server-side apply.
 pub const RUNNER_FIELD_MANAGER: &str = "usersync-runner";
 
+/// What this process last did for one mapping. The object a reconcile gets comes
+/// from the watch cache, which can lag behind the operator's own status writes; a
+/// schedule or request decided from a stale copy would double a run or refuse a
+/// request that already started one.
+#[derive(Clone, Debug, Default)]
+pub struct MappingMemory {
+    /// When the last run this process started began.
+    pub last_start: Option<jiff::Timestamp>,
+    /// The last on-demand request this process handled, and its outcome.
+    pub handled_request: Option<crate::api::SyncRequest>,
+}
+
 /// Shared state handed to every reconcile.
 #[derive(Clone)]
 pub struct Context {
@@ -34,6 +46,8 @@ pub struct Context {
     pub backoff: Arc<Backoff>,
     /// Runs in progress (or waiting for a slot), by mapping, with their ids.
     runs: Arc<Mutex<HashMap<String, String>>>,
+    /// What this process did per mapping, which the watch cache may not show yet.
+    memory: Arc<Mutex<HashMap<String, MappingMemory>>>,
     /// Bounds how many mappings sync at once.
     pub run_slots: Arc<Semaphore>,
     /// The operator's metrics.
@@ -58,6 +72,7 @@ impl Context {
             client,
             backoff: Default::default(),
             runs: Default::default(),
+            memory: Default::default(),
             run_slots: Arc::new(Semaphore::new(max_concurrent_runs.max(1))),
             requeue: None,
             metrics,
@@ -88,6 +103,33 @@ impl Context {
             .expect("runs lock poisoned")
             .get(&Self::key(mapping))
             .cloned()
+    }
+
+    /// What this process remembers of `mapping`.
+    pub fn memory(&self, mapping: &DirectoryMapping) -> MappingMemory {
+        self.memory
+            .lock()
+            .expect("memory lock poisoned")
+            .get(&Self::key(mapping))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Remember a run start and/or a handled request of `mapping`.
+    pub fn remember(
+        &self,
+        mapping: &DirectoryMapping,
+        start: Option<jiff::Timestamp>,
+        request: Option<&crate::api::SyncRequest>,
+    ) {
+        let mut memory = self.memory.lock().expect("memory lock poisoned");
+        let entry = memory.entry(Self::key(mapping)).or_default();
+        if let Some(start) = start {
+            entry.last_start = Some(start);
+        }
+        if let Some(request) = request {
+            entry.handled_request = Some(request.clone());
+        }
     }
 
     /// Claim the mapping for a run; false if one is already in progress.

@@ -77,16 +77,25 @@ async fn reconcile_valid(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> 
         .annotations()
         .get(SYNC_REQUESTED_ANNOTATION)
         .cloned();
-    let handled = status.last_sync_request.as_ref().map(|r| r.value.clone());
+    // The cache may not show our own latest writes yet: what this process did wins.
+    let memory = ctx.memory(&mapping);
+    let mut request = memory
+        .handled_request
+        .clone()
+        .or_else(|| status.last_sync_request.clone());
+    let handled = request.as_ref().map(|r| r.value.clone());
     let running = ctx.run_in_progress(&mapping);
-    let mut request = status.last_sync_request.clone();
     let mut next_sync = None;
     let mut action = Action::await_change();
 
     match (&policy, readiness.ready) {
         (Some(policy), true) if !policy.spec.suspend => {
             let interval = interval_of(policy).unwrap_or(std::time::Duration::from_secs(86_400));
-            let last_start = status.last_sync_time.as_ref().map(|t| t.0);
+            let last_start = status
+                .last_sync_time
+                .as_ref()
+                .map(|t| t.0)
+                .max(memory.last_start);
             let mut started = None;
             match on_demand(requested.as_deref(), handled.as_deref(), running.is_some()) {
                 OnDemand::Start => {
@@ -95,6 +104,7 @@ async fn reconcile_valid(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> 
                         value: requested.clone().unwrap_or_default(),
                         outcome: format!("Started run {run_id}"),
                     });
+                    ctx.remember(&mapping, None, request.as_ref());
                     started = Some(now);
                 }
                 OnDemand::Refused => {
@@ -105,6 +115,7 @@ async fn reconcile_valid(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> 
                         value: requested.clone().unwrap_or_default(),
                         outcome,
                     });
+                    ctx.remember(&mapping, None, request.as_ref());
                 }
                 OnDemand::None => {}
             }
@@ -135,6 +146,7 @@ async fn reconcile_valid(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> 
                 let outcome = format!("Refused: {why}");
                 refuse(ctx, &mapping, &outcome).await;
                 request = Some(SyncRequest { value, outcome });
+                ctx.remember(&mapping, None, request.as_ref());
             }
         }
     }
@@ -193,6 +205,7 @@ fn start_run(
 ) -> String {
     let run_id = new_run_id(now);
     if ctx.claim_run(mapping, &run_id) {
+        ctx.remember(mapping, Some(now), None);
         let (ctx, mapping, id) = (ctx.clone(), mapping.clone(), run_id.clone());
         tokio::spawn(async move {
             let _slot = ctx.run_slots.clone().acquire_owned().await;

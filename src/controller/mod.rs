@@ -147,7 +147,8 @@ where
     let wc = watcher::Config::default().any_semantic();
 
     // Mappings: the trigger stream skips status-only changes (our own writes) but keeps
-    // spec and annotation changes, which carry on-demand requests and approvals.
+    // spec and annotation changes, which carry on-demand requests and approvals, and
+    // finalizer changes (adding ours must lead to a reconcile of its own).
     let (mapping_store, mapping_writer) = reflector::store();
     let mapping_trigger = reflector::reflector(
         mapping_writer,
@@ -159,7 +160,9 @@ where
     .default_backoff()
     .applied_objects()
     .predicate_filter(
-        predicates::generation.combine(predicates::annotations),
+        predicates::generation
+            .combine(predicates::annotations)
+            .combine(predicates::finalizers),
         Default::default(),
     );
     let by_policy = mapping_store.clone();
