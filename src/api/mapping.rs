@@ -193,6 +193,9 @@ pub struct RunSummary {
     pub duration: Option<String>,
     /// Succeeded, Failed, Blocked or DryRun.
     pub result: RunResult,
+    /// Full or Incremental.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<ReadMode>,
     /// Users imported.
     #[serde(default)]
     pub imported: u32,
@@ -258,6 +261,27 @@ pub struct BlockedRun {
     pub active_users: u32,
 }
 
+/// A directory's marker of what a run has seen (an AD USN, a syncrepl cookie, a
+/// Graph delta link), kept so the next run reads only what changed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadCursor {
+    /// The directory's own marker; opaque.
+    pub value: String,
+    /// The mapping generation it was taken for; after a spec change the next run
+    /// reads the whole scope again.
+    pub generation: i64,
+}
+
+/// Whether a run read the whole scope or only what changed.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum ReadMode {
+    /// The whole scope: the only read that may conclude a user is gone.
+    Full,
+    /// Only what changed since the last run.
+    Incremental,
+}
+
 /// What the operator knows about this mapping's syncs.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -295,6 +319,15 @@ pub struct DirectoryMappingStatus {
     /// Users of this mapping by state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub users: Option<UserCounts>,
+
+    /// When a run last read the whole scope. Incremental runs in between never
+    /// conclude that a user is gone; the next full read does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_full_sync_time: Option<Time>,
+
+    /// Where the next incremental read continues from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_cursor: Option<ReadCursor>,
 
     /// The last on-demand request and what became of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

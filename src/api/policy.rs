@@ -33,6 +33,18 @@ pub struct SyncPolicySpec {
     #[schemars(length(max = 64))]
     pub interval: String,
 
+    /// Read only what changed between runs where the directory offers it (AD
+    /// uSNChanged, OpenLDAP syncrepl, Graph delta query). Default true.
+    #[serde(default = "default_true")]
+    pub incremental: bool,
+
+    /// With incremental reads, how often a run still reads the whole scope, so that
+    /// deletions and scope changes are never missed. Default 24h.
+    #[serde(default = "default_full_sync_interval")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = duration_rule("fullSyncInterval"))]
+    pub full_sync_interval: String,
+
     /// Import new matching users, unless a mapping says otherwise. Default true.
     #[serde(default = "default_true")]
     pub auto_import: bool,
@@ -59,6 +71,9 @@ pub struct SyncPolicySpec {
 }
 
 fn default_interval() -> String {
+    "24h".into()
+}
+fn default_full_sync_interval() -> String {
     "24h".into()
 }
 fn default_true() -> bool {

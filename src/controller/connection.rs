@@ -112,7 +112,9 @@ pub async fn source_for(
     }
     let source = LdapSource::new(&settings)
         .map_err(|e: ldap::LdapError| ConnectionError::Invalid(e.to_string()))?;
-    Ok(Source::Ldap(source))
+    let incremental = ldap::IncrementalSource::new(&settings)
+        .map_err(|e: ldap::LdapError| ConnectionError::Invalid(e.to_string()))?;
+    Ok(Source::Ldap(source, Box::new(incremental)))
 }
 
 /// Text from a Secret key (a password, a client secret, a PEM document).

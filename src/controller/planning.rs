@@ -9,12 +9,13 @@ use kube::{Api, Client, ResourceExt};
 
 use super::connection::{scope_for, source_for};
 use super::resolve::{gate_of, mapping_context, policy_of};
-use crate::api::{APPROVE_RUN_ANNOTATION, ConnectorHealth, DirectoryMapping, SyncPolicy};
+use crate::api::{APPROVE_RUN_ANNOTATION, ConnectorHealth, DirectoryMapping, ReadMode, SyncPolicy};
+use crate::core::parse_duration;
 use crate::core::{
     self, Approval, DirectoryView, MappingContext, OtherClaims, Plan, PlanInput, UserRecord,
     claim_lookups_needed,
 };
-use crate::directory::Source;
+use crate::directory::{Incremental, Scope, Source};
 use crate::store::UserStore;
 use crate::store::kubernetes::KubernetesStore;
 
@@ -35,6 +36,10 @@ pub struct Prepared {
     pub store: KubernetesStore,
     pub policy: core::Policy,
     pub context: MappingContext,
+    /// Whether the run read the whole scope or only the changes.
+    pub read_mode: ReadMode,
+    /// Where the next incremental read may continue, once this run has applied.
+    pub next_cursor: Option<String>,
 }
 
 /// Resolve, read and plan one run of `mapping`. An error is a run that could not
@@ -73,27 +78,12 @@ pub async fn prepare(
     let snapshot = store.snapshot().await.map_err(|e| e.to_string())?;
 
     // The read. Any failure leaves an incomplete view, which plans nothing.
-    let (view, read_error) = match from {
-        ViewFrom::Nothing => (DirectoryView::full(Vec::new()), None),
+    let (view, read_error, read_mode, next_cursor) = match from {
+        ViewFrom::Nothing => (DirectoryView::full(Vec::new()), None, ReadMode::Full, None),
         ViewFrom::Directory => {
             let scope = scope_for(mapping).map_err(|e| format!("spec: {e}"))?;
-            let started = std::time::Instant::now();
-            match source.read(&scope, now).await {
-                Ok(read) => {
-                    tracing::info!(
-                        mapping = %mapping.name_any(),
-                        entries = read.view.entries.len(),
-                        skipped_without_anchor = read.skipped_without_anchor,
-                        read_ms = started.elapsed().as_millis() as u64,
-                        "directory read"
-                    );
-                    (read.view, None)
-                }
-                Err(e) => (
-                    DirectoryView::full(Vec::new()).incomplete(),
-                    Some(format!("{} ({})", e.message, e.reason)),
-                ),
-            }
+            let cursor = usable_cursor(mapping, &policy, &connector, now);
+            read_scope(&source, &scope, cursor.as_deref(), mapping, now).await
         }
     };
     let (view, claims, lookup_error) =
@@ -118,12 +108,110 @@ pub async fn prepare(
         return Err(format!("{failure}: {why}"));
     }
     Ok(Prepared {
+        read_mode,
+        next_cursor,
         plan,
         snapshot,
         store,
         policy: core_policy,
         context,
     })
+}
+
+/// The stored cursor, when an incremental read may use it: the policy allows
+/// incremental reads, the cursor was taken for this spec, and the last full read is
+/// younger than `fullSyncInterval`.
+fn usable_cursor(
+    mapping: &DirectoryMapping,
+    policy: &SyncPolicy,
+    connector: &ConnectorHealth,
+    now: jiff::Timestamp,
+) -> Option<String> {
+    if !policy.spec.incremental {
+        return None;
+    }
+    // Joining or leaving a group changes the group on Active Directory, never the
+    // user's uSNChanged: a memberOf scope there is only ever read in full.
+    let on_ad = connector
+        .spec
+        .ldap
+        .as_ref()
+        .is_some_and(|l| l.flavor == crate::api::LdapFlavor::ActiveDirectory);
+    if on_ad
+        && mapping
+            .spec
+            .ldap
+            .as_ref()
+            .is_some_and(|l| !l.member_of.is_empty())
+    {
+        return None;
+    }
+    let status = mapping.status.as_ref()?;
+    let cursor = status.read_cursor.as_ref()?;
+    let every = parse_duration(&policy.spec.full_sync_interval).ok()?;
+    let last_full = status.last_full_sync_time.as_ref()?.0;
+    let fresh = now
+        .duration_since(last_full)
+        .try_into()
+        .is_ok_and(|age: std::time::Duration| age < every);
+    (Some(cursor.generation) == mapping.metadata.generation && fresh).then(|| cursor.value.clone())
+}
+
+/// Read the scope: incrementally from `cursor` when given and the directory still
+/// accepts it, else in full. A failed read leaves an incomplete view, which plans
+/// nothing, and no new cursor.
+async fn read_scope(
+    source: &Source,
+    scope: &Scope,
+    cursor: Option<&str>,
+    mapping: &DirectoryMapping,
+    now: jiff::Timestamp,
+) -> (DirectoryView, Option<String>, ReadMode, Option<String>) {
+    let started = std::time::Instant::now();
+    let failed = |e: crate::directory::SourceError, mode| {
+        (
+            DirectoryView::full(Vec::new()).incomplete(),
+            Some(format!("{} ({})", e.message, e.reason)),
+            mode,
+            None,
+        )
+    };
+    if let Some(cursor) = cursor {
+        match source.read_since(scope, cursor, now).await {
+            Ok(Incremental::Changes(changes)) => {
+                tracing::info!(
+                    mapping = %mapping.name_any(),
+                    entries = changes.read.view.entries.len(),
+                    removed = changes.read.view.removed.len(),
+                    read_ms = started.elapsed().as_millis() as u64,
+                    "incremental directory read"
+                );
+                return (
+                    changes.read.view,
+                    None,
+                    ReadMode::Incremental,
+                    changes.cursor,
+                );
+            }
+            Ok(Incremental::FullReadRequired(reason)) => {
+                tracing::info!(mapping = %mapping.name_any(), %reason, "the cursor cannot be used; reading the whole scope");
+            }
+            Err(e) => return failed(e, ReadMode::Incremental),
+        }
+    }
+    match source.read_with_cursor(scope, now).await {
+        Ok(full) => {
+            tracing::info!(
+                mapping = %mapping.name_any(),
+                entries = full.read.view.entries.len(),
+                skipped_without_anchor = full.read.skipped_without_anchor,
+                read_ms = started.elapsed().as_millis() as u64,
+                "directory read"
+            );
+            (full.read.view, None, ReadMode::Full, full.cursor)
+        }
+        Err(e) => failed(e, ReadMode::Full),
+    }
 }
 
 /// Targeted lookups of the anchors the planner needs in the connector's other mappings.

@@ -42,6 +42,8 @@ pub struct RunReport {
     pub skips: Vec<String>,
     /// Deletions the plan wanted, and how many of them were withheld.
     pub deletions: (u64, u64),
+    /// Where the next incremental read continues, to keep once the run applied fully.
+    pub next_cursor: Option<String>,
 }
 
 /// A deleted mapping's last run sees nothing in scope; every other run reads the directory.
@@ -105,6 +107,18 @@ pub async fn run(
     // and the next attempt comes at the next interval or on demand.
     status.last_sync_time = Some(Time(start));
     status.last_run = Some(summary.clone());
+    // The cursor moves only after a run applied everything it read: a blocked or
+    // failed run reads the same changes again next time.
+    if summary.result == RunResult::Succeeded {
+        status.read_cursor = report
+            .next_cursor
+            .clone()
+            .zip(mapping.metadata.generation)
+            .map(|(value, generation)| crate::api::ReadCursor { value, generation });
+        if summary.read == Some(crate::api::ReadMode::Full) {
+            status.last_full_sync_time = Some(Time(start));
+        }
+    }
     if report.users.is_some() {
         status.users = report.users;
     }
@@ -278,6 +292,8 @@ fn runner_status(previous: &DirectoryMappingStatus) -> DirectoryMappingStatus {
         last_run: previous.last_run.clone(),
         blocked_run: previous.blocked_run.clone(),
         users: previous.users.clone(),
+        read_cursor: previous.read_cursor.clone(),
+        last_full_sync_time: previous.last_full_sync_time.clone(),
         ..Default::default()
     }
 }
@@ -371,6 +387,7 @@ fn failed(run_id: &str, trigger: RunTrigger, start: jiff::Timestamp, message: St
         writes: 0,
         skips: Vec::new(),
         deletions: (0, 0),
+        next_cursor: None,
     }
 }
 
@@ -389,6 +406,7 @@ fn summary(
         start_time: Time(start),
         duration: None,
         result,
+        read: None,
         imported: n(counts.imported),
         updated: n(counts.updated),
         unchanged: n(counts.unchanged),
@@ -418,6 +436,8 @@ async fn execute(
         mut store,
         policy: core_policy,
         context,
+        read_mode,
+        next_cursor,
     } = match prepare(&ctx.client, mapping, view_from(trigger), now).await {
         Ok(p) => p,
         Err(message) => return fail(message),
@@ -452,20 +472,24 @@ async fn execute(
     if core_policy.dry_run {
         let message = format!("dry run: planned {} (nothing applied)", plan.counts);
         return RunReport {
-            summary: summary(
-                run_id,
-                trigger,
-                now,
-                RunResult::DryRun,
-                &plan.counts,
-                message,
-            ),
+            summary: RunSummary {
+                read: Some(read_mode),
+                ..summary(
+                    run_id,
+                    trigger,
+                    now,
+                    RunResult::DryRun,
+                    &plan.counts,
+                    message,
+                )
+            },
             blocked,
             blocked_message,
             users: Some(counts_of(&snapshot, &context.connector, &context.name)),
             writes: 0,
             skips: plan.skips.iter().map(ToString::to_string).collect(),
             deletions: (planned_deletes as u64, 0),
+            next_cursor: None,
         };
     }
 
@@ -532,7 +556,10 @@ async fn execute(
         (RunResult::Succeeded, format!("applied {counts}"))
     };
     RunReport {
-        summary: summary(run_id, trigger, now, result, &counts, message),
+        summary: RunSummary {
+            read: Some(read_mode),
+            ..summary(run_id, trigger, now, result, &counts, message)
+        },
         blocked,
         blocked_message,
         users: Some(users),
@@ -542,6 +569,7 @@ async fn execute(
             planned_deletes as u64,
             (planned_deletes - counts.deleted) as u64,
         ),
+        next_cursor,
     }
 }
 

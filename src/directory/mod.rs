@@ -14,8 +14,9 @@ use crate::core::{DirectoryEntry, DirectoryView};
 
 /// A connected directory of any kind.
 pub enum Source {
-    /// Active Directory, OpenLDAP or another LDAP server.
-    Ldap(ldap::LdapSource),
+    /// Active Directory, OpenLDAP or another LDAP server: full reads and lookups,
+    /// and incremental reads where the server offers them.
+    Ldap(ldap::LdapSource, Box<ldap::IncrementalSource>),
     /// Microsoft Entra ID through Microsoft Graph.
     Graph(Box<graph::GraphSource>),
 }
@@ -66,6 +67,24 @@ fn mismatch() -> SourceError {
     }
 }
 
+/// A complete, full read and where the next incremental read may continue from
+/// (`None`: the directory offers no incremental reads).
+#[derive(Clone, Debug)]
+pub struct CursorRead {
+    pub read: Read,
+    pub cursor: Option<String>,
+}
+
+/// The outcome of an incremental read.
+#[derive(Clone, Debug)]
+pub enum Incremental {
+    /// What changed since the cursor (an incremental view), and the next cursor.
+    Changes(CursorRead),
+    /// The cursor cannot be used (expired, another server, another scope): read
+    /// everything instead. Nothing was read.
+    FullReadRequired(String),
+}
+
 /// A complete read of one scope.
 #[derive(Clone, Debug)]
 pub struct Read {
@@ -79,7 +98,7 @@ impl Source {
     /// Authenticate and make one minimal read; returns the round trip.
     pub async fn probe(&self) -> Result<Duration, SourceError> {
         match self {
-            Source::Ldap(s) => Ok(s.probe().await?.latency),
+            Source::Ldap(s, _) => Ok(s.probe().await?.latency),
             Source::Graph(s) => Ok(s.probe().await?.latency),
         }
     }
@@ -88,7 +107,7 @@ impl Source {
     /// incomplete read, which changes no lifecycle state.
     pub async fn read(&self, scope: &Scope, now: Timestamp) -> Result<Read, SourceError> {
         match (self, scope) {
-            (Source::Ldap(s), Scope::Ldap(scope)) => {
+            (Source::Ldap(s, _), Scope::Ldap(scope)) => {
                 let read = s.read(scope, now).await?;
                 Ok(Read {
                     view: read.view,
@@ -114,8 +133,93 @@ impl Source {
         now: Timestamp,
     ) -> Result<Vec<DirectoryEntry>, SourceError> {
         match (self, scope) {
-            (Source::Ldap(s), Scope::Ldap(scope)) => Ok(s.lookup(scope, anchors, now).await?),
+            (Source::Ldap(s, _), Scope::Ldap(scope)) => Ok(s.lookup(scope, anchors, now).await?),
             (Source::Graph(s), Scope::Graph(scope)) => Ok(s.lookup(scope, anchors).await?),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// A full read of the scope that also marks where an incremental read can continue.
+    pub async fn read_with_cursor(
+        &self,
+        scope: &Scope,
+        now: Timestamp,
+    ) -> Result<CursorRead, SourceError> {
+        match (self, scope) {
+            (Source::Ldap(_, s), Scope::Ldap(scope)) => {
+                let (read, cursor) = s.read_full_with_cursor(scope, now).await?;
+                Ok(CursorRead {
+                    read: Read {
+                        view: read.view,
+                        skipped_without_anchor: read.skipped_without_anchor,
+                    },
+                    cursor: cursor.map(|c| c.to_string()),
+                })
+            }
+            (Source::Graph(s), Scope::Graph(scope)) => match s.read_delta(scope, None).await? {
+                graph::DeltaOutcome::Changes(read) => Ok(CursorRead {
+                    cursor: read.delta.as_ref().map(graph::DeltaLink::to_token),
+                    read: Read {
+                        view: read.view,
+                        skipped_without_anchor: read.skipped_without_anchor,
+                    },
+                }),
+                graph::DeltaOutcome::FullReadNeeded { reason } => Err(SourceError {
+                    reason: "ReadFailed",
+                    message: format!("a first delta round could not be read: {reason}"),
+                }),
+            },
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// What changed in the scope since `cursor`. Absence from the result means
+    /// nothing; only the next full read may conclude that a user is gone.
+    pub async fn read_since(
+        &self,
+        scope: &Scope,
+        cursor: &str,
+        now: Timestamp,
+    ) -> Result<Incremental, SourceError> {
+        match (self, scope) {
+            (Source::Ldap(_, s), Scope::Ldap(scope)) => {
+                let Ok(cursor) = ldap::Cursor::parse(cursor) else {
+                    return Ok(Incremental::FullReadRequired(
+                        "the stored cursor is not an LDAP cursor".into(),
+                    ));
+                };
+                match s.read_incremental(scope, &cursor, now).await? {
+                    ldap::IncrementalOutcome::Changes(r) => Ok(Incremental::Changes(CursorRead {
+                        read: Read {
+                            view: r.view,
+                            skipped_without_anchor: r.skipped_without_anchor,
+                        },
+                        cursor: Some(r.cursor.to_string()),
+                    })),
+                    ldap::IncrementalOutcome::FullReadRequired(reason) => {
+                        Ok(Incremental::FullReadRequired(reason.to_string()))
+                    }
+                }
+            }
+            (Source::Graph(s), Scope::Graph(scope)) => {
+                let Ok(link) = graph::DeltaLink::from_token(cursor) else {
+                    return Ok(Incremental::FullReadRequired(
+                        "the stored cursor is not a delta link".into(),
+                    ));
+                };
+                match s.read_delta(scope, Some(&link)).await? {
+                    graph::DeltaOutcome::Changes(read) => Ok(Incremental::Changes(CursorRead {
+                        cursor: read.delta.as_ref().map(graph::DeltaLink::to_token),
+                        read: Read {
+                            view: read.view,
+                            skipped_without_anchor: read.skipped_without_anchor,
+                        },
+                    })),
+                    graph::DeltaOutcome::FullReadNeeded { reason } => {
+                        Ok(Incremental::FullReadRequired(reason))
+                    }
+                }
+            }
             _ => Err(mismatch()),
         }
     }

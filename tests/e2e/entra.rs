@@ -145,7 +145,7 @@ async fn entra_read_cut_off_by_persistent_503s_changes_nothing() {
     let s = entra(
         "entra-503",
         &em,
-        json!({"safety": {"maxPreservePercent": 100}}),
+        json!({"incremental": false, "safety": {"maxPreservePercent": 100}}),
     )
     .await;
     s.mapping_with("cloud", cloud_mapping(json!({}))).await;

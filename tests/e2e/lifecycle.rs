@@ -7,8 +7,8 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use usersync::api::{
-    APPROVE_RUN_ANNOTATION, DirectoryMapping, DirectoryUser, RunResult, condition_is_true,
-    find_condition,
+    APPROVE_RUN_ANNOTATION, DirectoryMapping, DirectoryUser, ReadMode, RunResult,
+    condition_is_true, find_condition,
 };
 
 use crate::ldap_support::Server;
@@ -59,7 +59,8 @@ async fn import_enabled_matched_user_becomes_active_and_disabled_one_is_never_im
 
 #[tokio::test]
 async fn update_refreshes_fields_and_a_no_change_resync_writes_nothing() {
-    let w = World::new("update", Server::slapd(), json!({})).await;
+    // Full reads: the point is that a run that sees everything unchanged writes nothing.
+    let w = World::new("update", Server::slapd(), json!({"incremental": false})).await;
     w.add_user("carol", false);
     w.add_user("dave", false);
     w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
@@ -681,4 +682,57 @@ async fn an_on_demand_request_is_refused_while_a_run_is_in_progress() {
     );
     let events = crate::support::stdout(&cluster().kubectl(["get", "events", "-n", &ns.name]));
     assert!(events.contains("SyncRefused"), "{events}");
+}
+
+#[tokio::test]
+async fn runs_between_full_reads_read_only_what_changed() {
+    let w = World::new(
+        "incremental",
+        Server::slapd(),
+        json!({"fullSyncInterval": "1h", "safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    w.add_user("ida", false);
+    w.add_user("jon", false);
+    let first = w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    assert_eq!(
+        first.read,
+        Some(ReadMode::Full),
+        "the first run reads everything: {first:?}"
+    );
+    w.set_mail("ida", "ida.new@example.org");
+    let run = w.sync("staff").await;
+    assert_eq!(
+        (run.read, run.updated, run.unchanged),
+        (Some(ReadMode::Incremental), 1, 0),
+        "{run:?}"
+    );
+    assert_eq!(
+        w.user("ida").await.spec.email.as_deref(),
+        Some("ida.new@example.org")
+    );
+    // Absence from an incremental read is not "gone": jon, unchanged, stays.
+    assert_eq!(w.state("jon").await, "Active");
+
+    // A spec change makes the next run read the whole scope again.
+    w.apply(&json!({"apiVersion": "usersync.dev/v1alpha1", "kind": "DirectoryMapping", "metadata": {"name": "staff"},
+        "spec": {"connectorRef": "corp", "policyRef": "default", "profile": "renamed", "ldap": {"baseDN": w.ou.dn}}}));
+    let run = w.sync("staff").await;
+    assert_eq!(run.read, Some(ReadMode::Full), "{run:?}");
+    assert_eq!(w.user("jon").await.spec.profile.as_deref(), Some("renamed"));
+}
+
+#[tokio::test]
+async fn a_full_read_comes_round_every_full_sync_interval() {
+    let w = World::new(
+        "fullsync",
+        Server::slapd(),
+        json!({"fullSyncInterval": "2s"}),
+    )
+    .await;
+    w.add_user("kim", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    assert_eq!(w.sync("staff").await.read, Some(ReadMode::Incremental));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(w.sync("staff").await.read, Some(ReadMode::Full));
 }
