@@ -162,3 +162,48 @@ async fn entra_read_cut_off_by_persistent_503s_changes_nothing() {
         );
     }
 }
+
+#[tokio::test]
+async fn entra_runs_between_full_reads_use_delta_and_an_expired_delta_link_means_a_full_read() {
+    use usersync::api::ReadMode;
+    let em = GraphEmulator::start().await;
+    let dee = em.create_user("dee@contoso.example", "Dee");
+    em.create_user("eli@contoso.example", "Eli");
+    let s = entra("entra-delta", &em, json!({"fullSyncInterval": "1h"})).await;
+    let first = s.mapping_with("cloud", cloud_mapping(json!({}))).await;
+    assert_eq!(
+        (first.read, first.imported),
+        (Some(ReadMode::Full), 2),
+        "{first:?}"
+    );
+
+    em.set_property(&dee, "displayName", json!("Dee D."));
+    let run = s.sync("cloud").await;
+    assert_eq!(
+        (run.read, run.updated, run.unchanged),
+        (Some(ReadMode::Incremental), 1, 0),
+        "{run:?}"
+    );
+    assert_eq!(
+        s.user("dee@contoso.example")
+            .await
+            .spec
+            .display_name
+            .as_deref(),
+        Some("Dee D.")
+    );
+    assert_eq!(
+        s.state("eli@contoso.example").await,
+        "Active",
+        "absent from a delta round is not gone"
+    );
+
+    em.expire_delta_tokens();
+    let run = s.sync("cloud").await;
+    assert_eq!(
+        (run.result, run.read),
+        (RunResult::Succeeded, Some(ReadMode::Full)),
+        "{run:?}"
+    );
+    assert_eq!(run.unchanged, 2, "{run:?}");
+}

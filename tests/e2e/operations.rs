@@ -318,3 +318,58 @@ async fn the_charts_service_account_is_enough_for_a_full_sync_and_nothing_more()
     drop(op);
     helm(&["uninstall", "usersync", "-n", &ns]);
 }
+
+#[tokio::test]
+async fn a_run_interrupted_by_failover_is_redone_by_the_new_leader() {
+    // A directory that accepts connections and never answers keeps a run going
+    // until the connector's timeout: long enough to kill the leader mid-run.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let scene = crate::world::Scene::new("failover-run", json!({})).await;
+    scene.apply(&json!({"apiVersion": "usersync.dev/v1alpha1", "kind": "ConnectorHealth", "metadata": {"name": "corp"},
+        "spec": {"ldap": {"url": format!("ldap://127.0.0.1:{port}"), "flavor": "OpenLDAP", "timeout": "8s"}, "probeInterval": "1h"}}));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = cluster().kubeconfig.clone();
+    let a = Operator::start("replica-a", &scene.ns.name, &kubeconfig, dir.path());
+    let leases: Api<Lease> = Api::namespaced(scene.client.clone(), &scene.ns.name);
+    eventually(RUN_WAIT, "replica-a to lead", || async {
+        (holder(&leases).await.as_deref() == Some("replica-a")).then_some(())
+    })
+    .await;
+    let b = Operator::start("replica-b", &scene.ns.name, &kubeconfig, dir.path());
+    scene.apply(&json!({"apiVersion": "usersync.dev/v1alpha1", "kind": "DirectoryMapping", "metadata": {"name": "staff"},
+        "spec": {"connectorRef": "corp", "policyRef": "default", "ldap": {"baseDN": "dc=example,dc=org"}}}));
+    let mappings: Api<usersync::api::DirectoryMapping> =
+        Api::namespaced(scene.client.clone(), &scene.ns.name);
+    eventually(RUN_WAIT, "the first run to start", || async {
+        mappings
+            .get("staff")
+            .await
+            .ok()?
+            .status?
+            .sync_in_progress
+            .then_some(())
+    })
+    .await;
+    a.signal("-KILL");
+    assert!(a.runs().is_empty(), "the run was meant to be cut off");
+    // The new leader finds the schedule still due (a run counts once it has
+    // finished) and runs the mapping itself.
+    let run = eventually(Duration::from_secs(60), "the new leader's run", || async {
+        let status = mappings.get("staff").await.ok()?.status?;
+        status.last_run.filter(|_| !status.sync_in_progress)
+    })
+    .await;
+    assert_eq!(
+        b.runs(),
+        vec![run.id.clone()],
+        "the run was not redone by the new leader"
+    );
+    assert_eq!(run.trigger, usersync::api::RunTrigger::Schedule);
+}
