@@ -167,6 +167,26 @@ async fn release_users(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> Re
         tracing::info!(mapping = %mapping.name_any(), run = %run, "waiting for the run in progress before releasing users");
         return Ok(Action::requeue(std::time::Duration::from_secs(2)));
     }
+    // A mapping that owns no live user has nothing to release.
+    let users: Api<crate::api::DirectoryUser> =
+        Api::namespaced(ctx.client.clone(), &mapping.namespace().unwrap_or_default());
+    let selector = format!(
+        "{}={},{}={}",
+        crate::api::MAPPING_LABEL,
+        mapping.name_any(),
+        crate::api::CONNECTOR_LABEL,
+        mapping.spec.connector_ref
+    );
+    let owned = users
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await?;
+    let live = owned
+        .items
+        .iter()
+        .any(|u| u.labels().get(crate::api::STATE_LABEL).map(String::as_str) != Some("deleted"));
+    if !live {
+        return Ok(Action::await_change());
+    }
     let run_id = new_run_id(jiff::Timestamp::now());
     if !ctx.claim_run(&mapping, &run_id) {
         return Ok(Action::requeue(std::time::Duration::from_secs(2)));

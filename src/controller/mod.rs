@@ -191,7 +191,17 @@ where
         )
         .for_each(log_outcome);
 
+    // A policy counts the mappings that name it, so it follows their changes too.
     let policies = Controller::new(scope.api::<SyncPolicy>(&client), wc.clone())
+        .watches(
+            scope.api::<DirectoryMapping>(&client),
+            wc.clone(),
+            |mapping| {
+                mapping
+                    .namespace()
+                    .map(|ns| ObjectRef::<SyncPolicy>::new(&mapping.spec.policy_ref).within(&ns))
+            },
+        )
         .graceful_shutdown_on(stopped())
         .run(
             |obj, ctx| guarded(obj, ctx, policy::reconcile),

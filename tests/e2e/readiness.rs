@@ -271,3 +271,37 @@ async fn status_is_written_under_the_operator_field_manager_only() {
     }
     assert_eq!(policy.spec.interval, "2h", "the admin's spec is untouched");
 }
+
+#[tokio::test]
+async fn a_policy_counts_the_mappings_that_use_it() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "count").await;
+    let ns = ns.name.as_str();
+    start_operator(&client, ns);
+    apply(
+        ns,
+        "{apiVersion: usersync.dev/v1alpha1, kind: SyncPolicy, metadata: {name: default}, spec: {}}",
+    );
+    for name in ["a", "b"] {
+        apply(
+            ns,
+            &format!(
+                "{{apiVersion: usersync.dev/v1alpha1, kind: DirectoryMapping, metadata: {{name: {name}}}, spec: {{connectorRef: corp, policyRef: default, ldap: {{baseDN: 'dc=x'}}}}}}"
+            ),
+        );
+    }
+    let policies: Api<usersync::api::SyncPolicy> = Api::namespaced(client.clone(), ns);
+    let count = |want: u32| {
+        let policies = policies.clone();
+        async move {
+            eventually(WAIT, &format!("mappings = {want}"), || async {
+                (policies.get("default").await.ok()?.status?.mappings == want).then_some(())
+            })
+            .await
+        }
+    };
+    count(2).await;
+    let out = cluster().kubectl(["delete", "dmap", "b", "-n", ns, "--wait=false"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    count(1).await;
+}
