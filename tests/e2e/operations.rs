@@ -373,3 +373,41 @@ async fn a_run_interrupted_by_failover_is_redone_by_the_new_leader() {
     );
     assert_eq!(run.trigger, usersync::api::RunTrigger::Schedule);
 }
+
+#[tokio::test]
+async fn a_restart_neither_skips_nor_doubles_a_due_run() {
+    let w = World::without_operator("restart", Server::slapd(), json!({"interval": "6s"})).await;
+    w.add_user("ria", false);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = cluster().kubeconfig.clone();
+    let a = Operator::start("first", &w.ns.name, &kubeconfig, dir.path());
+    let first = w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    a.signal("-TERM");
+    // Restarted well before the next run is due: the new process must not run at once.
+    let b = Operator::start("second", &w.ns.name, &kubeconfig, dir.path());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        b.runs().is_empty(),
+        "a restart doubled a run that was not due"
+    );
+    // The run that falls due while it is up happens once, on time.
+    let next = w.wait_run("staff", Some(&first.id)).await;
+    let gap = next.start_time.0.duration_since(first.start_time.0);
+    assert!(
+        gap >= jiff::SignedDuration::from_secs(6),
+        "the next run came early: {gap:?}"
+    );
+    assert!(
+        gap < jiff::SignedDuration::from_secs(12),
+        "a due run was skipped or late: {gap:?}"
+    );
+    drop(b);
+
+    // Down across a due time: the restarted process runs the due run at once, once.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let c = Operator::start("third", &w.ns.name, &kubeconfig, dir.path());
+    let caught_up = w.wait_run("staff", Some(&next.id)).await;
+    assert_eq!(c.runs(), vec![caught_up.id.clone()]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(c.runs().len(), 1, "the catch-up run was doubled");
+}
