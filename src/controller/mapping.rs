@@ -12,15 +12,14 @@ use kube::{Api, ResourceExt};
 
 use super::context::Context;
 use super::error::{Error, Result};
-use super::readiness::{READY, Readiness, mapping_readiness};
-use super::ready::write_ready;
+use super::readiness::{Readiness, mapping_readiness};
+use super::ready::{OwnedFields, write_ready, write_ready_with};
 use super::resolve::interval_of;
 use super::run_id::new_run_id;
-use super::status::apply_status;
 use super::sync::{self, publish};
 use crate::api::{
     ConnectorHealth, DirectoryMapping, RunResult, RunTrigger, SYNC_REQUESTED_ANNOTATION,
-    SyncPolicy, SyncRequest, condition, find_condition,
+    SyncPolicy, SyncRequest,
 };
 use crate::core::{OnDemand, is_due, next_run, on_demand, requeue_after};
 
@@ -258,36 +257,23 @@ async fn write_status(
     request: Option<SyncRequest>,
 ) -> Result<()> {
     let status = mapping.status.clone().unwrap_or_default();
-    let generation = mapping.metadata.generation;
-    let previous = find_condition(&status.conditions, READY);
-    let same_ready = previous.is_some_and(|p| {
-        (p.status == "True") == readiness.ready
-            && p.reason == readiness.reason
-            && p.message == readiness.message
-            && p.observed_generation == generation
-    });
-    if same_ready
-        && status.observed_generation == generation
-        && status.next_sync_time == next_sync
-        && status.last_sync_request == request
-    {
-        return Ok(());
-    }
-    let ready = condition(
-        READY,
-        readiness.ready,
-        readiness.reason,
-        readiness.message.clone(),
-        generation,
-        previous,
-        jiff::Timestamp::now(),
-    );
-    let mut patch = serde_json::json!({ "conditions": [ready], "observedGeneration": generation });
+    let unchanged = status.next_sync_time == next_sync && status.last_sync_request == request;
+    let mut fields = serde_json::Map::new();
     if let Some(next) = next_sync {
-        patch["nextSyncTime"] = serde_json::to_value(next)?;
+        fields.insert("nextSyncTime".into(), serde_json::to_value(next)?);
     }
     if let Some(request) = request {
-        patch["lastSyncRequest"] = serde_json::to_value(request)?;
+        fields.insert("lastSyncRequest".into(), serde_json::to_value(request)?);
     }
-    apply_status(api, &mapping.name_any(), &patch).await
+    let owned = OwnedFields { fields, unchanged };
+    write_ready_with(
+        api,
+        mapping,
+        &status.conditions,
+        status.observed_generation,
+        readiness,
+        owned,
+    )
+    .await?;
+    Ok(())
 }

@@ -8,9 +8,9 @@ use kube::{Api, ResourceExt};
 
 use super::context::Context;
 use super::error::Result;
-use super::readiness::{READY, policy_readiness};
-use super::status::apply_status;
-use crate::api::{DirectoryMapping, SyncPolicy, condition, find_condition};
+use super::readiness::policy_readiness;
+use super::ready::{OwnedFields, write_ready_with};
+use crate::api::{DirectoryMapping, SyncPolicy};
 
 /// Reconcile one SyncPolicy: its `Ready` condition and how many mappings use it.
 pub async fn reconcile(policy: Arc<SyncPolicy>, ctx: Arc<Context>) -> Result<Action> {
@@ -28,31 +28,20 @@ pub async fn reconcile(policy: Arc<SyncPolicy>, ctx: Arc<Context>) -> Result<Act
     let count = u32::try_from(count).unwrap_or(u32::MAX);
     let readiness = policy_readiness(&policy.spec);
     let status = policy.status.clone().unwrap_or_default();
-    let generation = policy.metadata.generation;
-    let previous = find_condition(&status.conditions, READY);
-    let unchanged = previous.is_some_and(|p| {
-        (p.status == "True") == readiness.ready
-            && p.reason == readiness.reason
-            && p.message == readiness.message
-            && p.observed_generation == generation
-    }) && status.observed_generation == generation
-        && status.mappings == count;
-    if !unchanged {
-        let ready = condition(
-            READY,
-            readiness.ready,
-            readiness.reason,
-            readiness.message.clone(),
-            generation,
-            previous,
-            jiff::Timestamp::now(),
-        );
-        let patch = serde_json::json!({
-            "conditions": [ready],
-            "observedGeneration": generation,
-            "mappings": count,
-        });
-        apply_status(&api, &name, &patch).await?;
-    }
+    let mut fields = serde_json::Map::new();
+    fields.insert("mappings".into(), count.into());
+    let owned = OwnedFields {
+        fields,
+        unchanged: status.mappings == count,
+    };
+    write_ready_with(
+        &api,
+        policy.as_ref(),
+        &status.conditions,
+        status.observed_generation,
+        &readiness,
+        owned,
+    )
+    .await?;
     Ok(Action::await_change())
 }

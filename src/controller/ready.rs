@@ -20,6 +20,48 @@ pub async fn write_ready<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
+    write_ready_with(
+        api,
+        obj,
+        current,
+        observed_generation,
+        readiness,
+        OwnedFields::none(),
+    )
+    .await
+}
+
+/// The other status fields a reconciler owns beside `Ready`. Server-side apply
+/// removes the fields a manager stops sending, so they go in every write together.
+pub struct OwnedFields {
+    /// The fields, as a JSON object (a field left out is removed).
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// Whether the status already holds exactly these values.
+    pub unchanged: bool,
+}
+
+impl OwnedFields {
+    /// No further fields.
+    pub fn none() -> Self {
+        Self {
+            fields: serde_json::Map::new(),
+            unchanged: true,
+        }
+    }
+}
+
+/// [`write_ready`], with further fields the same reconciler owns.
+pub async fn write_ready_with<K>(
+    api: &Api<K>,
+    obj: &K,
+    current: &[Condition],
+    observed_generation: Option<i64>,
+    readiness: &Readiness,
+    owned: OwnedFields,
+) -> Result<bool>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
     let generation = obj.meta().generation;
     let previous = find_condition(current, READY);
     let unchanged = previous.is_some_and(|p| {
@@ -27,7 +69,8 @@ where
             && p.reason == readiness.reason
             && p.message == readiness.message
             && p.observed_generation == generation
-    }) && observed_generation == generation;
+    }) && observed_generation == generation
+        && owned.unchanged;
     if unchanged {
         return Ok(false);
     }
@@ -40,7 +83,9 @@ where
         previous,
         jiff::Timestamp::now(),
     );
-    let status = serde_json::json!({ "conditions": [ready], "observedGeneration": generation });
+    let mut status = owned.fields;
+    status.insert("conditions".into(), serde_json::json!([ready]));
+    status.insert("observedGeneration".into(), serde_json::json!(generation));
     apply_status(api, &obj.name_any(), &status).await?;
     Ok(true)
 }

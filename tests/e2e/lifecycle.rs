@@ -617,14 +617,7 @@ async fn an_on_demand_request_is_refused_while_a_run_is_in_progress() {
     use crate::support::{TestNamespace, cluster, eventually, start_operator};
     // A server that accepts connections and never answers keeps the first run busy
     // until its timeout.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
+    let port = crate::support::silent_server().await;
     let client = cluster().client().await;
     let ns = TestNamespace::new(&client, "refused").await;
     start_operator(&client, &ns.name);

@@ -323,14 +323,7 @@ async fn the_charts_service_account_is_enough_for_a_full_sync_and_nothing_more()
 async fn a_run_interrupted_by_failover_is_redone_by_the_new_leader() {
     // A directory that accepts connections and never answers keeps a run going
     // until the connector's timeout: long enough to kill the leader mid-run.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
+    let port = crate::support::silent_server().await;
     let scene = crate::world::Scene::new("failover-run", json!({})).await;
     scene.apply(&json!({"apiVersion": "usersync.dev/v1alpha1", "kind": "ConnectorHealth", "metadata": {"name": "corp"},
         "spec": {"ldap": {"url": format!("ldap://127.0.0.1:{port}"), "flavor": "OpenLDAP", "timeout": "8s"}, "probeInterval": "1h"}}));

@@ -229,3 +229,17 @@ where
         .output()
         .expect("usersync runs")
 }
+
+/// A TCP server on 127.0.0.1 that accepts connections and never answers (a hung
+/// directory); its port. It lives as long as the test's runtime.
+pub async fn silent_server() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    port
+}
