@@ -125,6 +125,7 @@ pub struct Safety {
 
     /// The most users one run may delete. Default 500.
     #[serde(default = "default_max_deletes")]
+    #[x_kube(validation = Rule::new("self <= 1000000000").message("maxDeletesPerRun must be at most 1000000000"))]
     pub max_deletes_per_run: u32,
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
@@ -21,7 +22,17 @@ use crate::core::parse_duration;
 pub const CONNECTED: &str = "Connected";
 
 /// Reconcile one ConnectorHealth: `Ready`, and a probe when one is due.
-pub async fn reconcile(connector: Arc<ConnectorHealth>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<ConnectorHealth>>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    let connector = match &guard.0 {
+        Ok(connector) => Arc::new(connector.clone()),
+        Err(invalid) => {
+            super::ready::report_unreadable(&ctx.client, guard.as_ref(), invalid).await?;
+            return Ok(Action::await_change());
+        }
+    };
     let ns = connector.namespace().unwrap_or_default();
     let api: Api<ConnectorHealth> = Api::namespaced(ctx.client.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);

@@ -13,7 +13,7 @@ use kube::{Api, ResourceExt};
 use super::context::Context;
 use super::error::{Error, Result};
 use super::readiness::{Readiness, mapping_readiness};
-use super::ready::{OwnedFields, write_ready, write_ready_with};
+use super::ready::{OwnedFields, report_unreadable, write_ready_with};
 use super::resolve::interval_of;
 use super::run_id::new_run_id;
 use super::sync::{self, publish};
@@ -48,16 +48,7 @@ pub async fn reconcile(
             .map_err(|e| Error::Finalizer(Box::new(e)))
         }
         Err(invalid) => {
-            let ns = invalid.metadata.namespace.clone().unwrap_or_default();
-            let api: Api<DeserializeGuard<DirectoryMapping>> =
-                Api::namespaced(ctx.client.clone(), &ns);
-            let readiness = Readiness {
-                ready: false,
-                reason: "InvalidSpec",
-                message: format!("the mapping cannot be read: {}", invalid.error),
-            };
-            tracing::warn!(mapping = ?invalid.metadata.name, error = %invalid.error, "mapping does not deserialise");
-            write_ready(&api, guard.as_ref(), &[], None, &readiness).await?;
+            report_unreadable(&ctx.client, guard.as_ref(), invalid).await?;
             Ok(Action::await_change())
         }
     }

@@ -169,12 +169,12 @@ where
     let by_connector = mapping_store.clone();
     let mappings = Controller::for_stream(mapping_trigger, mapping_store)
         .watches(
-            scope.api::<SyncPolicy>(&client),
+            scope.api::<DeserializeGuard<SyncPolicy>>(&client),
             wc.clone(),
             move |policy| mappings_referring(&by_policy, &policy, |m| &m.spec.policy_ref),
         )
         .watches(
-            scope.api::<ConnectorHealth>(&client),
+            scope.api::<DeserializeGuard<ConnectorHealth>>(&client),
             wc.clone(),
             move |connector| {
                 mappings_referring(&by_connector, &connector, |m| &m.spec.connector_ref)
@@ -192,26 +192,35 @@ where
         .for_each(log_outcome);
 
     // A policy counts the mappings that name it, so it follows their changes too.
-    let policies = Controller::new(scope.api::<SyncPolicy>(&client), wc.clone())
-        .watches(
-            scope.api::<DirectoryMapping>(&client),
-            wc.clone(),
-            |mapping| {
-                mapping
-                    .namespace()
-                    .map(|ns| ObjectRef::<SyncPolicy>::new(&mapping.spec.policy_ref).within(&ns))
-            },
-        )
-        .graceful_shutdown_on(stopped())
-        .run(
-            |obj, ctx| guarded(obj, ctx, policy::reconcile),
-            error_policy,
-            ctx.clone(),
-        )
-        .for_each(log_outcome);
+    let policies = Controller::new(
+        scope.api::<DeserializeGuard<SyncPolicy>>(&client),
+        wc.clone(),
+    )
+    .watches(
+        scope.api::<DeserializeGuard<DirectoryMapping>>(&client),
+        wc.clone(),
+        |guard| {
+            let mapping = guard.0.ok()?;
+            let ns = mapping.namespace()?;
+            Some(
+                ObjectRef::<DeserializeGuard<SyncPolicy>>::new(&mapping.spec.policy_ref)
+                    .within(&ns),
+            )
+        },
+    )
+    .graceful_shutdown_on(stopped())
+    .run(
+        |obj, ctx| guarded(obj, ctx, policy::reconcile),
+        error_policy,
+        ctx.clone(),
+    )
+    .for_each(log_outcome);
 
     // Connectors watch Secrets by metadata only: the operator never caches Secret values.
-    let connectors = Controller::new(scope.api::<ConnectorHealth>(&client), wc.clone());
+    let connectors = Controller::new(
+        scope.api::<DeserializeGuard<ConnectorHealth>>(&client),
+        wc.clone(),
+    );
     let by_secret = connectors.store();
     let connectors = connectors
         .watches(
@@ -222,10 +231,10 @@ where
                 by_secret
                     .state()
                     .into_iter()
-                    .filter(|c| {
-                        c.namespace() == ns && connector::secret_names(c).any(|s| s == name)
+                    .filter(|guard| {
+                        matches!(&guard.0, Ok(c) if c.namespace() == ns && connector::secret_names(c).any(|s| s == name))
                     })
-                    .map(|c| ObjectRef::from_obj(c.as_ref()))
+                    .map(|guard| ObjectRef::from_obj(guard.as_ref()))
                     .collect::<Vec<_>>()
             },
         )

@@ -3,17 +3,28 @@
 use std::sync::Arc;
 
 use kube::api::ListParams;
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
 use super::context::Context;
 use super::error::Result;
 use super::readiness::policy_readiness;
-use super::ready::{OwnedFields, write_ready_with};
+use super::ready::{OwnedFields, report_unreadable, write_ready_with};
 use crate::api::{DirectoryMapping, SyncPolicy};
 
 /// Reconcile one SyncPolicy: its `Ready` condition and how many mappings use it.
-pub async fn reconcile(policy: Arc<SyncPolicy>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<SyncPolicy>>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    let policy = match &guard.0 {
+        Ok(policy) => Arc::new(policy.clone()),
+        Err(invalid) => {
+            report_unreadable(&ctx.client, guard.as_ref(), invalid).await?;
+            return Ok(Action::await_change());
+        }
+    };
     let ns = policy.namespace().unwrap_or_default();
     let name = policy.name_any();
     let api: Api<SyncPolicy> = Api::namespaced(ctx.client.clone(), &ns);

@@ -64,7 +64,17 @@ pub async fn mapping_readiness(
     connectors: &Api<ConnectorHealth>,
     mapping: &DirectoryMapping,
 ) -> Result<(Readiness, Option<SyncPolicy>)> {
-    let policy = policies.get_opt(&mapping.spec.policy_ref).await?;
+    let policy = match policies.get_opt(&mapping.spec.policy_ref).await {
+        Ok(policy) => policy,
+        Err(kube::Error::SerdeError(e)) => {
+            let message = format!(
+                "SyncPolicy {:?} cannot be read: {e}",
+                mapping.spec.policy_ref
+            );
+            return Ok((Readiness::not("PolicyInvalid", message), None));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let readiness = mapping_readiness_with(connectors, mapping, policy.as_ref()).await?;
     Ok((readiness, policy))
 }
@@ -94,7 +104,18 @@ async fn mapping_readiness_with(
             ),
         ));
     }
-    let Some(connector) = connectors.get_opt(&spec.connector_ref).await? else {
+    let connector = match connectors.get_opt(&spec.connector_ref).await {
+        Ok(connector) => connector,
+        Err(kube::Error::SerdeError(e)) => {
+            let message = format!(
+                "ConnectorHealth {:?} cannot be read: {e}",
+                spec.connector_ref
+            );
+            return Ok(Readiness::not("ConnectorInvalid", message));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let Some(connector) = connector else {
         return Ok(Readiness::not(
             "ConnectorNotFound",
             format!(

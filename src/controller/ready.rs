@@ -89,3 +89,29 @@ where
     apply_status(api, &obj.name_any(), &status).await?;
     Ok(true)
 }
+
+/// Report an object that does not even deserialise (a field the schema lets through
+/// but the operator cannot read) as `Ready=False` / `InvalidSpec`, instead of letting
+/// it stop the controller.
+pub async fn report_unreadable<K>(
+    client: &kube::Client,
+    guard: &kube::core::DeserializeGuard<K>,
+    invalid: &kube::core::error_boundary::InvalidObject,
+) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let ns = invalid.metadata.namespace.clone().unwrap_or_default();
+    let api: Api<kube::core::DeserializeGuard<K>> = Api::namespaced(client.clone(), &ns);
+    let readiness = Readiness {
+        ready: false,
+        reason: "InvalidSpec",
+        message: format!("the {} cannot be read: {}", K::kind(&()), invalid.error),
+    };
+    tracing::warn!(kind = %K::kind(&()), name = ?invalid.metadata.name, error = %invalid.error, "object does not deserialise");
+    write_ready(&api, guard, &[], None, &readiness).await?;
+    Ok(())
+}

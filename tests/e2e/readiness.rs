@@ -305,3 +305,56 @@ async fn a_policy_counts_the_mappings_that_use_it() {
     assert!(out.status.success(), "{}", stderr(&out));
     count(1).await;
 }
+
+#[tokio::test]
+async fn an_object_the_operator_cannot_read_does_not_stop_the_controller() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "unreadable").await;
+    let ns = ns.name.as_str();
+    start_operator(&client, ns);
+    apply(
+        ns,
+        "{apiVersion: usersync.dev/v1alpha1, kind: ConnectorHealth, metadata: {name: bad}, spec: {ldap: {url: 'ldap://127.0.0.1:1'}, probeInterval: 1h}}",
+    );
+    // Another tool writes a status value the schema allows but the operator's types do not.
+    let out = cluster().kubectl([
+        "patch",
+        "conn",
+        "bad",
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"consecutiveFailures":99999999999}}"#,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    apply(
+        ns,
+        "{apiVersion: usersync.dev/v1alpha1, kind: ConnectorHealth, metadata: {name: good}, spec: {ldap: {url: 'ldap://127.0.0.1:1'}, probeInterval: 1h}}",
+    );
+    let connectors: Api<ConnectorHealth> = Api::namespaced(client.clone(), ns);
+    ready_is(
+        &connectors,
+        "good",
+        "True",
+        "Resolved",
+        connector_conditions,
+    )
+    .await;
+    let raw = eventually(WAIT, "bad to report InvalidSpec", || async {
+        let out = cluster().kubectl([
+            "get",
+            "conn",
+            "bad",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}",
+        ]);
+        let reason = crate::support::stdout(&out);
+        (reason == "InvalidSpec").then_some(reason)
+    })
+    .await;
+    assert_eq!(raw, "InvalidSpec");
+}
