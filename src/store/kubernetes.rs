@@ -97,8 +97,13 @@ impl UserStore for KubernetesStore {
         let this = &*self;
         // The plan is ordered by phase (updates and renames, imports, re-enables,
         // preserves, deletes); within a phase the writes are independent.
-        for phase in transitions.chunk_by(|a, b| same_phase(&a.kind, &b.kind)) {
-            let writes: Vec<_> = phase
+        // Futures are made a batch at a time: a first import of 100k users must not
+        // hold 100k pending requests in memory.
+        let batches = transitions
+            .chunk_by(|a, b| same_phase(&a.kind, &b.kind))
+            .flat_map(|phase| phase.chunks(WRITE_CONCURRENCY * 16));
+        for batch in batches {
+            let writes: Vec<_> = batch
                 .iter()
                 .map(|t| {
                     let previous = match &t.kind {
