@@ -1,0 +1,651 @@
+#!/usr/bin/env bash
+# usersync benchmark: import, no-change resync and a 1 % change at directory sizes
+# of 10k and 100k users (run on demand; not part of CI). See bench/README.md.
+#
+#   bash bench/run.sh [N ...]    benchmark each size N (default: 10000 100000)
+#   bash bench/run.sh down       stop the benchmark's servers (when kept with KEEP=1)
+#
+# For each N: a fresh control plane (tests/cluster.sh) and an OpenLDAP directory
+# seeded with N staff users by slapadd (tests/slapd.sh), the CRDs, a policy (24h
+# interval, maxPreservePercent 100), a connector (OpenLDAP, ldap://, pageSize 1000,
+# timeout 120s) and ONE mapping over ou=Staff; then the release `usersync run` as a
+# process with JSON logs. It measures the first (scheduled) import, then a
+# no-change resync (`usersync sync`) and a resync after 1 % of the users changed
+# their displayName (ldapmodify) -- with incremental reads, if the build has them,
+# and again with full reads (USERSYNC_BENCH_MODES). For each run: its wall time, its directory read
+# next to an `ldapsearch -E pr=1000/noprompt` dump of the same base, filter and
+# attributes with the same service account, API writes (the operator's count and the
+# apiserver's request metrics), and at the end the operator's peak RSS (VmHWM) and
+# the control plane's. A table at the end compares them with the targets (it
+# reports, it does not fail): read <= 1.5x ldapsearch, zero writes on a no-change
+# resync, peak RSS <= 200 MB at 100k users.
+#
+# Everything lives apart from dev and test instances: state in
+# $USERSYNC_BENCH_STATE (default /tmp/usersync-bench), slapd on 127.0.0.1:33389
+# (LDAPS 33636; USERSYNC_BENCH_LDAP_PORT / USERSYNC_BENCH_LDAPS_PORT), namespace
+# usersync-bench. Knobs:
+#   USERSYNC_BENCH_FIRST_RUN_LIMIT  seconds to wait for the first import (default
+#                                   1500); past it the run is abandoned and its write
+#                                   rate reported instead. 0 waits for ever.
+#   USERSYNC_BENCH_KEEP=1           leave the servers running at the end.
+#   USERSYNC_BENCH_LDAPSEARCH_REPS  ldapsearch dumps per measurement (median; default 3).
+#   USERSYNC_BENCH_MODES            read modes of the resync and 1 % runs, in order
+#                                   (default "incremental full"): with a build that
+#                                   has incremental reads (SyncPolicy
+#                                   spec.incremental), both pairs of runs are measured,
+#                                   the policy switched between them; without, only full.
+#   USERSYNC_BENCH_FULL_RESYNCS     no-change resyncs with full reads (default 3): the
+#                                   read-time comparison uses their median.
+#   USERSYNC_BENCH_READ_SAMPLES     interleaved `usersync plan` / ldapsearch pairs
+#                                   before the import (default 5): the read target.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=../tests/lib/common.sh
+source "$repo/tests/lib/common.sh"
+
+export USERSYNC_STATE=${USERSYNC_BENCH_STATE:-/tmp/usersync-bench}
+export USERSYNC_SLAPD_PORT=${USERSYNC_BENCH_LDAP_PORT:-33389}
+export USERSYNC_SLAPD_LDAPS_PORT=${USERSYNC_BENCH_LDAPS_PORT:-33636}
+# slapd's state must follow USERSYNC_STATE, not a dev/test override.
+unset USERSYNC_SLAPD_DIR
+FIRST_RUN_LIMIT=${USERSYNC_BENCH_FIRST_RUN_LIMIT:-1500}
+KEEP=${USERSYNC_BENCH_KEEP:-0}
+REPS=${USERSYNC_BENCH_LDAPSEARCH_REPS:-3}
+MODES=${USERSYNC_BENCH_MODES:-incremental full}
+FULL_RESYNCS=${USERSYNC_BENCH_FULL_RESYNCS:-3}
+READ_SAMPLES=${USERSYNC_BENCH_READ_SAMPLES:-5}
+
+NS=usersync-bench
+MAPPING=staff
+PAGE=1000
+SUFFIX=dc=example,dc=org
+STAFF_BASE=ou=Staff,$SUFFIX
+# What the operator searches for this mapping (OpenLDAP flavor, no admin filter):
+# the scope filter, the projected attributes, and the disabled-account search it
+# runs first on the same connection.
+FILTER='(objectClass=inetOrgPerson)'
+ATTRS=(entryUUID uid mail displayName departmentNumber)
+DISABLED_FILTER='(&(objectClass=inetOrgPerson)(pwdAccountLockedTime=*))'
+RSS_TARGET_MB=200
+RATIO_TARGET=1.5
+
+STATE=$USERSYNC_STATE
+CLUSTER_DIR=$STATE/cluster
+RESULTS=$STATE/results.tsv
+OP_PID=
+SAMPLER_PID=
+OP_PEAK_KB=0
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+servers_down() {
+	bash "$repo/tests/slapd.sh" down >/dev/null 2>&1 || true
+	bash "$repo/tests/cluster.sh" down "$CLUSTER_DIR" >/dev/null 2>&1 || true
+}
+
+if [[ ${1:-} == down ]]; then
+	servers_down
+	exit 0
+fi
+
+sizes=("$@")
+[[ ${#sizes[@]} -gt 0 ]] || sizes=(10000 100000)
+for n in "${sizes[@]}"; do
+	if ! [[ $n =~ ^[0-9]+$ ]] || ((n < 100)); then
+		die "a size is a number of users >= 100, got '$n'"
+	fi
+done
+
+mkdir -p "$STATE"
+cd "$repo"
+
+# --- process bookkeeping: only what this script started, by PID -------------------
+
+stop_process() { # PID [SECONDS]
+	local pid=$1 timeout=${2:-60}
+	[[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+	kill -TERM "$pid" 2>/dev/null || true
+	wait_for "$timeout" _usersync_gone "$pid" || {
+		log "pid $pid still running after ${timeout}s, sending SIGKILL"
+		kill -KILL "$pid" 2>/dev/null || true
+	}
+	wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+	stop_process "$SAMPLER_PID" 5
+	stop_process "$OP_PID" 60
+	if [[ $KEEP != 1 ]]; then
+		servers_down
+	else
+		log "servers kept running (state in $STATE); 'bash bench/run.sh down' stops them"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- small helpers -----------------------------------------------------------------
+
+now_ns() { date +%s%N; }
+
+vm_kb() { # PID FIELD -> kB (VmHWM, VmRSS), empty if gone
+	awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status" 2>/dev/null || true
+}
+
+mb() { awk -v kb="${1:-0}" 'BEGIN {printf "%.0f", kb / 1024}'; }
+
+cluster_pid() { cat "$CLUSTER_DIR/pid" 2>/dev/null || true; }
+
+# Successful DirectoryUser writes the apiserver has served (server-side apply is
+# counted as verb APPLY; spec and status subresource together).
+apiserver_user_writes() {
+	kubectl get --raw /metrics 2>/dev/null | awk '
+		/^apiserver_request_total\{/ && /resource="directoryusers"/ &&
+		/verb="(APPLY|PATCH|POST|PUT|DELETE)"/ && /code="2/ {s += $NF}
+		END {printf "%d\n", s}'
+}
+
+svc_ldapsearch() {
+	ldapsearch -x -H "$USERSYNC_SLAPD_URL" -D "$USERSYNC_SLAPD_BIND_DN" \
+		-y "$USERSYNC_SLAPD_BIND_PASSWORD_FILE" "$@"
+}
+
+# Median wall time (ms) of REPS paged dumps: ldapsearch_ms FILTER ATTR...
+ldapsearch_ms() {
+	local filter=$1 i t0 t1
+	shift
+	local times=()
+	for ((i = 0; i < REPS; i++)); do
+		t0=$(now_ns)
+		svc_ldapsearch -LLL -E "pr=$PAGE/noprompt" -b "$STAFF_BASE" -s sub "$filter" "$@" >/dev/null
+		t1=$(now_ns)
+		times+=($(((t1 - t0) / 1000000)))
+	done
+	printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'
+}
+
+# The last run's "run finished" line and the read line before it ("directory read",
+# or "incremental directory read"), as shell assignments: result, duration (s),
+# writes, imported, updated, mode (full/incremental), entries, read_ms, pre_read
+# (s before the read started: mostly the registry snapshot) and post_read (s after
+# it ended: plan, writes, status).
+run_figures() {
+	python3 - "$1" <<'PY'
+import json, sys
+from datetime import datetime
+read = done = pending = None
+for line in open(sys.argv[1], errors="replace"):
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        continue
+    msg = obj.get("message") or obj.get("fields", {}).get("message")
+    if msg in ("directory read", "incremental directory read"):
+        pending = obj
+    elif msg == "run finished":
+        done, read, pending = obj, pending, None
+if done is None:
+    sys.exit("no 'run finished' line in the operator log")
+def ts(o):
+    return datetime.fromisoformat(o["timestamp"].replace("Z", "+00:00")).timestamp()
+duration = float(str(done.get("duration", "0")).rstrip("s") or 0)
+out = {
+    "result": done.get("result", "?"),
+    "duration": duration,
+    "writes": done.get("writes", 0),
+    "imported": done.get("imported", 0),
+    "updated": done.get("updated", 0),
+    "mode": "", "entries": "", "read_ms": "", "pre_read": "", "post_read": "",
+}
+if read is not None:
+    end, read_end = ts(done), ts(read)
+    start = end - duration
+    read_ms = int(read["read_ms"])
+    out["mode"] = "incremental" if "incremental" in (read.get("message") or "") else "full"
+    out["entries"] = read["entries"]
+    out["read_ms"] = read_ms
+    out["pre_read"] = "%.1f" % max(0.0, read_end - read_ms / 1000 - start)
+    out["post_read"] = "%.1f" % max(0.0, end - read_end)
+for k, v in out.items():
+    print(f"{k}={v}")
+PY
+}
+
+count_runs() { grep -c '"message":"run finished"' "$1" 2>/dev/null || true; }
+
+# --- the steps ---------------------------------------------------------------------
+
+build() {
+	log "building usersync (release)"
+	cargo build --release --bin usersync >&2
+	# A stable copy: colleagues may rebuild target/ while the benchmark runs.
+	install -m 755 "$repo/target/release/usersync" "$STATE/usersync"
+	BIN=$STATE/usersync
+}
+
+start_cluster() {
+	bash "$repo/tests/cluster.sh" down "$CLUSTER_DIR" >/dev/null 2>&1 || true
+	rm -rf "$CLUSTER_DIR"
+	log "starting a fresh control plane in $CLUSTER_DIR"
+	eval "$(bash "$repo/tests/cluster.sh" up "$CLUSTER_DIR")"
+	export KUBECONFIG PATH
+}
+
+start_slapd() { # N
+	local t0=$SECONDS
+	log "seeding $1 users with slapadd"
+	bash "$repo/tests/slapd.sh" seed "$1" >/dev/null
+	bash "$repo/tests/slapd.sh" up >/dev/null
+	eval "$(bash "$repo/tests/slapd.sh" env)"
+	[[ $USERSYNC_SLAPD_URL == "ldap://127.0.0.1:$USERSYNC_SLAPD_PORT" ]] ||
+		die "slapd answers on $USERSYNC_SLAPD_URL, not port $USERSYNC_SLAPD_PORT (another instance in $STATE/slapd?)"
+	SEED_S=$((SECONDS - t0))
+	log "directory ready in ${SEED_S}s on $USERSYNC_SLAPD_URL"
+}
+
+install_objects() {
+	kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
+	kubectl wait --for=condition=Established --timeout=60s crd -l app.kubernetes.io/part-of=usersync >/dev/null
+	kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+	kubectl -n "$NS" create secret generic bench-ldap-bind \
+		--from-file=password="$USERSYNC_SLAPD_BIND_PASSWORD_FILE" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+	kubectl -n "$NS" apply -f - >/dev/null <<EOF
+apiVersion: usersync.dev/v1alpha1
+kind: SyncPolicy
+metadata:
+  name: bench
+spec:
+  interval: 24h
+  autoImport: true
+  autoPreserveUnmapped: true
+  preservation:
+    autoDelete: true
+    deleteAfter: 45d
+  safety:
+    maxPreservePercent: 100
+    maxDeletesPerRun: 500
+  dryRun: false
+---
+apiVersion: usersync.dev/v1alpha1
+kind: ConnectorHealth
+metadata:
+  name: bench-ldap
+spec:
+  ldap:
+    url: $USERSYNC_SLAPD_URL
+    startTLS: false
+    bindDN: $USERSYNC_SLAPD_BIND_DN
+    bindPasswordSecretRef: {name: bench-ldap-bind, key: password}
+    flavor: OpenLDAP
+    pageSize: $PAGE
+    timeout: 120s
+  probeInterval: 1m
+  staleAfter: 5m
+  deletionsAllowed: true
+---
+apiVersion: usersync.dev/v1alpha1
+kind: DirectoryMapping
+metadata:
+  name: $MAPPING
+spec:
+  connectorRef: bench-ldap
+  policyRef: bench
+  priority: 100
+  profile: staff
+  ldap:
+    baseDN: $STAFF_BASE
+    scope: Subtree
+  attributes:
+    username: uid
+    email: mail
+    displayName: displayName
+    extra:
+      department: departmentNumber
+EOF
+}
+
+start_operator() { # LOGFILE
+	log "starting the operator (logs: $1)"
+	"$BIN" run --namespace "$NS" --log-format json >"$1" 2>&1 </dev/null &
+	OP_PID=$!
+	echo "$OP_PID" >"$STATE/operator.pid"
+	log "operator pid $OP_PID"
+}
+
+# Memory and progress every 10s while a size is measured: elapsed s, operator RSS
+# kB, control-plane RSS kB, DirectoryUser writes served by the apiserver.
+start_sampler() { # FILE
+	local file=$1 t0=$SECONDS cp
+	cp=$(cluster_pid)
+	printf 'elapsed_s\toperator_rss_kb\tcontrolplane_rss_kb\tapiserver_user_writes\n' >"$file"
+	(
+		while kill -0 "$OP_PID" 2>/dev/null; do
+			printf '%s\t%s\t%s\t%s\n' "$((SECONDS - t0))" "$(vm_kb "$OP_PID" VmRSS)" \
+				"$(vm_kb "$cp" VmRSS)" "$(apiserver_user_writes)" >>"$file"
+			sleep 10
+		done
+	) &
+	SAMPLER_PID=$!
+}
+
+# Wait for the first (scheduled) run by polling the mapping's status, as an admin
+# would. Returns 1 when FIRST_RUN_LIMIT passes first.
+wait_first_run() { # LOGFILE SAMPLES EXPECTED_WRITES
+	local oplog=$1 samples=$2 expected=$3 t0=$SECONDS last=-60 id busy
+	while :; do
+		id=$(kubectl -n "$NS" get dmap "$MAPPING" -o jsonpath='{.status.lastRun.id}' 2>/dev/null || true)
+		busy=$(kubectl -n "$NS" get dmap "$MAPPING" -o jsonpath='{.status.syncInProgress}' 2>/dev/null || true)
+		[[ -n $id && $busy != true && $(count_runs "$oplog") -ge 1 ]] && return 0
+		kill -0 "$OP_PID" 2>/dev/null || die "the operator exited; see $oplog"
+		if ((SECONDS - last >= 60)); then
+			last=$SECONDS
+			log "  first run: $((SECONDS - t0))s, $(awk -F'\t' 'NR > 1 {w = $4} END {print w + 0}' "$samples") of ~$expected user writes served, operator RSS $(mb "$(vm_kb "$OP_PID" VmRSS)") MB, control plane RSS $(mb "$(vm_kb "$(cluster_pid)" VmRSS)") MB"
+		fi
+		if ((FIRST_RUN_LIMIT > 0 && SECONDS - t0 >= FIRST_RUN_LIMIT)); then
+			return 1
+		fi
+		sleep 2
+	done
+}
+
+# Print and record one run: record SIZE PHASE LOGFILE WRITES_BEFORE [NOTE]
+record() {
+	local n=$1 phase=$2 oplog=$3 before=$4 note=${5:-} ls_main ls_dis after peak load
+	local result duration writes imported updated mode entries read_ms pre_read post_read
+	eval "$(run_figures "$oplog")"
+	rss_peak
+	peak=$RSS_PEAK_KB
+	load=$(cut -d' ' -f1 /proc/loadavg)
+	after=$(apiserver_user_writes)
+	ls_main=$(ldapsearch_ms "$FILTER" "${ATTRS[@]}")
+	ls_dis=$(ldapsearch_ms "$DISABLED_FILTER" entryUUID)
+	local ratio ratio_both
+	ratio=$(ratio_of "$read_ms" "$ls_main")
+	ratio_both=$(ratio_of "$read_ms" "$((ls_main + ls_dis))")
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+		"$n" "$phase" "$mode" "$result" "$duration" "$entries" "$read_ms" "$ls_main" "$ls_dis" "$ratio" \
+		"$ratio_both" "$writes" "$((after - before))" "$pre_read" "$post_read" "${RSS_BEFORE_KB:-}" "$peak" "$load" "$note" >>"$RESULTS"
+	log "  $phase: $result in ${duration}s (imported $imported, updated $updated); $mode read ${read_ms} ms of $entries entries vs ldapsearch ${ls_main} ms (+${ls_dis} ms disabled search): ratio $ratio ($ratio_both with both searches); writes $writes (apiserver: $((after - before))); before the read ${pre_read}s, after it ${post_read}s; RSS $(mb "${RSS_BEFORE_KB:-0}") MB before, peak $(mb "$peak") MB; load $load"
+	kubectl -n "$NS" get dmap "$MAPPING" -o jsonpath='{.status.lastRun}' >"$STATE/lastrun-$n-$phase.json" 2>/dev/null || true
+}
+
+# Per-run peak RSS: reset the operator's VmHWM to its current RSS before a run
+# (clear_refs 5), read it after; the overall peak is the largest of them.
+rss_reset() {
+	RSS_BEFORE_KB=$(vm_kb "$OP_PID" VmRSS)
+	echo 5 >"/proc/$OP_PID/clear_refs" 2>/dev/null || log "  (could not reset VmHWM; per-run peaks are cumulative)"
+}
+rss_peak() { # sets RSS_PEAK_KB and OP_PEAK_KB
+	RSS_PEAK_KB=$(vm_kb "$OP_PID" VmHWM)
+	RSS_PEAK_KB=${RSS_PEAK_KB:-0}
+	if ((RSS_PEAK_KB > OP_PEAK_KB)); then OP_PEAK_KB=$RSS_PEAK_KB; fi
+}
+
+ratio_of() { # READ_MS LDAPSEARCH_MS
+	awk -v r="$1" -v l="$2" 'BEGIN {if (l > 0 && r != "") printf "%.2f", r / l; else print "-"}'
+}
+
+# 1 % of the staff users get a new displayName; disabled users (never imported) are
+# avoided so that every change is one the operator must write.
+change_one_percent() { # N TAG
+	local n=$1 tag=$2
+	python3 - "$n" "$tag-$(date +%s)" "$STAFF_BASE" <<'PY' | bash "$repo/tests/slapd.sh" ldap ldapmodify >/dev/null
+import sys
+n, tag, base = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+for k in range(n // 100):
+    i = 100 * k + 1
+    if i % 33 == 7:  # disabled in the seeded directory
+        i += 1
+    print(f"dn: uid=user{i:06d},{base}\nchangetype: modify\nreplace: displayName\n"
+          f"displayName: Bench {tag} {i}\n")
+PY
+}
+
+sync_now() { # PHASE
+	local out
+	if ! out=$("$BIN" sync "$MAPPING" -n "$NS" --timeout 120m 2>&1); then
+		log "  usersync sync ($1) did not succeed: $out"
+	fi
+}
+
+# Does the installed SyncPolicy CRD have spec.incremental (incremental reads)?
+has_incremental() {
+	[[ $(kubectl get crd syncpolicies.usersync.dev \
+		-o jsonpath='{.spec.versions[0].schema.openAPIV3Schema.properties.spec.properties.incremental.type}' 2>/dev/null) == boolean ]]
+}
+
+# A no-change resync, then a 1 % change and a resync, with reads of MODE.
+resync_and_change() { # N OPLOG MODE
+	local n=$1 oplog=$2 mode=$3 before tc
+	if has_incremental; then
+		local want=false
+		[[ $mode == incremental ]] && want=true
+		kubectl -n "$NS" patch spol bench --type merge -p "{\"spec\":{\"incremental\":$want}}" >/dev/null
+	elif [[ $mode == incremental ]]; then
+		log "  this build has no incremental reads (SyncPolicy spec.incremental); skipping that mode"
+		return 0
+	fi
+	local reps=1 k
+	[[ $mode == full ]] && reps=$FULL_RESYNCS
+	for ((k = 1; k <= reps; k++)); do
+		before=$(apiserver_user_writes)
+		log "  no-change resync ($mode reads)"
+		rss_reset
+		sync_now "resync-$mode"
+		record "$n" "resync-$mode" "$oplog" "$before"
+	done
+	log "  changing the displayName of $((n / 100)) users"
+	tc=$SECONDS
+	change_one_percent "$n" "$mode"
+	log "  changed in $((SECONDS - tc))s; resync ($mode reads)"
+	before=$(apiserver_user_writes)
+	rss_reset
+	sync_now "change-$mode"
+	record "$n" "change-$mode" "$oplog" "$before" "expected $((2 * (n / 100))) writes"
+}
+
+# `usersync plan` in its own process: the same snapshot, read and plan as a run,
+# nothing applied. Prints "peak_kb seconds read_ms".
+plan_only() {
+	local out errs read_ms
+	out=$(mktemp)
+	errs=$(mktemp)
+	/usr/bin/time -f '%M %e' -o "$out" "$BIN" --log-format json plan "$MAPPING" -n "$NS" >/dev/null 2>"$errs" || true
+	read_ms=$(grep 'directory read"' "$errs" | tail -n 1 | sed -n 's/.*"read_ms":\([0-9]*\).*/\1/p')
+	printf '%s %s\n' "$(tail -n 1 "$out")" "${read_ms:--}"
+	rm -f "$out" "$errs"
+}
+
+# The read target, measured apart from any run: READ_SAMPLES times, a full read by
+# `usersync plan` (the runner's own code path; the registry is still empty, so the
+# rest of the plan is cheap) and the two ldapsearch dumps it corresponds to, in
+# alternating order so that a change of machine load hits both alike.
+read_comparison() { # N
+	local n=$1 k p ls_main ls_dis
+	for ((k = 1; k <= READ_SAMPLES; k++)); do
+		if ((k % 2)); then
+			p=$(plan_only)
+			ls_main=$(REPS=1 ldapsearch_ms "$FILTER" "${ATTRS[@]}")
+			ls_dis=$(REPS=1 ldapsearch_ms "$DISABLED_FILTER" entryUUID)
+		else
+			ls_main=$(REPS=1 ldapsearch_ms "$FILTER" "${ATTRS[@]}")
+			ls_dis=$(REPS=1 ldapsearch_ms "$DISABLED_FILTER" entryUUID)
+			p=$(plan_only)
+		fi
+		read -r PLAN_PEAK_KB PLAN_S PLAN_READ_MS <<<"$p"
+		printf '%s\treadcmp\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$k" "$PLAN_READ_MS" "$ls_main" "$ls_dis" \
+			"$PLAN_PEAK_KB" "$PLAN_S" "$(cut -d' ' -f1 /proc/loadavg)" >>"$RESULTS"
+		log "  read sample $k: usersync ${PLAN_READ_MS} ms, ldapsearch ${ls_main} ms + ${ls_dis} ms (plan: ${PLAN_S}s, peak RSS $(mb "$PLAN_PEAK_KB") MB)"
+	done
+}
+
+bench_size() { # N
+	local n=$1 oplog=$STATE/operator-$1.log samples=$STATE/samples-$1.tsv
+	local enabled=$(($1 - ($1 >= 7 ? ($1 - 7) / 33 + 1 : 0)))
+	local before hwm cp_hwm etcd_db t_start mode
+	log "=== $n users ($enabled enabled) ==="
+	start_cluster
+	start_slapd "$n"
+	install_objects
+	# One dump first, so that neither the operator's first read nor the ldapsearch
+	# timings meet a cold slapd.
+	svc_ldapsearch -LLL -E "pr=$PAGE/noprompt" -b "$STAFF_BASE" -s sub "$FILTER" "${ATTRS[@]}" >/dev/null
+	local plan_import plan_resync=""
+	read_comparison "$n"
+	plan_import="$PLAN_PEAK_KB $PLAN_S"
+	OP_PEAK_KB=0
+	RSS_BEFORE_KB=
+	before=$(apiserver_user_writes)
+	start_operator "$oplog"
+	start_sampler "$samples"
+	t_start=$SECONDS
+
+	if wait_first_run "$oplog" "$samples" "$((2 * enabled))"; then
+		record "$n" import "$oplog" "$before" "expected $((2 * enabled)) writes"
+		for mode in $MODES; do
+			resync_and_change "$n" "$oplog" "$mode"
+		done
+		if has_incremental; then
+			kubectl -n "$NS" patch spol bench --type merge -p '{"spec":{"incremental":false}}' >/dev/null
+		fi
+		plan_resync=$(plan_only)
+		plan_resync=${plan_resync% *}
+		log "  usersync plan of a no-change full resync: peak RSS $(mb "${plan_resync%% *}") MB in ${plan_resync#* }s"
+	else
+		# Abandoned: report the write rate instead of waiting it out.
+		local served elapsed rate rate_recent eta read_line read_ms entries ls_main ls_dis
+		served=$(($(apiserver_user_writes) - before))
+		elapsed=$((SECONDS - t_start))
+		rate=$(awk -v w="$served" -v s="$elapsed" 'BEGIN {printf "%.0f", w / s}')
+		rate_recent=$(awk -F'\t' 'NR > 1 && $4 != "" {t[NR] = $1; w[NR] = $4; last = NR}
+			END {f = last - 30; if (f < 2) f = 2; if (t[last] > t[f]) printf "%.0f", (w[last] - w[f]) / (t[last] - t[f]); else print "-"}' "$samples")
+		eta=$(awk -v r="$rate_recent" -v e="$((2 * enabled))" 'BEGIN {if (r > 0) printf "%.0f", e / r / 60; else print "?"}')
+		log "  first run not finished after ${elapsed}s: $served of ~$((2 * enabled)) writes served, $rate writes/s overall, $rate_recent writes/s over the last 5 min (the whole import would take ~${eta} min)"
+		read_line=$(grep '"message":"directory read"' "$oplog" | tail -n 1 || true)
+		read_ms=$(sed -n 's/.*"read_ms":\([0-9]*\).*/\1/p' <<<"$read_line")
+		entries=$(sed -n 's/.*"entries":\([0-9]*\).*/\1/p' <<<"$read_line")
+		ls_main=$(ldapsearch_ms "$FILTER" "${ATTRS[@]}")
+		ls_dis=$(ldapsearch_ms "$DISABLED_FILTER" entryUUID)
+		rss_peak
+		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+			"$n" import full abandoned ">$elapsed" "$entries" "$read_ms" "$ls_main" "$ls_dis" \
+			"$(ratio_of "$read_ms" "$ls_main")" "$(ratio_of "$read_ms" "$((ls_main + ls_dis))")" \
+			"-" "$served" "" "" "" "$RSS_PEAK_KB" "$(cut -d' ' -f1 /proc/loadavg)" \
+			"abandoned after ${elapsed}s: $rate_recent writes/s, whole import ~${eta} min" >>"$RESULTS"
+	fi
+
+	rss_peak
+	hwm=$OP_PEAK_KB
+	cp_hwm=$(vm_kb "$(cluster_pid)" VmHWM)
+	stop_process "$SAMPLER_PID" 15
+	SAMPLER_PID=
+	stop_process "$OP_PID" 120
+	OP_PID=
+	etcd_db=$(stat -c %s "$CLUSTER_DIR"/etcd/member/snap/db 2>/dev/null || echo 0)
+	printf '%s\tmemory\toperator_hwm_kb=%s\tcontrolplane_hwm_kb=%s\tetcd_db_bytes=%s\tseed_s=%s\tplan_import=%s\tplan_resync=%s\n' \
+		"$n" "$hwm" "$cp_hwm" "$etcd_db" "$SEED_S" "$plan_import" "$plan_resync" >>"$RESULTS"
+	log "  operator peak RSS $(mb "$hwm") MB; control plane peak RSS $(mb "$cp_hwm") MB; etcd db $((etcd_db / 1048576)) MiB"
+	if grep -qiE 'database space exceeded|NOSPACE' "$CLUSTER_DIR/controlplane.log" 2>/dev/null; then
+		log "  WARNING: etcd ran out of quota (see $CLUSTER_DIR/controlplane.log)"
+	fi
+	cp "$CLUSTER_DIR/controlplane.log" "$STATE/controlplane-$n.log" 2>/dev/null || true
+	bash "$repo/tests/cluster.sh" down "$CLUSTER_DIR" >/dev/null 2>&1 || true
+}
+
+report() {
+	python3 - "$RESULTS" "$RATIO_TARGET" "$RSS_TARGET_MB" <<'PY'
+import statistics, sys
+path, ratio_target, rss_target = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+runs, mem, readcmp = [], {}, {}
+for line in open(path):
+    f = line.rstrip("\n").split("\t")
+    if f[1] == "memory":
+        mem[f[0]] = dict(kv.split("=", 1) for kv in f[2:])
+    elif f[1] == "readcmp":
+        readcmp.setdefault(f[0], []).append(f)
+    else:
+        runs.append(f)
+def num(s):
+    try:
+        return float(s)
+    except (TypeError, ValueError):
+        return None
+def mbs(kb):
+    kb = num(kb)
+    return f"{kb / 1024:.0f} MB" if kb else "-"
+print()
+print("| users | run | read | result | wall (s) | entries read | read (ms) | ldapsearch (ms), + disabled search | ratio | ratio vs both searches | API writes | apiserver writes | before read (s) | after read (s) | RSS before → peak | load | note |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+for f in runs:
+    n, phase, mode, result, dur, entries, read, lsm, lsd, ratio, ratio_both, writes, served, pre, post, before, peak, load, note = f
+    print(f"| {int(n):,} | {phase} | {mode} | {result} | {dur} | {entries} | {read} | {lsm} + {lsd} | {ratio} | {ratio_both} | {writes} | {served} | {pre} | {post} | {mbs(before)} → {mbs(peak)} | {load} | {note} |")
+print()
+print("| users | operator peak RSS | `usersync plan` peak RSS / time: import | … no-change full resync | control plane peak RSS | etcd db | slapadd seed (s) |")
+print("|---|---|---|---|---|---|---|")
+def plan(v):
+    parts = (v or "").split()
+    return f"{mbs(parts[0])} / {parts[1]} s" if len(parts) == 2 else "-"
+for n, m in mem.items():
+    db = num(m.get("etcd_db_bytes")) or 0
+    print(f"| {int(n):,} | {mbs(m.get('operator_hwm_kb'))} | {plan(m.get('plan_import'))} | {plan(m.get('plan_resync'))} | {mbs(m.get('controlplane_hwm_kb'))} | {db / 1048576:.0f} MiB | {m.get('seed_s', '-')} |")
+print()
+print("Full reads next to ldapsearch: interleaved samples before the import (usersync plan), and the full reads of the runs above.")
+print()
+print("| users | samples | usersync read (ms), median [min–max] | ldapsearch (ms) | + disabled search (ms) | ratio | ratio vs both searches | load |")
+print("|---|---|---|---|---|---|---|---|")
+verdicts = []
+def row(n, label, reads, mains, diss, loads):
+    read, main, dis = (statistics.median(x) for x in (reads, mains, diss))
+    ratio, ratio_both = read / main, read / (main + dis)
+    print(f"| {int(n):,} | {label} | {read:.0f} [{min(reads):.0f}–{max(reads):.0f}] | {main:.0f} [{min(mains):.0f}–{max(mains):.0f}] | {dis:.0f} | {ratio:.2f} | {ratio_both:.2f} | {loads} |")
+    return read, main, dis, ratio, ratio_both
+for n in dict.fromkeys([*readcmp, *(f[0] for f in runs)]):
+    samples = [f for f in readcmp.get(n, []) if num(f[3]) is not None and num(f[4])]
+    if samples:
+        r = row(n, f"{len(samples)} × usersync plan", [num(f[3]) for f in samples], [num(f[4]) for f in samples],
+                [num(f[5]) for f in samples], " ".join(f[8] for f in samples))
+        verdicts.append((n, f"median of {len(samples)} interleaved samples", r))
+    full = [f for f in runs if f[0] == n and f[2] == "full" and num(f[6]) is not None and num(f[7])]
+    if full:
+        r = row(n, f"{len(full)} × full reads in runs", [num(f[6]) for f in full], [num(f[7]) for f in full],
+                [num(f[8]) for f in full], " ".join(f[17] for f in full))
+        if not samples:
+            verdicts.append((n, f"median of {len(full)} full reads in runs", r))
+print()
+print("| target | users | measured | verdict |")
+print("|---|---|---|---|")
+for n, how, (read, main, dis, ratio, ratio_both) in verdicts:
+    verdict = "PASS" if ratio <= ratio_target else "FAIL"
+    print(f"| full read <= {ratio_target}x ldapsearch ({how}) | {int(n):,} | {read:.0f} ms vs {main:.0f} ms: {ratio:.2f}x ({ratio_both:.2f}x vs both searches) | {verdict} |")
+for f in runs:
+    if f[1].startswith("resync"):
+        verdict = "PASS" if num(f[11]) == 0 and num(f[12]) == 0 else "FAIL"
+        print(f"| zero writes on a no-change resync ({f[2]} read) | {int(f[0]):,} | {f[11]} (apiserver {f[12]}) | {verdict} |")
+for n, m in mem.items():
+    kb = num(m.get("operator_hwm_kb"))
+    if kb is None:
+        continue
+    verdict = ("PASS" if kb / 1024 <= rss_target else "FAIL") if int(n) >= 100000 else "(target is for 100k)"
+    print(f"| operator peak RSS <= {rss_target:.0f} MB at 100k | {int(n):,} | {kb / 1024:.0f} MB | {verdict} |")
+PY
+}
+
+# --- main --------------------------------------------------------------------------
+
+: >"$RESULTS"
+command -v ldapsearch >/dev/null || bash "$repo/tests/lib/deps.sh" slapd
+build
+for n in "${sizes[@]}"; do
+	bench_size "$n"
+done
+{
+	printf '\nusersync bench, %s, %s cores, %s GiB RAM, %s\n' "$(date -u +%FT%TZ)" "$(nproc)" \
+		"$(awk '/^MemTotal/ {printf "%.0f", $2 / 1048576}' /proc/meminfo)" "$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')"
+	report
+} | tee "$STATE/report.md"
