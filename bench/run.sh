@@ -8,17 +8,27 @@
 # For each N: a fresh control plane (tests/cluster.sh) and an OpenLDAP directory
 # seeded with N staff users by slapadd (tests/slapd.sh), the CRDs, a policy (24h
 # interval, maxPreservePercent 100), a connector (OpenLDAP, ldap://, pageSize 1000,
-# timeout 120s) and ONE mapping over ou=Staff; then the release `usersync run` as a
-# process with JSON logs. It measures the first (scheduled) import, then a
-# no-change resync (`usersync sync`) and a resync after 1 % of the users changed
-# their displayName (ldapmodify) -- with incremental reads, if the build has them,
-# and again with full reads (USERSYNC_BENCH_MODES). For each run: its wall time, its directory read
-# next to an `ldapsearch -E pr=1000/noprompt` dump of the same base, filter and
-# attributes with the same service account, API writes (the operator's count and the
-# apiserver's request metrics), and at the end the operator's peak RSS (VmHWM) and
-# the control plane's. A table at the end compares them with the targets (it
-# reports, it does not fail): read <= 1.5x ldapsearch, zero writes on a no-change
-# resync, peak RSS <= 200 MB at 100k users.
+# timeout 120s) and ONE mapping over ou=Staff. Then:
+#   1. the read target, apart from any run: READ_SAMPLES full reads by `usersync
+#      plan` (the runner's own read and plan, nothing applied; the registry is still
+#      empty) interleaved with `ldapsearch -E pr=1000/noprompt` dumps of the same
+#      base, filter and attributes with the same service account, and the search for
+#      disabled accounts that the operator also runs;
+#   2. the release `usersync run` as a process with JSON logs, and its runs: the
+#      first (scheduled) import; a no-change resync (`usersync sync`) and a resync
+#      after 1 % of the users changed their displayName (ldapmodify), with
+#      incremental reads if the build has them, then again with full reads (the
+#      no-change one FULL_RESYNCS times).
+# For each run: its wall time, the time before its read (mostly the registry
+# snapshot), its read next to the ldapsearch dumps, the time after (plan and
+# writes), API writes (the operator's count and the apiserver's request metrics),
+# and the operator's RSS before it and its peak during it (VmHWM, reset before each
+# run). At the end: the operator's overall peak RSS, `usersync plan`'s peak (read +
+# plan without writes), the control plane's peak RSS and etcd's size. A table
+# compares them with the targets (it reports, it does not fail): read <= 1.5x
+# ldapsearch, zero writes on a no-change resync, peak RSS <= 200 MB at 100k users.
+# Everything goes to $USERSYNC_BENCH_STATE/report.md, with the raw figures in
+# results.tsv, operator logs and 10 s memory/progress samples beside it.
 #
 # Everything lives apart from dev and test instances: state in
 # $USERSYNC_BENCH_STATE (default /tmp/usersync-bench), slapd on 127.0.0.1:33389
@@ -451,14 +461,14 @@ resync_and_change() { # N OPLOG MODE
 }
 
 # `usersync plan` in its own process: the same snapshot, read and plan as a run,
-# nothing applied. Prints "peak_kb seconds read_ms".
+# nothing applied. Prints "peak_kb seconds cpu_seconds read_ms".
 plan_only() {
 	local out errs read_ms
 	out=$(mktemp)
 	errs=$(mktemp)
-	/usr/bin/time -f '%M %e' -o "$out" "$BIN" --log-format json plan "$MAPPING" -n "$NS" >/dev/null 2>"$errs" || true
+	/usr/bin/time -f '%M %e %U %S' -o "$out" "$BIN" --log-format json plan "$MAPPING" -n "$NS" >/dev/null 2>"$errs" || true
 	read_ms=$(grep 'directory read"' "$errs" | tail -n 1 | sed -n 's/.*"read_ms":\([0-9]*\).*/\1/p')
-	printf '%s %s\n' "$(tail -n 1 "$out")" "${read_ms:--}"
+	printf '%s %s\n' "$(tail -n 1 "$out" | awk '{printf "%s %s %.2f", $1, $2, $3 + $4}')" "${read_ms:--}"
 	rm -f "$out" "$errs"
 }
 
@@ -467,7 +477,7 @@ plan_only() {
 # rest of the plan is cheap) and the two ldapsearch dumps it corresponds to, in
 # alternating order so that a change of machine load hits both alike.
 read_comparison() { # N
-	local n=$1 k p ls_main ls_dis
+	local n=$1 k p ls_main ls_dis ls_cpu
 	for ((k = 1; k <= READ_SAMPLES; k++)); do
 		if ((k % 2)); then
 			p=$(plan_only)
@@ -478,10 +488,13 @@ read_comparison() { # N
 			ls_dis=$(REPS=1 ldapsearch_ms "$DISABLED_FILTER" entryUUID)
 			p=$(plan_only)
 		fi
-		read -r PLAN_PEAK_KB PLAN_S PLAN_READ_MS <<<"$p"
-		printf '%s\treadcmp\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$k" "$PLAN_READ_MS" "$ls_main" "$ls_dis" \
-			"$PLAN_PEAK_KB" "$PLAN_S" "$(cut -d' ' -f1 /proc/loadavg)" >>"$RESULTS"
-		log "  read sample $k: usersync ${PLAN_READ_MS} ms, ldapsearch ${ls_main} ms + ${ls_dis} ms (plan: ${PLAN_S}s, peak RSS $(mb "$PLAN_PEAK_KB") MB)"
+		read -r PLAN_PEAK_KB PLAN_S PLAN_CPU PLAN_READ_MS <<<"$p"
+		ls_cpu=$( (/usr/bin/time -f '%U %S' ldapsearch -x -H "$USERSYNC_SLAPD_URL" -D "$USERSYNC_SLAPD_BIND_DN" \
+			-y "$USERSYNC_SLAPD_BIND_PASSWORD_FILE" -LLL -E "pr=$PAGE/noprompt" -b "$STAFF_BASE" -s sub \
+			"$FILTER" "${ATTRS[@]}" >/dev/null) 2>&1 | tail -n 1 | awk '{printf "%.2f", $1 + $2}')
+		printf '%s\treadcmp\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$k" "$PLAN_READ_MS" "$ls_main" "$ls_dis" \
+			"$PLAN_PEAK_KB" "$PLAN_S" "$(cut -d' ' -f1 /proc/loadavg)" "$PLAN_CPU" "$ls_cpu" >>"$RESULTS"
+		log "  read sample $k: usersync ${PLAN_READ_MS} ms, ldapsearch ${ls_main} ms + ${ls_dis} ms (plan: ${PLAN_S}s, ${PLAN_CPU}s CPU, peak RSS $(mb "$PLAN_PEAK_KB") MB; ldapsearch ${ls_cpu}s CPU)"
 	done
 }
 
@@ -498,7 +511,7 @@ bench_size() { # N
 	svc_ldapsearch -LLL -E "pr=$PAGE/noprompt" -b "$STAFF_BASE" -s sub "$FILTER" "${ATTRS[@]}" >/dev/null
 	local plan_import plan_resync=""
 	read_comparison "$n"
-	plan_import="$PLAN_PEAK_KB $PLAN_S"
+	plan_import="$PLAN_PEAK_KB $PLAN_S $PLAN_CPU"
 	OP_PEAK_KB=0
 	RSS_BEFORE_KB=
 	before=$(apiserver_user_writes)
@@ -516,7 +529,8 @@ bench_size() { # N
 		fi
 		plan_resync=$(plan_only)
 		plan_resync=${plan_resync% *}
-		log "  usersync plan of a no-change full resync: peak RSS $(mb "${plan_resync%% *}") MB in ${plan_resync#* }s"
+		read -r PLAN_PEAK_KB PLAN_S PLAN_CPU <<<"$plan_resync"
+		log "  usersync plan of a no-change full resync: peak RSS $(mb "$PLAN_PEAK_KB") MB in ${PLAN_S}s (${PLAN_CPU}s CPU)"
 	else
 		# Abandoned: report the write rate instead of waiting it out.
 		local served elapsed rate rate_recent eta read_line read_ms entries ls_main ls_dis
@@ -590,26 +604,28 @@ print("| users | operator peak RSS | `usersync plan` peak RSS / time: import | �
 print("|---|---|---|---|---|---|---|")
 def plan(v):
     parts = (v or "").split()
-    return f"{mbs(parts[0])} / {parts[1]} s" if len(parts) == 2 else "-"
+    return f"{mbs(parts[0])} / {parts[1]} s" if len(parts) >= 2 else "-"
 for n, m in mem.items():
     db = num(m.get("etcd_db_bytes")) or 0
     print(f"| {int(n):,} | {mbs(m.get('operator_hwm_kb'))} | {plan(m.get('plan_import'))} | {plan(m.get('plan_resync'))} | {mbs(m.get('controlplane_hwm_kb'))} | {db / 1048576:.0f} MiB | {m.get('seed_s', '-')} |")
 print()
 print("Full reads next to ldapsearch: interleaved samples before the import (usersync plan), and the full reads of the runs above.")
 print()
-print("| users | samples | usersync read (ms), median [min–max] | ldapsearch (ms) | + disabled search (ms) | ratio | ratio vs both searches | load |")
-print("|---|---|---|---|---|---|---|---|")
+print("| users | samples | usersync read (ms), median [min–max] | ldapsearch (ms) | + disabled search (ms) | ratio | ratio vs both searches | CPU s: usersync plan / ldapsearch | load |")
+print("|---|---|---|---|---|---|---|---|---|")
 verdicts = []
-def row(n, label, reads, mains, diss, loads):
+def row(n, label, reads, mains, diss, loads, cpu="-"):
     read, main, dis = (statistics.median(x) for x in (reads, mains, diss))
     ratio, ratio_both = read / main, read / (main + dis)
-    print(f"| {int(n):,} | {label} | {read:.0f} [{min(reads):.0f}–{max(reads):.0f}] | {main:.0f} [{min(mains):.0f}–{max(mains):.0f}] | {dis:.0f} | {ratio:.2f} | {ratio_both:.2f} | {loads} |")
+    print(f"| {int(n):,} | {label} | {read:.0f} [{min(reads):.0f}–{max(reads):.0f}] | {main:.0f} [{min(mains):.0f}–{max(mains):.0f}] | {dis:.0f} | {ratio:.2f} | {ratio_both:.2f} | {cpu} | {loads} |")
     return read, main, dis, ratio, ratio_both
 for n in dict.fromkeys([*readcmp, *(f[0] for f in runs)]):
     samples = [f for f in readcmp.get(n, []) if num(f[3]) is not None and num(f[4])]
     if samples:
+        cpus = [(num(f[9]), num(f[10])) for f in samples if len(f) > 10 and num(f[9]) is not None and num(f[10]) is not None]
+        cpu = (f"{statistics.median(c[0] for c in cpus):.2f} / {statistics.median(c[1] for c in cpus):.2f}") if cpus else "-"
         r = row(n, f"{len(samples)} × usersync plan", [num(f[3]) for f in samples], [num(f[4]) for f in samples],
-                [num(f[5]) for f in samples], " ".join(f[8] for f in samples))
+                [num(f[5]) for f in samples], " ".join(f[8] for f in samples), cpu)
         verdicts.append((n, f"median of {len(samples)} interleaved samples", r))
     full = [f for f in runs if f[0] == n and f[2] == "full" and num(f[6]) is not None and num(f[7])]
     if full:
