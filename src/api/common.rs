@@ -69,3 +69,29 @@ pub fn condition(
         last_transition_time,
     }
 }
+
+/// Put a condition into a list in place of the one of its type (keeping that one's
+/// `lastTransitionTime` when the status holds), in a stable order by type.
+#[allow(clippy::too_many_arguments)]
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    observed_generation: Option<i64>,
+    now: jiff::Timestamp,
+) {
+    let new = condition(
+        type_,
+        status,
+        reason,
+        message,
+        observed_generation,
+        find_condition(conditions, type_),
+        now,
+    );
+    conditions.retain(|c| c.type_ != type_);
+    conditions.push(new);
+    conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+}

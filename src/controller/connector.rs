@@ -15,7 +15,7 @@ use super::context::Context;
 use super::error::Result;
 use super::readiness::READY;
 use super::status::apply_status;
-use crate::api::{ConnectorHealth, ConnectorHealthStatus, condition, find_condition};
+use crate::api::{ConnectorHealth, ConnectorHealthStatus, set_condition};
 use crate::core::parse_duration;
 
 /// The `Connected` condition's type.
@@ -182,18 +182,15 @@ fn set(
     generation: Option<i64>,
     now: jiff::Timestamp,
 ) {
-    let new = condition(
+    set_condition(
+        &mut status.conditions,
         type_,
         ok,
         reason,
         message,
         generation,
-        find_condition(&status.conditions, type_),
         now,
     );
-    status.conditions.retain(|c| c.type_ != type_);
-    status.conditions.push(new);
-    status.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
 }
 
 /// Write the status when it changed, and say when to look again.

@@ -14,7 +14,7 @@ use super::planning::{Prepared, ViewFrom, prepare};
 use super::resolve::gate_of;
 use crate::api::{
     APPROVE_RUN_ANNOTATION, BlockedRun, ConnectorHealth, DirectoryMapping, DirectoryMappingStatus,
-    RunResult, RunSummary, RunTrigger, UserCounts, condition, find_condition,
+    RunResult, RunSummary, RunTrigger, UserCounts, set_condition,
 };
 use crate::core::{self, PlanOutcome, State, TransitionKind, UserRecord};
 use crate::store::{RunInfo, UserStore};
@@ -307,17 +307,15 @@ fn set(
     mapping: &DirectoryMapping,
     now: jiff::Timestamp,
 ) {
-    let new = condition(
+    set_condition(
+        conditions,
         type_,
         ok,
         reason,
         message,
         mapping.metadata.generation,
-        find_condition(conditions, type_),
         now,
     );
-    conditions.retain(|c| c.type_ != type_);
-    conditions.push(new);
 }
 
 async fn write(

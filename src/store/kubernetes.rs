@@ -100,7 +100,7 @@ impl UserStore for KubernetesStore {
         // Futures are made a batch at a time: a first import of 100k users must not
         // hold 100k pending requests in memory.
         let batches = transitions
-            .chunk_by(|a, b| same_phase(&a.kind, &b.kind))
+            .chunk_by(|a, b| a.kind.phase() == b.kind.phase())
             .flat_map(|phase| phase.chunks(WRITE_CONCURRENCY * 16));
         for batch in batches {
             let writes: Vec<_> = batch
@@ -132,17 +132,4 @@ impl UserStore for KubernetesStore {
         }
         Ok(report)
     }
-}
-
-fn same_phase(a: &TransitionKind, b: &TransitionKind) -> bool {
-    fn phase(k: &TransitionKind) -> u8 {
-        match k {
-            TransitionKind::Update | TransitionKind::Transfer { .. } => 0,
-            TransitionKind::Import { .. } => 1,
-            TransitionKind::Reenable => 2,
-            TransitionKind::Preserve => 3,
-            TransitionKind::Delete => 4,
-        }
-    }
-    phase(a) == phase(b)
 }

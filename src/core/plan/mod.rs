@@ -98,7 +98,8 @@ impl TransitionKind {
         }
     }
 
-    fn phase(&self) -> u8 {
+    /// The order in which transitions apply: within one phase they are independent.
+    pub fn phase(&self) -> u8 {
         match self {
             TransitionKind::Update | TransitionKind::Transfer { .. } => 0,
             TransitionKind::Import { .. } => 1,
