@@ -5,7 +5,7 @@
 # user and a read-only root filesystem.
 
 # The crate's rust-version (Cargo.toml); a test keeps the two in step.
-ARG RUST_VERSION=1.89
+ARG RUST_VERSION=1.94
 
 FROM docker.io/library/rust:${RUST_VERSION}-slim-bookworm AS build
 WORKDIR /src

@@ -50,9 +50,8 @@ enum Command {
         /// The Lease's namespace (default: POD_NAMESPACE, then the kubeconfig's namespace).
         #[arg(long, env = "USERSYNC_LEASE_NAMESPACE")]
         lease_namespace: Option<String>,
-        /// Where users are kept. Only `kubernetes` (DirectoryUser objects) in this version.
-        #[arg(long, env = "USERSYNC_STORE", value_enum, default_value = "kubernetes")]
-        store: Store,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
@@ -80,6 +79,8 @@ enum Command {
         /// Output format.
         #[arg(short, long, value_enum, default_value = "text")]
         output: Output,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Import users of origin CSV from a file (header: username,email,displayName,…).
     ImportCsv {
@@ -88,10 +89,43 @@ enum Command {
         /// The namespace to import into (default: the kubeconfig's).
         #[arg(short, long)]
         namespace: Option<String>,
-        /// Check every row, with the API server too, and write nothing.
+        /// Check every row, with the API server (or the database) too, and write nothing.
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        store: StoreArgs,
     },
+}
+
+/// Where users are kept.
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// `kubernetes`: DirectoryUser objects; `postgres`: a PostgreSQL database whose
+    /// connection string (postgres://user:password@host:5432/db?sslmode=verify-full)
+    /// is read from the environment variable USERSYNC_POSTGRES_DSN, never from a flag.
+    #[arg(long, env = "USERSYNC_STORE", value_enum, default_value = "kubernetes")]
+    store: Store,
+}
+
+impl StoreArgs {
+    /// Open the store; PostgreSQL's schema is brought up to date, waiting up to
+    /// `wait` for the database to be reachable.
+    async fn open(&self, wait: Duration) -> anyhow::Result<usersync::store::Backend> {
+        use usersync::store::{Backend, postgres::Database};
+        match self.store {
+            Store::Kubernetes => Ok(Backend::Kubernetes),
+            Store::Postgres => {
+                let dsn = std::env::var("USERSYNC_POSTGRES_DSN").map_err(|_| {
+                    anyhow::anyhow!(
+                        "--store=postgres needs the connection string in USERSYNC_POSTGRES_DSN"
+                    )
+                })?;
+                let db = Database::open(&dsn, wait).await?;
+                tracing::info!("users are kept in PostgreSQL; the schema is up to date");
+                Ok(Backend::Postgres(db))
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -128,14 +162,11 @@ async fn main() -> anyhow::Result<ExitCode> {
             lease_namespace,
             store,
         } => {
-            anyhow::ensure!(
-                store == Store::Kubernetes,
-                "--store=postgres is not available in this version; use --store=kubernetes"
-            );
             let client = kube::Client::try_default().await?;
             let scope = usersync::controller::Scope {
                 namespaces,
                 max_concurrent_runs,
+                store: store.open(Duration::from_secs(120)).await?,
                 ..Default::default()
             };
             if let Some(addr) = metrics_addr {
@@ -224,10 +255,12 @@ async fn main() -> anyhow::Result<ExitCode> {
             mapping,
             namespace,
             output,
+            store,
         } => {
+            let backend = store.open(Duration::ZERO).await?;
             let client = kube::Client::try_default().await?;
             let ns = namespace.unwrap_or_else(|| client.default_namespace().to_string());
-            let plan = cli::plan::plan(client, &ns, &mapping).await?;
+            let plan = cli::plan::plan(client, &backend, &ns, &mapping).await?;
             match output {
                 Output::Text => print!("{}", cli::plan::render(&plan)),
                 Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
@@ -238,6 +271,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             file,
             namespace,
             dry_run,
+            store,
         } => {
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
@@ -247,7 +281,15 @@ async fn main() -> anyhow::Result<ExitCode> {
             };
             let client = kube::Client::try_default().await?;
             let ns = namespace.unwrap_or_else(|| client.default_namespace().to_string());
-            match cli::import_csv::import(client, &ns, &users, dry_run).await? {
+            let outcome = match store.open(Duration::ZERO).await? {
+                usersync::store::Backend::Kubernetes => {
+                    cli::import_csv::import(client, &ns, &users, dry_run).await?
+                }
+                usersync::store::Backend::Postgres(db) => {
+                    cli::import_csv::import_postgres(&db, &ns, &users, dry_run).await?
+                }
+            };
+            match outcome {
                 Ok(_) if dry_run => println!(
                     "{}: {} rows valid; nothing written (dry run)",
                     file.display(),

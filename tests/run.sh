@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it:
 #   installs what the real servers need (Debian packages; Go modules for the control plane),
-#   starts a real kube-apiserver (tests/cluster.sh) and the directories, then runs
+#   starts a real kube-apiserver (tests/cluster.sh), the directories and PostgreSQL, then runs
 #   formatting and lint checks and every Rust test, and stops what it started.
 #
 #   bash tests/run.sh [extra cargo test arguments]
@@ -19,6 +19,7 @@ export USERSYNC_STATE=${USERSYNC_TEST_STATE:-/tmp/usersync-test}
 export USERSYNC_SLAPD_PORT=${USERSYNC_TEST_SLAPD_PORT:-13389}
 export USERSYNC_SLAPD_LDAPS_PORT=${USERSYNC_TEST_SLAPD_LDAPS_PORT:-13636}
 export USERSYNC_AD_ADDR=${USERSYNC_TEST_AD_ADDR:-127.0.0.3}
+export USERSYNC_POSTGRES_PORT=${USERSYNC_TEST_POSTGRES_PORT:-25432}
 started=()
 cleanup() {
 	local status=$?
@@ -47,6 +48,11 @@ started+=(slapd)
 bash "$here/slapd.sh" up >/dev/null
 started+=(samba)
 bash "$here/samba.sh" up >/dev/null
+
+step "starting PostgreSQL"
+started+=(postgres)
+bash "$here/postgres.sh" up >/dev/null
+eval "$(bash "$here/postgres.sh" env)"
 
 step "formatting and lints"
 cargo fmt --all -- --check

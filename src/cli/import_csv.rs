@@ -236,6 +236,54 @@ pub async fn import(
     Ok(Ok(report))
 }
 
+/// Import `users` into `namespace` of the PostgreSQL store, in one transaction.
+pub async fn import_postgres(
+    db: &crate::store::postgres::Database,
+    namespace: &str,
+    users: &[CsvUser],
+    dry_run: bool,
+) -> anyhow::Result<Result<ImportReport, Vec<RowError>>> {
+    let records: Vec<(String, crate::core::UserFields)> = users
+        .iter()
+        .map(|u| {
+            let fields = crate::core::UserFields {
+                username: Some(u.username.clone()),
+                email: u.email.clone(),
+                display_name: u.display_name.clone(),
+                user_principal_name: u.user_principal_name.clone(),
+                profile: u.profile.clone(),
+                attributes: u.attributes.clone(),
+            };
+            (u.name.clone(), fields)
+        })
+        .collect();
+    let actor = format!("usersync import-csv ({})", whoami());
+    let outcome = db
+        .store(namespace)
+        .import_csv(&records, &actor, dry_run)
+        .await?;
+    Ok(match outcome {
+        Ok(done) => Ok(ImportReport {
+            created: done.created,
+            updated: done.updated,
+        }),
+        Err(refused) => Err(refused
+            .into_iter()
+            .map(|(i, message)| RowError {
+                line: users[i].line,
+                message,
+            })
+            .collect()),
+    })
+}
+
+/// Who runs the import, for the audit log.
+fn whoami() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown user".into())
+}
+
 fn object(user: &CsvUser) -> serde_json::Value {
     serde_json::json!({
         "apiVersion": "usersync.dev/v1alpha1",

@@ -7,13 +7,20 @@ use kube::{Api, Client};
 use crate::api::DirectoryMapping;
 use crate::controller::planning::{ViewFrom, prepare};
 use crate::core::{Plan, TransitionKind};
+use crate::store::Backend;
 
 /// Plan one run of `mapping` exactly as the operator would, and apply nothing.
-pub async fn plan(client: Client, namespace: &str, mapping: &str) -> anyhow::Result<Plan> {
+pub async fn plan(
+    client: Client,
+    backend: &Backend,
+    namespace: &str,
+    mapping: &str,
+) -> anyhow::Result<Plan> {
     let api: Api<DirectoryMapping> = Api::namespaced(client.clone(), namespace);
     let mapping = api.get(mapping).await?;
     let prepared = prepare(
         &client,
+        backend,
         &mapping,
         ViewFrom::Directory,
         jiff::Timestamp::now(),

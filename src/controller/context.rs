@@ -52,6 +52,8 @@ pub struct Context {
     pub run_slots: Arc<Semaphore>,
     /// The operator's metrics.
     pub metrics: Arc<super::metrics::Metrics>,
+    /// Where users are kept.
+    pub backend: crate::store::Backend,
     /// Asks the mapping controller to reconcile a mapping again (after a run).
     requeue: Option<mpsc::UnboundedSender<ObjectRef<DeserializeGuard<DirectoryMapping>>>>,
 }
@@ -62,6 +64,7 @@ impl Context {
         client: Client,
         max_concurrent_runs: usize,
         metrics: Arc<super::metrics::Metrics>,
+        backend: crate::store::Backend,
     ) -> Self {
         let reporter = Reporter {
             controller: "usersync".into(),
@@ -76,6 +79,7 @@ impl Context {
             run_slots: Arc::new(Semaphore::new(max_concurrent_runs.max(1))),
             requeue: None,
             metrics,
+            backend,
         }
     }
 

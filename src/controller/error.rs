@@ -14,6 +14,9 @@ pub enum Error {
     /// A deleted mapping's users could not be released yet (the message says why).
     #[error("the deleted mapping's users were not released: {0}")]
     Release(String),
+    /// The user store failed.
+    #[error("{0}")]
+    Store(String),
     /// A status could not be serialised (a programming error).
     #[error("could not serialise status: {0}")]
     Serialize(#[from] serde_json::Error),
@@ -27,6 +30,7 @@ impl Error {
             Error::Serialize(_) => "serialize",
             Error::Finalizer(_) => "finalizer",
             Error::Release(_) => "release",
+            Error::Store(_) => "store",
         }
     }
 }

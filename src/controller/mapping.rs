@@ -158,22 +158,13 @@ async fn release_users(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> Re
         return Ok(Action::requeue(std::time::Duration::from_secs(2)));
     }
     // A mapping that owns no live user has nothing to release.
-    let users: Api<crate::api::DirectoryUser> =
-        Api::namespaced(ctx.client.clone(), &mapping.namespace().unwrap_or_default());
-    let selector = format!(
-        "{}={},{}={}",
-        crate::api::MAPPING_LABEL,
-        mapping.name_any(),
-        crate::api::CONNECTOR_LABEL,
-        mapping.spec.connector_ref
-    );
-    let owned = users
-        .list(&kube::api::ListParams::default().labels(&selector))
-        .await?;
-    let live = owned
-        .items
-        .iter()
-        .any(|u| u.labels().get(crate::api::STATE_LABEL).map(String::as_str) != Some("deleted"));
+    let store = ctx
+        .backend
+        .open(&ctx.client, &mapping.namespace().unwrap_or_default());
+    let live = store
+        .owns_live_users(&mapping.spec.connector_ref, &mapping.name_any())
+        .await
+        .map_err(|e| Error::Store(e.to_string()))?;
     if !live {
         return Ok(Action::await_change());
     }

@@ -47,6 +47,8 @@ pub struct Scope {
     pub metrics: Arc<metrics::Metrics>,
     /// Set once the controllers are watching (for `/readyz`).
     pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// Where users are kept.
+    pub store: crate::store::Backend,
 }
 
 /// One set of controllers watches one namespace, or all of them.
@@ -109,6 +111,7 @@ pub async fn run_until(
         client.clone(),
         scope.max_concurrent_runs,
         scope.metrics.clone(),
+        scope.store.clone(),
     );
     scope
         .ready

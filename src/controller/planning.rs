@@ -16,8 +16,7 @@ use crate::core::{
     claim_lookups_needed,
 };
 use crate::directory::{Incremental, Scope, Source};
-use crate::store::UserStore;
-use crate::store::kubernetes::KubernetesStore;
+use crate::store::{Backend, Store, UserStore};
 
 /// Where the run's view of the directory comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,7 +32,7 @@ pub enum ViewFrom {
 pub struct Prepared {
     pub plan: Plan,
     pub snapshot: Vec<UserRecord>,
-    pub store: KubernetesStore,
+    pub store: Store,
     pub policy: core::Policy,
     pub context: MappingContext,
     /// Whether the run read the whole scope or only the changes.
@@ -46,6 +45,7 @@ pub struct Prepared {
 /// even be planned; the message says why in words an admin can act on.
 pub async fn prepare(
     client: &Client,
+    backend: &Backend,
     mapping: &DirectoryMapping,
     from: ViewFrom,
     now: jiff::Timestamp,
@@ -74,7 +74,7 @@ pub async fn prepare(
         .map_err(|e| format!("connector {:?}: {e}", spec.connector_ref))?;
     let context = mapping_context(mapping, &policy);
 
-    let mut store = KubernetesStore::new(client.clone(), &ns);
+    let mut store = backend.open(client, &ns);
     let snapshot = store.snapshot().await.map_err(|e| e.to_string())?;
 
     // The read. Any failure leaves an incomplete view, which plans nothing.

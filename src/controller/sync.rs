@@ -89,9 +89,23 @@ pub async fn run(
     }
 
     let clock = Instant::now();
-    let report = execute(&ctx, &mapping, trigger, &run_id, start).await;
+    // The store's run history (PostgreSQL keeps one; its audit rows name the run).
+    let history = ctx.backend.open(&ctx.client, &ns);
+    let report = match history
+        .run_started(&run_id, &name, &format!("{trigger:?}"), start)
+        .await
+    {
+        Ok(()) => execute(&ctx, &mapping, trigger, &run_id, start).await,
+        Err(e) => failed(&run_id, trigger, start, e.to_string()),
+    };
     let mut summary = report.summary.clone();
     summary.duration = Some(format!("{:.1}s", clock.elapsed().as_secs_f64()));
+    if let Err(e) = history
+        .run_finished(&summary, report.writes, jiff::Timestamp::now())
+        .await
+    {
+        tracing::warn!(mapping = %name, run = %run_id, error = %e, "could not record the run's outcome in the store");
+    }
     tracing::info!(
         mapping = %name, namespace = %ns, run = %run_id, result = ?summary.result,
         imported = summary.imported, updated = summary.updated, preserved = summary.preserved,
@@ -436,7 +450,7 @@ async fn execute(
         context,
         read_mode,
         next_cursor,
-    } = match prepare(&ctx.client, mapping, view_from(trigger), now).await {
+    } = match prepare(&ctx.client, &ctx.backend, mapping, view_from(trigger), now).await {
         Ok(p) => p,
         Err(message) => return fail(message),
     };
@@ -520,6 +534,7 @@ async fn execute(
                 run_id,
                 now,
                 policy: &core_policy,
+                actor: &format!("usersync/mapping/{}", context.name),
             },
         )
         .await
@@ -529,7 +544,7 @@ async fn execute(
     };
     let users = counts_after(&snapshot, &transitions, &context.connector, &context.name);
     drop(snapshot);
-    user_events(ctx, &ns, &transitions, run_id).await;
+    user_events(ctx, mapping, &transitions, run_id).await;
 
     let blocked_message = match (blocked_message, late_refusal) {
         (Some(a), Some(b)) => Some(format!("{a}; {b}")),
@@ -606,7 +621,13 @@ fn counts_after(
 
 /// Events on users for notable transitions, and on the mapping for skips and
 /// returns; at most [`USER_EVENTS_PER_RUN`] per user-level kind, then one summary.
-async fn user_events(ctx: &Context, ns: &str, applied: &[core::Transition], run_id: &str) {
+async fn user_events(
+    ctx: &Context,
+    mapping: &DirectoryMapping,
+    applied: &[core::Transition],
+    run_id: &str,
+) {
+    let ns = mapping.namespace().unwrap_or_default();
     let mut sent = 0usize;
     let mut more = 0usize;
     for t in applied {
@@ -650,12 +671,19 @@ async fn user_events(ctx: &Context, ns: &str, applied: &[core::Transition], run_
             continue;
         }
         sent += 1;
-        let reference = ObjectReference {
-            api_version: Some("usersync.dev/v1alpha1".into()),
-            kind: Some("DirectoryUser".into()),
-            namespace: Some(ns.to_string()),
-            name: Some(t.record.name.clone()),
-            ..Default::default()
+        // Users kept in PostgreSQL have no object: their Events are the mapping's.
+        let (reference, note) = if ctx.backend.has_user_objects() {
+            let user = ObjectReference {
+                api_version: Some("usersync.dev/v1alpha1".into()),
+                kind: Some("DirectoryUser".into()),
+                namespace: Some(ns.clone()),
+                name: Some(t.record.name.clone()),
+                ..Default::default()
+            };
+            (user, note)
+        } else {
+            let note = format!("user {}: {note}", t.record.name);
+            (mapping.object_ref(&()), note)
         };
         let event = Event {
             type_,

@@ -34,6 +34,23 @@ impl KubernetesStore {
         }
     }
 
+    /// Whether `mapping` of `connector` still owns a user that is not a tombstone.
+    pub async fn owns_live_users(
+        &self,
+        connector: &str,
+        mapping: &str,
+    ) -> Result<bool, StoreError> {
+        use crate::api::{CONNECTOR_LABEL, MAPPING_LABEL, STATE_LABEL};
+        let selector = format!(
+            "{MAPPING_LABEL}={mapping},{CONNECTOR_LABEL}={connector},{STATE_LABEL}!=deleted"
+        );
+        let live = self
+            .api
+            .list_metadata(&ListParams::default().labels(&selector).limit(1))
+            .await?;
+        Ok(!live.items.is_empty())
+    }
+
     async fn write(
         &self,
         transition: &Transition,
@@ -95,14 +112,8 @@ impl UserStore for KubernetesStore {
     ) -> Result<ApplyReport, StoreError> {
         let mut report = ApplyReport::default();
         let this = &*self;
-        // The plan is ordered by phase (updates and renames, imports, re-enables,
-        // preserves, deletes); within a phase the writes are independent.
-        // Futures are made a batch at a time: a first import of 100k users must not
-        // hold 100k pending requests in memory.
-        let batches = transitions
-            .chunk_by(|a, b| a.kind.phase() == b.kind.phase())
-            .flat_map(|phase| phase.chunks(WRITE_CONCURRENCY * 16));
-        for batch in batches {
+        // Futures are made a batch at a time, WRITE_CONCURRENCY in flight.
+        for batch in super::phase_batches(transitions, WRITE_CONCURRENCY * 16) {
             let writes: Vec<_> = batch
                 .iter()
                 .map(|t| {

@@ -1,7 +1,9 @@
 //! The registry of users, behind one interface with two implementations:
-//! [`kubernetes`] (DirectoryUser objects, the default) and, later, PostgreSQL.
+//! [`kubernetes`] (DirectoryUser objects, the default) and [`postgres`] (an
+//! external database, for large directories).
 
 pub mod kubernetes;
+pub mod postgres;
 mod record;
 
 pub use record::{record_from_user, user_state_label};
@@ -20,6 +22,8 @@ pub struct RunInfo<'a> {
     pub now: Timestamp,
     /// The policy in force, for retention deadlines.
     pub policy: &'a Policy,
+    /// Who is writing, for the audit log (e.g. `usersync/mapping/staff`).
+    pub actor: &'a str,
 }
 
 /// What applying a plan did.
@@ -39,6 +43,9 @@ pub enum StoreError {
     /// The Kubernetes API refused or failed a request.
     #[error("reading users from the Kubernetes API failed: {0}")]
     Kube(#[from] kube::Error),
+    /// PostgreSQL refused or failed a request, or could not be reached.
+    #[error("{0}")]
+    Postgres(String),
 }
 
 /// The registry of users of one namespace.
@@ -53,4 +60,113 @@ pub trait UserStore {
         transitions: &[Transition],
         run: RunInfo<'_>,
     ) -> Result<ApplyReport, StoreError>;
+}
+
+/// The plan's transitions in batches of at most `size`, phase by phase (updates and
+/// renames, imports, re-enables, preserves, deletes): a batch never spans two
+/// phases, so its writes are independent of each other. Batches keep a first
+/// import of 100k users from holding 100k pending writes in memory.
+pub(crate) fn phase_batches(
+    transitions: &[Transition],
+    size: usize,
+) -> impl Iterator<Item = &[Transition]> {
+    transitions
+        .chunk_by(|a, b| a.kind.phase() == b.kind.phase())
+        .flat_map(move |phase| phase.chunks(size))
+}
+
+/// Where users are kept, chosen when the operator starts.
+#[derive(Clone, Debug, Default)]
+pub enum Backend {
+    /// DirectoryUser objects in each mapping's namespace.
+    #[default]
+    Kubernetes,
+    /// Tables in PostgreSQL.
+    Postgres(postgres::Database),
+}
+
+impl Backend {
+    /// The store of `namespace`.
+    pub fn open(&self, client: &kube::Client, namespace: &str) -> Store {
+        match self {
+            Backend::Kubernetes => Store::Kubernetes(Box::new(kubernetes::KubernetesStore::new(
+                client.clone(),
+                namespace,
+            ))),
+            Backend::Postgres(db) => Store::Postgres(db.store(namespace)),
+        }
+    }
+
+    /// Whether users are DirectoryUser objects (so Events can be about them).
+    pub fn has_user_objects(&self) -> bool {
+        matches!(self, Backend::Kubernetes)
+    }
+}
+
+/// The store of one namespace, of either kind.
+pub enum Store {
+    Kubernetes(Box<kubernetes::KubernetesStore>),
+    Postgres(postgres::PostgresStore),
+}
+
+impl Store {
+    /// Whether `mapping` of `connector` still owns a user that is not a tombstone.
+    pub async fn owns_live_users(
+        &self,
+        connector: &str,
+        mapping: &str,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::Kubernetes(s) => s.owns_live_users(connector, mapping).await,
+            Store::Postgres(s) => s.owns_live_users(connector, mapping).await,
+        }
+    }
+
+    /// Record that a run started (the run history; DirectoryUser objects keep none
+    /// beyond the mapping's status and Events).
+    pub async fn run_started(
+        &self,
+        run_id: &str,
+        mapping: &str,
+        trigger: &str,
+        started: Timestamp,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Kubernetes(_) => Ok(()),
+            Store::Postgres(s) => s.run_started(run_id, mapping, trigger, started).await,
+        }
+    }
+
+    /// Record how a run ended.
+    pub async fn run_finished(
+        &self,
+        summary: &crate::api::RunSummary,
+        writes: u64,
+        finished: Timestamp,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Kubernetes(_) => Ok(()),
+            Store::Postgres(s) => s.run_finished(summary, writes, finished).await,
+        }
+    }
+}
+
+impl UserStore for Store {
+    async fn snapshot(&mut self) -> Result<Vec<UserRecord>, StoreError> {
+        match self {
+            Store::Kubernetes(s) => s.snapshot().await,
+            Store::Postgres(s) => s.snapshot().await,
+        }
+    }
+
+    async fn apply(
+        &mut self,
+        transitions: &[Transition],
+        run: RunInfo<'_>,
+    ) -> Result<ApplyReport, StoreError> {
+        match self {
+            Store::Kubernetes(s) => s.apply(transitions, run).await,
+            Store::Postgres(s) => s.apply(transitions, run).await,
+        }
+    }
 }

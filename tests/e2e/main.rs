@@ -5,6 +5,8 @@
 mod graph_emulator;
 #[path = "../ldap_support/mod.rs"]
 mod ldap_support;
+#[path = "../pg_support/mod.rs"]
+mod pg_support;
 mod support;
 mod world;
 
@@ -14,4 +16,5 @@ mod cli;
 mod entra;
 mod lifecycle;
 mod operations;
+mod postgres;
 mod readiness;

@@ -28,6 +28,18 @@ impl Operator {
         kubeconfig: &std::path::Path,
         dir: &std::path::Path,
     ) -> Operator {
+        Self::start_with(name, namespace, kubeconfig, dir, &[], &[])
+    }
+
+    /// Start with extra arguments and environment variables.
+    fn start_with(
+        name: &str,
+        namespace: &str,
+        kubeconfig: &std::path::Path,
+        dir: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Operator {
         let metrics = free_port();
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).unwrap();
@@ -47,6 +59,8 @@ impl Operator {
                 &format!("127.0.0.1:{metrics}"),
             ])
             .args(["--log-format", "json", "--log", "info"])
+            .args(args)
+            .envs(env.iter().copied())
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", name)
             .stdout(Stdio::null())
@@ -238,6 +252,34 @@ async fn two_replicas_one_leader_failover_and_metrics_that_match_the_run() {
 #[tokio::test]
 async fn the_charts_service_account_is_enough_for_a_full_sync_and_nothing_more() {
     let w = World::without_operator("rbac", Server::slapd(), json!({})).await;
+    full_sync_as_the_charts_service_account(&w, None).await;
+    assert_eq!(w.state("rb1").await, "Active");
+}
+
+#[tokio::test]
+async fn with_the_postgres_store_the_charts_service_account_is_enough_too() {
+    let (db, dsn) = crate::pg_support::fresh_database("rbac_pg").await;
+    let w = World::without_operator("rbac-pg", Server::slapd(), json!({})).await;
+    let log = full_sync_as_the_charts_service_account(&w, Some(&dsn)).await;
+    let active: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM users WHERE namespace = $1 AND state = 'Active'")
+            .bind(&w.ns.name)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(active, 2);
+    let password = url::Url::parse(&dsn)
+        .unwrap()
+        .password()
+        .unwrap()
+        .to_string();
+    assert!(!log.contains(&password), "the database password was logged");
+}
+
+/// Install the chart for the world's namespace (with the postgres store when a DSN
+/// is given), run the operator as its ServiceAccount, sync, and check it was refused
+/// nothing it needs and is refused what it must not have. Returns the operator's log.
+async fn full_sync_as_the_charts_service_account(w: &World<'_>, dsn: Option<&str>) -> String {
     w.add_user("rb1", false);
     w.add_user("rb2", false);
     let ns = w.ns.name.clone();
@@ -251,18 +293,29 @@ async fn the_charts_service_account_is_enough_for_a_full_sync_and_nothing_more()
             .unwrap();
         assert!(out.status.success(), "helm {args:?}: {}", stderr(&out));
     };
-    helm(&[
-        "install",
-        "usersync",
-        "charts/usersync",
-        "-n",
-        &ns,
-        "--set",
-        &format!("watchNamespaces={{{ns}}}"),
-        "--set",
-        "replicas=1",
-    ]);
-
+    let mut install = vec![
+        "install".to_string(),
+        "usersync".into(),
+        "charts/usersync".into(),
+        "-n".into(),
+        ns.clone(),
+        "--set".into(),
+        format!("watchNamespaces={{{ns}}}"),
+        "--set".into(),
+        "replicas=1".into(),
+    ];
+    if dsn.is_some() {
+        install.extend(
+            [
+                "--set",
+                "store.type=postgres",
+                "--set",
+                "store.postgres.dsnSecretRef.name=usersync-db",
+            ]
+            .map(String::from),
+        );
+    }
+    helm(&install.iter().map(String::as_str).collect::<Vec<_>>());
     // The operator runs as the chart's ServiceAccount, with a token for it.
     let token = c.kubectl(["create", "token", "usersync", "-n", &ns, "--duration", "1h"]);
     assert!(token.status.success(), "{}", stderr(&token));
@@ -280,7 +333,14 @@ async fn the_charts_service_account_is_enough_for_a_full_sync_and_nothing_more()
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sa.kubeconfig");
     std::fs::write(&path, kubeconfig).unwrap();
-    let op = Operator::start("chart-sa", &ns, &path, dir.path());
+    let (args, env): (Vec<&str>, Vec<(&str, &str)>) = match dsn {
+        Some(dsn) => (
+            vec!["--store", "postgres"],
+            vec![("USERSYNC_POSTGRES_DSN", dsn)],
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
+    let op = Operator::start_with("chart-sa", &ns, &path, dir.path(), &args, &env);
 
     let run = w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
     assert_eq!(
@@ -288,7 +348,6 @@ async fn the_charts_service_account_is_enough_for_a_full_sync_and_nothing_more()
         (usersync::api::RunResult::Succeeded, 2),
         "{run:?}"
     );
-    assert_eq!(w.state("rb1").await, "Active");
     let log = std::fs::read_to_string(&op.log).unwrap();
     assert!(
         !log.contains("forbidden"),
@@ -317,6 +376,7 @@ async fn the_charts_service_account_is_enough_for_a_full_sync_and_nothing_more()
     );
     drop(op);
     helm(&["uninstall", "usersync", "-n", &ns]);
+    log
 }
 
 #[tokio::test]

@@ -173,9 +173,15 @@ fn rand_u32() -> u32 {
 
 /// Start the operator in-process, watching one namespace; it stops with the test's runtime.
 pub fn start_operator(client: &Client, namespace: &str) {
+    start_operator_with(client, namespace, usersync::store::Backend::Kubernetes);
+}
+
+/// Start the operator in-process for one namespace, keeping users in `store`.
+pub fn start_operator_with(client: &Client, namespace: &str, store: usersync::store::Backend) {
     let scope = usersync::controller::Scope {
         namespaces: vec![namespace.to_string()],
         max_concurrent_runs: 4,
+        store,
         ..Default::default()
     };
     let client = client.clone();

@@ -1,0 +1,693 @@
+//! The external store: users, the audit log of their transitions and the history of
+//! runs in PostgreSQL (DESIGN section 5), for directories too large to keep as
+//! DirectoryUser objects. The schema comes with the binary (`migrations/`) and is
+//! brought up to date when the operator starts.
+//!
+//! Every write of a run is one statement per batch: the users are upserted and the
+//! audit rows inserted together, with the state and fields the row had before, so
+//! the log says what changed. The statement refuses, at the database, what the
+//! planner never asks for: it never overwrites a Manual or CSV user (rule 7), a
+//! tombstone (rule 6) or an admin's `manual_preserve`.
+
+use futures::TryStreamExt;
+use jiff::Timestamp;
+use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::{ApplyReport, RunInfo, StoreError, UserStore};
+use crate::api::RunSummary;
+use crate::core::{
+    Origin, Reason, State, Transition, TransitionKind, UserFields, UserRecord, deletion_deadline,
+};
+
+/// Transitions per statement.
+const BATCH: usize = 1000;
+
+/// The embedded schema migrations.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/postgres/migrations");
+
+/// A pool of connections to the usersync database. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pool: PgPool,
+    options: std::sync::Arc<PgConnectOptions>,
+}
+
+impl Database {
+    /// Parse a connection string (`postgres://user:password@host:5432/db?sslmode=…`)
+    /// without connecting. The error never repeats the string: it holds a password.
+    pub fn from_dsn(dsn: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(dsn).map_err(|e| {
+            StoreError::Postgres(format!(
+                "the PostgreSQL connection string is not valid: {}",
+                redact(&e.to_string(), dsn)
+            ))
+        })?;
+        Ok(Self::with_options(options))
+    }
+
+    /// A pool over `options`; connections are opened when first needed.
+    pub fn with_options(options: PgConnectOptions) -> Self {
+        let options = options.application_name("usersync");
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(15))
+            .connect_lazy_with(options.clone());
+        Self {
+            pool,
+            options: std::sync::Arc::new(options),
+        }
+    }
+
+    /// Where the database is, for messages: host, port, database and user (never
+    /// the password).
+    pub fn describe(&self) -> String {
+        let o = &self.options;
+        format!(
+            "{}:{} (database {:?}, user {:?})",
+            o.get_host(),
+            o.get_port(),
+            o.get_database().unwrap_or("<default>"),
+            o.get_username()
+        )
+    }
+
+    /// Bring the schema up to date. Safe with several replicas: the migrator holds
+    /// an advisory lock while it works. Connects on its own first, so that a
+    /// database it cannot reach is reported with the reason (refused, unknown host,
+    /// authentication failed) rather than as a pool timeout.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        use sqlx::Connection as _;
+        let at = self.describe();
+        let mut conn = tokio::time::timeout(
+            Duration::from_secs(15),
+            sqlx::PgConnection::connect_with(self.options.as_ref()),
+        )
+        .await
+        .map_err(|_| StoreError::Postgres(format!("connecting to PostgreSQL at {at} timed out")))?
+        .map_err(|e| StoreError::Postgres(format!("cannot connect to PostgreSQL at {at}: {e}")))?;
+        MIGRATOR.run(&mut conn).await.map_err(|e| {
+            StoreError::Postgres(format!("migrating the schema at {at} failed: {e}"))
+        })?;
+        let _ = conn.close().await;
+        Ok(())
+    }
+
+    /// Connect with the connection string `dsn` and bring the schema up to date,
+    /// trying again for up to `wait` while the database cannot be reached (it may
+    /// start after the operator).
+    pub async fn open(dsn: &str, wait: Duration) -> Result<Self, StoreError> {
+        let db = Self::from_dsn(dsn)?;
+        let deadline = std::time::Instant::now() + wait;
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match db.migrate().await {
+                Ok(()) => return Ok(db),
+                Err(e) if std::time::Instant::now() + delay < deadline => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "PostgreSQL is not usable yet");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The store of one namespace.
+    pub fn store(&self, namespace: &str) -> PostgresStore {
+        PostgresStore {
+            pool: self.pool.clone(),
+            namespace: namespace.to_string(),
+        }
+    }
+
+    /// The pool, for tools and tests that read the tables.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// The users of one namespace in PostgreSQL.
+pub struct PostgresStore {
+    pool: PgPool,
+    namespace: String,
+}
+
+/// `text` with every occurrence of the DSN's password (and the DSN) masked.
+fn redact(text: &str, dsn: &str) -> String {
+    let mut out = text.replace(dsn, "<connection string>");
+    if let Ok(url) = url::Url::parse(dsn)
+        && let Some(password) = url.password().filter(|p| !p.is_empty())
+    {
+        out = out.replace(password, "***");
+        // The URL keeps the password percent-encoded; mask the decoded form too.
+        if let Some((_, decoded)) =
+            url::form_urlencoded::parse(format!("p={password}").as_bytes()).next()
+        {
+            out = out.replace(decoded.as_ref(), "***");
+        }
+    }
+    out
+}
+
+fn db_error(what: &str, e: sqlx::Error) -> StoreError {
+    StoreError::Postgres(format!("{what}: {e}"))
+}
+
+fn micros(t: Option<Timestamp>) -> Option<i64> {
+    t.map(|t| t.as_microsecond())
+}
+
+fn from_micros(v: Option<i64>) -> Result<Option<Timestamp>, StoreError> {
+    v.map(|us| {
+        Timestamp::from_microsecond(us)
+            .map_err(|e| StoreError::Postgres(format!("a stored time is out of range: {e}")))
+    })
+    .transpose()
+}
+
+/// An enum of the core from its stored name (the API's spelling, as `Display` writes it).
+fn parse_stored<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> Result<T, StoreError> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| StoreError::Postgres(format!("unknown {what} {s:?} in the users table")))
+}
+
+fn origin_of(s: &str) -> Result<Origin, StoreError> {
+    parse_stored("origin", s)
+}
+
+fn state_of(s: &str) -> Result<State, StoreError> {
+    parse_stored("state", s)
+}
+
+fn reason_of(s: &str) -> Result<Reason, StoreError> {
+    parse_stored("reason", s)
+}
+
+/// A namespace's users, times as microseconds since the epoch.
+const SNAPSHOT: &str = "SELECT name, origin, connector, anchor, mapping, username, email, \
+    display_name, user_principal_name, profile, attributes::text AS attributes, \
+    manual_preserve, state, reason, \
+    (extract(epoch FROM preserved_at) * 1000000)::int8 AS preserved_us, \
+    (extract(epoch FROM deleted_at) * 1000000)::int8 AS deleted_us \
+    FROM users WHERE namespace = $1 ORDER BY name";
+
+fn record_of(row: &PgRow) -> Result<UserRecord, StoreError> {
+    let get = |e: sqlx::Error| db_error("reading a user row failed", e);
+    let attributes: String = row.try_get("attributes").map_err(get)?;
+    let reason: Option<String> = row.try_get("reason").map_err(get)?;
+    Ok(UserRecord {
+        name: row.try_get("name").map_err(get)?,
+        origin: origin_of(row.try_get("origin").map_err(get)?)?,
+        connector: row
+            .try_get::<Option<String>, _>("connector")
+            .map_err(get)?
+            .unwrap_or_default(),
+        anchor: row
+            .try_get::<Option<String>, _>("anchor")
+            .map_err(get)?
+            .unwrap_or_default(),
+        mapping: row.try_get("mapping").map_err(get)?,
+        fields: UserFields {
+            username: row.try_get("username").map_err(get)?,
+            email: row.try_get("email").map_err(get)?,
+            display_name: row.try_get("display_name").map_err(get)?,
+            user_principal_name: row.try_get("user_principal_name").map_err(get)?,
+            profile: row.try_get("profile").map_err(get)?,
+            attributes: serde_json::from_str(&attributes).map_err(|e| {
+                StoreError::Postgres(format!("a user's attributes are not a JSON object: {e}"))
+            })?,
+        },
+        manual_preserve: row.try_get("manual_preserve").map_err(get)?,
+        state: state_of(row.try_get("state").map_err(get)?)?,
+        reason: reason.as_deref().map(reason_of).transpose()?,
+        preserved_at: from_micros(row.try_get("preserved_us").map_err(get)?)?,
+        deleted_at: from_micros(row.try_get("deleted_us").map_err(get)?)?,
+    })
+}
+
+/// Upsert a batch of directory users and log their transitions, in one statement.
+/// Every CTE sees the table as it was before the statement, so `old` holds the rows
+/// before the write. Returns the names written.
+const APPLY_BATCH: &str = r#"
+WITH input AS (
+    SELECT * FROM unnest(
+        $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+        $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
+        $16::text[], $17::int8[], $18::int8[], $19::int8[], $20::text[], $21::text[]
+    ) AS i(name, kind, connector, anchor, mapping, username,
+           email, display_name, upn, profile, attributes, state,
+           reason, preserved_us, delete_after_us, deleted_us, previous_record, detail)
+),
+old AS (
+    SELECT u.* FROM users u JOIN input i ON u.namespace = $1 AND u.name = i.name
+),
+written AS (
+    INSERT INTO users AS u (
+        namespace, name, origin, connector, anchor, mapping, username, email,
+        display_name, user_principal_name, profile, attributes, state, reason,
+        preserved_at, delete_after, deleted_at, last_seen_at, last_sync_run,
+        previous_record, updated_at)
+    SELECT $1, i.name, 'Directory', i.connector, i.anchor, i.mapping, i.username, i.email,
+        i.display_name, i.upn, i.profile, i.attributes::jsonb, i.state, i.reason,
+        timestamptz 'epoch' + i.preserved_us * interval '1 microsecond',
+        timestamptz 'epoch' + i.delete_after_us * interval '1 microsecond',
+        timestamptz 'epoch' + i.deleted_us * interval '1 microsecond',
+        timestamptz 'epoch' + $3 * interval '1 microsecond',
+        $2, i.previous_record,
+        timestamptz 'epoch' + $3 * interval '1 microsecond'
+    FROM input i
+    ON CONFLICT (namespace, name) DO UPDATE SET
+        connector = EXCLUDED.connector,
+        anchor = EXCLUDED.anchor,
+        mapping = EXCLUDED.mapping,
+        username = EXCLUDED.username,
+        email = EXCLUDED.email,
+        display_name = EXCLUDED.display_name,
+        user_principal_name = EXCLUDED.user_principal_name,
+        profile = EXCLUDED.profile,
+        attributes = EXCLUDED.attributes,
+        state = EXCLUDED.state,
+        reason = EXCLUDED.reason,
+        preserved_at = EXCLUDED.preserved_at,
+        delete_after = EXCLUDED.delete_after,
+        deleted_at = EXCLUDED.deleted_at,
+        last_seen_at = EXCLUDED.last_seen_at,
+        last_sync_run = EXCLUDED.last_sync_run,
+        previous_record = coalesce(EXCLUDED.previous_record, u.previous_record),
+        updated_at = EXCLUDED.updated_at
+    WHERE u.origin = 'Directory' AND u.state <> 'Deleted'
+    RETURNING u.name
+),
+logged AS (
+    INSERT INTO transitions (at, namespace, user_name, kind, from_state, to_state,
+                             reason, detail, run_id, actor)
+    SELECT timestamptz 'epoch' + $3 * interval '1 microsecond', $1, i.name, i.kind,
+        o.state, i.state, i.reason,
+        nullif(concat_ws('; ', i.detail, CASE WHEN o.name IS NOT NULL THEN nullif(concat_ws(', ',
+            CASE WHEN o.username IS DISTINCT FROM i.username THEN 'username' END,
+            CASE WHEN o.email IS DISTINCT FROM i.email THEN 'email' END,
+            CASE WHEN o.display_name IS DISTINCT FROM i.display_name THEN 'displayName' END,
+            CASE WHEN o.user_principal_name IS DISTINCT FROM i.upn THEN 'userPrincipalName' END,
+            CASE WHEN o.profile IS DISTINCT FROM i.profile THEN 'profile' END,
+            CASE WHEN o.attributes IS DISTINCT FROM i.attributes::jsonb THEN 'attributes' END
+        ), '') || ' changed' END), ''),
+        $2, $22
+    FROM input i JOIN written w ON w.name = i.name LEFT JOIN old o ON o.name = i.name
+)
+SELECT name FROM written
+"#;
+
+/// The columns of one batch, in the order of [`APPLY_BATCH`]'s parameters.
+#[derive(Default)]
+struct Columns {
+    name: Vec<String>,
+    kind: Vec<String>,
+    connector: Vec<String>,
+    anchor: Vec<String>,
+    mapping: Vec<Option<String>>,
+    username: Vec<Option<String>>,
+    email: Vec<Option<String>>,
+    display_name: Vec<Option<String>>,
+    upn: Vec<Option<String>>,
+    profile: Vec<Option<String>>,
+    attributes: Vec<String>,
+    state: Vec<String>,
+    reason: Vec<Option<String>>,
+    preserved_us: Vec<Option<i64>>,
+    delete_after_us: Vec<Option<i64>>,
+    deleted_us: Vec<Option<i64>>,
+    previous_record: Vec<Option<String>>,
+    detail: Vec<Option<String>>,
+}
+
+impl Columns {
+    fn push(&mut self, t: &Transition, run: &RunInfo<'_>) {
+        let r = &t.record;
+        let (previous, detail) = match &t.kind {
+            TransitionKind::Import {
+                follows: Some(tombstone),
+            } => (
+                Some(tombstone.clone()),
+                Some(format!("returned after deletion; follows {tombstone}")),
+            ),
+            TransitionKind::Transfer { from } => (
+                None,
+                Some(format!(
+                    "owner {} -> {}",
+                    from.as_deref().unwrap_or("(none)"),
+                    r.mapping.as_deref().unwrap_or("(none)")
+                )),
+            ),
+            _ => (None, None),
+        };
+        self.name.push(r.name.clone());
+        self.kind.push(t.kind.label().to_string());
+        self.connector.push(r.connector.clone());
+        self.anchor.push(r.anchor.clone());
+        self.mapping.push(r.mapping.clone());
+        self.username.push(r.fields.username.clone());
+        self.email.push(r.fields.email.clone());
+        self.display_name.push(r.fields.display_name.clone());
+        self.upn.push(r.fields.user_principal_name.clone());
+        self.profile.push(r.fields.profile.clone());
+        self.attributes.push(
+            serde_json::to_string(&r.fields.attributes).expect("attributes always serialise"),
+        );
+        self.state.push(r.state.to_string());
+        self.reason.push(r.reason.map(|x| x.to_string()));
+        self.preserved_us.push(micros(r.preserved_at));
+        self.delete_after_us
+            .push(micros(deletion_deadline(r, run.policy)));
+        self.deleted_us.push(micros(r.deleted_at));
+        self.previous_record.push(previous);
+        self.detail.push(detail);
+    }
+}
+
+impl PostgresStore {
+    async fn apply_batch(
+        &self,
+        batch: &[Transition],
+        run: &RunInfo<'_>,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let mut c = Columns::default();
+        for t in batch {
+            c.push(t, run);
+        }
+        sqlx::query_scalar(APPLY_BATCH)
+            .bind(&self.namespace)
+            .bind(run.run_id)
+            .bind(run.now.as_microsecond())
+            .bind(c.name)
+            .bind(c.kind)
+            .bind(c.connector)
+            .bind(c.anchor)
+            .bind(c.mapping)
+            .bind(c.username)
+            .bind(c.email)
+            .bind(c.display_name)
+            .bind(c.upn)
+            .bind(c.profile)
+            .bind(c.attributes)
+            .bind(c.state)
+            .bind(c.reason)
+            .bind(c.preserved_us)
+            .bind(c.delete_after_us)
+            .bind(c.deleted_us)
+            .bind(c.previous_record)
+            .bind(c.detail)
+            .bind(run.actor)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Record that a run started, so its transitions can name it.
+    pub async fn run_started(
+        &self,
+        run_id: &str,
+        mapping: &str,
+        trigger: &str,
+        started: Timestamp,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO runs (namespace, id, mapping, trigger, started_at) \
+             VALUES ($1, $2, $3, $4, timestamptz 'epoch' + $5 * interval '1 microsecond') \
+             ON CONFLICT (namespace, id) DO NOTHING",
+        )
+        .bind(&self.namespace)
+        .bind(run_id)
+        .bind(mapping)
+        .bind(trigger)
+        .bind(started.as_microsecond())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| db_error("recording the run's start failed", e))?;
+        Ok(())
+    }
+
+    /// Complete a run's row with its outcome.
+    pub async fn run_finished(
+        &self,
+        summary: &RunSummary,
+        writes: u64,
+        finished: Timestamp,
+    ) -> Result<(), StoreError> {
+        let n = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+        sqlx::query(
+            "UPDATE runs SET finished_at = timestamptz 'epoch' + $3 * interval '1 microsecond', \
+             result = $4, read = $5, imported = $6, updated = $7, unchanged = $8, \
+             preserved = $9, reenabled = $10, deleted = $11, transferred = $12, \
+             skipped = $13, writes = $14, message = $15 \
+             WHERE namespace = $1 AND id = $2",
+        )
+        .bind(&self.namespace)
+        .bind(&summary.id)
+        .bind(finished.as_microsecond())
+        .bind(format!("{:?}", summary.result))
+        .bind(summary.read.map(|r| format!("{r:?}")))
+        .bind(n(summary.imported))
+        .bind(n(summary.updated))
+        .bind(n(summary.unchanged))
+        .bind(n(summary.preserved))
+        .bind(n(summary.reenabled))
+        .bind(n(summary.deleted))
+        .bind(n(summary.transferred))
+        .bind(n(summary.skipped))
+        .bind(i64::try_from(writes).unwrap_or(i64::MAX))
+        .bind(summary.message.as_deref())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| db_error("recording the run's outcome failed", e))?;
+        Ok(())
+    }
+
+    /// Whether `mapping` of `connector` still owns a user that is not a tombstone.
+    pub async fn owns_live_users(
+        &self,
+        connector: &str,
+        mapping: &str,
+    ) -> Result<bool, StoreError> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM users WHERE namespace = $1 AND origin = 'Directory' \
+             AND connector = $2 AND mapping = $3 AND state <> 'Deleted')",
+        )
+        .bind(&self.namespace)
+        .bind(connector)
+        .bind(mapping)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| db_error("reading the mapping's users failed", e))
+    }
+}
+
+/// Upsert CSV users and log them, in one statement (see [`APPLY_BATCH`]).
+const IMPORT_CSV: &str = r#"
+WITH input AS (
+    SELECT * FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                         $9::text[], $10::text[])
+        AS i(name, username, email, display_name, upn, profile, attributes)
+),
+old AS (
+    SELECT u.* FROM users u JOIN input i ON u.namespace = $1 AND u.name = i.name
+),
+written AS (
+    INSERT INTO users AS u (namespace, name, origin, username, email, display_name,
+        user_principal_name, profile, attributes, updated_at)
+    SELECT $1, i.name, 'CSV', i.username, i.email, i.display_name, i.upn, i.profile,
+        i.attributes::jsonb, timestamptz 'epoch' + $3 * interval '1 microsecond'
+    FROM input i
+    ON CONFLICT (namespace, name) DO UPDATE SET
+        username = EXCLUDED.username,
+        email = EXCLUDED.email,
+        display_name = EXCLUDED.display_name,
+        user_principal_name = EXCLUDED.user_principal_name,
+        profile = EXCLUDED.profile,
+        attributes = EXCLUDED.attributes,
+        updated_at = EXCLUDED.updated_at
+    WHERE u.origin = 'CSV'
+    RETURNING u.name
+)
+INSERT INTO transitions (at, namespace, user_name, kind, from_state, to_state, detail, actor)
+SELECT timestamptz 'epoch' + $3 * interval '1 microsecond', $1, i.name,
+    CASE WHEN o.name IS NULL THEN 'csv-import' ELSE 'csv-update' END,
+    o.state, coalesce(o.state, 'Active'), 'imported from a CSV file', $2
+FROM input i JOIN written w ON w.name = i.name LEFT JOIN old o ON o.name = i.name
+RETURNING from_state IS NULL
+"#;
+
+/// What a CSV import did, or would do.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CsvImported {
+    pub created: usize,
+    pub updated: usize,
+}
+
+impl PostgresStore {
+    /// Import users of origin CSV (`name`, fields) in one transaction: either every
+    /// row is written or none. A row whose name belongs to a user of another origin
+    /// refuses the whole import: its index and why come back, and nothing is written.
+    pub async fn import_csv(
+        &self,
+        users: &[(String, UserFields)],
+        actor: &str,
+        dry_run: bool,
+    ) -> Result<Result<CsvImported, Vec<(usize, String)>>, StoreError> {
+        let fail = |e| db_error("importing CSV users failed", e);
+        let names: Vec<&str> = users.iter().map(|(n, _)| n.as_str()).collect();
+        let mut tx = self.pool.begin().await.map_err(fail)?;
+        let existing: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, origin FROM users WHERE namespace = $1 AND name = ANY($2) FOR UPDATE",
+        )
+        .bind(&self.namespace)
+        .bind(&names)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(fail)?;
+        let existing: std::collections::HashMap<String, String> = existing.into_iter().collect();
+        let refused: Vec<(usize, String)> = names
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| {
+                let origin = existing.get(*name).filter(|o| o.as_str() != "CSV")?;
+                Some((
+                    i,
+                    format!("record {name} already exists with origin {origin}; CSV import never changes it"),
+                ))
+            })
+            .collect();
+        if !refused.is_empty() {
+            return Ok(Err(refused));
+        }
+        let updated = existing.len();
+        let counts = CsvImported {
+            created: users.len() - updated,
+            updated,
+        };
+        if dry_run {
+            return Ok(Ok(counts));
+        }
+        let column = |f: fn(&UserFields) -> Option<String>| -> Vec<Option<String>> {
+            users.iter().map(|(_, u)| f(u)).collect()
+        };
+        let attributes: Vec<String> = users
+            .iter()
+            .map(|(_, u)| {
+                serde_json::to_string(&u.attributes).expect("attributes always serialise")
+            })
+            .collect();
+        let written: Vec<bool> = sqlx::query_scalar(IMPORT_CSV)
+            .bind(&self.namespace)
+            .bind(actor)
+            .bind(Timestamp::now().as_microsecond())
+            .bind(&names)
+            .bind(column(|u| u.username.clone()))
+            .bind(column(|u| u.email.clone()))
+            .bind(column(|u| u.display_name.clone()))
+            .bind(column(|u| u.user_principal_name.clone()))
+            .bind(column(|u| u.profile.clone()))
+            .bind(attributes)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(fail)?;
+        if written.len() != users.len() {
+            // Another writer took a name between the check and the write.
+            return Err(StoreError::Postgres(format!(
+                "{} of {} rows changed origin while importing; nothing was imported",
+                users.len() - written.len(),
+                users.len()
+            )));
+        }
+        tx.commit().await.map_err(fail)?;
+        Ok(Ok(counts))
+    }
+}
+
+impl UserStore for PostgresStore {
+    async fn snapshot(&mut self) -> Result<Vec<UserRecord>, StoreError> {
+        let mut rows = sqlx::query(SNAPSHOT)
+            .bind(&self.namespace)
+            .fetch(&self.pool);
+        let mut records = Vec::new();
+        while let Some(row) = rows
+            .try_next()
+            .await
+            .map_err(|e| db_error("reading users from PostgreSQL failed", e))?
+        {
+            records.push(record_of(&row)?);
+        }
+        Ok(records)
+    }
+
+    async fn apply(
+        &mut self,
+        transitions: &[Transition],
+        run: RunInfo<'_>,
+    ) -> Result<ApplyReport, StoreError> {
+        let mut report = ApplyReport::default();
+        for batch in super::phase_batches(transitions, BATCH) {
+            match self.apply_batch(batch, &run).await {
+                Ok(written) => {
+                    report.writes += 1;
+                    let written: std::collections::HashSet<String> = written.into_iter().collect();
+                    for t in batch {
+                        if written.contains(&t.record.name) {
+                            report.applied += 1;
+                        } else {
+                            report.failed.push((
+                                t.record.name.clone(),
+                                "the stored record is a tombstone or not a directory user; left unchanged"
+                                    .to_string(),
+                            ));
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, transitions = batch.len(), "writing users to PostgreSQL failed");
+                    report.failed.extend(
+                        batch
+                            .iter()
+                            .map(|t| (t.record.name.clone(), format!("PostgreSQL: {e}"))),
+                    );
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_never_appears_in_a_connection_error() {
+        let dsn = "postgres://usersync:s3cr%40t-pw@db.example.org:5432/usersync?sslmode=bogus";
+        let err = Database::from_dsn(dsn).unwrap_err().to_string();
+        assert!(!err.contains("s3cr"), "{err}");
+        assert!(err.contains("not valid"), "{err}");
+        let masked = redact("failed for s3cr@t-pw and s3cr%40t-pw", dsn);
+        assert_eq!(masked, "failed for *** and ***");
+    }
+
+    #[test]
+    fn stored_names_parse_back() {
+        for o in [Origin::Directory, Origin::Manual, Origin::Csv] {
+            assert_eq!(origin_of(&o.to_string()).unwrap(), o);
+        }
+        for s in [State::Active, State::Preserved, State::Deleted] {
+            assert_eq!(state_of(&s.to_string()).unwrap(), s);
+        }
+        for r in [
+            Reason::DisabledInDirectory,
+            Reason::Unmapped,
+            Reason::Manual,
+            Reason::RetentionExpired,
+        ] {
+            assert_eq!(reason_of(&r.to_string()).unwrap(), r);
+        }
+        assert!(state_of("Gone").is_err());
+    }
+}

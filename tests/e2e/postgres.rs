@@ -1,0 +1,205 @@
+//! The operator with `--store=postgres` against a real API server, a real OpenLDAP
+//! server and a real PostgreSQL server: users, their audit log and the run history
+//! live in the database, and nothing of them in the cluster.
+
+use kube::Api;
+use serde_json::json;
+use sqlx::Row;
+use usersync::api::{DirectoryMapping, DirectoryUser, RunResult};
+use usersync::store::Backend;
+
+use crate::ldap_support::Server;
+use crate::pg_support::fresh_database;
+use crate::support::{eventually, start_operator_with, stderr, stdout};
+use crate::world::{RUN_WAIT, World};
+
+/// (state, reason) of the user `uid` in the database.
+async fn stored(
+    db: &usersync::store::postgres::Database,
+    ns: &str,
+    uid: &str,
+) -> Option<(String, Option<String>)> {
+    sqlx::query_as("SELECT state, reason FROM users WHERE namespace = $1 AND username = $2")
+        .bind(ns)
+        .bind(uid)
+        .fetch_optional(db.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn with_the_postgres_store_users_audit_and_runs_live_in_the_database() {
+    let (db, _) = fresh_database("e2e_sync").await;
+    let w = World::without_operator(
+        "pg-sync",
+        Server::slapd(),
+        json!({"safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    start_operator_with(&w.client, &w.ns.name, Backend::Postgres(db.clone()));
+    let ns = w.ns.name.clone();
+    w.add_user("alice", false);
+    w.add_user("bob", true);
+    w.add_user("carol", false);
+
+    let run = w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    assert_eq!(run.result, RunResult::Succeeded, "{run:?}");
+    assert_eq!(run.imported, 2, "{run:?}");
+    assert_eq!(
+        stored(&db, &ns, "alice").await,
+        Some(("Active".into(), None))
+    );
+    assert_eq!(
+        stored(&db, &ns, "bob").await,
+        None,
+        "a disabled user is not imported"
+    );
+    let objects: Api<DirectoryUser> = Api::namespaced(w.client.clone(), &ns);
+    assert!(
+        objects
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "no DirectoryUser objects with the postgres store"
+    );
+    let mapping = Api::<DirectoryMapping>::namespaced(w.client.clone(), &ns)
+        .get("staff")
+        .await
+        .unwrap();
+    assert_eq!(
+        mapping.status.unwrap().users.unwrap().active,
+        2,
+        "counts come from the store"
+    );
+
+    // Disable → preserve, audited with the run that did it.
+    w.set_disabled("alice", true);
+    let preserve_run = w.sync("staff").await;
+    assert_eq!(preserve_run.preserved, 1, "{preserve_run:?}");
+    assert_eq!(
+        stored(&db, &ns, "alice").await,
+        Some(("Preserved".into(), Some("DisabledInDirectory".into())))
+    );
+    let audit = sqlx::query(
+        "SELECT t.kind, t.run_id, t.actor, r.result FROM transitions t \
+         JOIN users u ON u.namespace = t.namespace AND u.name = t.user_name \
+         JOIN runs r ON r.namespace = t.namespace AND r.id = t.run_id \
+         WHERE t.namespace = $1 AND u.username = 'alice' ORDER BY t.id",
+    )
+    .bind(&ns)
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let audit: Vec<(String, String, String, String)> = audit
+        .iter()
+        .map(|r| {
+            (
+                r.get("kind"),
+                r.get("run_id"),
+                r.get("actor"),
+                r.get("result"),
+            )
+        })
+        .collect();
+    let actor = "usersync/mapping/staff".to_string();
+    let ok = "Succeeded".to_string();
+    assert_eq!(
+        audit,
+        vec![
+            ("import".into(), run.id.clone(), actor.clone(), ok.clone()),
+            ("preserve".into(), preserve_run.id.clone(), actor, ok),
+        ]
+    );
+    let runs: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM runs WHERE namespace = $1 AND mapping = 'staff' AND finished_at IS NOT NULL",
+    )
+    .bind(&ns)
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(runs, 2, "both runs are in the history");
+
+    // Deleting the mapping sends its users through the unmapped rules, then it goes.
+    let mappings: Api<DirectoryMapping> = Api::namespaced(w.client.clone(), &ns);
+    mappings.delete("staff", &Default::default()).await.unwrap();
+    eventually(RUN_WAIT, "the mapping to be released and gone", || async {
+        mappings
+            .get_opt("staff")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        stored(&db, &ns, "carol").await,
+        Some(("Preserved".into(), Some("Unmapped".into())))
+    );
+}
+
+#[tokio::test]
+async fn plan_and_import_csv_work_on_the_postgres_store() {
+    let (db, dsn) = fresh_database("e2e_cli").await;
+    let w = World::without_operator("pg-cli", Server::slapd(), json!({})).await;
+    let ns = w.ns.name.clone();
+    w.add_user("dora", false);
+    w.apply(&json!({
+        "apiVersion": "usersync.dev/v1alpha1", "kind": "DirectoryMapping", "metadata": {"name": "staff"},
+        "spec": {"connectorRef": "corp", "policyRef": "default", "ldap": {"baseDN": w.ou.dn}},
+    }));
+    let with_store = |args: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend(["--store".into(), "postgres".into(), "-n".into(), ns.clone()]);
+        std::process::Command::new(env!("CARGO_BIN_EXE_usersync"))
+            .args(all)
+            .env("KUBECONFIG", &crate::support::cluster().kubeconfig)
+            .env("USERSYNC_POSTGRES_DSN", &dsn)
+            .env("USERSYNC_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+
+    let plan = with_store(&["plan", "staff"]);
+    assert!(plan.status.success(), "{}", stderr(&plan));
+    assert!(stdout(&plan).contains("imported 1"), "{}", stdout(&plan));
+
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        file.path(),
+        "username,email\nerin,erin@example.org\nfred,\n",
+    )
+    .unwrap();
+    let path = file.path().to_str().unwrap();
+    let import = with_store(&["import-csv", path]);
+    assert!(import.status.success(), "{}", stderr(&import));
+    assert!(stdout(&import).contains("2 created"), "{}", stdout(&import));
+    let csv: Vec<(String, String)> =
+        sqlx::query_as("SELECT name, origin FROM users WHERE namespace = $1 ORDER BY name")
+            .bind(&ns)
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        csv,
+        [
+            ("csv-erin".into(), "CSV".into()),
+            ("csv-fred".into(), "CSV".into())
+        ]
+    );
+
+    // Without the connection string the command says what is missing.
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_usersync"))
+        .args(["plan", "staff", "--store", "postgres", "-n", &ns])
+        .env("KUBECONFIG", &crate::support::cluster().kubeconfig)
+        .env_remove("USERSYNC_POSTGRES_DSN")
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("USERSYNC_POSTGRES_DSN"),
+        "{}",
+        stderr(&missing)
+    );
+}

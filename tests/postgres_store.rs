@@ -1,0 +1,582 @@
+//! The PostgreSQL store against a real server (tests/postgres.sh): the schema, runs
+//! planned by the real planner and applied to the database, the audit log, the run
+//! history, CSV imports, and the rules the database itself enforces.
+
+#[path = "pg_support/mod.rs"]
+mod pg_support;
+
+use std::time::Duration;
+
+use jiff::{Timestamp, ToSpan};
+use sqlx::Row;
+use usersync::core::{
+    self, ConnectorGate, DirectoryEntry, DirectoryView, MappingContext, OtherClaims, Plan,
+    PlanInput, Policy, Reason, State, Transition, TransitionKind, UserFields, record_name,
+};
+use usersync::store::postgres::{Database, PostgresStore};
+use usersync::store::{ApplyReport, RunInfo, UserStore};
+
+use pg_support::fresh_database;
+
+const CONNECTOR: &str = "corp";
+const ACTOR: &str = "usersync/mapping/staff";
+
+fn mapping() -> MappingContext {
+    MappingContext {
+        name: "staff".into(),
+        connector: CONNECTOR.into(),
+        priority: 100,
+        profile: Some("staff".into()),
+        auto_import: true,
+    }
+}
+
+fn policy() -> Policy {
+    Policy {
+        auto_preserve_unmapped: true,
+        auto_delete: true,
+        delete_after: Duration::from_secs(60),
+        max_preserve_percent: 100,
+        max_deletes_per_run: 100,
+        dry_run: false,
+    }
+}
+
+fn gate(now: Timestamp) -> ConnectorGate {
+    ConnectorGate {
+        exists: true,
+        connected: true,
+        last_success: Some(now),
+        stale_after: Duration::from_secs(3600),
+        deletions_allowed: true,
+    }
+}
+
+fn entry(anchor: &str, enabled: bool, email: &str) -> DirectoryEntry {
+    DirectoryEntry {
+        anchor: anchor.into(),
+        enabled,
+        username: Some(anchor.into()),
+        email: Some(email.into()),
+        display_name: Some(format!("User {anchor}")),
+        user_principal_name: None,
+        attributes: [("department".to_string(), "Sales".to_string())]
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// Whole seconds: the database keeps microseconds.
+fn t0() -> Timestamp {
+    Timestamp::from_second(Timestamp::now().as_second()).unwrap()
+}
+
+/// One run as the runner does it: snapshot, plan, record the run, apply.
+async fn run(
+    store: &mut PostgresStore,
+    view: DirectoryView,
+    now: Timestamp,
+    run_id: &str,
+) -> (Plan, ApplyReport) {
+    let snapshot = store.snapshot().await.expect("snapshot");
+    let input = PlanInput {
+        snapshot: &snapshot,
+        view: &view,
+        mapping: &mapping(),
+        policy: &policy(),
+        claims: &OtherClaims::none(),
+        gate: &gate(now),
+        approval: None,
+    };
+    let plan = core::plan(&input, now);
+    assert!(plan.failure.is_none(), "{:?}", plan.failure);
+    store
+        .run_started(run_id, "staff", "Schedule", now)
+        .await
+        .expect("run recorded");
+    let report = store
+        .apply(
+            &plan.transitions,
+            RunInfo {
+                run_id,
+                now,
+                policy: &policy(),
+                actor: ACTOR,
+            },
+        )
+        .await
+        .expect("apply");
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    (plan, report)
+}
+
+/// kind, from_state, to_state, reason, detail, run_id
+type AuditRow = (
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+);
+
+fn name_of(anchor: &str) -> String {
+    record_name(CONNECTOR, anchor, 1)
+}
+
+#[tokio::test]
+async fn the_schema_migrates_on_an_empty_database_and_again_on_restart() {
+    let (db, dsn) = fresh_database("migrate").await;
+    let again = Database::open(&dsn, Duration::ZERO).await;
+    assert!(
+        again.is_ok(),
+        "a second start migrates nothing and succeeds"
+    );
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        tables,
+        ["_sqlx_migrations", "runs", "transitions", "users"],
+        "{tables:?}"
+    );
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(applied, 1);
+}
+
+#[tokio::test]
+async fn import_into_postgres_and_a_no_change_resync_writes_nothing() {
+    let (db, _) = fresh_database("import").await;
+    let mut store = db.store("team-a");
+    let now = t0();
+    let view = || {
+        DirectoryView::full([
+            entry("a1", true, "ann@example.org"),
+            entry("b2", true, "bo@example.org"),
+            entry("c3", false, "cy@example.org"),
+        ])
+    };
+    let (plan, report) = run(&mut store, view(), now, "run-1").await;
+    assert_eq!(plan.counts.imported, 2, "the disabled user is not imported");
+    assert_eq!(report.applied, 2);
+
+    let mut stored = store.snapshot().await.unwrap();
+    stored.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut planned: Vec<_> = plan.transitions.iter().map(|t| t.record.clone()).collect();
+    planned.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(
+        stored, planned,
+        "the store gives back exactly what was written"
+    );
+
+    let (again, report) = run(&mut store, view(), now + 1.hour(), "run-2").await;
+    assert!(again.transitions.is_empty(), "{:?}", again.transitions);
+    assert_eq!(report.writes, 0, "a no-change resync issues no write");
+}
+
+#[tokio::test]
+async fn every_transition_is_audited_with_who_what_when_why_and_which_run() {
+    let (db, _) = fresh_database("audit").await;
+    let mut store = db.store("team-a");
+    let now = t0();
+    run(
+        &mut store,
+        DirectoryView::full([entry("a1", true, "ann@example.org")]),
+        now,
+        "run-1",
+    )
+    .await;
+    run(
+        &mut store,
+        DirectoryView::full([entry("a1", true, "ann.new@example.org")]),
+        now + 1.minute(),
+        "run-2",
+    )
+    .await;
+    run(
+        &mut store,
+        DirectoryView::full([entry("a1", false, "ann.new@example.org")]),
+        now + 2.minutes(),
+        "run-3",
+    )
+    .await;
+    // deleteAfter is one minute.
+    let (plan, _) = run(
+        &mut store,
+        DirectoryView::full([entry("a1", false, "ann.new@example.org")]),
+        now + 4.minutes(),
+        "run-4",
+    )
+    .await;
+    assert_eq!(plan.counts.deleted, 1);
+
+    let rows = sqlx::query(
+        "SELECT kind, from_state, to_state, reason, detail, run_id, actor, \
+         extract(epoch FROM at)::int8 AS at FROM transitions \
+         WHERE namespace = 'team-a' AND user_name = $1 ORDER BY id",
+    )
+    .bind(name_of("a1"))
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let log: Vec<AuditRow> = rows
+        .iter()
+        .map(|r| {
+            assert_eq!(r.get::<String, _>("actor"), ACTOR, "who");
+            (
+                r.get("kind"),
+                r.get("from_state"),
+                r.get("to_state"),
+                r.get("reason"),
+                r.get("detail"),
+                r.get("run_id"),
+            )
+        })
+        .collect();
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(
+        log,
+        vec![
+            (
+                "import".into(),
+                None,
+                "Active".into(),
+                None,
+                None,
+                "run-1".into()
+            ),
+            (
+                "update".into(),
+                s("Active"),
+                "Active".into(),
+                None,
+                s("email changed"),
+                "run-2".into()
+            ),
+            (
+                "preserve".into(),
+                s("Active"),
+                "Preserved".into(),
+                s("DisabledInDirectory"),
+                None,
+                "run-3".into()
+            ),
+            (
+                "delete".into(),
+                s("Preserved"),
+                "Deleted".into(),
+                s("RetentionExpired"),
+                None,
+                "run-4".into()
+            ),
+        ]
+    );
+    let when: Vec<i64> = rows.iter().map(|r| r.get("at")).collect();
+    let expected: Vec<i64> = [0, 60, 120, 240]
+        .iter()
+        .map(|d| now.as_second() + d)
+        .collect();
+    assert_eq!(when, expected, "when: the run's clock");
+
+    let tombstone = &store.snapshot().await.unwrap()[0];
+    assert_eq!(tombstone.state, State::Deleted);
+    assert_eq!(tombstone.reason, Some(Reason::RetentionExpired));
+}
+
+#[tokio::test]
+async fn run_history_keeps_each_run_with_its_outcome() {
+    let (db, _) = fresh_database("runs").await;
+    let store = db.store("team-a");
+    let now = t0();
+    store
+        .run_started("run-1", "staff", "OnDemand", now)
+        .await
+        .unwrap();
+    let open: Option<String> =
+        sqlx::query_scalar("SELECT result FROM runs WHERE namespace = 'team-a' AND id = 'run-1'")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(open, None, "a run in progress has no result yet");
+    let summary: usersync::api::RunSummary = serde_json::from_value(serde_json::json!({
+        "id": "run-1", "trigger": "OnDemand", "startTime": now.to_string(), "result": "Blocked",
+        "read": "Full", "imported": 3, "preserved": 1, "message": "2 deletions withheld",
+    }))
+    .unwrap();
+    store
+        .run_finished(&summary, 7, now + 5.seconds())
+        .await
+        .unwrap();
+    let row = sqlx::query(
+        "SELECT mapping, trigger, result, read, imported, preserved, writes, message, \
+         extract(epoch FROM finished_at - started_at)::int8 AS took FROM runs WHERE id = 'run-1'",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(row.get::<String, _>("mapping"), "staff");
+    assert_eq!(row.get::<String, _>("trigger"), "OnDemand");
+    assert_eq!(row.get::<String, _>("result"), "Blocked");
+    assert_eq!(row.get::<String, _>("read"), "Full");
+    assert_eq!(row.get::<i32, _>("imported"), 3);
+    assert_eq!(row.get::<i32, _>("preserved"), 1);
+    assert_eq!(row.get::<i64, _>("writes"), 7);
+    assert_eq!(row.get::<String, _>("message"), "2 deletions withheld");
+    assert_eq!(row.get::<i64, _>("took"), 5);
+}
+
+/// A transition the planner would never make, to show the database refuses it too.
+fn forced_update(name: &str, now: Timestamp) -> Transition {
+    Transition {
+        kind: TransitionKind::Update,
+        record: usersync::core::UserRecord {
+            name: name.into(),
+            origin: usersync::core::Origin::Directory,
+            connector: CONNECTOR.into(),
+            anchor: "x9".into(),
+            mapping: Some("staff".into()),
+            fields: UserFields {
+                username: Some("intruder".into()),
+                ..Default::default()
+            },
+            manual_preserve: false,
+            state: State::Active,
+            reason: None,
+            preserved_at: None,
+            deleted_at: Some(now),
+        },
+    }
+}
+
+async fn apply_forced(store: &mut PostgresStore, name: &str, now: Timestamp) -> ApplyReport {
+    store
+        .run_started("run-x", "staff", "Schedule", now)
+        .await
+        .unwrap();
+    store
+        .apply(
+            &[forced_update(name, now)],
+            RunInfo {
+                run_id: "run-x",
+                now,
+                policy: &policy(),
+                actor: ACTOR,
+            },
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn manual_and_csv_users_are_never_overwritten_by_a_run() {
+    let (db, _) = fresh_database("origin").await;
+    let mut store = db.store("team-a");
+    for (name, origin) in [("admin-made", "Manual"), ("csv-ann", "CSV")] {
+        sqlx::query(
+            "INSERT INTO users (namespace, name, origin, username) VALUES ('team-a', $1, $2, 'mine')",
+        )
+        .bind(name)
+        .bind(origin)
+        .execute(db.pool())
+        .await
+        .unwrap();
+        let report = apply_forced(&mut store, name, t0()).await;
+        assert_eq!(report.applied, 0, "{origin}: {report:?}");
+        assert_eq!(report.failed.len(), 1, "{origin}: the refusal is reported");
+        let row = sqlx::query("SELECT origin, username FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(row.get::<String, _>("origin"), origin);
+        assert_eq!(row.get::<String, _>("username"), "mine");
+    }
+    let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM transitions")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(audited, 0, "a refused write leaves no audit row");
+}
+
+#[tokio::test]
+async fn deleted_is_final_in_the_store() {
+    let (db, _) = fresh_database("final").await;
+    let mut store = db.store("team-a");
+    sqlx::query(
+        "INSERT INTO users (namespace, name, origin, connector, anchor, username, state, reason, deleted_at) \
+         VALUES ('team-a', 'corp-gone', 'Directory', 'corp', 'x9', 'gone', 'Deleted', 'RetentionExpired', now())",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let report = apply_forced(&mut store, "corp-gone", t0()).await;
+    assert_eq!((report.applied, report.failed.len()), (0, 1), "{report:?}");
+    let state: String = sqlx::query_scalar("SELECT state FROM users WHERE name = 'corp-gone'")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(state, "Deleted");
+}
+
+#[tokio::test]
+async fn manual_preserve_set_by_an_admin_is_kept_and_preserves_the_user() {
+    let (db, _) = fresh_database("manual").await;
+    let mut store = db.store("team-a");
+    let now = t0();
+    let view = || DirectoryView::full([entry("a1", true, "ann@example.org")]);
+    run(&mut store, view(), now, "run-1").await;
+    sqlx::query("UPDATE users SET manual_preserve = true WHERE name = $1")
+        .bind(name_of("a1"))
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let (plan, _) = run(&mut store, view(), now + 1.minute(), "run-2").await;
+    assert_eq!(plan.counts.preserved, 1, "{:?}", plan.transitions);
+    // Later runs (within the retention of one minute) rewrite the record but never
+    // the admin's flag, and never lift it.
+    let view = || DirectoryView::full([entry("a1", true, "ann.other@example.org")]);
+    run(&mut store, view(), now + 90.seconds(), "run-3").await;
+    let record = store.snapshot().await.unwrap().remove(0);
+    assert!(record.manual_preserve);
+    assert_eq!(record.state, State::Preserved);
+    assert_eq!(record.reason, Some(Reason::Manual));
+}
+
+#[tokio::test]
+async fn namespaces_are_kept_apart() {
+    let (db, _) = fresh_database("namespaces").await;
+    let mut a = db.store("team-a");
+    run(
+        &mut a,
+        DirectoryView::full([entry("a1", true, "ann@example.org")]),
+        t0(),
+        "run-1",
+    )
+    .await;
+    assert_eq!(a.snapshot().await.unwrap().len(), 1);
+    assert!(db.store("team-b").snapshot().await.unwrap().is_empty());
+    assert!(
+        !db.store("team-b")
+            .owns_live_users(CONNECTOR, "staff")
+            .await
+            .unwrap()
+    );
+    assert!(a.owns_live_users(CONNECTOR, "staff").await.unwrap());
+}
+
+fn csv_user(name: &str) -> (String, UserFields) {
+    (
+        name.to_string(),
+        UserFields {
+            username: Some(name.trim_start_matches("csv-").to_string()),
+            email: Some(format!("{name}@example.org")),
+            ..Default::default()
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_csv_import_is_all_or_nothing_and_audited() {
+    let (db, _) = fresh_database("csv").await;
+    let mut store = db.store("team-a");
+    run(
+        &mut store,
+        DirectoryView::full([entry("a1", true, "ann@example.org")]),
+        t0(),
+        "run-1",
+    )
+    .await;
+    let directory_name = name_of("a1");
+
+    // A row that names a directory user refuses the whole file.
+    let users = [
+        csv_user("csv-ann"),
+        (directory_name.clone(), csv_user("x").1),
+    ];
+    let refused = store
+        .import_csv(&users, "usersync import-csv (alice)", false)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].0, 1, "the row is named");
+    assert!(
+        refused[0].1.contains("origin Directory"),
+        "{}",
+        refused[0].1
+    );
+    let csv_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE origin = 'CSV'")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(csv_rows, 0, "nothing was half-applied");
+
+    // A dry run checks and writes nothing; then the import, then the same file again.
+    let users = [csv_user("csv-ann"), csv_user("csv-bo")];
+    let dry = store
+        .import_csv(&users, "usersync import-csv (alice)", true)
+        .await;
+    assert_eq!(dry.unwrap().unwrap().created, 2);
+    let done = store
+        .import_csv(&users, "usersync import-csv (alice)", false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((done.created, done.updated), (2, 0));
+    let again = store
+        .import_csv(&users, "usersync import-csv (alice)", false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((again.created, again.updated), (0, 2));
+    let log: Vec<(String, String)> = sqlx::query_as(
+        "SELECT kind, actor FROM transitions WHERE user_name = 'csv-ann' ORDER BY id",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        log,
+        [
+            (
+                "csv-import".to_string(),
+                "usersync import-csv (alice)".to_string()
+            ),
+            (
+                "csv-update".to_string(),
+                "usersync import-csv (alice)".to_string()
+            ),
+        ]
+    );
+    let records = store.snapshot().await.unwrap();
+    let ann = records.iter().find(|r| r.name == "csv-ann").unwrap();
+    assert_eq!(ann.origin, usersync::core::Origin::Csv);
+    assert_eq!(ann.state, State::Active);
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_clear_error_without_the_password() {
+    // A port nothing listens on.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let dsn = format!("postgres://usersync:hunter2-Secret@127.0.0.1:{port}/usersync");
+    let err = Database::open(&dsn, Duration::ZERO)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(err.contains("PostgreSQL"), "{err}");
+    assert!(
+        err.to_lowercase().contains("connect")
+            || err.contains("refused")
+            || err.contains("timed out"),
+        "the message says the database could not be reached: {err}"
+    );
+}
