@@ -95,6 +95,32 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// List the users of a namespace (from either store).
+    Users {
+        /// The namespace (default: the kubeconfig's).
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "text")]
+        output: Output,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Preserve (suspend) a user by hand; sync never lifts it (`spec.preserve`).
+    Preserve(PreserveArgs),
+    /// Lift an admin's preserve; the next run re-enables the user if the directory allows.
+    Unpreserve(PreserveArgs),
+}
+
+#[derive(clap::Args)]
+struct PreserveArgs {
+    /// The user's record name (NAME in `usersync users`, or the DirectoryUser's name).
+    name: String,
+    /// Its namespace (default: the kubeconfig's).
+    #[arg(short, long)]
+    namespace: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 /// Where users are kept.
@@ -267,6 +293,23 @@ async fn main() -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Users {
+            namespace,
+            output,
+            store,
+        } => {
+            let backend = store.open(Duration::ZERO).await?;
+            let client = kube::Client::try_default().await?;
+            let ns = namespace.unwrap_or_else(|| client.default_namespace().to_string());
+            let users = cli::users::list(&client, &backend, &ns).await?;
+            match output {
+                Output::Text => print!("{}", cli::users::render(&users)),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&users)?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Preserve(args) => set_preserve(args, true).await,
+        Command::Unpreserve(args) => set_preserve(args, false).await,
         Command::ImportCsv {
             file,
             namespace,
@@ -306,6 +349,26 @@ async fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `usersync preserve` and `usersync unpreserve`.
+async fn set_preserve(args: PreserveArgs, preserve: bool) -> anyhow::Result<ExitCode> {
+    let backend = args.store.open(Duration::ZERO).await?;
+    let client = kube::Client::try_default().await?;
+    let ns = args
+        .namespace
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    cli::users::set_preserve(&client, &backend, &ns, &args.name, preserve).await?;
+    println!(
+        "{ns}/{}: {}; the next run of its mapping applies it (`usersync sync <mapping>` runs it now)",
+        args.name,
+        if preserve {
+            "preserve requested"
+        } else {
+            "preserve lifted"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn hostname() -> String {

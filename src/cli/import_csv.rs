@@ -257,7 +257,7 @@ pub async fn import_postgres(
             (u.name.clone(), fields)
         })
         .collect();
-    let actor = format!("usersync import-csv ({})", whoami());
+    let actor = format!("usersync import-csv ({})", super::whoami());
     let outcome = db
         .store(namespace)
         .import_csv(&records, &actor, dry_run)
@@ -275,13 +275,6 @@ pub async fn import_postgres(
             })
             .collect()),
     })
-}
-
-/// Who runs the import, for the audit log.
-fn whoami() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown user".into())
 }
 
 fn object(user: &CsvUser) -> serde_json::Value {

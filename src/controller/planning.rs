@@ -82,7 +82,14 @@ pub async fn prepare(
         ViewFrom::Nothing => (DirectoryView::full(Vec::new()), None, ReadMode::Full, None),
         ViewFrom::Directory => {
             let scope = scope_for(mapping).map_err(|e| format!("spec: {e}"))?;
-            let cursor = usable_cursor(mapping, &policy, &connector, now);
+            let mut cursor = usable_cursor(mapping, &policy, &connector, now);
+            if let Some(why) = cursor
+                .as_ref()
+                .and(core::full_read_needed(&snapshot, &context))
+            {
+                tracing::info!(mapping = %context.name, "reading in full: {why}");
+                cursor = None;
+            }
             read_scope(&source, &scope, cursor.as_deref(), mapping, now).await
         }
     };

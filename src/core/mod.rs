@@ -21,6 +21,7 @@ pub mod model;
 pub mod naming;
 pub mod ownership;
 pub mod plan;
+pub mod reads;
 pub mod retention;
 pub mod safety;
 pub mod schedule;
@@ -41,6 +42,7 @@ pub use plan::{
     Blocked, Collision, CollisionField, Notice, Plan, PlanCounts, PlanFailure, PlanInput,
     PlanOutcome, Skip, Transition, TransitionKind, plan,
 };
+pub use reads::full_read_needed;
 pub use retention::{deletion_deadline, retention_due};
 pub use safety::{
     Approval, ThresholdBreach, ThresholdVerdict, allowed_preserves, check_thresholds,

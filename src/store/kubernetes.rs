@@ -13,6 +13,8 @@ use crate::api::DirectoryUser;
 use crate::controller::FIELD_MANAGER;
 use crate::core::{Transition, TransitionKind, UserRecord, deletion_deadline};
 
+/// The field manager of changes an admin makes through the command line.
+pub const ADMIN_FIELD_MANAGER: &str = "usersync-admin";
 /// How many writes are in flight at once.
 const WRITE_CONCURRENCY: usize = 16;
 /// Objects per list page when taking a snapshot.
@@ -49,6 +51,27 @@ impl KubernetesStore {
             .list_metadata(&ListParams::default().labels(&selector).limit(1))
             .await?;
         Ok(!live.items.is_empty())
+    }
+
+    /// Set `spec.preserve`, the admin's field, as the admin's tool would (field
+    /// manager `usersync-admin`, never the operator's).
+    pub async fn set_manual_preserve(&self, name: &str, preserve: bool) -> Result<(), StoreError> {
+        let patch = serde_json::json!({"spec": {"preserve": preserve}});
+        let params = PatchParams {
+            field_manager: Some(ADMIN_FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match self.api.patch(name, &params, &Patch::Merge(&patch)).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Err(StoreError::Refused(format!(
+                "no DirectoryUser {name:?} in this namespace"
+            ))),
+            Err(kube::Error::Api(e)) if e.code == 422 => Err(StoreError::Refused(format!(
+                "the API server refused the change: {}",
+                e.message
+            ))),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn write(

@@ -43,6 +43,9 @@ pub enum StoreError {
     /// The Kubernetes API refused or failed a request.
     #[error("reading users from the Kubernetes API failed: {0}")]
     Kube(#[from] kube::Error),
+    /// The request names something that cannot be changed (the message says why).
+    #[error("{0}")]
+    Refused(String),
     /// PostgreSQL refused or failed a request, or could not be reached.
     #[error("{0}")]
     Postgres(String),
@@ -119,6 +122,20 @@ impl Store {
         match self {
             Store::Kubernetes(s) => s.owns_live_users(connector, mapping).await,
             Store::Postgres(s) => s.owns_live_users(connector, mapping).await,
+        }
+    }
+
+    /// An admin's manual preserve, or its removal: `spec.preserve` of a
+    /// DirectoryUser, or `manual_preserve` of a row (logged in the audit log).
+    pub async fn set_manual_preserve(
+        &self,
+        name: &str,
+        preserve: bool,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Kubernetes(s) => s.set_manual_preserve(name, preserve).await,
+            Store::Postgres(s) => s.set_manual_preserve(name, preserve, actor).await,
         }
     }
 

@@ -83,3 +83,63 @@ async fn sync_command_requests_a_run_and_reports_its_outcome() {
     assert!(stdout(&out).contains("Succeeded"), "{}", stdout(&out));
     assert_eq!(w.state("edna").await, "Active");
 }
+
+#[tokio::test]
+async fn preserve_and_unpreserve_from_the_command_line_take_effect_on_the_next_run() {
+    let w = World::new("cli-preserve", Server::slapd(), json!({})).await;
+    let ns = w.ns.name.clone();
+    w.add_user("gil", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    let name = kube::ResourceExt::name_any(&w.user("gil").await);
+
+    let out = usersync(["preserve", &name, "-n", &ns]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let user = w.user("gil").await;
+    assert!(user.spec.preserve);
+    let managers: Vec<String> = user
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| {
+            m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.to_string().contains("f:preserve"))
+        })
+        .filter_map(|m| m.manager)
+        .collect();
+    assert_eq!(
+        managers,
+        ["usersync-admin"],
+        "the admin's field, never the operator's"
+    );
+    let run = w.sync("staff").await;
+    assert_eq!(run.preserved, 1, "{run:?}");
+    assert_eq!(w.state("gil").await, "Preserved/Manual");
+
+    let list = usersync(["users", "-n", &ns]);
+    assert!(list.status.success(), "{}", stderr(&list));
+    let line = stdout(&list)
+        .lines()
+        .find(|l| l.starts_with(&name))
+        .map(str::to_string)
+        .expect("the user is listed");
+    assert!(
+        line.contains("Preserved") && line.contains("Manual") && line.ends_with("yes"),
+        "{line}"
+    );
+
+    let out = usersync(["unpreserve", &name, "-n", &ns]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let run = w.sync("staff").await;
+    assert_eq!(run.reenabled, 1, "{run:?}");
+    assert_eq!(w.state("gil").await, "Active");
+
+    let out = usersync(["preserve", "corp-nobody", "-n", &ns]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no DirectoryUser"),
+        "{}",
+        stderr(&out)
+    );
+}

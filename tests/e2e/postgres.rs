@@ -27,6 +27,18 @@ async fn stored(
         .unwrap()
 }
 
+/// Run the `usersync` binary with `--store postgres -n NS` and the database's DSN.
+fn usersync_pg(dsn: &str, ns: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_usersync"))
+        .args(args)
+        .args(["--store", "postgres", "-n", ns])
+        .env("KUBECONFIG", &crate::support::cluster().kubeconfig)
+        .env("USERSYNC_POSTGRES_DSN", dsn)
+        .env("USERSYNC_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn with_the_postgres_store_users_audit_and_runs_live_in_the_database() {
     let (db, _) = fresh_database("e2e_sync").await;
@@ -149,17 +161,7 @@ async fn plan_and_import_csv_work_on_the_postgres_store() {
         "apiVersion": "usersync.dev/v1alpha1", "kind": "DirectoryMapping", "metadata": {"name": "staff"},
         "spec": {"connectorRef": "corp", "policyRef": "default", "ldap": {"baseDN": w.ou.dn}},
     }));
-    let with_store = |args: &[&str]| {
-        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        all.extend(["--store".into(), "postgres".into(), "-n".into(), ns.clone()]);
-        std::process::Command::new(env!("CARGO_BIN_EXE_usersync"))
-            .args(all)
-            .env("KUBECONFIG", &crate::support::cluster().kubeconfig)
-            .env("USERSYNC_POSTGRES_DSN", &dsn)
-            .env("USERSYNC_LOG", "warn")
-            .output()
-            .unwrap()
-    };
+    let with_store = |args: &[&str]| usersync_pg(&dsn, &ns, args);
 
     let plan = with_store(&["plan", "staff"]);
     assert!(plan.status.success(), "{}", stderr(&plan));
@@ -202,4 +204,64 @@ async fn plan_and_import_csv_work_on_the_postgres_store() {
         "{}",
         stderr(&missing)
     );
+}
+
+#[tokio::test]
+async fn an_admins_preserve_is_kept_audited_and_applied_with_the_postgres_store() {
+    let (db, dsn) = fresh_database("e2e_preserve").await;
+    let w = World::without_operator("pg-preserve", Server::slapd(), json!({})).await;
+    start_operator_with(&w.client, &w.ns.name, Backend::Postgres(db.clone()));
+    let ns = w.ns.name.clone();
+    w.add_user("hal", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    let name: String =
+        sqlx::query_scalar("SELECT name FROM users WHERE namespace = $1 AND username = 'hal'")
+            .bind(&ns)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+
+    let out = usersync_pg(&dsn, &ns, &["preserve", &name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let run = w.sync("staff").await;
+    assert_eq!(run.preserved, 1, "{run:?}");
+    assert_eq!(
+        stored(&db, &ns, "hal").await,
+        Some(("Preserved".into(), Some("Manual".into())))
+    );
+    let list = usersync_pg(&dsn, &ns, &["users"]);
+    assert!(list.status.success(), "{}", stderr(&list));
+    assert!(stdout(&list).contains("Manual"), "{}", stdout(&list));
+
+    // A later run keeps it: sync never lifts an admin's preserve.
+    let again = w.sync("staff").await;
+    assert_eq!(again.reenabled, 0, "{again:?}");
+
+    let out = usersync_pg(&dsn, &ns, &["unpreserve", &name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let run = w.sync("staff").await;
+    assert_eq!(run.reenabled, 1, "{run:?}");
+
+    let kinds: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT kind, reason FROM transitions WHERE namespace = $1 AND user_name = $2 ORDER BY id",
+    )
+    .bind(&ns)
+    .bind(&name)
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let k = |kind: &str, reason: Option<&str>| (kind.to_string(), reason.map(str::to_string));
+    assert_eq!(
+        kinds,
+        [
+            k("import", None),
+            k("manual-preserve", None),
+            k("preserve", Some("Manual")),
+            k("manual-unpreserve", None),
+            k("reenable", None),
+        ]
+    );
+    let out = usersync_pg(&dsn, &ns, &["preserve", "corp-nobody"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no user"), "{}", stderr(&out));
 }

@@ -605,6 +605,53 @@ impl PostgresStore {
     }
 }
 
+/// Set or clear an admin's manual preserve, and log it.
+const SET_MANUAL_PRESERVE: &str = r#"
+WITH changed AS (
+    UPDATE users SET manual_preserve = $3, updated_at = now()
+    WHERE namespace = $1 AND name = $2 AND state <> 'Deleted'
+    RETURNING state
+),
+logged AS (
+    INSERT INTO transitions (at, namespace, user_name, kind, from_state, to_state, detail, actor)
+    SELECT now(), $1, $2, CASE WHEN $3 THEN 'manual-preserve' ELSE 'manual-unpreserve' END,
+        state, state,
+        CASE WHEN $3 THEN 'preserve requested; applied by the next run of its mapping'
+             ELSE 'preserve lifted; the next run re-enables the user if the directory allows' END,
+        $4
+    FROM changed
+)
+SELECT state FROM changed
+"#;
+
+impl PostgresStore {
+    /// An admin's manual preserve (`true`) or its removal (`false`), as
+    /// `spec.preserve` on a DirectoryUser: the next run of the user's mapping acts
+    /// on it. Refused for a tombstone or an unknown name.
+    pub async fn set_manual_preserve(
+        &self,
+        name: &str,
+        preserve: bool,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        let state: Option<String> = sqlx::query_scalar(SET_MANUAL_PRESERVE)
+            .bind(&self.namespace)
+            .bind(name)
+            .bind(preserve)
+            .bind(actor)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| db_error("changing the user failed", e))?;
+        match state {
+            Some(_) => Ok(()),
+            None => Err(StoreError::Refused(format!(
+                "no user {name:?} in namespace {:?} that is not deleted",
+                self.namespace
+            ))),
+        }
+    }
+}
+
 impl UserStore for PostgresStore {
     async fn snapshot(&mut self) -> Result<Vec<UserRecord>, StoreError> {
         let mut rows = sqlx::query(SNAPSHOT)
