@@ -6,6 +6,10 @@
 #   (`bash tests/dev.sh down` stops them).
 #
 #   bash tests/dev.sh [down]
+#
+# USERSYNC_STORE=postgres keeps the users in a private PostgreSQL server
+# (tests/postgres.sh) instead of DirectoryUser objects; `usersync users --store postgres`
+# lists them.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -14,14 +18,23 @@ repo=$(cd "$here/.." && pwd)
 source "$here/lib/common.sh"
 cd "$repo"
 
+store=${USERSYNC_STORE:-kubernetes}
+case $store in kubernetes | postgres) ;; *) usersync_die "USERSYNC_STORE must be kubernetes or postgres" ;; esac
+
 if [[ ${1:-} == down ]]; then
+	bash "$here/postgres.sh" down || true
 	bash "$here/slapd.sh" down || true
 	bash "$here/cluster.sh" down
 	exit 0
 fi
 
 command -v cargo >/dev/null || usersync_die "cargo is required (Rust toolchain)"
-bash "$here/lib/deps.sh" slapd
+ns=${USERSYNC_NAMESPACE:-usersync-demo}
+if [[ $store == postgres ]]; then
+	bash "$here/lib/deps.sh" slapd postgres
+else
+	bash "$here/lib/deps.sh" slapd
+fi
 
 eval "$(bash "$here/cluster.sh" up)"
 slapd_dir="$(usersync_state_dir)/slapd"
@@ -31,8 +44,14 @@ if [[ ! -e $slapd_dir/seeded ]]; then
 fi
 bash "$here/slapd.sh" up >/dev/null
 eval "$(bash "$here/slapd.sh" env)"
+list_users="kubectl -n $ns get duser"
+if [[ $store == postgres ]]; then
+	bash "$here/postgres.sh" up >/dev/null
+	eval "$(bash "$here/postgres.sh" env)"
+	export USERSYNC_STORE=postgres
+	list_users="eval \"\$(bash tests/postgres.sh env)\"; target/release/usersync users --store postgres -n $ns"
+fi
 
-ns=${USERSYNC_NAMESPACE:-usersync-demo}
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 kubectl wait --for=condition=Established --timeout=60s crd -l app.kubernetes.io/part-of=usersync >/dev/null
 kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
@@ -47,7 +66,7 @@ cat >&2 <<MSG
 usersync is starting against namespace $ns. In another terminal:
   export KUBECONFIG=$KUBECONFIG PATH=$(dirname "$(command -v kubectl)"):\$PATH
   kubectl -n $ns get conn,spol,dmap
-  kubectl -n $ns get duser
+  $list_users
 Ctrl-C stops the operator; \`bash tests/dev.sh down\` stops the servers.
 
 MSG

@@ -265,3 +265,34 @@ async fn an_admins_preserve_is_kept_audited_and_applied_with_the_postgres_store(
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no user"), "{}", stderr(&out));
 }
+
+#[tokio::test]
+async fn a_database_it_cannot_reach_fails_the_run_with_a_message_naming_it() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dsn = format!("postgres://usersync:Never-Shown-pw@127.0.0.1:{port}/usersync");
+    let db = usersync::store::postgres::Database::from_dsn(&dsn).unwrap();
+    let w = World::without_operator("pg-down", Server::slapd(), json!({})).await;
+    start_operator_with(&w.client, &w.ns.name, Backend::Postgres(db));
+    w.add_user("ivy", false);
+    let run = w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    assert_eq!(run.result, RunResult::Failed, "{run:?}");
+    let message = run.message.unwrap_or_default();
+    assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
+    assert!(!message.contains("Never-Shown"), "{message}");
+    let mapping = Api::<DirectoryMapping>::namespaced(w.client.clone(), &w.ns.name)
+        .get("staff")
+        .await
+        .unwrap();
+    let synced = usersync::api::find_condition(&mapping.status.unwrap().conditions, "Synced")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (synced.status.as_str(), synced.reason.as_str()),
+        ("False", "RunFailed")
+    );
+}

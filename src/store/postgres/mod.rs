@@ -118,6 +118,7 @@ impl Database {
     /// The store of one namespace.
     pub fn store(&self, namespace: &str) -> PostgresStore {
         PostgresStore {
+            at: self.describe().into(),
             pool: self.pool.clone(),
             namespace: namespace.to_string(),
         }
@@ -131,6 +132,8 @@ impl Database {
 
 /// The users of one namespace in PostgreSQL.
 pub struct PostgresStore {
+    /// Where the database is, for messages.
+    at: std::sync::Arc<str>,
     pool: PgPool,
     namespace: String,
 }
@@ -368,6 +371,17 @@ impl Columns {
 }
 
 impl PostgresStore {
+    /// A failed request, saying where the database is (never the password).
+    fn error(&self, what: &str, e: sqlx::Error) -> StoreError {
+        let hint = match &e {
+            sqlx::Error::PoolTimedOut => {
+                " (no connection within 15s: is the database up and reachable?)"
+            }
+            _ => "",
+        };
+        StoreError::Postgres(format!("{what}: PostgreSQL at {}: {e}{hint}", self.at))
+    }
+
     async fn apply_batch(
         &self,
         batch: &[Transition],
@@ -424,7 +438,7 @@ impl PostgresStore {
         .bind(started.as_microsecond())
         .execute(&self.pool)
         .await
-        .map_err(|e| db_error("recording the run's start failed", e))?;
+        .map_err(|e| self.error("recording the run's start failed", e))?;
         Ok(())
     }
 
@@ -460,7 +474,7 @@ impl PostgresStore {
         .bind(summary.message.as_deref())
         .execute(&self.pool)
         .await
-        .map_err(|e| db_error("recording the run's outcome failed", e))?;
+        .map_err(|e| self.error("recording the run's outcome failed", e))?;
         Ok(())
     }
 
@@ -479,7 +493,7 @@ impl PostgresStore {
         .bind(mapping)
         .fetch_one(&self.pool)
         .await
-        .map_err(|e| db_error("reading the mapping's users failed", e))
+        .map_err(|e| self.error("reading the mapping's users failed", e))
     }
 }
 
@@ -535,7 +549,7 @@ impl PostgresStore {
         actor: &str,
         dry_run: bool,
     ) -> Result<Result<CsvImported, Vec<(usize, String)>>, StoreError> {
-        let fail = |e| db_error("importing CSV users failed", e);
+        let fail = |e| self.error("importing CSV users failed", e);
         let names: Vec<&str> = users.iter().map(|(n, _)| n.as_str()).collect();
         let mut tx = self.pool.begin().await.map_err(fail)?;
         let existing: Vec<(String, String)> = sqlx::query_as(
@@ -641,7 +655,7 @@ impl PostgresStore {
             .bind(actor)
             .fetch_optional(&self.pool)
             .await
-            .map_err(|e| db_error("changing the user failed", e))?;
+            .map_err(|e| self.error("changing the user failed", e))?;
         match state {
             Some(_) => Ok(()),
             None => Err(StoreError::Refused(format!(
@@ -661,7 +675,7 @@ impl UserStore for PostgresStore {
         while let Some(row) = rows
             .try_next()
             .await
-            .map_err(|e| db_error("reading users from PostgreSQL failed", e))?
+            .map_err(|e| self.error("reading users from PostgreSQL failed", e))?
         {
             records.push(record_of(&row)?);
         }
