@@ -580,3 +580,28 @@ async fn an_unreachable_database_is_a_clear_error_without_the_password() {
         "the message says the database could not be reached: {err}"
     );
 }
+
+#[tokio::test]
+async fn runs_cut_off_by_a_stop_are_closed_as_failed() {
+    let (db, _) = fresh_database("interrupted").await;
+    let store = db.store("team-a");
+    let now = t0();
+    store
+        .run_started("run-1", "staff", "Schedule", now)
+        .await
+        .unwrap();
+    store
+        .run_started("run-2", "other", "Schedule", now)
+        .await
+        .unwrap();
+    store.close_interrupted_runs("staff").await.unwrap();
+    let rows: Vec<(String, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT id, result, message FROM runs ORDER BY id")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(rows[0].0, "run-1");
+    assert_eq!(rows[0].1.as_deref(), Some("Failed"));
+    assert!(rows[0].2.as_deref().unwrap().contains("interrupted"));
+    assert_eq!(rows[1].1, None, "another mapping's run is left alone");
+}

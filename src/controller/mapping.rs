@@ -75,6 +75,11 @@ async fn reconcile_valid(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> 
         .or_else(|| status.last_sync_request.clone());
     let handled = request.as_ref().map(|r| r.value.clone());
     let running = ctx.run_in_progress(&mapping);
+    // A run in progress that this process never started was cut off by a restart or
+    // a failover: its runner is gone.
+    if status.sync_in_progress && running.is_none() && memory.last_start.is_none() {
+        sync::mark_interrupted(ctx, &mapping).await;
+    }
     let mut next_sync = None;
     let mut action = Action::await_change();
 

@@ -14,7 +14,7 @@ use super::planning::{Prepared, ViewFrom, prepare};
 use super::resolve::gate_of;
 use crate::api::{
     APPROVE_RUN_ANNOTATION, BlockedRun, ConnectorHealth, DirectoryMapping, DirectoryMappingStatus,
-    RunResult, RunSummary, RunTrigger, UserCounts, set_condition,
+    RunResult, RunSummary, RunTrigger, UserCounts, find_condition, set_condition,
 };
 use crate::core::{self, PlanOutcome, State, TransitionKind, UserRecord};
 use crate::store::{RunInfo, UserStore};
@@ -236,6 +236,41 @@ pub async fn run(
     }
     ctx.finished(&mapping);
     summary
+}
+
+/// A run that another process (or this one before a restart) started and never
+/// finished: the operator stopped or lost its Lease mid-run. Clear `syncInProgress`
+/// and say so, and close the run in the store's history; when the run was due, the
+/// schedule starts it again.
+pub(crate) async fn mark_interrupted(ctx: &Context, mapping: &DirectoryMapping) {
+    let ns = mapping.namespace().unwrap_or_default();
+    let name = mapping.name_any();
+    let api: Api<DirectoryMapping> = Api::namespaced(ctx.client.clone(), &ns);
+    let previous = mapping.status.clone().unwrap_or_default();
+    let mut status = runner_status(&previous);
+    status.sync_in_progress = false;
+    let interrupted = find_condition(&previous.conditions, SYNCING)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    set(
+        &mut status.conditions,
+        SYNCING,
+        false,
+        "Interrupted",
+        format!(
+            "the operator stopped during a run ({interrupted}); nothing was lost, and a due run starts again"
+        ),
+        mapping,
+        jiff::Timestamp::now(),
+    );
+    tracing::info!(mapping = %name, namespace = %ns, "a run cut off by a stop or failover is closed");
+    if let Err(e) = write(&api, &name, &status).await {
+        tracing::warn!(mapping = %name, error = %e, "could not clear the interrupted run");
+    }
+    let store = ctx.backend.open(&ctx.client, &ns);
+    if let Err(e) = store.close_interrupted_runs(&name).await {
+        tracing::warn!(mapping = %name, error = %e, "could not close the interrupted run in the store");
+    }
 }
 
 /// Count the run in the metrics.

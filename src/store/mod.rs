@@ -154,6 +154,15 @@ impl Store {
         }
     }
 
+    /// Close the runs of `mapping` that started and never ended (the operator
+    /// stopped during them) as failed.
+    pub async fn close_interrupted_runs(&self, mapping: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Kubernetes(_) => Ok(()),
+            Store::Postgres(s) => s.close_interrupted_runs(mapping).await,
+        }
+    }
+
     /// Record how a run ended.
     pub async fn run_finished(
         &self,

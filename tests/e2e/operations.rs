@@ -464,3 +464,55 @@ async fn a_restart_neither_skips_nor_doubles_a_due_run() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(c.runs().len(), 1, "the catch-up run was doubled");
 }
+
+#[tokio::test]
+async fn a_run_left_in_progress_by_a_stopped_operator_is_closed_when_one_starts() {
+    let w = World::without_operator("stale-run", Server::slapd(), json!({})).await;
+    w.apply(&json!({
+        "apiVersion": "usersync.dev/v1alpha1", "kind": "DirectoryMapping", "metadata": {"name": "staff"},
+        "spec": {"connectorRef": "corp", "policyRef": "default", "ldap": {"baseDN": w.ou.dn}},
+    }));
+    // What a leader that died mid-run leaves behind; its last run started just now,
+    // so nothing is due.
+    let mappings: Api<usersync::api::DirectoryMapping> =
+        Api::namespaced(w.client.clone(), &w.ns.name);
+    let now = jiff::Timestamp::now().to_string();
+    let stale = json!({"status": {
+        "syncInProgress": true,
+        "lastSyncTime": now,
+        "conditions": [{
+            "type": "Syncing", "status": "True", "reason": "RunInProgress",
+            "message": "run 20261123-000000-dead started", "lastTransitionTime": now,
+        }],
+    }});
+    mappings
+        .patch_status(
+            "staff",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&stale),
+        )
+        .await
+        .unwrap();
+
+    w.start_operator();
+    let status = eventually(RUN_WAIT, "the interrupted run to be closed", || async {
+        let status = mappings.get("staff").await.ok()?.status?;
+        (!status.sync_in_progress).then_some(status)
+    })
+    .await;
+    let syncing = usersync::api::find_condition(&status.conditions, "Syncing").unwrap();
+    assert_eq!(
+        (syncing.status.as_str(), syncing.reason.as_str()),
+        ("False", "Interrupted")
+    );
+    assert!(
+        syncing.message.contains("20261123-000000-dead"),
+        "{}",
+        syncing.message
+    );
+    assert!(
+        status.last_run.is_none(),
+        "no run was due: {:?}",
+        status.last_run
+    );
+}

@@ -478,6 +478,23 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// Close the runs of `mapping` that never ended (the operator stopped during
+    /// them) as failed. Their transitions stay in the log: whatever a cut-off run
+    /// applied is applied, and the next run plans from there.
+    pub async fn close_interrupted_runs(&self, mapping: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE runs SET result = 'Failed', finished_at = now(), \
+             message = 'interrupted: the operator stopped during the run' \
+             WHERE namespace = $1 AND mapping = $2 AND result IS NULL",
+        )
+        .bind(&self.namespace)
+        .bind(mapping)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.error("closing interrupted runs failed", e))?;
+        Ok(())
+    }
+
     /// Whether `mapping` of `connector` still owns a user that is not a tombstone.
     pub async fn owns_live_users(
         &self,
