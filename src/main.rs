@@ -128,7 +128,8 @@ struct PreserveArgs {
 struct StoreArgs {
     /// `kubernetes`: DirectoryUser objects; `postgres`: a PostgreSQL database whose
     /// connection string (postgres://user:password@host:5432/db?sslmode=verify-full)
-    /// is read from the environment variable USERSYNC_POSTGRES_DSN, never from a flag.
+    /// is read from the environment variable USERSYNC_POSTGRES_DSN, never from a flag;
+    /// USERSYNC_POSTGRES_CA_FILE may name the CA bundle of the database's certificate.
     #[arg(long, env = "USERSYNC_STORE", value_enum, default_value = "kubernetes")]
     store: Store,
 }
@@ -146,7 +147,8 @@ impl StoreArgs {
                         "--store=postgres needs the connection string in USERSYNC_POSTGRES_DSN"
                     )
                 })?;
-                let db = Database::open(&dsn, wait).await?;
+                let ca = std::env::var_os("USERSYNC_POSTGRES_CA_FILE").map(PathBuf::from);
+                let db = Database::open(&dsn, ca.as_deref(), wait).await?;
                 tracing::info!("users are kept in PostgreSQL; the schema is up to date");
                 Ok(Backend::Postgres(db))
             }

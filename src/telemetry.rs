@@ -13,7 +13,14 @@ pub enum LogFormat {
 
 /// Install the global subscriber. `filter` uses the `RUST_LOG` syntax (e.g. `info,usersync=debug`).
 pub fn init(format: LogFormat, filter: &str) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    // PostgreSQL's NOTICE messages (say, "relation already exists, skipping" while
+    // migrating) are not news; an explicit sqlx directive in the filter still wins.
+    let filter = if filter.contains("sqlx") {
+        filter.to_string()
+    } else {
+        format!("{filter},sqlx::postgres::notice=warn")
+    };
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -298,6 +298,51 @@ fn postgres_store_reads_its_dsn_from_a_secret_and_needs_no_user_rights() {
 }
 
 #[test]
+fn postgres_ca_is_mounted_read_only_and_named_to_the_operator() {
+    let docs = helm_template(
+        "usersync",
+        "ops",
+        &[
+            "--set",
+            "store.type=postgres",
+            "--set",
+            "store.postgres.dsnSecretRef.name=usersync-db",
+            "--set",
+            "store.postgres.caSecretRef.name=db-ca",
+        ],
+    );
+    let pod = &only(&docs, "Deployment")["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let ca = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "USERSYNC_POSTGRES_CA_FILE")
+        .expect("USERSYNC_POSTGRES_CA_FILE is set");
+    assert_eq!(ca["value"], "/etc/usersync/postgres-ca/ca.crt");
+    assert_eq!(
+        container["volumeMounts"][0]["mountPath"],
+        "/etc/usersync/postgres-ca"
+    );
+    assert_eq!(container["volumeMounts"][0]["readOnly"], true);
+    assert_eq!(pod["volumes"][0]["secret"]["secretName"], "db-ca");
+
+    // Without a CA Secret, nothing is mounted.
+    let plain = helm_template(
+        "usersync",
+        "ops",
+        &[
+            "--set",
+            "store.type=postgres",
+            "--set",
+            "store.postgres.dsnSecretRef.name=usersync-db",
+        ],
+    );
+    let pod = &only(&plain, "Deployment")["spec"]["template"]["spec"];
+    assert!(pod["volumes"].is_null(), "{}", pod["volumes"]);
+}
+
+#[test]
 fn service_monitor_is_optional() {
     let docs = helm_template(
         "usersync",

@@ -4,7 +4,8 @@
 #   tests/postgres.sh up [DIR]        create (first time) and start; reuse a running one
 #   tests/postgres.sh down [DIR]      stop it (fast shutdown; data is kept)
 #   tests/postgres.sh status [DIR]    exit 0 when running
-#   tests/postgres.sh env [DIR]       print `export USERSYNC_POSTGRES_*=...` (eval it)
+#   tests/postgres.sh env [DIR]       print `export USERSYNC_POSTGRES_DSN=...` and the CA's
+#                                     path as USERSYNC_POSTGRES_TEST_CA (eval it)
 #   tests/postgres.sh psql [ARG...]   psql as the database superuser (over the socket)
 #   tests/postgres.sh destroy [DIR]   stop and delete the state directory
 #
@@ -13,7 +14,8 @@
 # $USERSYNC_POSTGRES_PORT (15432), and on a Unix socket in DIR for `psql`.
 #
 # The cluster is made with initdb (Debian's postgresql package) and password
-# authentication (scram-sha-256) for TCP. A role `usersync` with a generated password
+# authentication (scram-sha-256) for TCP, with TLS offered (a CA made here, DIR/ca.crt;
+# the server certificate names 127.0.0.1 and localhost) but not required. A role `usersync` with a generated password
 # (DIR/usersync.pw, mode 600) owns the database `usersync`; it may create databases,
 # so that each test can work in a database of its own. `env` prints the connection
 # string the operator takes from USERSYNC_POSTGRES_DSN.
@@ -73,11 +75,15 @@ create() {
 
 start() {
 	rm -f "$DATA/postmaster.pid"
+	if [[ ! -s $DIR/tls/server.crt ]]; then
+		usersync_make_tls "$DIR/ca.crt" "$DIR/tls" postgres
+		((EUID == 0)) && chown -R postgres:postgres "$DIR/tls"
+	fi
 	printf '%s\n' "$PORT" >"$DIR/port"
 	((EUID == 0)) && chown postgres:postgres "$DIR/port"
 	# No fsync: the data is disposable and the tests write a lot.
 	as_owner "$BIN/pg_ctl" -D "$DATA" -l "$DIR/postgres.log" -w -t 60 start -o \
-		"-c listen_addresses=127.0.0.1 -p $PORT -k $DIR -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+		"-c listen_addresses=127.0.0.1 -p $PORT -k $DIR -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c ssl=on -c ssl_cert_file=$DIR/tls/server.crt -c ssl_key_file=$DIR/tls/server.key" \
 		>/dev/null || {
 		tail -n 20 "$DIR/postgres.log" >&2
 		usersync_die "PostgreSQL did not start (port $PORT in use?)"
@@ -127,6 +133,7 @@ cmd_env() {
 	running || usersync_die "PostgreSQL is not running: tests/postgres.sh up"
 	printf 'export USERSYNC_POSTGRES_DSN=%q\n' \
 		"postgres://usersync:$(<"$DIR/usersync.pw")@127.0.0.1:$(<"$DIR/port")/usersync"
+	printf 'export USERSYNC_POSTGRES_TEST_CA=%q\n' "$DIR/ca.crt"
 }
 
 cmd=${1:-}

@@ -5,6 +5,7 @@
 #[path = "pg_support/mod.rs"]
 mod pg_support;
 
+use std::path::Path;
 use std::time::Duration;
 
 use jiff::{Timestamp, ToSpan};
@@ -127,7 +128,7 @@ fn name_of(anchor: &str) -> String {
 #[tokio::test]
 async fn the_schema_migrates_on_an_empty_database_and_again_on_restart() {
     let (db, dsn) = fresh_database("migrate").await;
-    let again = Database::open(&dsn, Duration::ZERO).await;
+    let again = Database::open(&dsn, None, Duration::ZERO).await;
     assert!(
         again.is_ok(),
         "a second start migrates nothing and succeeds"
@@ -567,7 +568,7 @@ async fn an_unreachable_database_is_a_clear_error_without_the_password() {
     let port = listener.local_addr().unwrap().port();
     drop(listener);
     let dsn = format!("postgres://usersync:hunter2-Secret@127.0.0.1:{port}/usersync");
-    let err = Database::open(&dsn, Duration::ZERO)
+    let err = Database::open(&dsn, None, Duration::ZERO)
         .await
         .unwrap_err()
         .to_string();
@@ -604,4 +605,36 @@ async fn runs_cut_off_by_a_stop_are_closed_as_failed() {
     assert_eq!(rows[0].1.as_deref(), Some("Failed"));
     assert!(rows[0].2.as_deref().unwrap().contains("interrupted"));
     assert_eq!(rows[1].1, None, "another mapping's run is left alone");
+}
+
+#[tokio::test]
+async fn tls_with_verify_full_trusts_the_given_ca_and_nothing_else() {
+    let (_, dsn) = fresh_database("tls").await;
+    let verify = format!("{dsn}?sslmode=verify-full");
+    let db = Database::open(&verify, Some(pg_support::server_ca()), Duration::ZERO)
+        .await
+        .expect("verify-full with the server's CA connects");
+    let ssl: bool = sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert!(ssl, "the connection is encrypted");
+
+    let err = Database::open(&verify, None, Duration::ZERO)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.to_lowercase().contains("certificate") || err.to_lowercase().contains("tls"),
+        "a certificate from an unknown CA is refused with a TLS error: {err}"
+    );
+    let missing = Database::open(
+        &verify,
+        Some(Path::new("/nonexistent/ca.crt")),
+        Duration::ZERO,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(missing.contains("/nonexistent/ca.crt"), "{missing}");
 }

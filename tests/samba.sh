@@ -133,35 +133,15 @@ render_conf() {
 }
 
 make_tls() {
-	local d=$1 t="$1/tls"
-	mkdir -p "$t"
-	(
-		umask 077
-		openssl req -x509 -new -newkey rsa:2048 -nodes -days 3650 -sha256 \
-			-keyout "$t/ca.key" -out "$d/ca.crt" -subj "/O=usersync tests/CN=usersync test CA (samba)" \
-			-addext "basicConstraints=critical,CA:TRUE" \
-			-addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
-		openssl req -new -newkey rsa:2048 -nodes -sha256 \
-			-keyout "$t/server.key" -out "$t/server.csr" -subj "/O=usersync tests/CN=$HOST.${REALM,,}" 2>/dev/null
-		printf '%s\n' \
-			"basicConstraints=critical,CA:FALSE" \
-			"keyUsage=critical,digitalSignature,keyEncipherment" \
-			"extendedKeyUsage=serverAuth" \
-			"subjectAltName=IP:$ADDR,DNS:$HOST.${REALM,,},DNS:${REALM,,},DNS:localhost" \
-			"authorityKeyIdentifier=keyid" \
-			"subjectKeyIdentifier=hash" >"$t/server.ext"
-		openssl x509 -req -in "$t/server.csr" -CA "$d/ca.crt" -CAkey "$t/ca.key" \
-			-CAserial "$t/ca.srl" -CAcreateserial -days 3650 -sha256 -extfile "$t/server.ext" \
-			-out "$t/server.crt" 2>/dev/null
-	)
-	chmod 644 "$d/ca.crt" "$t/server.crt"
+	usersync_make_tls "$1/ca.crt" "$1/tls" samba "$HOST.${REALM,,}" \
+		"IP:$ADDR,DNS:$HOST.${REALM,,},DNS:${REALM,,},DNS:localhost"
 }
 
 template_key() {
 	{
 		samba -V
 		echo "$ADDR"
-		cat "${BASH_SOURCE[0]}" "$here/lib/samba_dir.py" "$here/lib/gen_users_ldif.py"
+		cat "${BASH_SOURCE[0]}" "$here/lib/common.sh" "$here/lib/samba_dir.py" "$here/lib/gen_users_ldif.py"
 	} | sha256sum | cut -c1-16
 }
 

@@ -99,27 +99,7 @@ new_secret() {
 }
 
 make_tls() {
-	local t="$DIR/tls"
-	mkdir -p "$t"
-	(
-		umask 077
-		openssl req -x509 -new -newkey rsa:2048 -nodes -days 3650 -sha256 \
-			-keyout "$t/ca.key" -out "$DIR/ca.crt" -subj "/O=usersync tests/CN=usersync test CA (slapd)" \
-			-addext "basicConstraints=critical,CA:TRUE" \
-			-addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
-		openssl req -new -newkey rsa:2048 -nodes -sha256 \
-			-keyout "$t/server.key" -out "$t/server.csr" -subj "/O=usersync tests/CN=localhost" 2>/dev/null
-		printf '%s\n' \
-			"basicConstraints=critical,CA:FALSE" \
-			"keyUsage=critical,digitalSignature,keyEncipherment" \
-			"extendedKeyUsage=serverAuth" \
-			"subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:$(hostname)" \
-			"authorityKeyIdentifier=keyid" \
-			"subjectKeyIdentifier=hash" >"$t/server.ext"
-		openssl x509 -req -in "$t/server.csr" -CA "$DIR/ca.crt" -CAkey "$t/ca.key" \
-			-CAserial "$t/ca.srl" -CAcreateserial -days 3650 -sha256 -extfile "$t/server.ext" -out "$t/server.crt" 2>/dev/null
-	)
-	chmod 644 "$DIR/ca.crt" "$t/server.crt"
+	usersync_make_tls "$DIR/ca.crt" "$DIR/tls" slapd
 }
 
 config_ldif() {

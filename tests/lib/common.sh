@@ -80,3 +80,32 @@ stop_pid() {
 _usersync_gone() {
 	! kill -0 "$1" 2>/dev/null
 }
+
+# usersync_make_tls CA_CRT TLS_DIR LABEL [CN [SAN]]: a private CA (certificate CA_CRT,
+# key in TLS_DIR) and a server certificate it signed (TLS_DIR/server.crt and
+# server.key, the key readable by its owner only), for CN (default localhost) and the
+# subjectAltName SAN (default 127.0.0.1, localhost and this host's name).
+usersync_make_tls() {
+	local ca=$1 t=$2 label=$3 cn=${4:-localhost}
+	local san=${5:-"IP:127.0.0.1,DNS:localhost,DNS:$(hostname)"}
+	mkdir -p "$t"
+	(
+		umask 077
+		openssl req -x509 -new -newkey rsa:2048 -nodes -days 3650 -sha256 \
+			-keyout "$t/ca.key" -out "$ca" -subj "/O=usersync tests/CN=usersync test CA ($label)" \
+			-addext "basicConstraints=critical,CA:TRUE" \
+			-addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+		openssl req -new -newkey rsa:2048 -nodes -sha256 \
+			-keyout "$t/server.key" -out "$t/server.csr" -subj "/O=usersync tests/CN=$cn" 2>/dev/null
+		printf '%s\n' \
+			"basicConstraints=critical,CA:FALSE" \
+			"keyUsage=critical,digitalSignature,keyEncipherment" \
+			"extendedKeyUsage=serverAuth" \
+			"subjectAltName=$san" \
+			"authorityKeyIdentifier=keyid" \
+			"subjectKeyIdentifier=hash" >"$t/server.ext"
+		openssl x509 -req -in "$t/server.csr" -CA "$ca" -CAkey "$t/ca.key" \
+			-CAserial "$t/ca.srl" -CAcreateserial -days 3650 -sha256 -extfile "$t/server.ext" -out "$t/server.crt" 2>/dev/null
+	)
+	chmod 644 "$ca" "$t/server.crt"
+}

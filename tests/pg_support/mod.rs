@@ -11,36 +11,60 @@ use std::time::Duration;
 
 use usersync::store::postgres::Database;
 
-/// The connection string of the server's `usersync` database.
-pub fn server_dsn() -> &'static str {
-    static DSN: OnceLock<String> = OnceLock::new();
-    DSN.get_or_init(|| {
-        if let Ok(dsn) = std::env::var("USERSYNC_POSTGRES_DSN") {
-            return dsn;
+/// What tests/postgres.sh env prints: the DSN of the `usersync` database and the
+/// path of the CA that signed the server's certificate.
+struct ServerEnv {
+    dsn: String,
+    ca: String,
+}
+
+fn server() -> &'static ServerEnv {
+    static ENV: OnceLock<ServerEnv> = OnceLock::new();
+    ENV.get_or_init(|| {
+        if let (Ok(dsn), Ok(ca)) = (
+            std::env::var("USERSYNC_POSTGRES_DSN"),
+            std::env::var("USERSYNC_POSTGRES_TEST_CA"),
+        ) {
+            return ServerEnv { dsn, ca };
         }
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/postgres.sh");
-        let up = Command::new("bash")
-            .arg(&script)
-            .arg("up")
-            .output()
-            .expect("tests/postgres.sh runs");
-        assert!(
-            up.status.success(),
-            "tests/postgres.sh up failed: {}",
-            String::from_utf8_lossy(&up.stderr)
-        );
-        let env = Command::new("bash")
-            .arg(&script)
-            .arg("env")
-            .output()
-            .expect("tests/postgres.sh runs");
-        let out = String::from_utf8_lossy(&env.stdout);
-        let line = out
-            .lines()
-            .find_map(|l| l.strip_prefix("export USERSYNC_POSTGRES_DSN="))
-            .expect("tests/postgres.sh env prints the DSN");
-        line.trim_matches('\'').to_string()
+        let run = |arg: &str| {
+            let out = Command::new("bash")
+                .arg(&script)
+                .arg(arg)
+                .output()
+                .expect("tests/postgres.sh runs");
+            assert!(
+                out.status.success(),
+                "tests/postgres.sh {arg} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        run("up");
+        let env = run("env");
+        let var = |name: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .unwrap_or_else(|| panic!("tests/postgres.sh env prints {name}"))
+                .trim_matches('\'')
+                .to_string()
+        };
+        ServerEnv {
+            dsn: var("USERSYNC_POSTGRES_DSN"),
+            ca: var("USERSYNC_POSTGRES_TEST_CA"),
+        }
     })
+}
+
+/// The connection string of the server's `usersync` database.
+pub fn server_dsn() -> &'static str {
+    &server().dsn
+}
+
+/// The CA bundle that signed the server's certificate.
+pub fn server_ca() -> &'static Path {
+    Path::new(&server().ca)
 }
 
 /// A new, empty database named after `test`, and its connection string.
@@ -60,7 +84,7 @@ pub async fn fresh_database(test: &str) -> (Database, String) {
     let mut url = url::Url::parse(server_dsn()).expect("the DSN is a URL");
     url.set_path(&name);
     let dsn = url.to_string();
-    let db = Database::open(&dsn, Duration::ZERO)
+    let db = Database::open(&dsn, None, Duration::ZERO)
         .await
         .expect("the schema migrates on an empty database");
     (db, dsn)

@@ -39,13 +39,16 @@ impl Database {
     /// Parse a connection string (`postgres://user:password@host:5432/db?sslmode=…`)
     /// without connecting. The error never repeats the string: it holds a password.
     pub fn from_dsn(dsn: &str) -> Result<Self, StoreError> {
-        let options = PgConnectOptions::from_str(dsn).map_err(|e| {
+        Ok(Self::with_options(Self::parse(dsn)?))
+    }
+
+    fn parse(dsn: &str) -> Result<PgConnectOptions, StoreError> {
+        PgConnectOptions::from_str(dsn).map_err(|e| {
             StoreError::Postgres(format!(
                 "the PostgreSQL connection string is not valid: {}",
                 redact(&e.to_string(), dsn)
             ))
-        })?;
-        Ok(Self::with_options(options))
+        })
     }
 
     /// A pool over `options`; connections are opened when first needed.
@@ -98,8 +101,23 @@ impl Database {
     /// Connect with the connection string `dsn` and bring the schema up to date,
     /// trying again for up to `wait` while the database cannot be reached (it may
     /// start after the operator).
-    pub async fn open(dsn: &str, wait: Duration) -> Result<Self, StoreError> {
-        let db = Self::from_dsn(dsn)?;
+    pub async fn open(
+        dsn: &str,
+        ca_file: Option<&std::path::Path>,
+        wait: Duration,
+    ) -> Result<Self, StoreError> {
+        let db = match ca_file {
+            None => Self::from_dsn(dsn)?,
+            Some(ca) => {
+                if !ca.is_file() {
+                    return Err(StoreError::Postgres(format!(
+                        "the CA bundle {} for PostgreSQL is not a readable file",
+                        ca.display()
+                    )));
+                }
+                Self::with_options(Self::parse(dsn)?.ssl_root_cert(ca))
+            }
+        };
         let deadline = std::time::Instant::now() + wait;
         let mut delay = Duration::from_secs(1);
         loop {
