@@ -29,10 +29,19 @@ const BATCH: usize = 1000;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/postgres/migrations");
 
 /// A pool of connections to the usersync database. Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Database {
     pool: PgPool,
     options: std::sync::Arc<PgConnectOptions>,
+}
+
+/// Where it is, never the password (the connection options hold it).
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("at", &self.describe())
+            .finish()
+    }
 }
 
 impl Database {
@@ -758,14 +767,23 @@ impl UserStore for PostgresStore {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_password_never_appears_in_a_connection_error() {
+    #[tokio::test]
+    async fn the_password_never_appears_in_a_connection_error() {
         let dsn = "postgres://usersync:s3cr%40t-pw@db.example.org:5432/usersync?sslmode=bogus";
         let err = Database::from_dsn(dsn).unwrap_err().to_string();
         assert!(!err.contains("s3cr"), "{err}");
         assert!(err.contains("not valid"), "{err}");
         let masked = redact("failed for s3cr@t-pw and s3cr%40t-pw", dsn);
         assert_eq!(masked, "failed for *** and ***");
+    }
+
+    #[tokio::test]
+    async fn debug_output_never_shows_the_password() {
+        let db = Database::from_dsn("postgres://usersync:s3cret-pw@db.example.org:5433/users")
+            .unwrap();
+        let shown = format!("{db:?} {:?}", crate::store::Backend::Postgres(db.clone()));
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("db.example.org:5433"), "{shown}");
     }
 
     #[test]
