@@ -779,8 +779,8 @@ mod tests {
 
     #[tokio::test]
     async fn debug_output_never_shows_the_password() {
-        let db = Database::from_dsn("postgres://usersync:s3cret-pw@db.example.org:5433/users")
-            .unwrap();
+        let db =
+            Database::from_dsn("postgres://usersync:s3cret-pw@db.example.org:5433/users").unwrap();
         let shown = format!("{db:?} {:?}", crate::store::Backend::Postgres(db.clone()));
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("db.example.org:5433"), "{shown}");
