@@ -252,7 +252,7 @@ pub async fn import_postgres(
                 display_name: u.display_name.clone(),
                 user_principal_name: u.user_principal_name.clone(),
                 profile: u.profile.clone(),
-                attributes: u.attributes.clone(),
+                attributes: (&u.attributes).into(),
             };
             (u.name.clone(), fields)
         })

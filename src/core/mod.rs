@@ -4,6 +4,7 @@
 //! tested without waiting.
 //!
 //! - [`duration`]: the API's durations (`30s`, `45d`, `1h30m`) and their pattern;
+//! - [`attributes`]: a user's extra attributes, compact;
 //! - [`model`]: the planner's inputs — records, the directory view, mapping, policy;
 //! - [`gate`]: the connector check before any delete;
 //! - [`ownership`]: which mapping owns a user, and the lookups that decide it;
@@ -15,6 +16,7 @@
 //! - [`schedule`]: interval and on-demand runs.
 
 pub mod apply;
+pub mod attributes;
 pub mod duration;
 pub mod gate;
 pub mod model;
@@ -30,6 +32,7 @@ pub mod schedule;
 pub(crate) mod testkit;
 
 pub use apply::apply;
+pub use attributes::Attributes;
 pub use duration::{ApiDuration, DURATION_PATTERN, DurationError, format_duration, parse_duration};
 pub use gate::{ConnectorGate, GateRefusal};
 pub use model::{

@@ -11,6 +11,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use super::attributes::Attributes;
+
 /// Where a registry entry came from. Only `Directory` records are managed by
 /// sync; the others belong to people (rule 7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -105,7 +107,7 @@ pub struct UserFields {
     /// The owning mapping's profile label.
     pub profile: Option<String>,
     /// Extra attributes named by the mapping.
-    pub attributes: BTreeMap<String, String>,
+    pub attributes: Attributes,
 }
 
 /// One registry entry as the store has it.
@@ -153,7 +155,7 @@ pub struct DirectoryEntry {
     pub email: Option<String>,
     pub display_name: Option<String>,
     pub user_principal_name: Option<String>,
-    pub attributes: BTreeMap<String, String>,
+    pub attributes: Attributes,
 }
 
 impl DirectoryEntry {

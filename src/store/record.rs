@@ -32,7 +32,7 @@ pub fn record_from_user(user: &DirectoryUser) -> UserRecord {
             display_name: spec.display_name.clone(),
             user_principal_name: spec.user_principal_name.clone(),
             profile: spec.profile.clone(),
-            attributes: spec.attributes.clone(),
+            attributes: (&spec.attributes).into(),
         },
         manual_preserve: spec.preserve,
         state: match status.state {
@@ -73,7 +73,7 @@ pub(crate) fn spec_of(record: &UserRecord) -> serde_json::Value {
         display_name: record.fields.display_name.clone(),
         user_principal_name: record.fields.user_principal_name.clone(),
         profile: record.fields.profile.clone(),
-        attributes: record.fields.attributes.clone(),
+        attributes: record.fields.attributes.to_map(),
         preserve: false,
     };
     let mut value = serde_json::to_value(spec).expect("a spec always serialises");
