@@ -3,10 +3,9 @@
 //! Directory's `objectGUID` is 16 raw bytes, written as a string the way Windows
 //! and `samba-tool` print it, and turned back into bytes to look a user up.
 
-use ldap3::SearchEntry;
 use uuid::Uuid;
 
-use super::entry::{first_binary_value, first_text_value};
+use super::entry::RawEntry;
 use super::filter::{escape_filter_bytes, escape_filter_value};
 
 /// How the anchor attribute's values are read and written.
@@ -52,12 +51,10 @@ impl AnchorAttribute {
 
     /// The entry's anchor, or `None` when it has no usable one (the attribute is
     /// missing or not readable, or a GUID is not 16 bytes).
-    pub fn read(&self, entry: &SearchEntry) -> Option<String> {
+    pub fn read(&self, entry: &RawEntry) -> Option<String> {
         match self.encoding {
-            AnchorEncoding::Text => first_text_value(entry, &self.name).map(str::to_owned),
-            AnchorEncoding::MsGuid => {
-                first_binary_value(entry, &self.name).and_then(|b| guid_bytes_to_string(&b))
-            }
+            AnchorEncoding::Text => entry.first_text(&self.name).map(str::to_owned),
+            AnchorEncoding::MsGuid => entry.first_bytes(&self.name).and_then(guid_bytes_to_string),
         }
     }
 
@@ -104,8 +101,6 @@ pub fn guid_string_to_bytes(text: &str) -> Option<[u8; 16]> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
 
     // Microsoft's documented example: GUID {6F9619FF-8B86-D011-B42D-00C04FC964FF}
@@ -153,18 +148,12 @@ mod tests {
         assert_eq!(anchor.equality_filter(""), None);
     }
 
-    fn entry(attrs: &[(&str, &str)], bin: &[(&str, &[u8])]) -> SearchEntry {
-        SearchEntry {
-            dn: "cn=x".into(),
-            attrs: attrs
-                .iter()
-                .map(|(k, v)| (k.to_string(), vec![v.to_string()]))
-                .collect(),
-            bin_attrs: bin
-                .iter()
-                .map(|(k, v)| (k.to_string(), vec![v.to_vec()]))
-                .collect::<HashMap<_, _>>(),
-        }
+    fn entry(attrs: &[(&str, &str)], bin: &[(&str, &[u8])]) -> RawEntry {
+        let text = attrs
+            .iter()
+            .map(|(k, v)| (k.to_string(), vec![v.as_bytes().to_vec()]));
+        let binary = bin.iter().map(|(k, v)| (k.to_string(), vec![v.to_vec()]));
+        RawEntry::new("cn=x", text.chain(binary).collect())
     }
 
     #[test]

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, StdStream};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, StdStream};
 use rustls::ClientConfig;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
+use super::entry::RawEntry;
 use super::error::{LdapError, describe_result};
 use super::settings::{LdapSettings, SearchScope, Transport, ValidSettings};
 use super::tls::{client_config, describe_tls_failure};
@@ -173,7 +174,7 @@ impl Session {
     pub async fn paged_search(
         &mut self,
         search: &SearchRequest<'_>,
-        mut on_entry: impl FnMut(SearchEntry),
+        mut on_entry: impl FnMut(RawEntry),
     ) -> Result<(), LdapError> {
         let adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>> = vec![
             // Referrals (AD's continuation references to other partitions) are
@@ -199,7 +200,10 @@ impl Session {
             .map_err(|e| self.search_error(search.base_dn, e))?;
         loop {
             match stream.next().await {
-                Ok(Some(raw)) => on_entry(SearchEntry::construct(raw)),
+                Ok(Some(raw)) => match RawEntry::from_result(raw) {
+                    Ok(entry) => on_entry(entry),
+                    Err(detail) => return Err(self.malformed(search.base_dn, detail)),
+                },
                 Ok(None) => break,
                 Err(e) => return Err(self.search_error(search.base_dn, e)),
             }
@@ -212,7 +216,7 @@ impl Session {
     }
 
     /// A base search of the root DSE: proves the server answers searches.
-    pub async fn root_dse(&mut self, attributes: &[&str]) -> Result<SearchEntry, LdapError> {
+    pub async fn root_dse(&mut self, attributes: &[&str]) -> Result<RawEntry, LdapError> {
         let result = self
             .ldap
             .with_timeout(self.timeout)
@@ -223,15 +227,25 @@ impl Session {
         if result.rc != 0 {
             return Err(self.result_error("the root DSE", result.rc, result.text));
         }
-        entries
+        let entry = entries
             .into_iter()
             .next()
-            .map(SearchEntry::construct)
             .ok_or_else(|| LdapError::SearchFailed {
                 base_dn: "the root DSE".into(),
                 detail: "the server returned no root DSE entry".into(),
                 source: None,
-            })
+            })?;
+        RawEntry::from_result(entry).map_err(|detail| self.malformed("the root DSE", detail))
+    }
+
+    /// A reply that does not decode as the protocol says: the read cannot be
+    /// trusted to be complete.
+    fn malformed(&self, base_dn: &str, detail: &str) -> LdapError {
+        LdapError::SearchFailed {
+            base_dn: base_dn.into(),
+            detail: format!("{} sent {detail}", self.url),
+            source: None,
+        }
     }
 
     /// Unbind and close, best effort: the work is already done.

@@ -6,12 +6,13 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use ldap3::SearchEntry;
+use ldap3::ResultEntry;
+use ldap3::asn1::StructureTag;
 
 use super::account::ad_account_disabled;
 use super::anchor::AnchorAttribute;
 use super::flavor::{Flavor, UserField};
-use super::settings::AttributeMap;
+use super::settings::{AttributeMap, ValidSettings};
 use crate::core::DirectoryEntry;
 
 /// The AD attributes that carry the disabled signal.
@@ -30,6 +31,8 @@ pub struct Projection {
     user_principal_name: Vec<String>,
     extra: BTreeMap<String, String>,
     account_control: bool,
+    /// An attribute whose presence marks the account disabled.
+    disabled_attribute: Option<String>,
 }
 
 impl Projection {
@@ -57,7 +60,16 @@ impl Projection {
             ),
             extra: attributes.extra.clone(),
             account_control: flavor.reads_account_control(),
+            disabled_attribute: None,
         }
+    }
+
+    /// The projection of a scope with `attributes` on the directory of
+    /// `settings`, reading the disabled attribute when the settings have one.
+    pub fn for_settings(settings: &ValidSettings, attributes: &AttributeMap) -> Self {
+        let mut projection = Self::new(settings.flavor, settings.anchor.clone(), attributes);
+        projection.disabled_attribute = settings.disabled_attribute.clone();
+        projection
     }
 
     pub fn anchor(&self) -> &AnchorAttribute {
@@ -87,26 +99,35 @@ impl Projection {
             add(USER_ACCOUNT_CONTROL);
             add(ACCOUNT_EXPIRES);
         }
+        if let Some(name) = &self.disabled_attribute {
+            add(name);
+        }
         names
     }
 
     /// The entry's projection, or `None` when it has no anchor. `enabled` here
     /// reflects the signals carried by the entry's own attributes (AD account
-    /// control); a disabled filter is applied by the caller.
-    pub fn project(&self, entry: &SearchEntry, now: Timestamp) -> Option<DirectoryEntry> {
+    /// control, a disabled attribute); a disabled filter that needs a search
+    /// of its own is applied by the caller.
+    pub fn project(&self, entry: &RawEntry, now: Timestamp) -> Option<DirectoryEntry> {
         let anchor = self.anchor.read(entry)?;
         let first = |names: &[String]| {
             names
                 .iter()
-                .find_map(|name| first_text_value(entry, name))
+                .find_map(|name| entry.first_text(name))
                 .map(str::to_owned)
         };
-        let enabled = !(self.account_control
+        let account_disabled = self.account_control
             && ad_account_disabled(
-                first_text_value(entry, USER_ACCOUNT_CONTROL),
-                first_text_value(entry, ACCOUNT_EXPIRES),
+                entry.first_text(USER_ACCOUNT_CONTROL),
+                entry.first_text(ACCOUNT_EXPIRES),
                 now,
-            ));
+            );
+        let marked_disabled = self
+            .disabled_attribute
+            .as_deref()
+            .is_some_and(|name| entry.has(name));
+        let enabled = !(account_disabled || marked_disabled);
         Some(DirectoryEntry {
             anchor,
             enabled,
@@ -118,62 +139,128 @@ impl Projection {
                 .extra
                 .iter()
                 .filter_map(|(key, name)| {
-                    first_text_value(entry, name).map(|v| (key.clone(), v.to_owned()))
+                    entry.first_text(name).map(|v| (key.clone(), v.to_owned()))
                 })
                 .collect(),
         })
     }
 }
 
-/// The first non-empty text value of `name` (matched case-insensitively, as
-/// LDAP attribute names are). Of a multi-valued attribute, the first value as
-/// the server returned it.
-pub fn first_text_value<'e>(entry: &'e SearchEntry, name: &str) -> Option<&'e str> {
-    entry
-        .attrs
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-        .flat_map(|(_, values)| values)
-        .map(String::as_str)
-        .find(|v| !v.is_empty())
+/// One search result entry as it arrived: its DN and each attribute's values
+/// as bytes, moved out of the decoded message. Nothing is copied and no map is
+/// built: an entry is looked at once, for the few attributes the projection
+/// reads, and dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawEntry {
+    pub dn: String,
+    attrs: Vec<(String, Vec<Vec<u8>>)>,
 }
 
-/// The first value of `name` as bytes, whether the client kept it as binary or
-/// (because the bytes happened to be valid UTF-8) as text.
-pub fn first_binary_value(entry: &SearchEntry, name: &str) -> Option<Vec<u8>> {
-    let binary = entry
-        .bin_attrs
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-        .flat_map(|(_, values)| values)
-        .find(|v| !v.is_empty())
-        .cloned();
-    binary.or_else(|| first_text_value(entry, name).map(|v| v.as_bytes().to_vec()))
+impl RawEntry {
+    /// An entry from its parts (captured payloads in tests, for example).
+    pub fn new(dn: impl Into<String>, attrs: Vec<(String, Vec<Vec<u8>>)>) -> Self {
+        Self {
+            dn: dn.into(),
+            attrs,
+        }
+    }
+
+    /// The entry of a SearchResultEntry message (RFC 4511 section 4.5.2), or
+    /// what is wrong with it: a malformed entry fails the read rather than
+    /// silently dropping a user.
+    pub fn from_result(entry: ResultEntry) -> Result<Self, &'static str> {
+        const NOT_AN_ENTRY: &str = "a search result entry that is not an LDAP entry";
+        let mut parts = entry
+            .0
+            .match_id(SEARCH_RESULT_ENTRY)
+            .and_then(StructureTag::expect_constructed)
+            .ok_or(NOT_AN_ENTRY)?
+            .into_iter();
+        let dn = parts
+            .next()
+            .and_then(StructureTag::expect_primitive)
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or("a search result entry without a readable DN")?;
+        let list = parts
+            .next()
+            .and_then(StructureTag::expect_constructed)
+            .ok_or(NOT_AN_ENTRY)?;
+        let mut attrs = Vec::with_capacity(list.len());
+        for attribute in list {
+            let mut pair = attribute
+                .expect_constructed()
+                .ok_or(NOT_AN_ENTRY)?
+                .into_iter();
+            let name = pair
+                .next()
+                .and_then(StructureTag::expect_primitive)
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or("an attribute without a readable name")?;
+            let values = pair
+                .next()
+                .and_then(StructureTag::expect_constructed)
+                .ok_or(NOT_AN_ENTRY)?
+                .into_iter()
+                .map(|v| v.expect_primitive().ok_or(NOT_AN_ENTRY))
+                .collect::<Result<Vec<_>, _>>()?;
+            attrs.push((name, values));
+        }
+        Ok(Self { dn, attrs })
+    }
+
+    /// Every value of `name` (matched case-insensitively, as LDAP attribute
+    /// names are), in the order the server sent them.
+    pub fn values<'e>(&'e self, name: &str) -> impl Iterator<Item = &'e [u8]> {
+        self.attrs
+            .iter()
+            .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
+            .flat_map(|(_, values)| values)
+            .map(Vec::as_slice)
+    }
+
+    /// The first non-empty text (UTF-8) value of `name`. Of a multi-valued
+    /// attribute, the first value as the server returned it.
+    pub fn first_text<'e>(&'e self, name: &str) -> Option<&'e str> {
+        self.texts(name).find(|v| !v.is_empty())
+    }
+
+    /// The text (UTF-8) values of `name`.
+    pub fn texts<'e>(&'e self, name: &str) -> impl Iterator<Item = &'e str> {
+        self.values(name)
+            .filter_map(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The first non-empty value of `name`, as bytes.
+    pub fn first_bytes<'e>(&'e self, name: &str) -> Option<&'e [u8]> {
+        self.values(name).find(|v| !v.is_empty())
+    }
+
+    /// Whether the entry carries `name` at all.
+    pub fn has(&self, name: &str) -> bool {
+        self.attrs.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
+    }
 }
+
+/// The protocol op number of SearchResultEntry (`[APPLICATION 4]`).
+const SEARCH_RESULT_ENTRY: u64 = 4;
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
+    use super::super::settings::LdapSettings;
     use super::*;
 
     fn now() -> Timestamp {
         "2025-06-01T12:00:00Z".parse().unwrap()
     }
 
-    /// An entry as ldap3 hands it over, from captured attribute maps.
-    fn captured(dn: &str, attrs: &[(&str, &[&str])], bin: &[(&str, &[u8])]) -> SearchEntry {
-        SearchEntry {
-            dn: dn.into(),
-            attrs: attrs
-                .iter()
-                .map(|(k, vs)| (k.to_string(), vs.iter().map(|v| v.to_string()).collect()))
-                .collect(),
-            bin_attrs: bin
-                .iter()
-                .map(|(k, v)| (k.to_string(), vec![v.to_vec()]))
-                .collect::<HashMap<_, _>>(),
-        }
+    /// An entry as it arrives, from captured attribute values.
+    fn captured(dn: &str, attrs: &[(&str, &[&str])], bin: &[(&str, &[u8])]) -> RawEntry {
+        let text = attrs.iter().map(|(k, vs)| {
+            let values = vs.iter().map(|v| v.as_bytes().to_vec()).collect();
+            (k.to_string(), values)
+        });
+        let binary = bin.iter().map(|(k, v)| (k.to_string(), vec![v.to_vec()]));
+        RawEntry::new(dn, text.chain(binary).collect())
     }
 
     // objectGUID of a Samba AD user as returned on the wire, and the string
@@ -305,6 +392,117 @@ mod tests {
         assert_eq!(got.anchor, "u-1");
         assert_eq!(got.display_name, None);
         assert_eq!(got.username.as_deref(), Some("42"));
+    }
+
+    /// A SearchResultEntry as the client library decodes it off the wire.
+    fn wire_entry(dn: &str, attrs: &[(&str, &[&[u8]])]) -> ResultEntry {
+        use ldap3::asn1::{PL, TagClass};
+        let octets = |b: &[u8]| StructureTag {
+            class: TagClass::Universal,
+            id: 4,
+            payload: PL::P(b.to_vec()),
+        };
+        let constructed = |class, id, inner| StructureTag {
+            class,
+            id,
+            payload: PL::C(inner),
+        };
+        let list = attrs
+            .iter()
+            .map(|(name, values)| {
+                let set = values.iter().map(|v| octets(v)).collect();
+                constructed(
+                    TagClass::Universal,
+                    16,
+                    vec![
+                        octets(name.as_bytes()),
+                        constructed(TagClass::Universal, 17, set),
+                    ],
+                )
+            })
+            .collect();
+        ResultEntry::new(constructed(
+            TagClass::Application,
+            SEARCH_RESULT_ENTRY,
+            vec![
+                octets(dn.as_bytes()),
+                constructed(TagClass::Universal, 16, list),
+            ],
+        ))
+    }
+
+    #[test]
+    fn raw_entries_read_what_the_client_library_reads() {
+        let guid: &[u8] = &GUID;
+        let wire = wire_entry(
+            "CN=Jane Doe,OU=Staff,DC=corp,DC=example",
+            &[
+                ("objectGUID", &[guid]),
+                ("mail", &[b"", b"jane@corp.example", b"alias@corp.example"]),
+                ("sAMAccountName", &[b"jdoe"]),
+                ("pwdAccountLockedTime", &[]),
+            ],
+        );
+        let theirs = ldap3::SearchEntry::construct(wire.clone());
+        let ours = RawEntry::from_result(wire).unwrap();
+        assert_eq!(ours.dn, theirs.dn);
+        assert_eq!(ours.first_text("MAIL"), Some("jane@corp.example"));
+        assert_eq!(
+            ours.texts("mail").collect::<Vec<_>>(),
+            theirs.attrs["mail"]
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(ours.first_text("sAMAccountName"), Some("jdoe"));
+        assert_eq!(ours.first_bytes("objectguid"), Some(guid));
+        assert_eq!(theirs.bin_attrs["objectGUID"], [GUID.to_vec()]);
+        assert!(ours.has("pwdAccountLockedTime") && !ours.has("uid"));
+        assert_eq!(ours.first_text("pwdAccountLockedTime"), None);
+    }
+
+    #[test]
+    fn a_malformed_entry_is_an_error_not_a_missing_user() {
+        use ldap3::asn1::{PL, TagClass};
+        let not_an_entry = ResultEntry::new(StructureTag {
+            class: TagClass::Application,
+            id: 5,
+            payload: PL::C(vec![]),
+        });
+        assert!(RawEntry::from_result(not_an_entry).is_err());
+        let no_attribute_list = ResultEntry::new(StructureTag {
+            class: TagClass::Application,
+            id: SEARCH_RESULT_ENTRY,
+            payload: PL::C(vec![StructureTag {
+                class: TagClass::Universal,
+                id: 4,
+                payload: PL::P(b"cn=x".to_vec()),
+            }]),
+        });
+        assert!(RawEntry::from_result(no_attribute_list).is_err());
+    }
+
+    #[test]
+    fn a_presence_disabled_filter_is_read_from_the_entry() {
+        let settings = LdapSettings::new("ldap://x", Flavor::OpenLdap)
+            .validate()
+            .unwrap();
+        let p = Projection::for_settings(&settings, &AttributeMap::default());
+        assert!(
+            p.requested_attributes()
+                .contains(&"pwdAccountLockedTime".to_owned())
+        );
+        let locked = captured(
+            "uid=a",
+            &[
+                ("entryUUID", &["u-a"]),
+                ("pwdaccountlockedtime", &["000001010000Z"]),
+            ],
+            &[],
+        );
+        assert!(!p.project(&locked, now()).unwrap().enabled);
+        let open = captured("uid=b", &[("entryUUID", &["u-b"])], &[]);
+        assert!(p.project(&open, now()).unwrap().enabled);
     }
 
     #[test]

@@ -60,6 +60,17 @@ pub fn parse_admin_filter(raw: &str) -> Result<String, String> {
     }
 }
 
+/// The attribute of a filter that only asks for its presence, `(name=*)`, or
+/// `None` for any other filter. Such a signal can be read from each entry of
+/// the main search (requesting the attribute) instead of a second search:
+/// an entry has the attribute exactly when the filter matches it.
+pub fn presence_attribute(filter: &str) -> Option<&str> {
+    let name = filter.strip_prefix('(')?.strip_suffix("=*)")?;
+    let keystring = name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    keystring.then_some(name)
+}
+
 /// The conjunction of `parts`; a single part stands alone, and no parts at all
 /// mean "every entry".
 pub fn and_filter<S: AsRef<str>>(parts: &[S]) -> String {
@@ -250,6 +261,20 @@ fn canonical_value(raw: &str) -> Result<String, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_lone_presence_filter_names_a_presence_attribute() {
+        assert_eq!(
+            presence_attribute("(pwdAccountLockedTime=*)"),
+            Some("pwdAccountLockedTime")
+        );
+        assert_eq!(presence_attribute("(nsAccountLock=TRUE)"), None);
+        assert_eq!(presence_attribute("(cn=a*)"), None);
+        assert_eq!(presence_attribute("(&(a=*)(b=*))"), None);
+        assert_eq!(presence_attribute("(!(a=*))"), None);
+        assert_eq!(presence_attribute("(a;binary=*)"), None);
+        assert_eq!(presence_attribute("(=*)"), None);
+    }
 
     #[test]
     fn escape_filter_value_escapes_the_rfc4515_specials() {

@@ -80,12 +80,7 @@ impl LdapSource {
             .await?;
         let latency = started.elapsed();
         session.close().await;
-        let naming_contexts = root
-            .attrs
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case("namingContexts"))
-            .flat_map(|(_, v)| v.clone())
-            .collect();
+        let naming_contexts = root.texts("namingContexts").map(str::to_owned).collect();
         Ok(ProbeReport {
             latency,
             naming_contexts,
@@ -198,8 +193,7 @@ impl LdapSource {
     fn scope_search(&self, scope: &LdapScope) -> Result<ScopeSearch, LdapError> {
         let settings = &self.connector.settings;
         let admin_filter = scope.validate()?;
-        let projection =
-            Projection::new(settings.flavor, settings.anchor.clone(), &scope.attributes);
+        let projection = Projection::for_settings(settings, &scope.attributes);
         Ok(ScopeSearch {
             filter: scope_filter(settings.flavor, admin_filter.as_deref(), &scope.member_of),
             attributes: projection.requested_attributes(),
@@ -223,10 +217,10 @@ impl LdapSource {
         narrowed_to: Option<&str>,
     ) -> Result<HashSet<String>, LdapError> {
         let settings = &self.connector.settings;
-        let Some(disabled_filter) = &settings.disabled_filter else {
+        let Some(disabled_filter) = settings.disabled_search_filter() else {
             return Ok(HashSet::new());
         };
-        let mut parts = vec![scope_filter, disabled_filter.as_str()];
+        let mut parts = vec![scope_filter, disabled_filter];
         parts.extend(narrowed_to);
         let filter = and_filter(&parts);
         let attributes = [settings.anchor.name().to_owned()];

@@ -57,8 +57,7 @@ impl Collected {
 impl<'a> ScopeReader<'a> {
     pub fn new(settings: &'a ValidSettings, scope: &'a LdapScope) -> Result<Self, LdapError> {
         let admin_filter = scope.validate()?;
-        let projection =
-            Projection::new(settings.flavor, settings.anchor.clone(), &scope.attributes);
+        let projection = Projection::for_settings(settings, &scope.attributes);
         Ok(Self {
             settings,
             base_dn: scope.base_dn.trim(),
@@ -170,7 +169,7 @@ impl<'a> ScopeReader<'a> {
         anchors: impl Iterator<Item = &'s String>,
     ) -> Result<HashSet<String>, LdapError> {
         let mut disabled = HashSet::new();
-        if self.settings.disabled_filter.is_none() {
+        if self.settings.disabled_search_filter().is_none() {
             return Ok(disabled);
         }
         let clauses: Vec<String> = anchors
@@ -191,10 +190,10 @@ impl<'a> ScopeReader<'a> {
         narrowed_to: Option<&str>,
     ) -> Result<HashSet<String>, LdapError> {
         let mut disabled = HashSet::new();
-        let Some(disabled_filter) = &self.settings.disabled_filter else {
+        let Some(disabled_filter) = self.settings.disabled_search_filter() else {
             return Ok(disabled);
         };
-        let mut parts = vec![self.filter.as_str(), disabled_filter.as_str()];
+        let mut parts = vec![self.filter.as_str(), disabled_filter];
         parts.extend(narrowed_to);
         let filter = and_filter(&parts);
         let attributes = [self.anchor().name().to_owned()];

@@ -25,9 +25,9 @@ use std::convert::Infallible;
 use jiff::Timestamp;
 use ldap3::asn1::{PL, StructureTag, TagClass, Types, parse_tag};
 use ldap3::controls::{MakeCritical, RawControl, RefreshMode, SyncRequest};
-use ldap3::{LdapResult, ResultEntry, Scope, SearchEntry};
+use ldap3::{LdapResult, ResultEntry, Scope};
 
-use super::super::entry::first_text_value;
+use super::super::entry::RawEntry;
 use super::super::error::{LdapError, describe_result};
 use super::FullReadReason;
 use super::control_session::{ControlSearch, ControlSession};
@@ -286,8 +286,8 @@ impl RefreshState<'_> {
                 Ok(())
             }
             EntryState::Add | EntryState::Modify => {
-                let entry = SearchEntry::construct(message);
-                if let Some(csn) = first_text_value(&entry, ENTRY_CSN)
+                let entry = RawEntry::from_result(message).map_err(Stop::Malformed)?;
+                if let Some(csn) = entry.first_text(ENTRY_CSN)
                     && !self.sent.precedes(csn)
                 {
                     // The server sent an entry unchanged since the cookie: it

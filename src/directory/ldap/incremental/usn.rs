@@ -24,7 +24,6 @@ use jiff::Timestamp;
 use super::super::account::timestamp_to_filetime;
 use super::super::anchor::guid_bytes_to_string;
 use super::super::connection::{SearchRequest, Session};
-use super::super::entry::{first_binary_value, first_text_value};
 use super::super::error::LdapError;
 use super::super::settings::SearchScope;
 
@@ -45,8 +44,10 @@ pub(super) async fn dc_state(
     let root = session
         .root_dse(&["highestCommittedUSN", "dsServiceName"])
         .await?;
-    let usn = first_text_value(&root, "highestCommittedUSN").and_then(|v| v.parse::<u64>().ok());
-    let (Some(highest_usn), Some(service)) = (usn, first_text_value(&root, "dsServiceName")) else {
+    let usn = root
+        .first_text("highestCommittedUSN")
+        .and_then(|v| v.parse::<u64>().ok());
+    let (Some(highest_usn), Some(service)) = (usn, root.first_text("dsServiceName")) else {
         tracing::warn!("the root DSE shows no highestCommittedUSN or dsServiceName");
         return Ok(None);
     };
@@ -63,8 +64,9 @@ pub(super) async fn dc_state(
     session
         .paged_search(&request, |entry| {
             if invocation_id.is_none() {
-                invocation_id = first_binary_value(&entry, "invocationId")
-                    .and_then(|bytes| guid_bytes_to_string(&bytes));
+                invocation_id = entry
+                    .first_bytes("invocationId")
+                    .and_then(guid_bytes_to_string);
             }
         })
         .await?;
