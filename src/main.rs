@@ -232,6 +232,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 identity,
                 duration: Duration::from_secs(15),
                 renew: Duration::from_secs(5),
+                retry: Duration::from_secs(2),
             };
             // Ready while standing by: only the Lease holder syncs, and a standby that
             // is not ready would stall rollouts.
@@ -242,21 +243,22 @@ async fn main() -> anyhow::Result<ExitCode> {
                 guard = usersync::controller::leader::acquire(client.clone(), config) => guard,
                 () = usersync::controller::shutdown_signal() => return Ok(ExitCode::SUCCESS),
             };
-            let guard = std::sync::Arc::new(guard);
-            let watcher = guard.clone();
-            let stop = async move {
-                tokio::select! {
-                    () = usersync::controller::shutdown_signal() => {},
-                    () = watcher.lost() => {},
+            // A shutdown signal stops the controllers gracefully and hands the Lease
+            // back. A lost Lease ends the process at once: the runs in progress are
+            // dropped mid-way (they may be waiting on an API server that no longer
+            // answers), because another replica may already be syncing.
+            let controllers = usersync::controller::run_until(
+                client,
+                scope,
+                usersync::controller::shutdown_signal(),
+            );
+            tokio::select! {
+                result = controllers => result?,
+                () = guard.lost() => {
+                    tracing::error!("the lease is lost; exiting so that this replica restarts as a standby");
+                    // Non-zero, so that the pod restarts and stands by again.
+                    return Ok(ExitCode::from(1));
                 }
-            };
-            usersync::controller::run_until(client, scope, stop).await?;
-            let Some(guard) = std::sync::Arc::into_inner(guard) else {
-                return Ok(ExitCode::SUCCESS);
-            };
-            if guard.is_lost() {
-                // Exit non-zero so the pod restarts and stands by again.
-                return Ok(ExitCode::from(1));
             }
             guard.release().await;
             Ok(ExitCode::SUCCESS)

@@ -1,9 +1,16 @@
 //! Leader election on a `coordination.k8s.io` Lease: of several replicas exactly one
 //! syncs. The holder renews the Lease every `renew` and gives it up on shutdown; a
-//! standby takes it once `duration` has passed without a renewal. A holder that
+//! standby takes it once it has seen no renewal for `duration`. A holder that
 //! cannot renew in time stops syncing, so two replicas never run at once.
+//!
+//! Expiry is judged as client-go judges it: by this replica's own monotonic
+//! clock, from the moment it last saw the Lease change, never by comparing the
+//! holder's `renewTime` with the local wall clock (nodes' clocks differ). The
+//! holder, for its part, gives up one renew period before the others may take
+//! over, and bounds every renewal by that deadline: an API server that does not
+//! answer (kube's client sets no read timeout) cannot keep it syncing.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -22,6 +29,8 @@ pub struct LeaseConfig {
     pub duration: Duration,
     /// How often the holder renews it.
     pub renew: Duration,
+    /// How often a standby looks at it.
+    pub retry: Duration,
 }
 
 /// Holding the Lease. `lost()` resolves if it is lost; `release()` gives it up.
@@ -36,8 +45,9 @@ pub struct LeaseGuard {
 pub async fn acquire(client: Client, config: LeaseConfig) -> LeaseGuard {
     let api: Api<Lease> = Api::namespaced(client, &config.namespace);
     let mut announced = false;
+    let mut observed = Observed::default();
     loop {
-        match try_acquire(&api, &config).await {
+        match try_acquire(&api, &config, &mut observed).await {
             Ok(true) => break,
             Ok(false) if !announced => {
                 tracing::info!(lease = %config.name, namespace = %config.namespace, "another replica holds the lease; standing by");
@@ -48,7 +58,7 @@ pub async fn acquire(client: Client, config: LeaseConfig) -> LeaseGuard {
                 tracing::warn!(lease = %config.name, error = %e, "could not read or take the lease")
             }
         }
-        tokio::time::sleep(config.renew).await;
+        tokio::time::sleep(config.retry).await;
     }
     tracing::info!(lease = %config.name, identity = %config.identity, "acquired the lease; this replica syncs");
     let (tx, lost) = watch::channel(false);
@@ -102,32 +112,85 @@ impl LeaseGuard {
 }
 
 async fn renew_loop(api: Api<Lease>, config: LeaseConfig, lost: watch::Sender<bool>) {
-    let mut last_renewal = tokio::time::Instant::now();
+    let mut last_renewal = Instant::now();
+    let mut observed = Observed::default();
+    let stop = |why: &str| {
+        tracing::error!(lease = %config.name, "{why}; stopping");
+        let _ = lost.send(true);
+    };
     loop {
         tokio::time::sleep(config.renew).await;
-        match try_acquire(&api, &config).await {
-            Ok(true) => last_renewal = tokio::time::Instant::now(),
-            Ok(false) => {
-                tracing::error!(lease = %config.name, "another replica took the lease; stopping");
-                let _ = lost.send(true);
-                return;
-            }
-            Err(e) => {
+        let deadline = renewal_deadline(last_renewal, &config);
+        let attempt = Instant::now();
+        if attempt >= deadline {
+            // The process was paused or starved past the point where the others
+            // may take the Lease.
+            return stop("the lease was not renewed in time");
+        }
+        let renewal =
+            tokio::time::timeout_at(deadline.into(), try_acquire(&api, &config, &mut observed));
+        match renewal.await {
+            // The Lease now says it was renewed at `attempt` or later.
+            Ok(Ok(true)) => last_renewal = attempt,
+            Ok(Ok(false)) => return stop("another replica took the lease"),
+            Ok(Err(e)) => {
                 tracing::warn!(lease = %config.name, error = %e, "could not renew the lease");
-                // Give up before the Lease can have expired for the others.
-                if last_renewal.elapsed() + config.renew >= config.duration {
-                    tracing::error!(lease = %config.name, "the lease could not be renewed in time; stopping");
-                    let _ = lost.send(true);
-                    return;
+                if Instant::now() + config.renew >= deadline {
+                    return stop("the lease could not be renewed in time");
                 }
+            }
+            Err(_) => {
+                return stop("the API server did not answer before the lease would expire");
             }
         }
     }
 }
 
+/// When the holder must stop syncing unless it has renewed: one renew period
+/// before the others may take the Lease.
+fn renewal_deadline(last_renewal: Instant, config: &LeaseConfig) -> Instant {
+    last_renewal + config.duration.saturating_sub(config.renew)
+}
+
+/// What a standby last saw of someone else's Lease, and since when (by its own
+/// clock).
+#[derive(Debug, Default)]
+struct Observed {
+    record: Option<(String, Option<jiff::Timestamp>)>,
+    since: Option<Instant>,
+}
+
+impl Observed {
+    /// Whether nobody holds the Lease any more: it is released, or it has not
+    /// changed for `duration` of this replica's time.
+    fn expired(&mut self, spec: &LeaseSpec, duration: Duration, now: Instant) -> bool {
+        let holder = spec.holder_identity.clone().unwrap_or_default();
+        if holder.is_empty() {
+            return true;
+        }
+        let record = Some((holder, spec.renew_time.as_ref().map(|t| t.0)));
+        if self.record != record {
+            self.record = record;
+            self.since = Some(now);
+            return false;
+        }
+        let seen = self.since.unwrap_or(now);
+        // The holder's own term, if it is longer than ours.
+        let term = spec
+            .lease_duration_seconds
+            .and_then(|s| u64::try_from(s).ok())
+            .map_or(duration, |s| duration.max(Duration::from_secs(s)));
+        now.duration_since(seen) >= term
+    }
+}
+
 /// Take or renew the Lease if it is free, expired or ours. A conflicting write
 /// (another replica got there first) is a plain "no".
-async fn try_acquire(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool, kube::Error> {
+async fn try_acquire(
+    api: &Api<Lease>,
+    config: &LeaseConfig,
+    observed: &mut Observed,
+) -> Result<bool, kube::Error> {
     let now = jiff::Timestamp::now();
     let seconds = i32::try_from(config.duration.as_secs()).unwrap_or(i32::MAX);
     let result = match api.get_opt(&config.name).await? {
@@ -151,7 +214,7 @@ async fn try_acquire(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool, kub
         Some(mut lease) => {
             let spec = lease.spec.get_or_insert_with(Default::default);
             let mine = spec.holder_identity.as_deref() == Some(config.identity.as_str());
-            if !mine && !expired(spec, now) {
+            if !mine && !observed.expired(spec, config.duration, Instant::now()) {
                 return Ok(false);
             }
             if !mine {
@@ -174,15 +237,6 @@ async fn try_acquire(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool, kub
     }
 }
 
-/// Whether nobody holds the Lease any more.
-fn expired(spec: &LeaseSpec, now: jiff::Timestamp) -> bool {
-    let holder = spec.holder_identity.as_deref().unwrap_or_default();
-    let (Some(renewed), Some(seconds)) = (&spec.renew_time, spec.lease_duration_seconds) else {
-        return true;
-    };
-    holder.is_empty() || renewed.0 + jiff::SignedDuration::from_secs(i64::from(seconds)) < now
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,15 +250,50 @@ mod tests {
         }
     }
 
+    const LEASE: Duration = Duration::from_secs(15);
+
     #[test]
-    fn a_lease_expires_after_its_duration_without_renewal() {
-        let now: jiff::Timestamp = "2026-01-01T00:00:20Z".parse().unwrap();
-        assert!(!expired(&spec(Some("a"), "2026-01-01T00:00:10Z", 15), now));
-        assert!(expired(&spec(Some("a"), "2026-01-01T00:00:04Z", 15), now));
-        assert!(
-            expired(&spec(None, "2026-01-01T00:00:19Z", 15), now),
-            "a released lease is free"
-        );
-        assert!(expired(&spec(Some(""), "2026-01-01T00:00:19Z", 15), now));
+    fn a_lease_expires_after_its_duration_unchanged_by_the_standbys_clock() {
+        let t0 = Instant::now();
+        let s = |secs| t0 + Duration::from_secs(secs);
+        let mut observed = Observed::default();
+        // A renewTime far in the past (the holder's clock is behind) is not
+        // taken as expiry: the record was only just seen.
+        let held = spec(Some("a"), "2001-01-01T00:00:00Z", 15);
+        assert!(!observed.expired(&held, LEASE, s(0)));
+        assert!(!observed.expired(&held, LEASE, s(14)));
+        // A renewal restarts the count.
+        let renewed = spec(Some("a"), "2001-01-01T00:00:05Z", 15);
+        assert!(!observed.expired(&renewed, LEASE, s(14)));
+        assert!(!observed.expired(&renewed, LEASE, s(28)));
+        assert!(observed.expired(&renewed, LEASE, s(29)));
+        // A holder that asked for a longer term gets it.
+        let mut observed = Observed::default();
+        let long = spec(Some("b"), "2001-01-01T00:00:00Z", 60);
+        assert!(!observed.expired(&long, LEASE, s(0)));
+        assert!(!observed.expired(&long, LEASE, s(30)));
+        assert!(observed.expired(&long, LEASE, s(60)));
+    }
+
+    #[test]
+    fn a_released_lease_is_free_at_once() {
+        let now = Instant::now();
+        let mut observed = Observed::default();
+        assert!(observed.expired(&spec(None, "2026-01-01T00:00:19Z", 15), LEASE, now));
+        assert!(observed.expired(&spec(Some(""), "2026-01-01T00:00:19Z", 15), LEASE, now));
+    }
+
+    #[test]
+    fn the_holder_stops_one_renew_period_before_the_others_may_take_over() {
+        let config = LeaseConfig {
+            name: "l".into(),
+            namespace: "n".into(),
+            identity: "a".into(),
+            duration: LEASE,
+            renew: Duration::from_secs(5),
+            retry: Duration::from_secs(2),
+        };
+        let t0 = Instant::now();
+        assert_eq!(renewal_deadline(t0, &config), t0 + Duration::from_secs(10));
     }
 }

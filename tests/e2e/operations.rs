@@ -132,6 +132,21 @@ async fn holder(leases: &Api<Lease>) -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
+/// Two operator processes with leader election: the leader, the standby, and
+/// the leader's name.
+async fn two_replicas(w: &World<'_>, dir: &std::path::Path) -> (Operator, Operator, String) {
+    let kubeconfig = cluster().kubeconfig.clone();
+    let a = Operator::start("replica-a", &w.ns.name, &kubeconfig, dir);
+    let b = Operator::start("replica-b", &w.ns.name, &kubeconfig, dir);
+    let leases: Api<Lease> = Api::namespaced(w.client.clone(), &w.ns.name);
+    let first = eventually(RUN_WAIT, "a lease holder", || holder(&leases)).await;
+    if first == "replica-a" {
+        (a, b, first)
+    } else {
+        (b, a, first)
+    }
+}
+
 #[tokio::test]
 async fn two_replicas_one_leader_failover_and_metrics_that_match_the_run() {
     let w = World::without_operator("ha", Server::slapd(), json!({})).await;
@@ -140,12 +155,8 @@ async fn two_replicas_one_leader_failover_and_metrics_that_match_the_run() {
     }
     w.add_user("ha4", true);
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = cluster().kubeconfig.clone();
-    let a = Operator::start("replica-a", &w.ns.name, &kubeconfig, dir.path());
-    let b = Operator::start("replica-b", &w.ns.name, &kubeconfig, dir.path());
+    let (leader, standby, first) = two_replicas(&w, dir.path()).await;
     let leases: Api<Lease> = Api::namespaced(w.client.clone(), &w.ns.name);
-    let first = eventually(RUN_WAIT, "a lease holder", || holder(&leases)).await;
-    let (leader, standby) = if first == "replica-a" { (a, b) } else { (b, a) };
 
     let run = w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
     assert_eq!(run.imported, 3, "{run:?}");
@@ -228,7 +239,7 @@ async fn two_replicas_one_leader_failover_and_metrics_that_match_the_run() {
     let takeover = killed.elapsed();
     assert!(
         takeover <= Duration::from_secs(25),
-        "takeover took {takeover:?}; the lease lasts 15s, renewed every 5s"
+        "takeover took {takeover:?}; the lease lasts 15s, renewed every 5s, looked at every 2s"
     );
     eprintln!(
         "failover: the standby took the lease {:.1}s after the leader was killed",
@@ -247,6 +258,178 @@ async fn two_replicas_one_leader_failover_and_metrics_that_match_the_run() {
         || async { holder(&leases).await.is_none().then_some(()) },
     )
     .await;
+}
+
+/// A leader that is paused (SIGSTOP: a frozen node, a long GC-like stall) past its
+/// lease loses it to the standby; when it resumes it must stop at once rather
+/// than go on syncing beside the new leader.
+#[tokio::test]
+async fn a_paused_leader_stops_when_it_resumes_after_the_standby_took_over() {
+    let w = World::without_operator("ha-pause", Server::slapd(), json!({})).await;
+    w.add_user("hp1", false);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut leader, standby, first) = two_replicas(&w, dir.path()).await;
+    let standby_name = if first == "replica-a" {
+        "replica-b"
+    } else {
+        "replica-a"
+    };
+    let leases: Api<Lease> = Api::namespaced(w.client.clone(), &w.ns.name);
+    let run = w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    assert_eq!(
+        leader.runs(),
+        vec![run.id.clone()],
+        "the leader did the run"
+    );
+
+    leader.signal("-STOP");
+    eventually(
+        Duration::from_secs(40),
+        "the standby to take the lease from the paused leader",
+        || async { (holder(&leases).await.as_deref() == Some(standby_name)).then_some(()) },
+    )
+    .await;
+    leader.signal("-CONT");
+    let status = tokio::time::timeout(Duration::from_secs(20), leader.child.wait())
+        .await
+        .expect("the resumed leader stops within 20s")
+        .unwrap();
+    assert!(
+        !status.success(),
+        "a replica that lost its lease exits non-zero, so that it is restarted as a standby"
+    );
+    assert_eq!(
+        leader.runs(),
+        vec![run.id],
+        "the resumed leader finished no run after losing the lease"
+    );
+    let log = std::fs::read_to_string(&leader.log).unwrap();
+    assert!(log.contains("stopping"), "{log}");
+
+    // The new leader syncs.
+    w.add_user("hp2", false);
+    let run = w.sync("staff").await;
+    assert_eq!(run.imported, 1, "{run:?}");
+    assert_eq!(standby.runs(), vec![run.id], "the new leader did the run");
+}
+
+/// A TCP relay to the API server that can be frozen: connections stay open and
+/// nothing more is relayed, the way a network partition or a hung API server
+/// looks to a client (kube's client sets no read timeout of its own).
+struct FreezableRelay {
+    port: u16,
+    frozen: tokio::sync::watch::Sender<bool>,
+}
+
+impl FreezableRelay {
+    async fn to(upstream: String) -> FreezableRelay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (frozen, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(relay(cr, sw, watch.clone()));
+                tokio::spawn(relay(sr, cw, watch.clone()));
+            }
+        });
+        FreezableRelay { port, frozen }
+    }
+
+    fn freeze(&self) {
+        let _ = self.frozen.send(true);
+    }
+}
+
+/// Copy bytes one way until the connection ends; once frozen, hold them.
+async fn relay(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if *frozen.borrow() {
+            // Hold the connection open and silent until the test ends.
+            let _ = frozen.wait_for(|f| !*f).await;
+            return;
+        }
+        let n = tokio::select! {
+            n = from.read(&mut buf) => match n { Ok(0) | Err(_) => return, Ok(n) => n },
+            _ = frozen.changed() => continue,
+        };
+        if *frozen.borrow() {
+            continue;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A leader whose API server stops answering must stop syncing before its lease
+/// can expire for the others, even though its renewal request never returns.
+#[tokio::test]
+async fn a_leader_cut_off_from_the_api_server_stops_before_its_lease_expires() {
+    let w = World::without_operator("ha-cut", Server::slapd(), json!({})).await;
+    w.add_user("hc1", false);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = cluster().kubeconfig.clone();
+    // The leader reaches the API server only through the relay.
+    let original = std::fs::read_to_string(&kubeconfig).unwrap();
+    let server = original
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: https://"))
+        .expect("the kubeconfig names its server")
+        .to_owned();
+    let relay = FreezableRelay::to(server.clone()).await;
+    let relayed = dir.path().join("relayed-kubeconfig");
+    std::fs::write(
+        &relayed,
+        original.replace(&server, &format!("127.0.0.1:{}", relay.port)),
+    )
+    .unwrap();
+    let mut leader = Operator::start("replica-a", &w.ns.name, &relayed, dir.path());
+    let leases: Api<Lease> = Api::namespaced(w.client.clone(), &w.ns.name);
+    eventually(RUN_WAIT, "replica-a to hold the lease", || async {
+        (holder(&leases).await.as_deref() == Some("replica-a")).then_some(())
+    })
+    .await;
+    let standby = Operator::start("replica-b", &w.ns.name, &kubeconfig, dir.path());
+    let run = w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    assert_eq!(leader.runs(), vec![run.id], "the leader did the run");
+
+    relay.freeze();
+    let frozen = Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(30), leader.child.wait())
+        .await
+        .expect("the cut-off leader stops by itself")
+        .unwrap();
+    let stopped = frozen.elapsed();
+    assert!(
+        !status.success(),
+        "a replica that lost its lease exits non-zero"
+    );
+    // The others may take over 15s after the last renewal they saw; the leader
+    // gives up 10s after its own last renewal, which was at most 5s before the freeze.
+    assert!(
+        stopped < Duration::from_secs(15),
+        "the cut-off leader went on for {stopped:?}, past the lease's expiry"
+    );
+    eventually(
+        Duration::from_secs(40),
+        "the standby to take the lease",
+        || async { (holder(&leases).await.as_deref() == Some("replica-b")).then_some(()) },
+    )
+    .await;
+    w.add_user("hc2", false);
+    let run = w.sync("staff").await;
+    assert_eq!(run.imported, 1, "{run:?}");
+    assert_eq!(standby.runs(), vec![run.id], "the new leader did the run");
 }
 
 #[tokio::test]
