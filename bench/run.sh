@@ -518,7 +518,7 @@ bench_size() { # N
 	read_comparison "$n"
 	plan_import="$PLAN_PEAK_KB $PLAN_S $PLAN_CPU"
 	if [[ $READ_ONLY == 1 ]]; then
-		bash "$repo/tests/cluster.sh" down "$CLUSTER_DIR" >/dev/null 2>&1 || true
+		[[ $KEEP == 1 ]] || bash "$repo/tests/cluster.sh" down "$CLUSTER_DIR" >/dev/null 2>&1 || true
 		return
 	fi
 	OP_PEAK_KB=0

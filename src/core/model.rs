@@ -217,6 +217,30 @@ impl DirectoryView {
         }
     }
 
+    /// A complete full read whose entries are already keyed by anchor, as the
+    /// sources collect them (no second map is built).
+    pub fn full_keyed(entries: BTreeMap<String, DirectoryEntry>) -> Self {
+        debug_assert!(entries.iter().all(|(k, e)| *k == e.anchor));
+        Self {
+            read: ReadKind::Full,
+            complete: true,
+            entries,
+            removed: Vec::new(),
+        }
+    }
+
+    /// [`Self::incremental`] with the entries already keyed by anchor.
+    pub fn incremental_keyed(
+        entries: BTreeMap<String, DirectoryEntry>,
+        removed: impl IntoIterator<Item = String>,
+    ) -> Self {
+        Self {
+            read: ReadKind::Incremental,
+            removed: removed.into_iter().collect(),
+            ..Self::full_keyed(entries)
+        }
+    }
+
     /// A complete incremental read: the changed entries and the removed anchors.
     pub fn incremental(
         entries: impl IntoIterator<Item = DirectoryEntry>,

@@ -428,7 +428,7 @@ pub(crate) fn full_read(collected: Collected, delta: Option<DeltaLink>) -> Graph
         );
     }
     GraphRead {
-        view: DirectoryView::full(collected.entries.into_values()),
+        view: DirectoryView::full_keyed(collected.entries),
         delta,
         skipped_without_anchor: collected.skipped,
     }

@@ -134,7 +134,7 @@ impl LdapSource {
             );
         }
         Ok(LdapRead {
-            view: DirectoryView::full(entries.into_values()),
+            view: DirectoryView::full_keyed(entries),
             skipped_without_anchor: skipped,
             duplicate_anchors: duplicates,
         })

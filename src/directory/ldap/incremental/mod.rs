@@ -183,7 +183,7 @@ impl IncrementalSource {
         warn_skipped(&reader, collected.skipped_without_anchor);
         Ok((
             LdapRead {
-                view: DirectoryView::full(collected.entries.into_values()),
+                view: DirectoryView::full_keyed(collected.entries),
                 skipped_without_anchor: collected.skipped_without_anchor,
                 duplicate_anchors: collected.duplicate_anchors,
             },
@@ -384,7 +384,7 @@ impl IncrementalSource {
 
 fn incremental_read(collected: Collected, removed: Vec<String>, cursor: Cursor) -> IncrementalRead {
     IncrementalRead {
-        view: DirectoryView::incremental(collected.entries.into_values(), removed),
+        view: DirectoryView::incremental_keyed(collected.entries, removed),
         cursor,
         skipped_without_anchor: collected.skipped_without_anchor,
         duplicate_anchors: collected.duplicate_anchors,
