@@ -113,6 +113,12 @@ impl UserStore for KubernetesStore {
         let mut params = ListParams::default().limit(LIST_PAGE);
         loop {
             let page = self.api.list(&params).await?;
+            if records.is_empty() {
+                // One allocation for the whole registry instead of doubling
+                // (and copying) it page after page.
+                let remaining = page.metadata.remaining_item_count.unwrap_or(0);
+                records.reserve_exact(page.items.len() + usize::try_from(remaining).unwrap_or(0));
+            }
             for user in &page.items {
                 if let Some(previous) = user.status.as_ref().and_then(|s| s.previous_record.clone())
                 {

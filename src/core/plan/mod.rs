@@ -363,9 +363,12 @@ pub fn plan(input: &PlanInput<'_>, now: Timestamp) -> Plan {
         }
     }
     // Each record has at most one transition per phase, so this order keeps
-    // every record's own sequence intact.
-    transitions
-        .sort_by(|a, b| (a.kind.phase(), &a.record.name).cmp(&(b.kind.phase(), &b.record.name)));
+    // every record's own sequence intact. No two transitions share a key, so
+    // the in-place unstable sort orders them exactly as a stable one would,
+    // without a buffer of half the plan.
+    transitions.sort_unstable_by(|a, b| {
+        (a.kind.phase(), &a.record.name).cmp(&(b.kind.phase(), &b.record.name))
+    });
 
     let held = hold_back(input, transitions, now);
     let counts = count(&held.kept, skips.len(), unchanged);
@@ -389,7 +392,7 @@ struct HeldBack {
 /// Applies the safety rules: thresholds hold back every automatic preserve and
 /// every delete; the connector gate holds back every delete. Imports, updates,
 /// transfers, re-enables and Manual preserves always go ahead.
-fn hold_back(input: &PlanInput<'_>, transitions: Vec<Transition>, now: Timestamp) -> HeldBack {
+fn hold_back(input: &PlanInput<'_>, mut transitions: Vec<Transition>, now: Timestamp) -> HeldBack {
     let preserves = transitions
         .iter()
         .filter(|t| t.is_automatic_preserve())
@@ -423,12 +426,14 @@ fn hold_back(input: &PlanInput<'_>, transitions: Vec<Transition>, now: Timestamp
         None
     };
 
-    let withhold = |t: &Transition| match t.kind {
+    let withhold = |t: &mut Transition| match t.kind {
         TransitionKind::Delete => threshold.is_some() || gate.is_some(),
         TransitionKind::Preserve => threshold.is_some() && t.is_automatic_preserve(),
         _ => false,
     };
-    let (withheld, kept): (Vec<_>, Vec<_>) = transitions.into_iter().partition(withhold);
+    // Taken out in place: a plan of a hundred thousand imports is not copied.
+    let withheld: Vec<_> = transitions.extract_if(.., withhold).collect();
+    let kept = transitions;
     let blocked = (threshold.is_some() || gate.is_some()).then_some(Blocked {
         threshold,
         gate,
