@@ -200,12 +200,15 @@ async fn main() -> anyhow::Result<ExitCode> {
             store,
         } => {
             let client = kube::Client::try_default().await?;
-            let scope = usersync::controller::Scope {
+            let mut scope = usersync::controller::Scope {
                 namespaces,
                 max_concurrent_runs,
-                store: store.open(Duration::from_secs(120)).await?,
                 ..Default::default()
             };
+            // The endpoints come up first: /healthz answers (and /readyz says not
+            // ready) while the store is still being waited for, so that the
+            // liveness probe does not restart a pod that is waiting for its
+            // database.
             if let Some(addr) = metrics_addr {
                 let health = usersync::server::Health {
                     metrics: scope.metrics.clone(),
@@ -217,6 +220,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                     }
                 });
             }
+            scope.store = store.open(Duration::from_secs(120)).await?;
             if !leader_elect {
                 usersync::controller::run(client, scope).await?;
                 return Ok(ExitCode::SUCCESS);

@@ -516,11 +516,18 @@ fn helm_install_for_one_namespace_grants_least_privilege() {
     let lease = format!("leases/{release}-usersync");
     let can = |args: &[&str]| can_i(&sa, args);
 
-    // What it needs, in the watched namespace.
-    for verb in ["get", "list", "watch", "create", "patch"] {
+    // What it needs, in the watched namespace: a run lists the users and writes
+    // them by server-side apply; it never reads one by name, watches or deletes.
+    for verb in ["list", "create", "patch"] {
         assert!(
             can(&[verb, "directoryusers.usersync.dev", "-n", watched]),
             "{verb} users"
+        );
+    }
+    for verb in ["get", "watch", "delete"] {
+        assert!(
+            !can(&[verb, "directoryusers.usersync.dev", "-n", watched]),
+            "{verb} users is more than the operator needs"
         );
     }
     assert!(can(&[
@@ -654,6 +661,27 @@ fn helm_install_for_all_namespaces_uses_a_cluster_role() {
     );
     let crd = kubectl(["get", "crd", "directoryusers.usersync.dev"]);
     assert!(crd.status.success(), "{}", stderr(&crd));
+}
+
+/// `examples/` is what a GitOps tool is pointed at: it must build, and the API
+/// server (with the CRDs' schemas and CEL rules) must accept every object in it.
+#[test]
+fn the_examples_are_a_kustomization_the_api_server_accepts() {
+    let ns = Namespaces::create("examples", 1);
+    let out = kubectl(["apply", "-k", "examples/", "-n", &ns[0], "--dry-run=server"]);
+    assert_applied(&out, "kubectl apply -k examples/ --dry-run=server");
+    let applied = stdout(&out);
+    for object in [
+        "connectorhealth.usersync.dev/openldap",
+        "syncpolicy.usersync.dev/default",
+        "directorymapping.usersync.dev/staff",
+        "directorymapping.usersync.dev/contractors",
+    ] {
+        assert!(
+            applied.contains(object),
+            "{object} missing from:\n{applied}"
+        );
+    }
 }
 
 #[test]

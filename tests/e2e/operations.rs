@@ -313,6 +313,125 @@ async fn a_paused_leader_stops_when_it_resumes_after_the_standby_took_over() {
     assert_eq!(standby.runs(), vec![run.id], "the new leader did the run");
 }
 
+/// While the operator waits for its database, the liveness probe passes and the
+/// readiness probe does not: a slow database must not get the pod restarted.
+#[tokio::test]
+async fn waiting_for_the_database_the_operator_is_alive_but_not_ready() {
+    let w = World::without_operator("pg-wait", Server::slapd(), json!({})).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens there.
+    let dsn = format!(
+        "postgres://usersync:unused@127.0.0.1:{}/usersync",
+        free_port()
+    );
+    let op = Operator::start_with(
+        "replica-a",
+        &w.ns.name,
+        &cluster().kubeconfig,
+        dir.path(),
+        &["--store", "postgres"],
+        &[("USERSYNC_POSTGRES_DSN", dsn.as_str())],
+    );
+    eventually(Duration::from_secs(20), "/healthz to answer", || async {
+        (http_get(op.metrics, "/healthz").await?.0 == 200).then_some(())
+    })
+    .await;
+    let ready = http_get(op.metrics, "/readyz").await.map(|r| r.0);
+    assert_ne!(ready, Some(200), "ready before the store is open");
+    let log = std::fs::read_to_string(&op.log).unwrap();
+    assert!(!log.contains("unused"), "the password was logged: {log}");
+}
+
+/// The deletion counters and run results on `/metrics` follow what the runs did:
+/// a delete withheld by `deletionsAllowed: false` counts as planned and blocked,
+/// the run as Blocked; once allowed, the delete counts as planned only.
+#[tokio::test]
+async fn metrics_count_planned_and_blocked_deletions_as_the_runs_did() {
+    let w = World::without_operator(
+        "metrics-del",
+        Server::slapd(),
+        json!({"preservation": {"deleteAfter": "1s"}, "safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    w.add_user("md1", false);
+    w.add_user("md2", false);
+    let dir = tempfile::tempdir().unwrap();
+    let op = Operator::start("replica-a", &w.ns.name, &cluster().kubeconfig, dir.path());
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.set_disabled("md1", true);
+    w.sync("staff").await;
+    let connectors: Api<usersync::api::ConnectorHealth> =
+        Api::namespaced(w.client.clone(), &w.ns.name);
+    let patch = |allowed: bool| {
+        let connectors = connectors.clone();
+        async move {
+            let body = json!({"spec": {"deletionsAllowed": allowed}});
+            connectors
+                .patch(
+                    "corp",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&body),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    patch(false).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let blocked = w.sync("staff").await;
+    assert_eq!(
+        blocked.result,
+        usersync::api::RunResult::Blocked,
+        "{blocked:?}"
+    );
+
+    let ns = format!("namespace=\"{}\"", w.ns.name);
+    let scrape = || async {
+        let (code, text) = http_get(op.metrics, "/metrics")
+            .await
+            .expect("metrics answer");
+        assert_eq!(code, 200);
+        text
+    };
+    // Each expected sample: metric, extra label, value.
+    let expect = |m: &str, expected: &[(&str, &str, f64)]| {
+        for (metric, label, value) in expected {
+            let labels: Vec<&str> = [ns.as_str(), label]
+                .into_iter()
+                .filter(|l| !l.is_empty())
+                .collect();
+            assert_eq!(
+                sample(m, metric, &labels),
+                Some(*value),
+                "{metric}{{{label}}}:\n{m}"
+            );
+        }
+    };
+    expect(
+        &scrape().await,
+        &[
+            ("usersync_deletions_planned_total", "", 1.0),
+            ("usersync_deletions_blocked_total", "", 1.0),
+            ("usersync_runs_total", "result=\"Blocked\"", 1.0),
+            ("usersync_users", "state=\"Preserved\"", 1.0),
+        ],
+    );
+
+    patch(true).await;
+    w.connected(true).await;
+    let run = w.sync("staff").await;
+    assert_eq!(run.deleted, 1, "{run:?}");
+    expect(
+        &scrape().await,
+        &[
+            ("usersync_deletions_planned_total", "", 2.0),
+            ("usersync_deletions_blocked_total", "", 1.0),
+            ("usersync_users", "state=\"Deleted\"", 1.0),
+            ("usersync_users", "state=\"Active\"", 1.0),
+        ],
+    );
+}
+
 /// A TCP relay to the API server that can be frozen: connections stay open and
 /// nothing more is relayed, the way a network partition or a hung API server
 /// looks to a client (kube's client sets no read timeout of its own).

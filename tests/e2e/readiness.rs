@@ -358,3 +358,94 @@ async fn an_object_the_operator_cannot_read_does_not_stop_the_controller() {
     .await;
     assert_eq!(raw, "InvalidSpec");
 }
+
+/// GitOps tools own the spec, metadata and annotations of what they apply; the
+/// operator owns only status (and the mapping's finalizer). After a full sync,
+/// every field that an operator field manager holds on the mapping, the policy
+/// and the connector is under `status` or is the finalizer, and each object's
+/// Ready condition is True for its current generation, so Argo CD and Flux
+/// report health from it.
+#[tokio::test]
+async fn after_a_sync_the_operator_owns_only_status_and_the_finalizer() {
+    use crate::ldap_support::Server;
+    use crate::world::World;
+    use usersync::api::SyncPolicy;
+
+    let w = World::new("gitops", Server::slapd(), serde_json::json!({})).await;
+    w.add_user("go1", false);
+    w.mapping("staff", &w.ou.dn.clone(), serde_json::json!({}))
+        .await;
+
+    fn check<K>(
+        obj: &K,
+        conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+        observed: Option<i64>,
+    ) where
+        K: kube::Resource,
+    {
+        let meta = obj.meta();
+        let name = meta.name.clone().unwrap_or_default();
+        let managed = meta.managed_fields.clone().unwrap_or_default();
+        let ours: Vec<_> = managed
+            .iter()
+            .filter(|m| {
+                m.manager
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("usersync"))
+            })
+            .collect();
+        assert!(
+            !ours.is_empty(),
+            "{name}: no fields managed by the operator: {managed:#?}"
+        );
+        for entry in ours {
+            let fields = entry
+                .fields_v1
+                .as_ref()
+                .map(|f| f.0.clone())
+                .unwrap_or_default();
+            let only_finalizers = fields
+                .as_object()
+                .is_some_and(|top| top.keys().all(|k| k == "f:metadata"))
+                && fields["f:metadata"]
+                    .as_object()
+                    .is_some_and(|m| m.keys().all(|k| k == "f:finalizers"));
+            assert!(
+                entry.subresource.as_deref() == Some("status") || only_finalizers,
+                "{name}: the operator holds fields outside status: {entry:#?}"
+            );
+            assert_eq!(
+                entry.operation.as_deref(),
+                Some("Apply"),
+                "{name}: {entry:#?}"
+            );
+        }
+        let ready = find_condition(conditions, "Ready").expect("a Ready condition");
+        assert_eq!(ready.status, "True", "{name}: {ready:?}");
+        assert_eq!(
+            ready.observed_generation, meta.generation,
+            "{name}: {ready:?}"
+        );
+        assert_eq!(
+            observed, meta.generation,
+            "{name}: status.observedGeneration"
+        );
+    }
+
+    let mappings: Api<DirectoryMapping> = Api::namespaced(w.client.clone(), &w.ns.name);
+    let mapping = mappings.get("staff").await.unwrap();
+    let status = mapping.status.clone().unwrap();
+    check(&mapping, &status.conditions, status.observed_generation);
+    assert_eq!(
+        mapping.metadata.finalizers.as_deref(),
+        Some(&["usersync.dev/users".to_owned()][..])
+    );
+    let policies: Api<SyncPolicy> = Api::namespaced(w.client.clone(), &w.ns.name);
+    let policy = policies.get("default").await.unwrap();
+    let status = policy.status.clone().unwrap();
+    check(&policy, &status.conditions, status.observed_generation);
+    let connectors: Api<ConnectorHealth> = Api::namespaced(w.client.clone(), &w.ns.name);
+    let connector = connectors.get("corp").await.unwrap();
+    let status = connector.status.clone().unwrap();
+    check(&connector, &status.conditions, status.observed_generation);
+}

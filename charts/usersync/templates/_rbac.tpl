@@ -32,7 +32,7 @@ admin's objects are the admin's.
 # new user) and `patch`. No delete: a deleted user stays as a tombstone.
 - apiGroups: ["usersync.dev"]
   resources: ["directoryusers"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["list", "create", "patch"]
 # A user's lifecycle state (Active, Preserved, Deleted) lives in its status.
 - apiGroups: ["usersync.dev"]
   resources: ["directoryusers/status"]
