@@ -297,6 +297,77 @@ fn postgres_store_reads_its_dsn_from_a_secret_and_needs_no_user_rights() {
     );
 }
 
+/// What the chart hands the container is what the binary takes: for each kind
+/// of install, the rendered arguments (with `$(VAR)` references resolved as the
+/// kubelet would) are accepted by `usersync`, which is asked only for its help so
+/// that nothing runs.
+#[test]
+fn the_charts_arguments_are_ones_the_binary_accepts() {
+    let installs: [&[&str]; 4] = [
+        &[],
+        &[
+            "--set",
+            "watchNamespaces={team-a,team-b}",
+            "--set",
+            "logFormat=text",
+        ],
+        &[
+            "--set",
+            "store.type=postgres",
+            "--set",
+            "store.postgres.dsnSecretRef.name=usersync-db",
+            "--set",
+            "store.postgres.caSecretRef.name=db-ca",
+        ],
+        &[
+            "--set",
+            "leaderElection.enabled=false",
+            "--set",
+            "replicas=1",
+        ],
+    ];
+    for values in installs {
+        let docs = helm_template("usersync", "ops", values);
+        let container = &only(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+        let mut args = match &container["command"] {
+            Value::Null => Vec::new(),
+            command => strings(command),
+        };
+        args.extend(strings(&container["args"]));
+        // The image's entrypoint is the binary; a command, if set, names it.
+        if args.first().is_some_and(|a| a.ends_with("usersync")) {
+            args.remove(0);
+        }
+        let resolved: Vec<String> = args
+            .iter()
+            .map(|a| {
+                a.replace("$(POD_NAMESPACE)", "ops")
+                    .replace("$(POD_NAME)", "usersync-0")
+            })
+            .collect();
+        assert!(
+            !resolved.iter().any(|a| a.contains("$(")),
+            "an unresolved reference in {resolved:?}"
+        );
+        assert_eq!(
+            resolved.first().map(String::as_str),
+            Some("run"),
+            "{resolved:?}"
+        );
+        assert!(resolved.len() > 3, "{resolved:?}");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_usersync"))
+            .args(&resolved)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "helm template {values:?}: usersync refuses {resolved:?}:\n{}",
+            stderr(&out)
+        );
+    }
+}
+
 #[test]
 fn postgres_ca_is_mounted_read_only_and_named_to_the_operator() {
     let docs = helm_template(
