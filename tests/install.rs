@@ -297,6 +297,16 @@ fn postgres_store_reads_its_dsn_from_a_secret_and_needs_no_user_rights() {
     );
 }
 
+/// Values for the PostgreSQL store with a private CA.
+const POSTGRES_WITH_CA: &[&str] = &[
+    "--set",
+    "store.type=postgres",
+    "--set",
+    "store.postgres.dsnSecretRef.name=usersync-db",
+    "--set",
+    "store.postgres.caSecretRef.name=db-ca",
+];
+
 /// What the chart hands the container is what the binary takes: for each kind
 /// of install, the rendered arguments (with `$(VAR)` references resolved as the
 /// kubelet would) are accepted by `usersync`, which is asked only for its help so
@@ -311,14 +321,7 @@ fn the_charts_arguments_are_ones_the_binary_accepts() {
             "--set",
             "logFormat=text",
         ],
-        &[
-            "--set",
-            "store.type=postgres",
-            "--set",
-            "store.postgres.dsnSecretRef.name=usersync-db",
-            "--set",
-            "store.postgres.caSecretRef.name=db-ca",
-        ],
+        POSTGRES_WITH_CA,
         &[
             "--set",
             "leaderElection.enabled=false",
@@ -370,18 +373,7 @@ fn the_charts_arguments_are_ones_the_binary_accepts() {
 
 #[test]
 fn postgres_ca_is_mounted_read_only_and_named_to_the_operator() {
-    let docs = helm_template(
-        "usersync",
-        "ops",
-        &[
-            "--set",
-            "store.type=postgres",
-            "--set",
-            "store.postgres.dsnSecretRef.name=usersync-db",
-            "--set",
-            "store.postgres.caSecretRef.name=db-ca",
-        ],
-    );
+    let docs = helm_template("usersync", "ops", POSTGRES_WITH_CA);
     let pod = &only(&docs, "Deployment")["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
     let ca = container["env"]

@@ -534,13 +534,59 @@ async fn dry_run_applies_nothing() {
     assert!(w.users().await.is_empty(), "a dry run created users");
 }
 
+/// The same rule between full reads: the size limit stops the syncrepl refresh
+/// (the run then falls back to a full read, which the limit cuts off too), and
+/// nothing changes — not the deletion, the lock or the new user the refresh had
+/// begun to report.
+#[tokio::test]
+async fn an_incomplete_incremental_read_changes_nothing() {
+    let private = crate::ldap_support::PrivateSlapd::start("cut-incr");
+    let w = World::new(
+        "cut-incr",
+        &private.server,
+        json!({"safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    for i in 0..4 {
+        w.add_user(&format!("x{i}"), false);
+    }
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.remove("x0");
+    w.set_disabled("x1", true);
+    w.add_user("x4", false);
+    // Three changes, and the server now returns at most one entry per search.
+    private.server.script(
+        &["limits", "size.soft=1 size.hard=1 size.pr=1 size.prtotal=1"],
+        None,
+    );
+    let run = w.sync("staff").await;
+    assert_eq!(run.result, RunResult::Failed, "{run:?}");
+    assert!(
+        run.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("incomplete"),
+        "{run:?}"
+    );
+    for i in 0..4 {
+        assert_eq!(
+            w.state(&format!("x{i}")).await,
+            "Active",
+            "a cut-off read changed x{i}"
+        );
+    }
+    assert_eq!(w.users().await.len(), 4, "a cut-off read imported x4");
+}
+
 #[tokio::test]
 async fn an_incomplete_read_changes_nothing() {
     let private = crate::ldap_support::PrivateSlapd::start("cut");
+    // Full reads only: the paged read of the whole scope is what the size limit
+    // below cuts off (an incremental read of two changes would stay under it).
     let w = World::new(
         "cut",
         &private.server,
-        json!({"safety": {"maxPreservePercent": 100}}),
+        json!({"incremental": false, "safety": {"maxPreservePercent": 100}}),
     )
     .await;
     for i in 0..12 {
