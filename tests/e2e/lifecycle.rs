@@ -534,6 +534,54 @@ async fn dry_run_applies_nothing() {
     assert!(w.users().await.is_empty(), "a dry run created users");
 }
 
+/// A world on a private slapd with `count` active users of `prefix`, whose server
+/// then returns at most `limit` entries per search.
+async fn cut_off_world<'a>(
+    private: &'a crate::ldap_support::PrivateSlapd,
+    prefix: &str,
+    count: usize,
+    policy: serde_json::Value,
+    changes: impl FnOnce(&World<'a>),
+    limit: usize,
+) -> World<'a> {
+    let w = World::new(&format!("cut-{prefix}"), &private.server, policy).await;
+    for i in 0..count {
+        w.add_user(&format!("{prefix}{i}"), false);
+    }
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    assert_eq!(w.users().await.len(), count);
+    changes(&w);
+    let l = limit.to_string();
+    let limits = format!("size.soft={l} size.hard={l} size.pr={l} size.prtotal={l}");
+    private.server.script(&["limits", &limits], None);
+    w
+}
+
+/// The run failed as incomplete and every user is still as it was.
+async fn assert_cut_off_changed_nothing(w: &World<'_>, prefix: &str, count: usize) {
+    let run = w.sync("staff").await;
+    assert_eq!(run.result, RunResult::Failed, "{run:?}");
+    assert!(
+        run.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("incomplete"),
+        "{run:?}"
+    );
+    for i in 0..count {
+        assert_eq!(
+            w.state(&format!("{prefix}{i}")).await,
+            "Active",
+            "a cut-off read changed {prefix}{i}"
+        );
+    }
+    assert_eq!(
+        w.users().await.len(),
+        count,
+        "a cut-off read imported a user"
+    );
+}
+
 /// The same rule between full reads: the size limit stops the syncrepl refresh
 /// (the run then falls back to a full read, which the limit cuts off too), and
 /// nothing changes — not the deletion, the lock or the new user the refresh had
@@ -541,82 +589,30 @@ async fn dry_run_applies_nothing() {
 #[tokio::test]
 async fn an_incomplete_incremental_read_changes_nothing() {
     let private = crate::ldap_support::PrivateSlapd::start("cut-incr");
-    let w = World::new(
-        "cut-incr",
-        &private.server,
-        json!({"safety": {"maxPreservePercent": 100}}),
-    )
-    .await;
-    for i in 0..4 {
-        w.add_user(&format!("x{i}"), false);
-    }
-    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
-    w.remove("x0");
-    w.set_disabled("x1", true);
-    w.add_user("x4", false);
-    // Three changes, and the server now returns at most one entry per search.
-    private.server.script(
-        &["limits", "size.soft=1 size.hard=1 size.pr=1 size.prtotal=1"],
-        None,
-    );
-    let run = w.sync("staff").await;
-    assert_eq!(run.result, RunResult::Failed, "{run:?}");
-    assert!(
-        run.message
-            .as_deref()
-            .unwrap_or_default()
-            .contains("incomplete"),
-        "{run:?}"
-    );
-    for i in 0..4 {
-        assert_eq!(
-            w.state(&format!("x{i}")).await,
-            "Active",
-            "a cut-off read changed x{i}"
-        );
-    }
-    assert_eq!(w.users().await.len(), 4, "a cut-off read imported x4");
+    let policy = json!({"safety": {"maxPreservePercent": 100}});
+    let changes = |w: &World<'_>| {
+        w.remove("x0");
+        w.set_disabled("x1", true);
+        w.add_user("x4", false);
+    };
+    // Three changes, and at most one entry per search.
+    let w = cut_off_world(&private, "x", 4, policy, changes, 1).await;
+    assert_cut_off_changed_nothing(&w, "x", 4).await;
 }
 
 #[tokio::test]
 async fn an_incomplete_read_changes_nothing() {
     let private = crate::ldap_support::PrivateSlapd::start("cut");
     // Full reads only: the paged read of the whole scope is what the size limit
-    // below cuts off (an incremental read of two changes would stay under it).
-    let w = World::new(
-        "cut",
-        &private.server,
-        json!({"incremental": false, "safety": {"maxPreservePercent": 100}}),
-    )
-    .await;
-    for i in 0..12 {
-        w.add_user(&format!("w{i}"), false);
-    }
-    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
-    assert_eq!(w.users().await.len(), 12);
-    w.remove("w0");
-    w.set_disabled("w1", true);
-    // The server now stops paged reads after 5 entries: the read is cut off mid-way.
-    private.server.script(
-        &["limits", "size.soft=5 size.hard=5 size.pr=5 size.prtotal=5"],
-        None,
-    );
-    let run = w.sync("staff").await;
-    assert_eq!(run.result, RunResult::Failed, "{run:?}");
-    assert!(
-        run.message
-            .as_deref()
-            .unwrap_or_default()
-            .contains("incomplete"),
-        "{run:?}"
-    );
-    for i in 0..12 {
-        assert_eq!(
-            w.state(&format!("w{i}")).await,
-            "Active",
-            "a cut-off read changed w{i}"
-        );
-    }
+    // cuts off (an incremental read of two changes would stay under it).
+    let policy = json!({"incremental": false, "safety": {"maxPreservePercent": 100}});
+    let changes = |w: &World<'_>| {
+        w.remove("w0");
+        w.set_disabled("w1", true);
+    };
+    // The server stops paged reads after 5 of 12 entries: the read is cut off mid-way.
+    let w = cut_off_world(&private, "w", 12, policy, changes, 5).await;
+    assert_cut_off_changed_nothing(&w, "w", 12).await;
 }
 
 #[tokio::test]
