@@ -114,7 +114,7 @@ pub async fn source_for(
         .map_err(|e: ldap::LdapError| ConnectionError::Invalid(e.to_string()))?;
     let incremental = ldap::IncrementalSource::new(&settings)
         .map_err(|e: ldap::LdapError| ConnectionError::Invalid(e.to_string()))?;
-    Ok(Source::Ldap(Box::new(source), Box::new(incremental)))
+    Ok(Source::Ldap(source, Box::new(incremental)))
 }
 
 /// Text from a Secret key (a password, a client secret, a PEM document).

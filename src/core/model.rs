@@ -209,12 +209,7 @@ pub struct DirectoryView {
 impl DirectoryView {
     /// A complete full read of the mapping's scope.
     pub fn full(entries: impl IntoIterator<Item = DirectoryEntry>) -> Self {
-        Self {
-            read: ReadKind::Full,
-            complete: true,
-            entries: entries.into_iter().map(|e| (e.anchor.clone(), e)).collect(),
-            removed: Vec::new(),
-        }
+        Self::full_keyed(by_anchor(entries))
     }
 
     /// A complete full read whose entries are already keyed by anchor, as the
@@ -229,6 +224,14 @@ impl DirectoryView {
         }
     }
 
+    /// A complete incremental read: the changed entries and the removed anchors.
+    pub fn incremental(
+        entries: impl IntoIterator<Item = DirectoryEntry>,
+        removed: impl IntoIterator<Item = String>,
+    ) -> Self {
+        Self::incremental_keyed(by_anchor(entries), removed)
+    }
+
     /// [`Self::incremental`] with the entries already keyed by anchor.
     pub fn incremental_keyed(
         entries: BTreeMap<String, DirectoryEntry>,
@@ -238,18 +241,6 @@ impl DirectoryView {
             read: ReadKind::Incremental,
             removed: removed.into_iter().collect(),
             ..Self::full_keyed(entries)
-        }
-    }
-
-    /// A complete incremental read: the changed entries and the removed anchors.
-    pub fn incremental(
-        entries: impl IntoIterator<Item = DirectoryEntry>,
-        removed: impl IntoIterator<Item = String>,
-    ) -> Self {
-        Self {
-            read: ReadKind::Incremental,
-            removed: removed.into_iter().collect(),
-            ..Self::full(entries)
         }
     }
 
@@ -273,6 +264,13 @@ impl DirectoryView {
             ReadKind::Incremental => self.removed.iter().any(|a| a == anchor),
         }
     }
+}
+
+/// Entries keyed by anchor; of two with the same anchor, the later one.
+fn by_anchor(
+    entries: impl IntoIterator<Item = DirectoryEntry>,
+) -> BTreeMap<String, DirectoryEntry> {
+    entries.into_iter().map(|e| (e.anchor.clone(), e)).collect()
 }
 
 /// The mapping being synced, with inherited settings already resolved.

@@ -16,7 +16,7 @@ use crate::core::{DirectoryEntry, DirectoryView};
 pub enum Source {
     /// Active Directory, OpenLDAP or another LDAP server: full reads and lookups,
     /// and incremental reads where the server offers them.
-    Ldap(Box<ldap::LdapSource>, Box<ldap::IncrementalSource>),
+    Ldap(ldap::LdapSource, Box<ldap::IncrementalSource>),
     /// Microsoft Entra ID through Microsoft Graph.
     Graph(Box<graph::GraphSource>),
 }

@@ -16,6 +16,8 @@ use crate::world::{RUN_WAIT, World};
 
 /// One operator process; killed when dropped.
 struct Operator {
+    /// Its identity in the Lease (`POD_NAME`).
+    name: String,
     child: Child,
     log: std::path::PathBuf,
     metrics: u16,
@@ -69,6 +71,7 @@ impl Operator {
             .spawn()
             .expect("usersync starts");
         Operator {
+            name: name.to_owned(),
             child,
             log,
             metrics,
@@ -132,19 +135,30 @@ async fn holder(leases: &Api<Lease>) -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
-/// Two operator processes with leader election: the leader, the standby, and
-/// the leader's name.
-async fn two_replicas(w: &World<'_>, dir: &std::path::Path) -> (Operator, Operator, String) {
+/// Two operator processes with leader election: the leader and the standby.
+async fn two_replicas(w: &World<'_>, dir: &std::path::Path) -> (Operator, Operator) {
     let kubeconfig = cluster().kubeconfig.clone();
     let a = Operator::start("replica-a", &w.ns.name, &kubeconfig, dir);
     let b = Operator::start("replica-b", &w.ns.name, &kubeconfig, dir);
     let leases: Api<Lease> = Api::namespaced(w.client.clone(), &w.ns.name);
     let first = eventually(RUN_WAIT, "a lease holder", || holder(&leases)).await;
-    if first == "replica-a" {
-        (a, b, first)
-    } else {
-        (b, a, first)
-    }
+    if first == a.name { (a, b) } else { (b, a) }
+}
+
+/// Wait until `standby` holds the Lease.
+async fn takes_over(leases: &Api<Lease>, standby: &Operator, what: &str) {
+    eventually(Duration::from_secs(40), what, || async {
+        (holder(leases).await.as_deref() == Some(standby.name.as_str())).then_some(())
+    })
+    .await;
+}
+
+/// After a failover: a new directory user `uid` is imported by the new leader.
+async fn the_new_leader_syncs(w: &World<'_>, leader: &Operator, uid: &str) {
+    w.add_user(uid, false);
+    let run = w.sync("staff").await;
+    assert_eq!(run.imported, 1, "{run:?}");
+    assert_eq!(leader.runs(), vec![run.id], "the new leader did the run");
 }
 
 #[tokio::test]
@@ -155,7 +169,7 @@ async fn two_replicas_one_leader_failover_and_metrics_that_match_the_run() {
     }
     w.add_user("ha4", true);
     let dir = tempfile::tempdir().unwrap();
-    let (leader, standby, first) = two_replicas(&w, dir.path()).await;
+    let (leader, standby) = two_replicas(&w, dir.path()).await;
     let leases: Api<Lease> = Api::namespaced(w.client.clone(), &w.ns.name);
 
     let run = w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
@@ -225,17 +239,7 @@ async fn two_replicas_one_leader_failover_and_metrics_that_match_the_run() {
     // The leader dies without giving up the lease: the standby takes over once it expires.
     leader.signal("-KILL");
     let killed = Instant::now();
-    let standby_name = if first == "replica-a" {
-        "replica-b"
-    } else {
-        "replica-a"
-    };
-    eventually(
-        Duration::from_secs(40),
-        "the standby to take the lease",
-        || async { (holder(&leases).await.as_deref() == Some(standby_name)).then_some(()) },
-    )
-    .await;
+    takes_over(&leases, &standby, "the standby to take the lease").await;
     let takeover = killed.elapsed();
     assert!(
         takeover <= Duration::from_secs(25),
@@ -245,10 +249,7 @@ async fn two_replicas_one_leader_failover_and_metrics_that_match_the_run() {
         "failover: the standby took the lease {:.1}s after the leader was killed",
         takeover.as_secs_f64()
     );
-    w.add_user("ha5", false);
-    let run = w.sync("staff").await;
-    assert_eq!(run.imported, 1, "{run:?}");
-    assert_eq!(standby.runs(), vec![run.id], "the new leader did the run");
+    the_new_leader_syncs(&w, &standby, "ha5").await;
 
     // A clean stop hands the lease back at once.
     standby.signal("-TERM");
@@ -268,12 +269,7 @@ async fn a_paused_leader_stops_when_it_resumes_after_the_standby_took_over() {
     let w = World::without_operator("ha-pause", Server::slapd(), json!({})).await;
     w.add_user("hp1", false);
     let dir = tempfile::tempdir().unwrap();
-    let (mut leader, standby, first) = two_replicas(&w, dir.path()).await;
-    let standby_name = if first == "replica-a" {
-        "replica-b"
-    } else {
-        "replica-a"
-    };
+    let (mut leader, standby) = two_replicas(&w, dir.path()).await;
     let leases: Api<Lease> = Api::namespaced(w.client.clone(), &w.ns.name);
     let run = w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
     assert_eq!(
@@ -283,10 +279,10 @@ async fn a_paused_leader_stops_when_it_resumes_after_the_standby_took_over() {
     );
 
     leader.signal("-STOP");
-    eventually(
-        Duration::from_secs(40),
+    takes_over(
+        &leases,
+        &standby,
         "the standby to take the lease from the paused leader",
-        || async { (holder(&leases).await.as_deref() == Some(standby_name)).then_some(()) },
     )
     .await;
     leader.signal("-CONT");
@@ -306,11 +302,7 @@ async fn a_paused_leader_stops_when_it_resumes_after_the_standby_took_over() {
     let log = std::fs::read_to_string(&leader.log).unwrap();
     assert!(log.contains("stopping"), "{log}");
 
-    // The new leader syncs.
-    w.add_user("hp2", false);
-    let run = w.sync("staff").await;
-    assert_eq!(run.imported, 1, "{run:?}");
-    assert_eq!(standby.runs(), vec![run.id], "the new leader did the run");
+    the_new_leader_syncs(&w, &standby, "hp2").await;
 }
 
 /// While the operator waits for its database, the liveness probe passes and the
@@ -539,16 +531,8 @@ async fn a_leader_cut_off_from_the_api_server_stops_before_its_lease_expires() {
         stopped < Duration::from_secs(15),
         "the cut-off leader went on for {stopped:?}, past the lease's expiry"
     );
-    eventually(
-        Duration::from_secs(40),
-        "the standby to take the lease",
-        || async { (holder(&leases).await.as_deref() == Some("replica-b")).then_some(()) },
-    )
-    .await;
-    w.add_user("hc2", false);
-    let run = w.sync("staff").await;
-    assert_eq!(run.imported, 1, "{run:?}");
-    assert_eq!(standby.runs(), vec![run.id], "the new leader did the run");
+    takes_over(&leases, &standby, "the standby to take the lease").await;
+    the_new_leader_syncs(&w, &standby, "hc2").await;
 }
 
 #[tokio::test]

@@ -68,7 +68,7 @@ impl Projection {
     /// `settings`, reading the disabled attribute when the settings have one.
     pub fn for_settings(settings: &ValidSettings, attributes: &AttributeMap) -> Self {
         let mut projection = Self::new(settings.flavor, settings.anchor.clone(), attributes);
-        projection.disabled_attribute = settings.disabled_attribute.clone();
+        projection.disabled_attribute = settings.disabled_attribute().map(str::to_owned);
         projection
     }
 
@@ -176,11 +176,7 @@ impl RawEntry {
             .and_then(StructureTag::expect_constructed)
             .ok_or(NOT_AN_ENTRY)?
             .into_iter();
-        let dn = parts
-            .next()
-            .and_then(StructureTag::expect_primitive)
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or("a search result entry without a readable DN")?;
+        let dn = text(parts.next()).ok_or("a search result entry without a readable DN")?;
         let list = parts
             .next()
             .and_then(StructureTag::expect_constructed)
@@ -191,11 +187,7 @@ impl RawEntry {
                 .expect_constructed()
                 .ok_or(NOT_AN_ENTRY)?
                 .into_iter();
-            let name = pair
-                .next()
-                .and_then(StructureTag::expect_primitive)
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or("an attribute without a readable name")?;
+            let name = text(pair.next()).ok_or("an attribute without a readable name")?;
             let values = pair
                 .next()
                 .and_then(StructureTag::expect_constructed)
@@ -239,6 +231,12 @@ impl RawEntry {
     pub fn has(&self, name: &str) -> bool {
         self.attrs.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
     }
+}
+
+/// An OCTET STRING that holds UTF-8 text (an LDAPDN, an attribute description).
+fn text(tag: Option<StructureTag>) -> Option<String> {
+    tag.and_then(StructureTag::expect_primitive)
+        .and_then(|b| String::from_utf8(b).ok())
 }
 
 /// The protocol op number of SearchResultEntry (`[APPLICATION 4]`).

@@ -161,10 +161,6 @@ impl LdapSettings {
             transport: tls,
             flavor: self.flavor,
             anchor: AnchorAttribute::new(anchor_name),
-            disabled_attribute: disabled_filter
-                .as_deref()
-                .and_then(presence_attribute)
-                .map(str::to_owned),
             disabled_filter,
             page_size: self.page_size as i32,
             timeout: self.timeout,
@@ -208,20 +204,23 @@ pub struct ValidSettings {
     pub flavor: Flavor,
     pub anchor: AnchorAttribute,
     pub disabled_filter: Option<String>,
-    /// When the disabled filter only asks for one attribute's presence (as
-    /// OpenLDAP's `(pwdAccountLockedTime=*)` does): that attribute. It is then
-    /// requested with every entry and its presence read as the signal, which
-    /// saves the server a second scan of the scope.
-    pub disabled_attribute: Option<String>,
     pub page_size: i32,
     pub timeout: Duration,
 }
 
 impl ValidSettings {
+    /// When the disabled filter only asks for one attribute's presence (as
+    /// OpenLDAP's `(pwdAccountLockedTime=*)` does): that attribute. It is then
+    /// requested with every entry and its presence read as the signal, which
+    /// saves the server a second scan of the scope.
+    pub fn disabled_attribute(&self) -> Option<&str> {
+        self.disabled_filter.as_deref().and_then(presence_attribute)
+    }
+
     /// The disabled filter when it needs a search of its own: not when there
     /// is none, nor when it is read from each entry ([`Self::disabled_attribute`]).
     pub fn disabled_search_filter(&self) -> Option<&str> {
-        match self.disabled_attribute {
+        match self.disabled_attribute() {
             Some(_) => None,
             None => self.disabled_filter.as_deref(),
         }
@@ -370,10 +369,7 @@ mod tests {
             Some("(pwdAccountLockedTime=*)")
         );
         // A presence filter is read from each entry, not searched for.
-        assert_eq!(
-            v.disabled_attribute.as_deref(),
-            Some("pwdAccountLockedTime")
-        );
+        assert_eq!(v.disabled_attribute(), Some("pwdAccountLockedTime"));
         assert_eq!(v.disabled_search_filter(), None);
         assert_eq!((v.host.as_str(), v.port), ("dir.example", 3389));
         assert_eq!(v.transport, Transport::Plain);
@@ -395,7 +391,7 @@ mod tests {
         let v = s.validate().unwrap();
         assert_eq!(v.anchor.name(), "nsUniqueId");
         assert_eq!(v.disabled_filter.as_deref(), Some("(nsAccountLock=TRUE)"));
-        assert_eq!(v.disabled_attribute, None);
+        assert_eq!(v.disabled_attribute(), None);
         assert_eq!(v.disabled_search_filter(), Some("(nsAccountLock=TRUE)"));
         assert_eq!((v.port, v.transport), (389, Transport::StartTls));
     }
