@@ -4,7 +4,26 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{SecretKeyRef, duration_rule};
+use super::common::{
+    SecretKeyRef, cel_string, duration_minimum_rule, duration_rule, name_fits_label_rule,
+};
+use super::user::CONNECTOR_LABEL;
+use crate::core::duration::{MIN_PROBE_INTERVAL, MIN_STALE_AFTER, MIN_TIMEOUT};
+
+/// An `authorityHost` or `graphHost`: `https://host[:port]`, nothing after it but an
+/// optional '/'. usersync appends the token and Graph paths itself, so a path here
+/// would be doubled. Plain HTTP only to 127.0.0.1, for local emulators.
+pub const ENTRA_HOST_PATTERN: &str =
+    r"^(https://([-A-Za-z0-9.]+|\[[0-9A-Fa-f:.]+\])|http://127\.0\.0\.1)(:[0-9]{1,5})?/?$";
+
+/// The CEL rule of an Entra endpoint override; `appended` is the path usersync adds.
+fn entra_host_rule(field: &str, appended: &str) -> kube::core::Rule {
+    kube::core::Rule::new(format!("self.matches({})", cel_string(ENTRA_HOST_PATTERN))).message(
+        kube::core::Message::Message(format!(
+            "{field} must be https://host[:port] with no path, query or fragment: usersync appends {appended} itself"
+        )),
+    )
+}
 
 /// How to reach one directory (exactly one of `ldap` or `entraID`), how often to
 /// probe it, and whether deletions may currently rely on it.
@@ -23,7 +42,8 @@ use super::common::{SecretKeyRef, duration_rule};
     printcolumn = r#"{"name":"Last Success","type":"date","jsonPath":".status.lastSuccessTime"}"#,
     printcolumn = r#"{"name":"Latency","type":"integer","priority":1,"jsonPath":".status.latencyMs","description":"round trip of the last successful probe, in milliseconds"}"#,
     printcolumn = r#"{"name":"Deletions","type":"boolean","jsonPath":".spec.deletionsAllowed","description":"whether deletions may rely on this connector"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = name_fits_label_rule("ConnectorHealth", CONNECTOR_LABEL)
 )]
 #[x_kube(validation = Rule::new("[has(self.ldap), has(self.entraID)].exists_one(x, x)").message("exactly one of spec.ldap or spec.entraID must be set"))]
 #[serde(rename_all = "camelCase")]
@@ -36,15 +56,18 @@ pub struct ConnectorHealthSpec {
     #[serde(rename = "entraID", default, skip_serializing_if = "Option::is_none")]
     pub entra_id: Option<EntraIdConnection>,
 
-    /// How often the directory is probed (a bind or token plus one small read). Default 1m.
+    /// How often the directory is probed (a bind or token plus one small read); at least 1s.
+    /// Default 1m.
     #[serde(default = "default_probe_interval")]
     #[x_kube(validation = duration_rule("probeInterval"))]
+    #[x_kube(validation = duration_minimum_rule("probeInterval", MIN_PROBE_INTERVAL))]
     #[schemars(length(max = 64))]
     pub probe_interval: String,
 
-    /// Deletions need a successful probe younger than this. Default 5m.
+    /// Deletions need a successful probe younger than this; at least 1s. Default 5m.
     #[serde(default = "default_stale_after")]
     #[x_kube(validation = duration_rule("staleAfter"))]
+    #[x_kube(validation = duration_minimum_rule("staleAfter", MIN_STALE_AFTER))]
     #[schemars(length(max = 64))]
     pub stale_after: String,
 
@@ -140,9 +163,10 @@ pub struct LdapConnection {
     #[x_kube(validation = Rule::new("self >= 1 && self <= 100000").message("pageSize must be between 1 and 100000"))]
     pub page_size: u32,
 
-    /// Time limit for connecting and for each operation. Default 30s.
+    /// Time limit for connecting and for each operation; at least 1s. Default 30s.
     #[serde(default = "default_timeout")]
     #[x_kube(validation = duration_rule("timeout"))]
+    #[x_kube(validation = duration_minimum_rule("timeout", MIN_TIMEOUT))]
     #[schemars(length(max = 64))]
     pub timeout: String,
 }
@@ -194,15 +218,17 @@ pub struct EntraIdConnection {
     #[serde(default)]
     pub cloud: EntraCloud,
 
-    /// Override the login host (for private endpoints), e.g. `https://login.example`.
+    /// Override the login host (for private endpoints), e.g. `https://login.example`:
+    /// scheme, host and port only; the tenant and token path are appended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://127.0.0.1')").message("authorityHost must be an https:// URL"))]
+    #[x_kube(validation = entra_host_rule("authorityHost", "/<tenantID>/oauth2/v2.0/token"))]
     #[schemars(length(max = 2048))]
     pub authority_host: Option<String>,
 
-    /// Override the Microsoft Graph host (for private endpoints), e.g. `https://graph.example`.
+    /// Override the Microsoft Graph host (for private endpoints), e.g. `https://graph.example`:
+    /// scheme, host and port only; `/v1.0/` is appended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://127.0.0.1')").message("graphHost must be an https:// URL"))]
+    #[x_kube(validation = entra_host_rule("graphHost", "/v1.0/"))]
     #[schemars(length(max = 2048))]
     pub graph_host: Option<String>,
 
@@ -210,9 +236,10 @@ pub struct EntraIdConnection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretKeyRef>,
 
-    /// Time limit for each request. Default 30s.
+    /// Time limit for each request; at least 1s. Default 30s.
     #[serde(default = "default_timeout")]
     #[x_kube(validation = duration_rule("timeout"))]
+    #[x_kube(validation = duration_minimum_rule("timeout", MIN_TIMEOUT))]
     #[schemars(length(max = 64))]
     pub timeout: String,
 }
@@ -250,4 +277,43 @@ pub struct ConnectorHealthStatus {
     /// What the last probe found, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entra_hosts_are_scheme_host_and_port_only() {
+        let host = regex::Regex::new(ENTRA_HOST_PATTERN).unwrap();
+        for good in [
+            "https://login.example",
+            "https://login.example/",
+            "https://login.example:8443",
+            "https://127.0.0.1:9000/",
+            "https://[::1]:8443/",
+            // The Graph emulator of the tests, over plain HTTP.
+            "http://127.0.0.1:41234/",
+            "http://127.0.0.1",
+        ] {
+            assert!(host.is_match(good), "{good}");
+        }
+        for bad in [
+            "https://login.microsoftonline.com/tenant/oauth2/v2.0/token",
+            "https://graph.example/v1.0",
+            "https://login.example/base",
+            "https://login.example//",
+            "https://graph.example/?x=1",
+            "https://graph.example?x=1",
+            "https://graph.example#top",
+            "https://user@graph.example",
+            "http://graph.example",
+            "http://127.0.0.1.example/",
+            "https://a b",
+            "ftp://graph.example",
+            "https://",
+        ] {
+            assert!(!host.is_match(bad), "{bad}");
+        }
+    }
 }

@@ -6,6 +6,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::common::{MAX_LABEL_VALUE_LEN, name_fits_label_rule, reference_rule};
+use super::user::MAPPING_LABEL;
+
 /// Annotation whose every new value asks for one sync of the mapping now.
 pub const SYNC_REQUESTED_ANNOTATION: &str = "usersync.dev/sync-requested-at";
 /// Annotation by which an admin approves one run that a safety threshold blocked.
@@ -31,20 +34,22 @@ pub const APPROVE_RUN_ANNOTATION: &str = "usersync.dev/approve-run";
     printcolumn = r#"{"name":"Result","type":"string","priority":1,"jsonPath":".status.lastRun.result"}"#,
     printcolumn = r#"{"name":"Connector","type":"string","priority":1,"jsonPath":".spec.connectorRef"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = name_fits_label_rule("DirectoryMapping", MAPPING_LABEL)
 )]
 #[x_kube(validation = Rule::new("[has(self.ldap), has(self.entraID)].exists_one(x, x)").message("exactly one of spec.ldap or spec.entraID must be set, matching the connector's kind"))]
 #[serde(rename_all = "camelCase")]
 pub struct DirectoryMappingSpec {
     /// Name of the ConnectorHealth (same namespace) whose directory this mapping reads.
+    /// Connector names are at most 63 characters, like the label that carries them.
     /// Cannot change once set: users are identified per connector.
     #[x_kube(validation = Rule::new("self == oldSelf").message("connectorRef is immutable; create a new mapping instead"))]
-    #[x_kube(validation = Rule::new("size(self) > 0").message("connectorRef must name a ConnectorHealth"))]
-    #[schemars(length(max = 253))]
+    #[x_kube(validation = reference_rule("connectorRef", "ConnectorHealth"))]
+    #[schemars(length(max = MAX_LABEL_VALUE_LEN))]
     pub connector_ref: String,
 
     /// Name of the SyncPolicy (same namespace) with the schedule and lifecycle rules.
-    #[x_kube(validation = Rule::new("size(self) > 0").message("policyRef must name a SyncPolicy"))]
+    #[x_kube(validation = reference_rule("policyRef", "SyncPolicy"))]
     #[schemars(length(max = 253))]
     pub policy_ref: String,
 

@@ -42,3 +42,45 @@ pub fn crds_yaml() -> String {
         .collect::<Vec<_>>()
         .join("---\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The messages of each schema node with CEL rules, anywhere in `value`.
+    fn rule_messages<'a>(value: &'a serde_json::Value, out: &mut Vec<Vec<&'a str>>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(rules) = map
+                    .get("x-kubernetes-validations")
+                    .and_then(|r| r.as_array())
+                {
+                    out.push(rules.iter().filter_map(|r| r["message"].as_str()).collect());
+                }
+                map.values().for_each(|v| rule_messages(v, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| rule_messages(v, out)),
+            _ => {}
+        }
+    }
+
+    /// A duration of zero probes in a busy loop or deletes at once, so no
+    /// duration field is left without a lower bound.
+    #[test]
+    fn every_duration_field_has_a_minimum() {
+        let crds = serde_json::to_value(crds()).unwrap();
+        let mut nodes = Vec::new();
+        rule_messages(&crds, &mut nodes);
+        let durations: Vec<_> = nodes
+            .iter()
+            .filter(|messages| messages.iter().any(|m| m.contains("must be a duration")))
+            .collect();
+        assert_eq!(durations.len(), 7, "the duration fields of the API");
+        for messages in durations {
+            assert!(
+                messages.iter().any(|m| m.contains("must be at least")),
+                "a duration field without a minimum: {messages:?}"
+            );
+        }
+    }
+}

@@ -4,7 +4,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::common::duration_rule;
+use super::common::{duration_minimum_rule, duration_rule};
+use crate::core::duration::{MIN_DELETE_AFTER, MIN_FULL_SYNC_INTERVAL, MIN_INTERVAL};
 
 /// When mappings that name this policy are synced, and what happens to their users.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -27,9 +28,10 @@ use super::common::duration_rule;
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SyncPolicySpec {
-    /// Time between the starts of two scheduled runs of a mapping. Default 24h.
+    /// Time between the starts of two scheduled runs of a mapping; at least 1m. Default 24h.
     #[serde(default = "default_interval")]
     #[x_kube(validation = duration_rule("interval"))]
+    #[x_kube(validation = duration_minimum_rule("interval", MIN_INTERVAL))]
     #[schemars(length(max = 64))]
     pub interval: String,
 
@@ -39,10 +41,11 @@ pub struct SyncPolicySpec {
     pub incremental: bool,
 
     /// With incremental reads, how often a run still reads the whole scope, so that
-    /// deletions and scope changes are never missed. Default 24h.
+    /// deletions and scope changes are never missed; at least 1m. Default 24h.
     #[serde(default = "default_full_sync_interval")]
     #[schemars(length(max = 64))]
     #[x_kube(validation = duration_rule("fullSyncInterval"))]
+    #[x_kube(validation = duration_minimum_rule("fullSyncInterval", MIN_FULL_SYNC_INTERVAL))]
     pub full_sync_interval: String,
 
     /// Import new matching users, unless a mapping says otherwise. Default true.
@@ -98,9 +101,10 @@ pub struct Preservation {
     pub auto_delete: bool,
 
     /// How long a user stays preserved before deletion, measured from the moment it
-    /// was preserved. Default 45d.
+    /// was preserved; at least 1h. Default 45d.
     #[serde(default = "default_delete_after")]
     #[x_kube(validation = duration_rule("deleteAfter"))]
+    #[x_kube(validation = duration_minimum_rule("deleteAfter", MIN_DELETE_AFTER))]
     #[schemars(length(max = 64))]
     pub delete_after: String,
 }

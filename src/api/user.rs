@@ -6,6 +6,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::common::{MAX_LABEL_VALUE_LEN, reference_rule};
+
 /// Label: the connector a user comes from.
 pub const CONNECTOR_LABEL: &str = "usersync.dev/connector";
 /// Label: the mapping that owns a user.
@@ -48,7 +50,8 @@ pub struct DirectoryUserSpec {
 
     /// The ConnectorHealth this user's directory object belongs to. Immutable once set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 253))]
+    #[x_kube(validation = reference_rule("connectorRef", "ConnectorHealth"))]
+    #[schemars(length(max = MAX_LABEL_VALUE_LEN))]
     pub connector_ref: Option<String>,
 
     /// The directory object's immutable identity (objectGUID, entryUUID or Graph id),
@@ -59,6 +62,8 @@ pub struct DirectoryUserSpec {
 
     /// The mapping that owns this user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = reference_rule("mappingRef", "DirectoryMapping"))]
+    #[schemars(length(max = MAX_LABEL_VALUE_LEN))]
     pub mapping_ref: Option<String>,
 
     /// Login name.

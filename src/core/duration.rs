@@ -16,6 +16,111 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// (a test holds the two together), except values too large to represent.
 pub const DURATION_PATTERN: &str = "^([0-9]+(ms|s|m|h|d))+$";
 
+/// The shortest `interval` of a SyncPolicy: a shorter one runs syncs back to back.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(60);
+/// The shortest `fullSyncInterval` of a SyncPolicy: a shorter one reads the whole scope back to back.
+pub const MIN_FULL_SYNC_INTERVAL: Duration = Duration::from_secs(60);
+/// The shortest `preservation.deleteAfter`: a preserved user keeps a window to come back.
+pub const MIN_DELETE_AFTER: Duration = Duration::from_secs(3600);
+/// The shortest `probeInterval` of a ConnectorHealth: zero would probe in a busy loop.
+pub const MIN_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// The shortest `staleAfter` of a ConnectorHealth: zero would never allow a deletion.
+pub const MIN_STALE_AFTER: Duration = Duration::from_secs(1);
+/// The shortest connection and request `timeout` of a connector: zero fails every call.
+pub const MIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What the API says when `field` is shorter than `min`; the CRD's rule and
+/// [`check_minimum`] say the same words.
+pub fn minimum_message(field: &str, min: Duration) -> String {
+    format!("{field} must be at least {}", format_duration(min))
+}
+
+/// Parses `value` of the field `field` and checks that it is at least `min`,
+/// with the admission rule's message. For objects stored before the CRD
+/// enforced the minimums: they reach the operator without passing it.
+pub fn check_minimum(field: &str, value: &str, min: Duration) -> Result<Duration, String> {
+    let duration = parse_duration(value).map_err(|e| format!("{field}: {e}"))?;
+    if duration < min {
+        return Err(minimum_message(field, min));
+    }
+    Ok(duration)
+}
+
+/// A regular expression that finds, in a string of the grammar, a `<digits><unit>`
+/// group that alone is at least `min`; leading zeros and group order do not matter.
+///
+/// The CRD's minimum rule needs it because the API server's CEL `duration()` has
+/// no days and overflows near 292 years: a value with such a group is long
+/// enough, and one without has only groups below `min` (so below a day, and
+/// zero-day groups), which `duration()` reads once `d` is spelt `h`.
+pub fn at_least_pattern(min: Duration) -> String {
+    // `m` is a minute only when the next group or the end follows (not `ms`).
+    const UNITS: [(&str, u128); 5] = [
+        ("ms", 1),
+        ("s", 1_000),
+        ("m(?:[0-9]|$)", 60_000),
+        ("h", 3_600_000),
+        ("d", 86_400_000),
+    ];
+    let min_ms = min.as_millis().max(1);
+    let mut by_number: Vec<(String, Vec<&str>)> = Vec::new();
+    for (unit, size) in UNITS {
+        let number = at_least_number(min_ms.div_ceil(size));
+        match by_number.iter_mut().find(|(n, _)| *n == number) {
+            Some((_, units)) => units.push(unit),
+            None => by_number.push((number, vec![unit])),
+        }
+    }
+    by_number
+        .iter()
+        .map(|(number, units)| match units.as_slice() {
+            [unit] => format!("{number}{unit}"),
+            units => format!("{number}(?:{})", units.join("|")),
+        })
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+/// A regular expression for the decimal numbers of at least `n` (n ≥ 1),
+/// written from their first significant digit. A match is a suffix of a
+/// group's digits, never larger than the whole number, so a match anywhere
+/// proves the group is at least `n`.
+fn at_least_number(n: u128) -> String {
+    let digits: Vec<u8> = n.to_string().bytes().map(|b| b - b'0').collect();
+    let len = digits.len();
+    let any_digits = |count: usize| match count {
+        0 => String::new(),
+        1 => "[0-9]".to_owned(),
+        _ => format!("[0-9]{{{count}}}"),
+    };
+    let digit_from = |digit: u8| match digit {
+        9 => "9".to_owned(),
+        d => format!("[{d}-9]"),
+    };
+    // Past the last significant digit any digits do: a number with the same
+    // prefix and a larger or equal digit there is large enough.
+    let significant = len - digits.iter().rev().take_while(|&&d| d == 0).count();
+    if significant == 1 && digits[0] == 1 {
+        // A power of ten: every number of at least `len` digits.
+        return match len - 1 {
+            0 => "[1-9][0-9]*".to_owned(),
+            rest => format!("[1-9][0-9]{{{rest},}}"),
+        };
+    }
+    let mut alternatives = vec![format!("[1-9][0-9]{{{len},}}")];
+    let mut prefix = String::new();
+    for (i, &digit) in digits[..significant].iter().enumerate() {
+        let rest = any_digits(len - i - 1);
+        if i + 1 == significant {
+            alternatives.push(format!("{prefix}{}{rest}", digit_from(digit)));
+        } else if digit < 9 {
+            alternatives.push(format!("{prefix}{}{rest}", digit_from(digit + 1)));
+        }
+        prefix.push(char::from(b'0' + digit));
+    }
+    format!("(?:{})", alternatives.join("|"))
+}
+
 /// Why a string is not a duration of the API.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DurationError {
@@ -290,11 +395,149 @@ mod tests {
         }
     }
 
+    #[test]
+    fn check_minimum_refuses_below_and_accepts_from_the_bound() {
+        let refused = |message: &str| Err(message.to_owned());
+        for (field, value, min, expected) in [
+            ("interval", "1m", MIN_INTERVAL, Ok(MINUTE)),
+            ("interval", "30s30s", MIN_INTERVAL, Ok(MINUTE)),
+            (
+                "interval",
+                "59s999ms",
+                MIN_INTERVAL,
+                refused("interval must be at least 1m"),
+            ),
+            ("deleteAfter", "0d60m", MIN_DELETE_AFTER, Ok(HOUR)),
+            (
+                "deleteAfter",
+                "59m59s",
+                MIN_DELETE_AFTER,
+                refused("deleteAfter must be at least 1h"),
+            ),
+            (
+                "timeout",
+                "999ms",
+                MIN_TIMEOUT,
+                refused("timeout must be at least 1s"),
+            ),
+        ] {
+            assert_eq!(
+                check_minimum(field, value, min),
+                expected,
+                "{field}={value}"
+            );
+        }
+        let malformed = check_minimum("staleAfter", "5 minutes", MIN_STALE_AFTER).unwrap_err();
+        assert!(
+            malformed.starts_with("staleAfter: invalid duration"),
+            "{malformed}"
+        );
+    }
+
+    #[test]
+    fn at_least_numbers_read_as_intended() {
+        assert_eq!(at_least_number(1), "[1-9][0-9]*");
+        assert_eq!(at_least_number(1000), "[1-9][0-9]{3,}");
+        assert_eq!(at_least_number(60), "(?:[1-9][0-9]{2,}|[6-9][0-9])");
+        assert_eq!(
+            at_least_number(3600),
+            "(?:[1-9][0-9]{4,}|[4-9][0-9]{3}|3[6-9][0-9]{2})"
+        );
+        assert_eq!(at_least_number(99), "(?:[1-9][0-9]{2,}|99)");
+        assert_eq!(
+            at_least_number(205),
+            "(?:[1-9][0-9]{3,}|[3-9][0-9]{2}|2[1-9][0-9]|20[5-9])"
+        );
+    }
+
+    /// The groups of a string of the grammar, in milliseconds (saturating).
+    fn groups_ms(s: &str) -> Vec<u128> {
+        let group = regex::Regex::new("([0-9]+)(ms|s|m|h|d)").unwrap();
+        group
+            .captures_iter(s)
+            .map(|c| {
+                let n: u128 = c[1].parse().unwrap_or(u128::MAX);
+                let unit = match &c[2] {
+                    "ms" => 1,
+                    "s" => 1_000,
+                    "m" => 60_000,
+                    "h" => 3_600_000,
+                    _ => 86_400_000,
+                };
+                n.saturating_mul(unit)
+            })
+            .collect()
+    }
+
+    const MINIMUMS: [Duration; 6] = [
+        MIN_INTERVAL,
+        MIN_FULL_SYNC_INTERVAL,
+        MIN_DELETE_AFTER,
+        MIN_PROBE_INTERVAL,
+        MIN_STALE_AFTER,
+        MIN_TIMEOUT,
+    ];
+
+    #[test]
+    fn at_least_pattern_finds_a_group_that_alone_reaches_the_minimum() {
+        let samples = [
+            "1m",
+            "59s",
+            "60s",
+            "060s",
+            "59999ms",
+            "60000ms",
+            "1m1ms",
+            "1ms",
+            "1h",
+            "3599s",
+            "3600s",
+            "59m",
+            "60m",
+            "0d",
+            "1d",
+            "00000000000000000000001s",
+            "0m59s",
+            "30s30s",
+            "9999ms",
+            "999ms",
+            "1000ms",
+            "0001000ms",
+            "100000000000000000000000ms",
+        ];
+        for min in MINIMUMS
+            .into_iter()
+            .chain([Duration::from_millis(205), 23 * HOUR])
+        {
+            let pattern = regex::Regex::new(&at_least_pattern(min)).unwrap();
+            for sample in samples {
+                let expected = groups_ms(sample).iter().any(|&g| g >= min.as_millis());
+                assert_eq!(
+                    pattern.is_match(sample),
+                    expected,
+                    "{sample:?} against {min:?}: {pattern}"
+                );
+            }
+        }
+    }
+
     proptest! {
         #[test]
         fn parser_and_pattern_agree_on_random_strings(s in "[0-9msdhw.\\- ]{0,8}") {
             let pattern = regex::Regex::new(DURATION_PATTERN).unwrap();
             prop_assert_eq!(pattern.is_match(&s), parse_duration(&s).is_ok());
+        }
+
+        #[test]
+        fn at_least_pattern_agrees_with_the_groups(
+            groups in proptest::collection::vec(("0{0,3}[0-9]{1,8}", "ms|s|m|h|d"), 1..5),
+            min_ms in 1u64..86_400_000,
+        ) {
+            let s: String = groups.iter().map(|(n, u)| format!("{n}{u}")).collect();
+            let min = Duration::from_millis(min_ms);
+            let pattern = regex::Regex::new(&at_least_pattern(min)).unwrap();
+            let expected = groups_ms(&s).iter().any(|&g| g >= min.as_millis());
+            prop_assert_eq!(pattern.is_match(&s), expected, "{} against {:?}", s, min);
         }
 
         #[test]

@@ -1,5 +1,7 @@
 //! The CRD schema refuses bad manifests at `kubectl apply`, with a message that says why.
 
+use serde_json::{Value, json};
+
 use crate::support::{TestNamespace, cluster, stderr, stdout};
 
 const CONNECTOR: &str = r#"
@@ -147,6 +149,273 @@ async fn invalid_manifests_are_refused_by_kubectl_apply() {
     );
     // A change to a mutable field still goes through.
     assert_applied(ns, &USER.replace("username: alice", "username: alice2"));
+}
+
+/// A usersync object of `kind` named `name` with `spec`, as kubectl reads it.
+fn object(kind: &str, name: &str, spec: Value) -> String {
+    json!({"apiVersion": "usersync.dev/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec})
+        .to_string()
+}
+
+/// An LDAP connector spec with `extra` merged into `spec` and `ldap` into `spec.ldap`.
+fn ldap_connector(ldap: Value, extra: Value) -> Value {
+    let mut spec = json!({"ldap": {"url": "ldap://dc1"}});
+    spec["ldap"]
+        .as_object_mut()
+        .unwrap()
+        .extend(ldap.as_object().cloned().unwrap_or_default());
+    spec.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().cloned().unwrap_or_default());
+    spec
+}
+
+/// An Entra ID connector spec with `entra` merged into `spec.entraID`.
+fn entra_connector(entra: Value) -> Value {
+    let mut spec = json!({"entraID": {
+        "tenantID": "00000000-0000-0000-0000-000000000000",
+        "clientID": "00000000-0000-0000-0000-000000000000",
+        "clientSecretRef": {"name": "graph-app", "key": "secret"},
+    }});
+    spec["entraID"]
+        .as_object_mut()
+        .unwrap()
+        .extend(entra.as_object().cloned().unwrap_or_default());
+    spec
+}
+
+#[tokio::test]
+async fn durations_below_their_minimum_are_refused() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "minimums").await;
+    let ns = ns.name.as_str();
+
+    // (a spec with the field set to `value`, the message when it is too short,
+    //  values just below the minimum, values at or above it); the sums and the
+    //  days check the rule's arithmetic, not only its single groups.
+    type Spec = fn(&str) -> (&'static str, Value);
+    let cases: [(Spec, &str, &[&str], &[&str]); 7] = [
+        (
+            |v| ("SyncPolicy", json!({"interval": v})),
+            "interval must be at least 1m",
+            &["59s", "59999ms", "30s29s999ms", "0d", "0s"],
+            &["1m", "60000ms", "30s30s", "0d1m", "24h", "45d"],
+        ),
+        (
+            |v| ("SyncPolicy", json!({"fullSyncInterval": v})),
+            "fullSyncInterval must be at least 1m",
+            &["2s", "59s999ms"],
+            &["1m", "59s1000ms"],
+        ),
+        (
+            |v| ("SyncPolicy", json!({"preservation": {"deleteAfter": v}})),
+            "deleteAfter must be at least 1h",
+            &["1s", "2s", "59m59s", "3599999ms", "0d59m"],
+            &["1h", "3600s", "59m60s", "0d1h", "1d", "45d"],
+        ),
+        (
+            |v| {
+                (
+                    "ConnectorHealth",
+                    ldap_connector(json!({}), json!({"probeInterval": v})),
+                )
+            },
+            "probeInterval must be at least 1s",
+            &["0s", "999ms"],
+            &["1s", "1000ms", "2s", "1h"],
+        ),
+        (
+            |v| {
+                (
+                    "ConnectorHealth",
+                    ldap_connector(json!({}), json!({"staleAfter": v})),
+                )
+            },
+            "staleAfter must be at least 1s",
+            &["0s", "500ms499ms"],
+            &["1s", "500ms500ms", "1m"],
+        ),
+        (
+            |v| {
+                (
+                    "ConnectorHealth",
+                    ldap_connector(json!({"timeout": v}), json!({})),
+                )
+            },
+            "timeout must be at least 1s",
+            &["0ms", "999ms"],
+            &["1s", "8s", "30s"],
+        ),
+        (
+            |v| ("ConnectorHealth", entra_connector(json!({"timeout": v}))),
+            "timeout must be at least 1s",
+            &["0s", "999ms"],
+            &["1s", "10s"],
+        ),
+    ];
+    for (spec, message, below, at_or_above) in cases {
+        for value in below {
+            let (kind, spec) = spec(value);
+            assert_refused(ns, &object(kind, "short", spec), message);
+        }
+        for value in at_or_above {
+            let (kind, spec) = spec(value);
+            assert_applied(ns, &object(kind, "long-enough", spec));
+        }
+    }
+    // A malformed value gets the grammar's message, not the minimum's as well.
+    let out = cluster().apply(ns, &object("SyncPolicy", "p", json!({"interval": "1.5s"})));
+    let err = stderr(&out);
+    assert!(err.contains("interval must be a duration"), "{err}");
+    assert!(!err.contains("at least"), "{err}");
+}
+
+#[tokio::test]
+async fn entra_hosts_are_scheme_host_and_port_only() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "entra-hosts").await;
+    let ns = ns.name.as_str();
+
+    for host in [
+        "https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000/oauth2/v2.0/token",
+        "https://login.example/base",
+        "https://login.example/?x=1",
+        "https://login.example#top",
+        "http://login.example",
+    ] {
+        assert_refused(
+            ns,
+            &object(
+                "ConnectorHealth",
+                "c",
+                entra_connector(json!({"authorityHost": host})),
+            ),
+            "authorityHost must be https://host[:port] with no path, query or fragment",
+        );
+    }
+    assert_refused(
+        ns,
+        &object(
+            "ConnectorHealth",
+            "c",
+            entra_connector(json!({"graphHost": "https://graph.example/v1.0"})),
+        ),
+        "graphHost must be https://host[:port] with no path, query or fragment",
+    );
+    for host in [
+        "https://login.example",
+        "https://login.example:8443/",
+        "http://127.0.0.1:8080/",
+    ] {
+        assert_applied(
+            ns,
+            &object(
+                "ConnectorHealth",
+                "c",
+                entra_connector(json!({"authorityHost": host, "graphHost": host})),
+            ),
+        );
+    }
+}
+
+#[tokio::test]
+async fn names_longer_than_a_label_value_are_refused() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "long-names").await;
+    let ns = ns.name.as_str();
+
+    let mapping =
+        json!({"connectorRef": "corp", "policyRef": "default", "ldap": {"baseDN": "dc=x"}});
+    let connector = ldap_connector(json!({}), json!({}));
+    let longest = "a".repeat(63);
+    let too_long = "a".repeat(64);
+    assert_refused(
+        ns,
+        &object("DirectoryMapping", &too_long, mapping.clone()),
+        "a DirectoryMapping name must be at most 63 characters: it becomes the value of the usersync.dev/mapping label",
+    );
+    assert_refused(
+        ns,
+        &object("ConnectorHealth", &too_long, connector.clone()),
+        "a ConnectorHealth name must be at most 63 characters: it becomes the value of the usersync.dev/connector label",
+    );
+    assert_applied(ns, &object("DirectoryMapping", &longest, mapping));
+    assert_applied(ns, &object("ConnectorHealth", &longest, connector));
+}
+
+#[tokio::test]
+async fn references_must_be_dns_names() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "references").await;
+    let ns = ns.name.as_str();
+
+    let bad_names = [
+        "../../victim/secrets/db",
+        "db?namespace=victim",
+        "Corp",
+        "corp/x",
+        "",
+    ];
+    let mapping = |connector: &str, policy: &str| {
+        object(
+            "DirectoryMapping",
+            "m",
+            json!({"connectorRef": connector, "policyRef": policy, "ldap": {"baseDN": "dc=x"}}),
+        )
+    };
+    let user = |connector: &str, mapping: &str| {
+        object(
+            "DirectoryUser",
+            "u",
+            json!({"origin": "Directory", "connectorRef": connector, "mappingRef": mapping,
+                   "anchor": "2d8b0ce6-aa32-4f31-a6e8-88343e6244a5"}),
+        )
+    };
+    let secret = |name: &str| {
+        object(
+            "ConnectorHealth",
+            "c",
+            ldap_connector(
+                json!({"bindDN": "cn=svc", "bindPasswordSecretRef": {"name": name, "key": "password"}}),
+                json!({}),
+            ),
+        )
+    };
+    for bad in bad_names {
+        for (manifest, message) in [
+            (
+                mapping(bad, "default"),
+                "connectorRef must be a valid ConnectorHealth name",
+            ),
+            (
+                mapping("corp", bad),
+                "policyRef must be a valid SyncPolicy name",
+            ),
+            (
+                user(bad, "staff"),
+                "connectorRef must be a valid ConnectorHealth name",
+            ),
+            (
+                user("corp", bad),
+                "mappingRef must be a valid DirectoryMapping name",
+            ),
+            (secret(bad), "secret name must be a valid Secret name"),
+        ] {
+            assert_refused(ns, &manifest, message);
+        }
+    }
+    assert_refused(
+        ns,
+        &object(
+            "ConnectorHealth",
+            "e",
+            entra_connector(json!({"clientSecretRef": {"name": "../graph-app", "key": "secret"}})),
+        ),
+        "secret name must be a valid Secret name",
+    );
+    assert_applied(ns, &mapping("corp.example", "default-v2"));
+    assert_applied(ns, &user("corp.example", "staff"));
+    assert_applied(ns, &secret("corp-bind.v2"));
 }
 
 #[tokio::test]
