@@ -78,6 +78,17 @@ enum Command {
         #[arg(long, default_value = "10m", value_parser = parse_duration)]
         timeout: Duration,
     },
+    /// Approve the run of a mapping that a safety threshold blocked; it starts at once.
+    Approve {
+        /// The DirectoryMapping.
+        mapping: String,
+        /// The blocked run's id, as status and the DeletionsBlocked condition show it;
+        /// refused if the mapping now waits for another run.
+        run: Option<String>,
+        /// Its namespace (default: the kubeconfig's).
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
     /// Show what a run of a mapping would do now, applying nothing.
     Plan {
         /// The DirectoryMapping.
@@ -265,6 +276,20 @@ async fn main() -> anyhow::Result<ExitCode> {
                 }
             }
             guard.release().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Approve {
+            mapping,
+            run,
+            namespace,
+        } => {
+            let client = kube::Client::try_default().await?;
+            let ns = namespace.unwrap_or_else(|| client.default_namespace().to_string());
+            let blocked = cli::approve::approve(client, &ns, &mapping, run.as_deref()).await?;
+            println!(
+                "approved run {} of {ns}/{mapping}: it preserves {} and deletes {} users (of {} active); it starts now",
+                blocked.run_id, blocked.would_preserve, blocked.would_delete, blocked.active_users
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Sync {

@@ -40,6 +40,7 @@ fn policy() -> Policy {
         max_preserve_percent: 100,
         max_deletes_per_run: 100,
         dry_run: false,
+        delete_manually_preserved: false,
     }
 }
 
@@ -351,6 +352,7 @@ fn forced_update(name: &str, now: Timestamp) -> Transition {
             reason: None,
             preserved_at: None,
             deleted_at: Some(now),
+            delete_after_time: None,
         },
     }
 }

@@ -83,6 +83,10 @@ pub struct DirectoryMappingSpec {
     pub attributes: Option<AttributeMapping>,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 fn default_priority() -> i32 {
     100
 }
@@ -264,6 +268,10 @@ pub struct BlockedRun {
     pub would_delete: u32,
     /// Active users of the mapping when the run started.
     pub active_users: u32,
+    /// A fingerprint of the withheld transitions. While a later run would withhold
+    /// exactly the same ones, it keeps this run id, so an approval stays valid.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub plan_digest: String,
 }
 
 /// A directory's marker of what a run has seen (an AD USN, a syncrepl cookie, a
@@ -305,9 +313,15 @@ pub struct DirectoryMappingStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<Time>,
 
-    /// When the next scheduled run is due.
+    /// When the next run is due: an interval after the last run's start, or sooner
+    /// after a failed run (a retry backing off from 30s, doubling up to the interval).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_sync_time: Option<Time>,
+
+    /// Runs that failed in a row since the last one that did not; retries back off
+    /// by it. Zero after any run that succeeded, was blocked or was a dry run.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub consecutive_failures: u32,
 
     /// Whether a run is in progress now.
     #[serde(default)]

@@ -107,6 +107,14 @@ pub struct Preservation {
     #[x_kube(validation = duration_minimum_rule("deleteAfter", MIN_DELETE_AFTER))]
     #[schemars(length(max = 64))]
     pub delete_after: String,
+
+    /// Also delete users an admin preserved by hand (`spec.preserve`, `usersync
+    /// preserve`) once deleteAfter has passed. Default false: a manual preserve is the
+    /// admin's hold, and sync neither lifts nor deletes it. When such a user is deleted,
+    /// its tombstone keeps `spec.preserve` and blocks the re-import of the same
+    /// directory object until an admin clears it (`usersync unpreserve <tombstone>`).
+    #[serde(default)]
+    pub delete_manually_preserved: bool,
 }
 
 impl Default for Preservation {
@@ -114,6 +122,7 @@ impl Default for Preservation {
         Self {
             auto_delete: true,
             delete_after: default_delete_after(),
+            delete_manually_preserved: false,
         }
     }
 }

@@ -96,6 +96,7 @@ mod tests {
             reason: Some(Reason::Manual),
             preserved_at: None,
             deleted_at: None,
+            delete_after_time: None,
         };
         let text = render(&[record]);
         let lines: Vec<&str> = text.lines().collect();

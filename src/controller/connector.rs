@@ -36,7 +36,7 @@ pub async fn reconcile(
     let ns = connector.namespace().unwrap_or_default();
     let api: Api<ConnectorHealth> = Api::namespaced(ctx.client.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let now = jiff::Timestamp::now();
+    let now = ctx.now();
     let generation = connector.metadata.generation;
     let old = connector.status.clone().unwrap_or_default();
     let mut status = old.clone();
@@ -157,7 +157,23 @@ pub async fn reconcile(
         .connector_up
         .get_or_create(&labels)
         .set(i64::from(up));
-    finish(&api, &connector, &old, status, generation, Some(interval)).await
+    let action = finish(
+        &api,
+        &connector,
+        &old,
+        status.clone(),
+        generation,
+        Some(interval),
+    )
+    .await?;
+    if up {
+        let probed = ConnectorHealth {
+            status: Some(status),
+            ..connector.as_ref().clone()
+        };
+        super::retention::sweep(&ctx, &probed).await;
+    }
+    Ok(action)
 }
 
 fn durations(connector: &ConnectorHealth) -> Result<Duration, String> {

@@ -33,6 +33,10 @@ pub struct MappingMemory {
     pub last_start: Option<jiff::Timestamp>,
     /// The last on-demand request this process handled, and its outcome.
     pub handled_request: Option<crate::api::SyncRequest>,
+    /// Failed runs in a row as of the last run this process finished.
+    pub failures: Option<u32>,
+    /// The last approval (a blocked run's id) this process started a run for.
+    pub handled_approval: Option<String>,
 }
 
 /// Shared state handed to every reconcile.
@@ -54,6 +58,8 @@ pub struct Context {
     pub metrics: Arc<super::metrics::Metrics>,
     /// Where users are kept.
     pub backend: crate::store::Backend,
+    /// Where the time comes from.
+    pub clock: super::Clock,
     /// Asks the mapping controller to reconcile a mapping again (after a run).
     requeue: Option<mpsc::UnboundedSender<ObjectRef<DeserializeGuard<DirectoryMapping>>>>,
 }
@@ -78,9 +84,21 @@ impl Context {
             memory: Default::default(),
             run_slots: Arc::new(Semaphore::new(max_concurrent_runs.max(1))),
             requeue: None,
+            clock: super::Clock::system(),
             metrics,
             backend,
         }
+    }
+
+    /// Read the time from `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: super::Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The current time by this context's clock.
+    pub fn now(&self) -> jiff::Timestamp {
+        self.clock.now()
     }
 
     /// Route post-run reconciles to `sender`.
@@ -147,9 +165,25 @@ impl Context {
         true
     }
 
-    /// Release the mapping after its run and ask for a fresh reconcile (the next
-    /// schedule is computed from the run just recorded).
-    pub fn finished(&self, mapping: &DirectoryMapping) {
+    /// Remember that a run was started for the approval of blocked run `run_id`.
+    pub fn remember_approval(&self, mapping: &DirectoryMapping, run_id: &str) {
+        let mut memory = self.memory.lock().expect("memory lock poisoned");
+        memory
+            .entry(Self::key(mapping))
+            .or_default()
+            .handled_approval = Some(run_id.to_string());
+    }
+
+    /// Release the mapping after its run, which left `failures` failed runs in a
+    /// row, and ask for a fresh reconcile (the next schedule is computed from the
+    /// run just recorded).
+    pub fn finished(&self, mapping: &DirectoryMapping, failures: u32) {
+        self.memory
+            .lock()
+            .expect("memory lock poisoned")
+            .entry(Self::key(mapping))
+            .or_default()
+            .failures = Some(failures);
         self.runs
             .lock()
             .expect("runs lock poisoned")

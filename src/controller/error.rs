@@ -11,9 +11,13 @@ pub enum Error {
     /// Adding or removing the mapping's finalizer, or its cleanup, failed.
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
-    /// A deleted mapping's users could not be released yet (the message says why).
-    #[error("the deleted mapping's users were not released: {0}")]
-    Release(String),
+    /// A deleted mapping's users could not be released yet (the message says why);
+    /// the next attempt comes after `retry_in`, not sooner.
+    #[error("the deleted mapping's users were not released: {message}")]
+    Release {
+        message: String,
+        retry_in: std::time::Duration,
+    },
     /// The user store failed.
     #[error("{0}")]
     Store(String),
@@ -29,8 +33,24 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::Serialize(_) => "serialize",
             Error::Finalizer(_) => "finalizer",
-            Error::Release(_) => "release",
+            Error::Release { .. } => "release",
             Error::Store(_) => "store",
+        }
+    }
+}
+
+impl Error {
+    /// When the reconcile that failed says itself when to try again (a run's
+    /// backoff), that time; else the per-object backoff decides.
+    pub fn retry_in(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::Release { retry_in, .. } => Some(*retry_in),
+            Error::Finalizer(e) => match e.as_ref() {
+                kube::runtime::finalizer::Error::CleanupFailed(inner)
+                | kube::runtime::finalizer::Error::ApplyFailed(inner) => inner.retry_in(),
+                _ => None,
+            },
+            _ => None,
         }
     }
 }

@@ -18,10 +18,10 @@ use super::resolve::interval_of;
 use super::run_id::new_run_id;
 use super::sync::{self, publish};
 use crate::api::{
-    ConnectorHealth, DirectoryMapping, RunResult, RunTrigger, SYNC_REQUESTED_ANNOTATION,
-    SyncPolicy, SyncRequest,
+    APPROVE_RUN_ANNOTATION, ConnectorHealth, DirectoryMapping, RunResult, RunTrigger,
+    SYNC_REQUESTED_ANNOTATION, SyncPolicy, SyncRequest,
 };
-use crate::core::{OnDemand, is_due, next_run, on_demand, requeue_after};
+use crate::core::{OnDemand, is_due, next_run, on_demand, requeue_after, run_spacing};
 
 /// Reconcile one DirectoryMapping. A mapping that does not even deserialise is
 /// reported as `InvalidSpec` instead of stopping the controller.
@@ -61,7 +61,7 @@ async fn reconcile_valid(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> 
     let connectors: Api<ConnectorHealth> = Api::namespaced(ctx.client.clone(), &ns);
     let (readiness, policy) = mapping_readiness(&policies, &connectors, &mapping).await?;
     let status = mapping.status.clone().unwrap_or_default();
-    let now = jiff::Timestamp::now();
+    let now = ctx.now();
 
     let requested = mapping
         .annotations()
@@ -91,8 +91,24 @@ async fn reconcile_valid(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> 
                 .as_ref()
                 .map(|t| t.0)
                 .max(memory.last_start);
+            // After a failed run the next one comes sooner, backing off (section 4).
+            let failures = memory.failures.unwrap_or(status.consecutive_failures);
+            let spacing = run_spacing(interval, failures);
             let mut started = None;
-            match on_demand(requested.as_deref(), handled.as_deref(), running.is_some()) {
+            // An approval of the run waiting for one starts that run at once.
+            if let Some(approved) = new_approval(&mapping, &memory)
+                && running.is_none()
+            {
+                let run_id = start_run(ctx, &mapping, RunTrigger::OnDemand, now);
+                tracing::info!(mapping = %mapping.name_any(), approved = %approved, run = %run_id, "an approval starts the blocked run");
+                ctx.remember_approval(&mapping, &approved);
+                started = Some(now);
+            }
+            match on_demand(
+                requested.as_deref(),
+                handled.as_deref(),
+                running.is_some() || started.is_some(),
+            ) {
                 OnDemand::Start => {
                     let run_id = start_run(ctx, &mapping, RunTrigger::OnDemand, now);
                     request = Some(SyncRequest {
@@ -114,13 +130,13 @@ async fn reconcile_valid(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> 
                 }
                 OnDemand::None => {}
             }
-            if started.is_none() && running.is_none() && is_due(last_start, interval, now) {
+            if started.is_none() && running.is_none() && is_due(last_start, spacing, now) {
                 start_run(ctx, &mapping, RunTrigger::Schedule, now);
                 started = Some(now);
             }
             // While a run is in progress the next run counts from its start.
             let counted_from = started.or(last_start);
-            next_sync = next_run(counted_from, interval).map(Time);
+            next_sync = next_run(counted_from, spacing).map(Time);
             if started.is_none() && running.is_none() {
                 action = Action::requeue(
                     requeue_after(now, next_sync.as_ref().map(|t| t.0))
@@ -154,28 +170,133 @@ async fn reconcile_valid(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> 
 /// unmapped rules (preserved, or transferred to another mapping) before it goes.
 pub const USERS_FINALIZER: &str = "usersync.dev/users";
 
-/// The last run of a deleted mapping: nothing is in scope any more. The mapping goes
-/// once that run applied; a blocked or failed run keeps it (with status and Events
-/// saying why) and is retried, so an admin can approve it like any other run.
+/// The approval annotation, when it names the run now waiting for approval and this
+/// process has not yet started a run for it.
+fn new_approval(
+    mapping: &DirectoryMapping,
+    memory: &super::context::MappingMemory,
+) -> Option<String> {
+    let approved = mapping.annotations().get(APPROVE_RUN_ANNOTATION)?.trim();
+    let blocked = mapping.status.as_ref()?.blocked_run.as_ref()?;
+    (approved == blocked.run_id && memory.handled_approval.as_deref() != Some(approved))
+        .then(|| approved.to_string())
+}
+
+/// The last run of a deleted mapping: nothing is in scope any more, so its users go
+/// through the unmapped rules. A mapping whose policy or connector is gone lets go
+/// at once, without a read: its users stay as they are, and the connector's
+/// retention pass deletes the preserved ones on schedule. A failed last run is
+/// retried with the runs' backoff, and a threshold-blocked one waits for approval
+/// (which starts it at once) or for the plan to change; both keep the mapping, with
+/// `Ready` saying why.
 async fn release_users(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> Result<Action> {
     if let Some(run) = ctx.run_in_progress(&mapping) {
         tracing::info!(mapping = %mapping.name_any(), run = %run, "waiting for the run in progress before releasing users");
-        return Ok(Action::requeue(std::time::Duration::from_secs(2)));
+        return Err(Error::Release {
+            message: format!("run {run} is still in progress"),
+            retry_in: std::time::Duration::from_secs(2),
+        });
     }
+    let ns = mapping.namespace().unwrap_or_default();
+    let name = mapping.name_any();
+    let policies: Api<SyncPolicy> = Api::namespaced(ctx.client.clone(), &ns);
+    let connectors: Api<ConnectorHealth> = Api::namespaced(ctx.client.clone(), &ns);
+    let policy = policies
+        .get_opt(&mapping.spec.policy_ref)
+        .await
+        .ok()
+        .flatten();
+    let connector = connectors
+        .get_opt(&mapping.spec.connector_ref)
+        .await
+        .ok()
+        .flatten();
+    let (Some(policy), Some(_)) = (&policy, &connector) else {
+        let gone = if policy.is_none() {
+            format!("SyncPolicy {:?}", mapping.spec.policy_ref)
+        } else {
+            format!("ConnectorHealth {:?}", mapping.spec.connector_ref)
+        };
+        let note = format!(
+            "{gone} is gone: the mapping lets go without reading the directory; its users stay as they are, and preserved ones are deleted on schedule by the connector's retention pass"
+        );
+        tracing::info!(mapping = %name, namespace = %ns, "{note}");
+        publish(
+            ctx,
+            mapping.as_ref(),
+            EventType::Normal,
+            "Released",
+            "Delete",
+            note,
+        )
+        .await;
+        return Ok(Action::await_change());
+    };
     // A mapping that owns no live user has nothing to release.
-    let store = ctx
-        .backend
-        .open(&ctx.client, &mapping.namespace().unwrap_or_default());
+    let store = ctx.backend.open(&ctx.client, &ns);
     let live = store
-        .owns_live_users(&mapping.spec.connector_ref, &mapping.name_any())
+        .owns_live_users(&mapping.spec.connector_ref, &name)
         .await
         .map_err(|e| Error::Store(e.to_string()))?;
     if !live {
         return Ok(Action::await_change());
     }
-    let run_id = new_run_id(jiff::Timestamp::now());
+    let now = ctx.now();
+    let interval = interval_of(policy).unwrap_or(std::time::Duration::from_secs(86_400));
+    let memory = ctx.memory(&mapping);
+    let status = mapping.status.clone().unwrap_or_default();
+    let approval = new_approval(&mapping, &memory);
+    // Wait out the last attempt's backoff (a failure) or the interval (a plan
+    // blocked by a threshold) unless an approval came in.
+    if let Some(last) = status
+        .last_run
+        .as_ref()
+        .filter(|r| r.trigger == RunTrigger::MappingDeleted && approval.is_none())
+    {
+        let failures = memory.failures.unwrap_or(status.consecutive_failures);
+        let spacing = match last.result {
+            RunResult::Failed => Some(run_spacing(interval, failures)),
+            RunResult::Blocked if status.blocked_run.is_some() => Some(interval),
+            _ => None,
+        };
+        let started = Some(last.start_time.0).max(memory.last_start);
+        if let Some(spacing) = spacing.filter(|s| !is_due(started, *s, now)) {
+            let wait = requeue_after(now, next_run(started, spacing));
+            let why = status
+                .blocked_run
+                .as_ref()
+                .filter(|_| last.result == RunResult::Blocked)
+                .map(|b| {
+                    format!(
+                        "its last run would preserve {} and delete {} users, past the policy's thresholds; approve run {} (`usersync approve {name} {}`) or raise the thresholds",
+                        b.would_preserve, b.would_delete, b.run_id, b.run_id
+                    )
+                })
+                .unwrap_or_else(|| {
+                    format!(
+                        "its last run {} failed ({}); the next attempt is in {}s",
+                        last.id,
+                        last.message.clone().unwrap_or_default(),
+                        wait.as_secs()
+                    )
+                });
+            report_deleting(ctx, &mapping, &why).await?;
+            return Err(Error::Release {
+                message: why,
+                retry_in: wait.max(std::time::Duration::from_secs(1)),
+            });
+        }
+    }
+    let run_id = new_run_id(now);
     if !ctx.claim_run(&mapping, &run_id) {
-        return Ok(Action::requeue(std::time::Duration::from_secs(2)));
+        return Err(Error::Release {
+            message: "a run is in progress".into(),
+            retry_in: std::time::Duration::from_secs(2),
+        });
+    }
+    ctx.remember(&mapping, Some(now), None);
+    if let Some(approved) = &approval {
+        ctx.remember_approval(&mapping, approved);
     }
     let summary = sync::run(
         ctx.clone(),
@@ -184,22 +305,50 @@ async fn release_users(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> Re
         run_id.clone(),
     )
     .await;
-    // Deletions a gate refused wait for the next run of the user's connector; only a
+    // Deletions a gate refused wait for the connector's retention pass; only a
     // failed run or a threshold (which an admin must approve) keeps the mapping.
+    let api: Api<DirectoryMapping> = Api::namespaced(ctx.client.clone(), &ns);
+    let blocked = api
+        .get_opt(&name)
+        .await?
+        .and_then(|m| m.status?.blocked_run);
+    let message = summary.message.clone().unwrap_or_default();
+    let retry_in = match summary.result {
+        RunResult::Failed => run_spacing(interval, ctx.memory(&mapping).failures.unwrap_or(1)),
+        RunResult::Blocked if blocked.is_some() => interval,
+        _ => return Ok(Action::await_change()),
+    };
+    report_deleting(
+        ctx,
+        &mapping,
+        &format!("its last run {run_id} did not apply: {message}"),
+    )
+    .await?;
+    Err(Error::Release { message, retry_in })
+}
+
+/// `Ready=False` on a mapping being deleted, saying what keeps it (recomputed on
+/// every attempt, so it never describes a state that has passed).
+async fn report_deleting(ctx: &Context, mapping: &DirectoryMapping, why: &str) -> Result<()> {
     let api: Api<DirectoryMapping> =
         Api::namespaced(ctx.client.clone(), &mapping.namespace().unwrap_or_default());
-    let threshold_blocked = api
-        .get_opt(&mapping.name_any())
-        .await?
-        .and_then(|m| m.status?.blocked_run)
-        .is_some_and(|b| b.run_id == run_id);
-    match summary.result {
-        RunResult::Failed => Err(Error::Release(summary.message.unwrap_or_default())),
-        RunResult::Blocked if threshold_blocked => {
-            Err(Error::Release(summary.message.unwrap_or_default()))
-        }
-        _ => Ok(Action::await_change()),
-    }
+    let status = mapping.status.clone().unwrap_or_default();
+    let readiness = Readiness {
+        ready: false,
+        reason: "Deleting",
+        message: format!(
+            "the mapping is being deleted and keeps its users until its last run applies: {why}"
+        ),
+    };
+    super::ready::write_ready(
+        &api,
+        mapping,
+        &status.conditions,
+        status.observed_generation,
+        &readiness,
+    )
+    .await?;
+    Ok(())
 }
 
 /// Claim the mapping and spawn its run; returns the run id.

@@ -1,6 +1,7 @@
 //! The reconcilers and how they are wired to the API server.
 
 mod backoff;
+mod clock;
 mod connection;
 mod connector;
 mod context;
@@ -13,10 +14,12 @@ mod policy;
 mod readiness;
 mod ready;
 mod resolve;
+mod retention;
 mod run_id;
 mod status;
 mod sync;
 
+pub use clock::Clock;
 pub use context::{Context, FIELD_MANAGER};
 pub use error::{Error, Result};
 pub use readiness::{READY, Readiness};
@@ -49,6 +52,8 @@ pub struct Scope {
     pub ready: Arc<std::sync::atomic::AtomicBool>,
     /// Where users are kept.
     pub store: crate::store::Backend,
+    /// Where the controllers read the time (the system clock unless a test sets one).
+    pub clock: Clock,
 }
 
 /// One set of controllers watches one namespace, or all of them.
@@ -112,7 +117,8 @@ pub async fn run_until(
         scope.max_concurrent_runs,
         scope.metrics.clone(),
         scope.store.clone(),
-    );
+    )
+    .with_clock(scope.clock.clone());
     scope
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -293,7 +299,9 @@ fn backoff_key<K: Resource>(obj: &K) -> String {
 
 /// Transient errors are retried with a per-object exponential backoff.
 fn error_policy<K: Resource>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff.failed(&backoff_key(obj.as_ref()));
+    let delay = error
+        .retry_in()
+        .unwrap_or_else(|| ctx.backoff.failed(&backoff_key(obj.as_ref())));
     tracing::warn!(
         object = %obj.name_any(),
         namespace = obj.namespace().as_deref().unwrap_or(""),

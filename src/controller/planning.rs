@@ -39,6 +39,38 @@ pub struct Prepared {
     pub read_mode: ReadMode,
     /// Where the next incremental read may continue, once this run has applied.
     pub next_cursor: Option<String>,
+    /// What the plan was made from besides the snapshot, to plan again after a
+    /// conflicting write.
+    pub basis: Basis,
+}
+
+/// The resolved references and the directory read a plan is made from.
+pub struct Basis {
+    source: Source,
+    mappings: Api<DirectoryMapping>,
+    mapping: DirectoryMapping,
+    view: DirectoryView,
+    gate: core::ConnectorGate,
+    approval: Option<Approval>,
+}
+
+impl Basis {
+    /// Plan again from a fresh snapshot of `store` and the same directory read:
+    /// after a write conflicted with another run's, the plan must see what that run
+    /// wrote (section 3, no stale write).
+    pub async fn replan(
+        &self,
+        store: &mut Store,
+        context: &MappingContext,
+        policy: &core::Policy,
+        now: jiff::Timestamp,
+    ) -> Result<(Plan, Vec<UserRecord>), String> {
+        let snapshot = store.snapshot().await.map_err(|e| e.to_string())?;
+        let plan = plan_from(self, &snapshot, context, policy, now)
+            .await
+            .map_err(|(failure, why)| format!("{failure}: {}", why.unwrap_or_default()))?;
+        Ok((plan, snapshot))
+    }
 }
 
 /// Resolve, read and plan one run of `mapping`. An error is a run that could not
@@ -93,27 +125,22 @@ pub async fn prepare(
             read_scope(&source, &scope, cursor.as_deref(), mapping, now).await
         }
     };
-    let (view, claims, lookup_error) =
-        match other_claims(&source, &mappings, mapping, &snapshot, &view, &context, now).await {
-            Ok(claims) => (view, claims, None),
-            Err(e) => (view.incomplete(), OtherClaims::none(), Some(e)),
-        };
-    let gate = gate_of(Some(&connector));
-    let approval = approval_of(mapping);
-    let input = PlanInput {
-        snapshot: &snapshot,
-        view: &view,
-        mapping: &context,
-        policy: &core_policy,
-        claims: &claims,
-        gate: &gate,
-        approval: approval.as_ref(),
+    let basis = Basis {
+        source,
+        mappings,
+        mapping: mapping.clone(),
+        view,
+        gate: gate_of(Some(&connector)),
+        approval: approval_of(mapping),
     };
-    let plan = core::plan(&input, now);
-    if let Some(failure) = &plan.failure {
-        let why = read_error.or(lookup_error).unwrap_or_default();
-        return Err(format!("{failure}: {why}"));
-    }
+    let plan = plan_from(&basis, &snapshot, &context, &core_policy, now)
+        .await
+        .map_err(|(failure, lookup_error)| {
+            format!(
+                "{failure}: {}",
+                read_error.or(lookup_error).unwrap_or_default()
+            )
+        })?;
     Ok(Prepared {
         read_mode,
         next_cursor,
@@ -122,7 +149,54 @@ pub async fn prepare(
         store,
         policy: core_policy,
         context,
+        basis,
     })
+}
+
+/// The lookups in the connector's other mappings, then the pure plan. A plan that
+/// failed comes back as its failure and the lookup's error, if one caused it.
+async fn plan_from(
+    basis: &Basis,
+    snapshot: &[UserRecord],
+    context: &MappingContext,
+    policy: &core::Policy,
+    now: jiff::Timestamp,
+) -> Result<Plan, (core::PlanFailure, Option<String>)> {
+    let claims = match other_claims(
+        &basis.source,
+        &basis.mappings,
+        &basis.mapping,
+        snapshot,
+        &basis.view,
+        context,
+        now,
+    )
+    .await
+    {
+        Ok(claims) => claims,
+        // Without the other mappings' answers the plan would be made from an
+        // incomplete view, which plans nothing.
+        Err(e) => {
+            let failure = core::PlanFailure::IncompleteRead {
+                read: basis.view.read,
+            };
+            return Err((failure, Some(e)));
+        }
+    };
+    let input = PlanInput {
+        snapshot,
+        view: &basis.view,
+        mapping: context,
+        policy,
+        claims: &claims,
+        gate: &basis.gate,
+        approval: basis.approval.as_ref(),
+    };
+    let plan = core::plan(&input, now);
+    match plan.failure.clone() {
+        Some(failure) => Err((failure, None)),
+        None => Ok(plan),
+    }
 }
 
 /// The stored cursor, when an incremental read may use it: the policy allows

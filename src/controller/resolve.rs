@@ -16,6 +16,7 @@ pub fn policy_of(policy: &SyncPolicy) -> Result<Policy, String> {
             .unwrap_or(100),
         max_deletes_per_run: spec.safety.max_deletes_per_run,
         dry_run: spec.dry_run,
+        delete_manually_preserved: spec.preservation.delete_manually_preserved,
     })
 }
 

@@ -26,6 +26,9 @@ pub const SYNCING: &str = "Syncing";
 /// A safety rule withheld preserves or deletions.
 pub const DELETIONS_BLOCKED: &str = "DeletionsBlocked";
 
+/// How often a run plans again the users whose writes conflicted with another run's.
+const MAX_REPLANS: usize = 3;
+
 /// Per-user Events per run; past this a summary says how many more there were,
 /// so a mass change does not flood the API.
 const USER_EVENTS_PER_RUN: usize = 20;
@@ -64,7 +67,7 @@ pub async fn run(
     let ns = mapping.namespace().unwrap_or_default();
     let name = mapping.name_any();
     let api: Api<DirectoryMapping> = Api::namespaced(ctx.client.clone(), &ns);
-    let start = jiff::Timestamp::now();
+    let start = ctx.now();
 
     let previous = api
         .get_opt(&name)
@@ -95,13 +98,23 @@ pub async fn run(
         .run_started(&run_id, &name, &format!("{trigger:?}"), start)
         .await
     {
-        Ok(()) => execute(&ctx, &mapping, trigger, &run_id, start).await,
+        Ok(()) => {
+            execute(
+                &ctx,
+                &mapping,
+                trigger,
+                &run_id,
+                start,
+                previous.blocked_run.as_ref(),
+            )
+            .await
+        }
         Err(e) => failed(&run_id, trigger, start, e.to_string()),
     };
     let mut summary = report.summary.clone();
     summary.duration = Some(format!("{:.1}s", clock.elapsed().as_secs_f64()));
     if let Err(e) = history
-        .run_finished(&summary, report.writes, jiff::Timestamp::now())
+        .run_finished(&summary, report.writes, ctx.now())
         .await
     {
         tracing::warn!(mapping = %name, run = %run_id, error = %e, "could not record the run's outcome in the store");
@@ -115,11 +128,15 @@ pub async fn run(
 
     record_metrics(&ctx, &ns, &name, &summary, &report, clock.elapsed());
 
-    let now = jiff::Timestamp::now();
+    let now = ctx.now();
     status.sync_in_progress = false;
-    // A failed run still counts as the start of the interval: the schedule moves on
-    // and the next attempt comes at the next interval or on demand.
+    // A failed run counts as the start of the next wait, which backs off from 30s
+    // by the failures in a row (up to the interval); any other outcome resets it.
     status.last_sync_time = Some(Time(start));
+    status.consecutive_failures = match summary.result {
+        RunResult::Failed => previous.consecutive_failures.saturating_add(1),
+        _ => 0,
+    };
     status.last_run = Some(summary.clone());
     // The cursor moves only after a run applied everything it read: a blocked or
     // failed run reads the same changes again next time.
@@ -234,7 +251,7 @@ pub async fn run(
         )
         .await;
     }
-    ctx.finished(&mapping);
+    ctx.finished(&mapping, status.consecutive_failures);
     summary
 }
 
@@ -261,7 +278,7 @@ pub(crate) async fn mark_interrupted(ctx: &Context, mapping: &DirectoryMapping) 
             "the operator stopped during a run ({interrupted}); nothing was lost, and a due run starts again"
         ),
         mapping,
-        jiff::Timestamp::now(),
+        ctx.now(),
     );
     tracing::info!(mapping = %name, namespace = %ns, "a run cut off by a stop or failover is closed");
     if let Err(e) = write(&api, &name, &status).await {
@@ -337,6 +354,7 @@ fn runner_status(previous: &DirectoryMappingStatus) -> DirectoryMappingStatus {
             .cloned()
             .collect(),
         last_sync_time: previous.last_sync_time.clone(),
+        consecutive_failures: previous.consecutive_failures,
         sync_in_progress: previous.sync_in_progress,
         last_run: previous.last_run.clone(),
         blocked_run: previous.blocked_run.clone(),
@@ -473,6 +491,7 @@ async fn execute(
     trigger: RunTrigger,
     run_id: &str,
     now: jiff::Timestamp,
+    previously_blocked: Option<&BlockedRun>,
 ) -> RunReport {
     let ns = mapping.namespace().unwrap_or_default();
     let connectors: Api<ConnectorHealth> = Api::namespaced(ctx.client.clone(), &ns);
@@ -485,25 +504,37 @@ async fn execute(
         context,
         read_mode,
         next_cursor,
+        basis,
     } = match prepare(&ctx.client, &ctx.backend, mapping, view_from(trigger), now).await {
         Ok(p) => p,
         Err(message) => return fail(message),
     };
 
-    let blocked = plan
-        .blocked
-        .as_ref()
-        .and_then(|b| b.threshold.as_ref())
-        .map(|t| BlockedRun {
+    let blocked = plan.blocked.as_ref().and_then(|b| {
+        let t = b.threshold.as_ref()?;
+        let plan_digest = withheld_digest(&b.withheld);
+        // The same withheld plan as the run waiting for approval: that run it is,
+        // so an approval of its id stays valid however often the run is retried.
+        let run_id = previously_blocked
+            .filter(|p| p.plan_digest == plan_digest)
+            .map_or(run_id, |p| p.run_id.as_str());
+        Some(BlockedRun {
             run_id: run_id.to_string(),
             would_preserve: u32::try_from(t.would_preserve).unwrap_or(u32::MAX),
             would_delete: u32::try_from(t.would_delete).unwrap_or(u32::MAX),
             active_users: u32::try_from(t.active_before).unwrap_or(u32::MAX),
-        });
+            plan_digest,
+        })
+    });
     let blocked_message = plan.blocked.as_ref().map(|b| {
         let mut m = b.to_string();
-        if b.threshold.is_some() {
-            m.push_str(&format!("; to approve this run, annotate the mapping {APPROVE_RUN_ANNOTATION}={run_id}, or raise the threshold"));
+        if let Some(blocked) = &blocked {
+            m.push_str(&format!(
+                "; to approve it, run `usersync approve {} {}` (or annotate the mapping {APPROVE_RUN_ANNOTATION}={}), or raise the threshold",
+                mapping.name_any(),
+                blocked.run_id,
+                blocked.run_id
+            ));
         }
         m
     });
@@ -556,26 +587,79 @@ async fn execute(
             .await
             .ok()
             .flatten();
-        if let Err(refusal) = gate_of(fresh.as_ref()).deletions_permitted(jiff::Timestamp::now()) {
+        if let Err(refusal) = gate_of(fresh.as_ref()).deletions_permitted(ctx.now()) {
             transitions.retain(|t| t.kind != TransitionKind::Delete);
             counts.deleted = 0;
             late_refusal = Some(format!("deletions blocked: {refusal}"));
         }
     }
-    let report = match store
-        .apply(
-            &transitions,
-            RunInfo {
-                run_id,
-                now,
-                policy: &core_policy,
-                actor: &format!("usersync/mapping/{}", context.name),
-            },
-        )
-        .await
-    {
+    let actor = format!("usersync/mapping/{}", context.name);
+    let info = RunInfo {
+        run_id,
+        now,
+        policy: &core_policy,
+        actor: &actor,
+    };
+    let mut report = match store.apply(&transitions, info).await {
         Ok(r) => r,
         Err(e) => return fail(e.to_string()),
+    };
+    // A write that met a record changed since the snapshot (another mapping's run)
+    // did not land; those users are planned again from what the store holds now.
+    let mut snapshot = snapshot;
+    for _ in 0..MAX_REPLANS {
+        if report.conflicts.is_empty() {
+            break;
+        }
+        let conflicted: std::collections::HashSet<String> =
+            std::mem::take(&mut report.conflicts).into_iter().collect();
+        tracing::info!(mapping = %context.name, run = %run_id, users = conflicted.len(), "writes conflicted with another run's; planning those users again");
+        transitions.retain(|t| !conflicted.contains(&t.record.name));
+        let (replanned, fresh) = match basis.replan(&mut store, &context, &core_policy, now).await {
+            Ok(p) => p,
+            Err(e) => return fail(e),
+        };
+        snapshot = fresh;
+        let retry: Vec<core::Transition> = replanned
+            .transitions
+            .into_iter()
+            .filter(|t| conflicted.contains(&t.record.name))
+            .filter(|t| late_refusal.is_none() || t.kind != TransitionKind::Delete)
+            .collect();
+        let again = match store.apply(&retry, info).await {
+            Ok(r) => r,
+            Err(e) => return fail(e.to_string()),
+        };
+        report.applied += again.applied;
+        report.writes += again.writes;
+        report.failed.extend(again.failed);
+        report.conflicts = again.conflicts;
+        let lost: std::collections::HashSet<&str> =
+            report.conflicts.iter().map(String::as_str).collect();
+        transitions.extend(
+            retry
+                .into_iter()
+                .filter(|t| !lost.contains(t.record.name.as_str())),
+        );
+    }
+    for name in std::mem::take(&mut report.conflicts) {
+        transitions.retain(|t| t.record.name != name);
+        report
+            .failed
+            .push((name, "changed by another run at the same time".into()));
+    }
+    // What the run reports is what it applied (a failed write is not counted).
+    let planned = transitions.len() + report.failed.len();
+    let failed_names: std::collections::HashSet<&str> = report
+        .failed
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    transitions.retain(|t| !failed_names.contains(t.record.name.as_str()));
+    counts = core::PlanCounts {
+        skipped: counts.skipped,
+        unchanged: counts.unchanged,
+        ..core::tally(&transitions)
     };
     let users = counts_after(&snapshot, &transitions, &context.connector, &context.name);
     drop(snapshot);
@@ -590,9 +674,8 @@ async fn execute(
         (
             RunResult::Failed,
             format!(
-                "{} of {} changes failed to apply (first: {name}: {error}); they are retried next run",
+                "{} of {planned} changes failed to apply (first: {name}: {error}); the other changes applied, and the failed ones are planned again next run",
                 report.failed.len(),
-                transitions.len()
             ),
         )
     } else if blocked_message.is_some() || plan.outcome() == PlanOutcome::Blocked {
@@ -619,6 +702,19 @@ async fn execute(
         ),
         next_cursor,
     }
+}
+
+/// A fingerprint of the transitions a threshold withheld: which records, and what
+/// would happen to each. Two runs withholding the same have the same digest.
+fn withheld_digest(withheld: &[core::Transition]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut lines: Vec<String> = withheld
+        .iter()
+        .map(|t| format!("{}:{}", t.kind.label(), t.record.name))
+        .collect();
+    lines.sort();
+    let digest = Sha256::digest(lines.join("\n").as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// This mapping's users by state once `transitions` are applied to `snapshot`,

@@ -43,11 +43,13 @@ pub use naming::record_name;
 pub use ownership::{claim_lookups_needed, owner};
 pub use plan::{
     Blocked, Collision, CollisionField, Notice, Plan, PlanCounts, PlanFailure, PlanInput,
-    PlanOutcome, Skip, Transition, TransitionKind, plan,
+    PlanOutcome, Skip, SkipCause, Transition, TransitionKind, plan, tally,
 };
 pub use reads::full_read_needed;
-pub use retention::{deletion_deadline, retention_due};
+pub use retention::{deletion_deadline, orphan_deletions, retention_due};
 pub use safety::{
     Approval, ThresholdBreach, ThresholdVerdict, allowed_preserves, check_thresholds,
 };
-pub use schedule::{OnDemand, is_due, next_run, on_demand, requeue_after};
+pub use schedule::{
+    FIRST_RETRY, OnDemand, is_due, next_run, on_demand, requeue_after, run_spacing,
+};

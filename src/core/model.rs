@@ -129,9 +129,20 @@ pub struct UserRecord {
     pub reason: Option<Reason>,
     pub preserved_at: Option<Timestamp>,
     pub deleted_at: Option<Timestamp>,
+    /// When the store last recorded that this preserved record becomes due for
+    /// deletion (`status.deleteAfterTime`): what the connector-level retention pass
+    /// goes by once no mapping owns the record any more.
+    #[serde(default)]
+    pub delete_after_time: Option<Timestamp>,
 }
 
 impl UserRecord {
+    /// Whether an admin holds this record: `spec.preserve` is set, or it was
+    /// preserved by hand.
+    pub fn is_held_by_admin(&self) -> bool {
+        self.manual_preserve || self.reason == Some(Reason::Manual)
+    }
+
     /// Whether the record still takes part in the lifecycle (is not a tombstone).
     pub fn is_live(&self) -> bool {
         self.state != State::Deleted
@@ -298,6 +309,10 @@ pub struct Policy {
     pub max_deletes_per_run: u32,
     /// The runner's concern: the plan is the same either way.
     pub dry_run: bool,
+    /// Whether retention also deletes users an admin preserved by hand. Off by
+    /// default: a manual preserve is the admin's hold (rule 5).
+    #[serde(default)]
+    pub delete_manually_preserved: bool,
 }
 
 /// Another mapping of the same connector that matches an anchor.

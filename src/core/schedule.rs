@@ -16,6 +16,22 @@ pub fn next_run(last_run_start: Option<Timestamp>, interval: Duration) -> Option
     last_run_start.map(|start| start.checked_add(interval).unwrap_or(Timestamp::MAX))
 }
 
+/// The wait before the first retry of a failed run; each further failure in a row
+/// doubles it, up to the interval.
+pub const FIRST_RETRY: Duration = Duration::from_secs(30);
+
+/// How long after the last run's start the next run is due: the interval, or after
+/// `failures` failed runs in a row, [`FIRST_RETRY`] doubled for each failure after
+/// the first, never longer than the interval.
+pub fn run_spacing(interval: Duration, failures: u32) -> Duration {
+    if failures == 0 {
+        return interval;
+    }
+    FIRST_RETRY
+        .saturating_mul(1u32 << (failures - 1).min(20))
+        .min(interval)
+}
+
 /// Whether a scheduled run is due at `now`.
 pub fn is_due(last_run_start: Option<Timestamp>, interval: Duration, now: Timestamp) -> bool {
     next_run(last_run_start, interval).is_none_or(|next| now >= next)
@@ -97,6 +113,34 @@ mod tests {
             requeue_after(t("2025-01-03T00:00:00Z"), next),
             Duration::ZERO
         );
+    }
+
+    #[test]
+    fn a_failed_run_is_retried_with_backoff_up_to_the_interval() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(run_spacing(hour, 0), hour, "no failure: the interval");
+        assert_eq!(run_spacing(hour, 1), Duration::from_secs(30));
+        assert_eq!(run_spacing(hour, 2), Duration::from_secs(60));
+        assert_eq!(run_spacing(hour, 3), Duration::from_secs(120));
+        assert_eq!(run_spacing(hour, 7), Duration::from_secs(1920));
+        assert_eq!(run_spacing(hour, 8), hour, "never past the interval");
+        assert_eq!(run_spacing(hour, u32::MAX), hour);
+        assert_eq!(
+            run_spacing(Duration::from_secs(10), 1),
+            Duration::from_secs(10),
+            "an interval shorter than the first retry wins"
+        );
+        let start = t("2025-01-01T00:00:00Z");
+        assert!(!is_due(
+            Some(start),
+            run_spacing(DAY, 1),
+            t("2025-01-01T00:00:29Z")
+        ));
+        assert!(is_due(
+            Some(start),
+            run_spacing(DAY, 1),
+            t("2025-01-01T00:00:30Z")
+        ));
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub fn policy() -> Policy {
         max_preserve_percent: 10,
         max_deletes_per_run: 500,
         dry_run: false,
+        delete_manually_preserved: false,
     }
 }
 
@@ -102,6 +103,7 @@ pub fn active(anchor: &str, mapping: &str) -> UserRecord {
         reason: None,
         preserved_at: None,
         deleted_at: None,
+        delete_after_time: None,
     }
 }
 
@@ -142,6 +144,7 @@ fn people_record(origin: Origin, anchor: &str, username: &str, email: &str) -> U
         reason: None,
         preserved_at: None,
         deleted_at: None,
+        delete_after_time: None,
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use futures::{FutureExt, StreamExt};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 
 use super::record::{labels_of, record_from_user, spec_of, status_of};
@@ -23,8 +23,33 @@ const LIST_PAGE: u32 = 500;
 /// DirectoryUser objects of one namespace.
 pub struct KubernetesStore {
     api: Api<DirectoryUser>,
-    /// What the snapshot saw that the planner's records do not carry.
-    previous_records: HashMap<String, String>,
+    /// What the snapshot saw that the planner's records do not carry, by name.
+    seen: HashMap<String, Seen>,
+}
+
+/// One object as the last snapshot saw it.
+struct Seen {
+    /// Every write is conditional on it: a record changed since (by another run)
+    /// is not overwritten from a stale plan.
+    resource_version: Option<String>,
+    /// `status.previousRecord`, which only the store keeps.
+    previous_record: Option<String>,
+}
+
+/// Why one write did not land.
+enum WriteError {
+    /// The object changed (or appeared) since the snapshot.
+    Conflict,
+    Other(kube::Error),
+}
+
+impl From<kube::Error> for WriteError {
+    fn from(e: kube::Error) -> Self {
+        match e {
+            kube::Error::Api(ref r) if r.code == 409 => WriteError::Conflict,
+            e => WriteError::Other(e),
+        }
+    }
 }
 
 impl KubernetesStore {
@@ -32,7 +57,7 @@ impl KubernetesStore {
     pub fn new(client: Client, namespace: &str) -> Self {
         Self {
             api: Api::namespaced(client, namespace),
-            previous_records: HashMap::new(),
+            seen: HashMap::new(),
         }
     }
 
@@ -74,42 +99,102 @@ impl KubernetesStore {
         }
     }
 
+    /// Write one transition's record: the object (metadata and spec), then its
+    /// status, each conditional on the version the snapshot saw (a new record must
+    /// not exist yet). Returns the writes issued and the object's version after them.
     async fn write(
         &self,
         transition: &Transition,
         run: RunInfo<'_>,
         previous: Option<String>,
-    ) -> Result<u64, kube::Error> {
+    ) -> Result<(u64, Option<String>), WriteError> {
         let record = &transition.record;
         let name = &record.name;
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        let object = serde_json::json!({
+        let mut object = serde_json::json!({
             "apiVersion": "usersync.dev/v1alpha1",
             "kind": "DirectoryUser",
             "metadata": { "name": name, "labels": labels_of(record) },
             "spec": spec_of(record),
         });
-        self.api
-            .patch(name, &params, &Patch::Apply(&object))
-            .await?;
+        let written = match (&transition.kind, self.seen.get(name)) {
+            // A create fails when the name is taken: another run imported it first.
+            (TransitionKind::Import { .. }, _) | (_, None) => {
+                let user: DirectoryUser = serde_json::from_value(object)
+                    .map_err(|e| WriteError::Other(kube::Error::SerdeError(e)))?;
+                let create = PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                };
+                self.api.create(&create, &user).await?
+            }
+            (_, Some(seen)) => {
+                object["metadata"]["resourceVersion"] = serde_json::json!(seen.resource_version);
+                self.api
+                    .patch(name, &params, &Patch::Apply(&object))
+                    .await?
+            }
+        };
         let deadline = deletion_deadline(record, run.policy);
         let status = status_of(record, deadline, previous, run.run_id, run.now);
         let status = serde_json::json!({
             "apiVersion": "usersync.dev/v1alpha1",
             "kind": "DirectoryUser",
+            "metadata": { "resourceVersion": written.metadata.resource_version },
             "status": status,
         });
-        self.api
+        let written = self
+            .api
             .patch_status(name, &params, &Patch::Apply(&status))
             .await?;
-        Ok(2)
+        Ok((2, written.metadata.resource_version))
+    }
+
+    /// The tombstone a record follows: named by an import, else as the store saw it.
+    fn previous_record(&self, t: &Transition) -> Option<String> {
+        match &t.kind {
+            TransitionKind::Import { follows } => follows.clone(),
+            _ => self
+                .seen
+                .get(&t.record.name)
+                .and_then(|s| s.previous_record.clone()),
+        }
+    }
+
+    /// Remember what the snapshot saw of `user`.
+    fn saw(&mut self, user: &DirectoryUser) {
+        self.seen.insert(
+            user.name_any(),
+            Seen {
+                resource_version: user.metadata.resource_version.clone(),
+                previous_record: user.status.as_ref().and_then(|s| s.previous_record.clone()),
+            },
+        );
+    }
+
+    /// The preserved directory users of `connector`, as the connector's retention
+    /// pass needs them (a label selector: the rest of the registry is not read).
+    pub async fn preserved_of(&mut self, connector: &str) -> Result<Vec<UserRecord>, StoreError> {
+        use crate::api::{CONNECTOR_LABEL, STATE_LABEL};
+        let selector = format!("{CONNECTOR_LABEL}={connector},{STATE_LABEL}=preserved");
+        let users = self
+            .api
+            .list(&ListParams::default().labels(&selector))
+            .await?;
+        self.seen.clear();
+        let mut records = Vec::with_capacity(users.items.len());
+        for user in &users.items {
+            self.saw(user);
+            records.push(record_from_user(user));
+        }
+        Ok(records)
     }
 }
 
 impl UserStore for KubernetesStore {
     async fn snapshot(&mut self) -> Result<Vec<UserRecord>, StoreError> {
         let mut records = Vec::new();
-        self.previous_records.clear();
+        self.seen.clear();
         let mut params = ListParams::default().limit(LIST_PAGE);
         loop {
             let page = self.api.list(&params).await?;
@@ -120,10 +205,7 @@ impl UserStore for KubernetesStore {
                 records.reserve_exact(page.items.len() + usize::try_from(remaining).unwrap_or(0));
             }
             for user in &page.items {
-                if let Some(previous) = user.status.as_ref().and_then(|s| s.previous_record.clone())
-                {
-                    self.previous_records.insert(user.name_any(), previous);
-                }
+                self.saw(user);
                 records.push(record_from_user(user));
             }
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
@@ -140,17 +222,14 @@ impl UserStore for KubernetesStore {
         run: RunInfo<'_>,
     ) -> Result<ApplyReport, StoreError> {
         let mut report = ApplyReport::default();
-        let this = &*self;
         // Futures are made a batch at a time, WRITE_CONCURRENCY in flight.
         for batch in super::phase_batches(transitions, WRITE_CONCURRENCY * 16) {
+            let this = &*self;
             let writes: Vec<_> = batch
                 .iter()
                 .map(|t| {
-                    let previous = match &t.kind {
-                        TransitionKind::Import { follows } => follows.clone(),
-                        _ => this.previous_records.get(&t.record.name).cloned(),
-                    };
-                    this.write(t, run, previous).map(move |result| (t, result))
+                    this.write(t, run, this.previous_record(t))
+                        .map(move |result| (t, result))
                 })
                 .collect();
             let results: Vec<_> = futures::stream::iter(writes)
@@ -159,11 +238,25 @@ impl UserStore for KubernetesStore {
                 .await;
             for (t, result) in results {
                 match result {
-                    Ok(writes) => {
+                    Ok((writes, version)) => {
                         report.applied += 1;
                         report.writes += writes;
+                        // A later phase of this run may write the same record again:
+                        // its precondition is this write, not the snapshot.
+                        let previous = self.previous_record(t);
+                        self.seen.insert(
+                            t.record.name.clone(),
+                            Seen {
+                                resource_version: version,
+                                previous_record: previous,
+                            },
+                        );
                     }
-                    Err(e) => {
+                    Err(WriteError::Conflict) => {
+                        tracing::info!(user = %t.record.name, transition = t.kind.label(), "the user changed since the snapshot; not written");
+                        report.conflicts.push(t.record.name.clone());
+                    }
+                    Err(WriteError::Other(e)) => {
                         tracing::warn!(user = %t.record.name, transition = t.kind.label(), error = %e, "writing a user failed");
                         report.failed.push((t.record.name.clone(), e.to_string()));
                     }

@@ -35,6 +35,9 @@ pub struct ApplyReport {
     pub writes: u64,
     /// Transitions that failed, with the record name and why.
     pub failed: Vec<(String, String)>,
+    /// Records whose write did not land because the store no longer held the state
+    /// the plan saw (another run wrote them since the snapshot): plan them again.
+    pub conflicts: Vec<String>,
 }
 
 /// A failure of the store itself.
@@ -122,6 +125,15 @@ impl Store {
         match self {
             Store::Kubernetes(s) => s.owns_live_users(connector, mapping).await,
             Store::Postgres(s) => s.owns_live_users(connector, mapping).await,
+        }
+    }
+
+    /// The preserved directory users of `connector`: what its retention pass reads
+    /// (not the whole registry).
+    pub async fn preserved_of(&mut self, connector: &str) -> Result<Vec<UserRecord>, StoreError> {
+        match self {
+            Store::Kubernetes(s) => s.preserved_of(connector).await,
+            Store::Postgres(s) => s.preserved_of(connector).await,
         }
     }
 

@@ -48,6 +48,7 @@ pub fn record_from_user(user: &DirectoryUser) -> UserRecord {
         }),
         preserved_at: status.preserved_at.map(|t| t.0),
         deleted_at: status.deleted_at.map(|t| t.0),
+        delete_after_time: status.delete_after_time.map(|t| t.0),
     }
 }
 

@@ -165,7 +165,7 @@ async fn preserved_user_is_deleted_after_delete_after_while_the_connector_is_hea
     let w = World::new(
         "retention",
         Server::slapd(),
-        json!({"preservation": {"deleteAfter": "2s"}, "safety": {"maxPreservePercent": 100}}),
+        json!({"preservation": {"deleteAfter": "2h"}, "safety": {"maxPreservePercent": 100}}),
     )
     .await;
     w.add_user("ivan", false);
@@ -174,8 +174,13 @@ async fn preserved_user_is_deleted_after_delete_after_while_the_connector_is_hea
     w.set_disabled("ivan", true);
     w.sync("staff").await;
     assert_eq!(w.state("ivan").await, "Preserved/DisabledInDirectory");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    w.connected(true).await;
+    w.advance(Duration::from_secs(3600)).await;
+    let run = w.sync("staff").await;
+    assert_eq!(
+        run.deleted, 0,
+        "deleted before its retention passed: {run:?}"
+    );
+    w.advance(Duration::from_secs(3601)).await;
     let run = w.sync("staff").await;
     assert_eq!(run.deleted, 1, "{run:?}");
     assert_eq!(w.state("ivan").await, "Deleted/RetentionExpired");
@@ -193,7 +198,7 @@ async fn deletions_allowed_false_blocks_deletes_until_lifted() {
     let w = World::new(
         "frozen",
         Server::slapd(),
-        json!({"preservation": {"deleteAfter": "1s"}, "safety": {"maxPreservePercent": 100}}),
+        json!({"preservation": {"deleteAfter": "1h"}, "safety": {"maxPreservePercent": 100}}),
     )
     .await;
     w.add_user("judy", false);
@@ -207,7 +212,7 @@ async fn deletions_allowed_false_blocks_deletes_until_lifted() {
         .patch("corp", &PatchParams::default(), &Patch::Merge(&freeze))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    w.advance(Duration::from_secs(3601)).await;
     let run = w.sync("staff").await;
     assert_eq!(
         (run.deleted, run.result),
@@ -249,7 +254,7 @@ async fn no_delete_while_the_connector_is_down_and_delete_once_it_is_back() {
     let w = World::new(
         "down",
         &private.server,
-        json!({"preservation": {"deleteAfter": "1s"}, "safety": {"maxPreservePercent": 100}}),
+        json!({"preservation": {"deleteAfter": "1h"}, "safety": {"maxPreservePercent": 100}}),
     )
     .await;
     w.add_user("ken", false);
@@ -257,6 +262,7 @@ async fn no_delete_while_the_connector_is_down_and_delete_once_it_is_back() {
     w.set_disabled("ken", true);
     w.sync("staff").await;
     assert_eq!(w.state("ken").await, "Preserved/DisabledInDirectory");
+    w.advance(Duration::from_secs(3601)).await;
 
     private.server.script(&["down"], None);
     w.connected(false).await;
@@ -356,7 +362,7 @@ async fn deleted_is_final_and_a_returning_object_becomes_a_new_record() {
     let w = World::new(
         "return",
         Server::slapd(),
-        json!({"preservation": {"deleteAfter": "1s"}, "safety": {"maxPreservePercent": 100}}),
+        json!({"preservation": {"deleteAfter": "1h"}, "safety": {"maxPreservePercent": 100}}),
     )
     .await;
     w.add_user("pat", false);
@@ -364,8 +370,7 @@ async fn deleted_is_final_and_a_returning_object_becomes_a_new_record() {
     let old = w.user("pat").await.name_any();
     w.set_disabled("pat", true);
     w.sync("staff").await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    w.connected(true).await;
+    w.advance(Duration::from_secs(3601)).await;
     w.sync("staff").await;
     assert_eq!(w.state("pat").await, "Deleted/RetentionExpired");
 
@@ -510,8 +515,9 @@ async fn a_threshold_blocks_the_run_and_approve_run_releases_it() {
     );
     assert_eq!(status.blocked_run.unwrap().run_id, run.id);
 
+    // An approval starts the approved run at once.
     w.annotate("staff", APPROVE_RUN_ANNOTATION, &run.id).await;
-    let run = w.sync("staff").await;
+    let run = w.wait_run("staff", Some(&run.id)).await;
     assert_eq!(
         (run.result, run.preserved),
         (RunResult::Succeeded, 4),
@@ -762,12 +768,12 @@ async fn a_full_read_comes_round_every_full_sync_interval() {
     let w = World::new(
         "fullsync",
         Server::slapd(),
-        json!({"fullSyncInterval": "2s"}),
+        json!({"fullSyncInterval": "1m"}),
     )
     .await;
     w.add_user("kim", false);
     w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
     assert_eq!(w.sync("staff").await.read, Some(ReadMode::Incremental));
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    w.clock.advance(Duration::from_secs(61));
     assert_eq!(w.sync("staff").await.read, Some(ReadMode::Full));
 }

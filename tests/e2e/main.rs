@@ -11,6 +11,7 @@ mod support;
 mod world;
 
 mod ad;
+mod admin_actions;
 mod admission;
 mod cli;
 mod entra;

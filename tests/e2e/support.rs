@@ -171,6 +171,36 @@ fn rand_u32() -> u32 {
     h.finish() as u32
 }
 
+/// The time the in-process operator reads: the system clock plus whatever a test
+/// moved it forward by, so retention and backoff are tested without waiting.
+#[derive(Clone, Default)]
+pub struct TestClock {
+    ahead_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl TestClock {
+    /// The operator's clock reading this one.
+    pub fn clock(&self) -> usersync::controller::Clock {
+        let ahead = self.ahead_ms.clone();
+        usersync::controller::Clock::from_fn(move || {
+            let ms = ahead.load(std::sync::atomic::Ordering::SeqCst);
+            jiff::Timestamp::now() + jiff::SignedDuration::from_millis(ms)
+        })
+    }
+
+    /// Move the operator's time forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap();
+        self.ahead_ms
+            .fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The operator's time now.
+    pub fn now(&self) -> jiff::Timestamp {
+        self.clock().now()
+    }
+}
+
 /// Start the operator in-process, watching one namespace; it stops with the test's runtime.
 pub fn start_operator(client: &Client, namespace: &str) {
     start_operator_with(client, namespace, usersync::store::Backend::Kubernetes);
@@ -178,10 +208,21 @@ pub fn start_operator(client: &Client, namespace: &str) {
 
 /// Start the operator in-process for one namespace, keeping users in `store`.
 pub fn start_operator_with(client: &Client, namespace: &str, store: usersync::store::Backend) {
+    start_operator_clocked(client, namespace, store, &TestClock::default());
+}
+
+/// Start the operator in-process for one namespace, reading the time from `clock`.
+pub fn start_operator_clocked(
+    client: &Client,
+    namespace: &str,
+    store: usersync::store::Backend,
+    clock: &TestClock,
+) {
     let scope = usersync::controller::Scope {
         namespaces: vec![namespace.to_string()],
         max_concurrent_runs: 4,
         store,
+        clock: clock.clock(),
         ..Default::default()
     };
     let client = client.clone();

@@ -12,7 +12,9 @@ use usersync::api::{
 };
 
 use crate::ldap_support::{Server, TestOu, ldif_line};
-use crate::support::{TestNamespace, cluster, eventually, start_operator, stderr};
+use crate::support::{
+    TestClock, TestNamespace, cluster, eventually, start_operator_clocked, stderr,
+};
 
 /// How long a run may take in these tests.
 pub const RUN_WAIT: Duration = Duration::from_secs(60);
@@ -22,6 +24,8 @@ pub const RUN_WAIT: Duration = Duration::from_secs(60);
 pub struct Scene {
     pub client: Client,
     pub ns: TestNamespace,
+    /// The time the scene's operator reads.
+    pub clock: TestClock,
 }
 
 /// A scene whose connector `corp` reads a real LDAP directory, with the test's own OU.
@@ -44,7 +48,11 @@ impl Scene {
     pub async fn new(test: &str, policy: serde_json::Value) -> Scene {
         let client = cluster().client().await;
         let ns = TestNamespace::new(&client, test).await;
-        let scene = Scene { client, ns };
+        let scene = Scene {
+            client,
+            ns,
+            clock: TestClock::default(),
+        };
         let mut spec = serde_json::json!({"interval": "24h"});
         spec.as_object_mut()
             .unwrap()
@@ -57,7 +65,26 @@ impl Scene {
 
     /// Run the operator in-process for this namespace.
     pub fn start_operator(&self) {
-        start_operator(&self.client, &self.ns.name);
+        start_operator_clocked(
+            &self.client,
+            &self.ns.name,
+            usersync::store::Backend::Kubernetes,
+            &self.clock,
+        );
+    }
+
+    /// Move the operator's time forward by `by`, then wait until the connector has
+    /// probed successfully by the new time (so the deletion gate sees a fresh probe).
+    pub async fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+        let since = self.clock.now();
+        let api: Api<ConnectorHealth> = Api::namespaced(self.client.clone(), &self.ns.name);
+        eventually(RUN_WAIT, "a probe after moving the clock", || async {
+            let status = api.get("corp").await.ok()?.status?;
+            let fresh = status.last_success_time.is_some_and(|t| t.0 >= since);
+            (fresh && condition_is_true(&status.conditions, "Connected")).then_some(())
+        })
+        .await;
     }
 
     /// Create a Secret with one string key.
@@ -192,6 +219,38 @@ impl Scene {
         let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
         self.mappings()
             .patch(mapping, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+
+    /// Move a preserved user's `preservedAt` back by `by`, as if it had been
+    /// preserved that long ago (for operators on the system clock).
+    pub async fn backdate_preservation(&self, username: &str, by: Duration) {
+        let user = self.user(username).await;
+        let at = user
+            .status
+            .as_ref()
+            .and_then(|s| s.preserved_at.clone())
+            .unwrap()
+            .0;
+        let patch = serde_json::json!({"status": {"preservedAt": at - jiff::SignedDuration::try_from(by).unwrap()}});
+        let api: Api<DirectoryUser> = Api::namespaced(self.client.clone(), &self.ns.name);
+        api.patch_status(
+            &user.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    }
+
+    /// Move a mapping's `lastSyncTime` back by `by` (no operator may be running).
+    pub async fn backdate_last_sync(&self, mapping: &str, by: Duration) {
+        let m = self.mappings().get(mapping).await.unwrap();
+        let at = m.status.unwrap().last_sync_time.unwrap().0;
+        let patch = serde_json::json!({"status": {"lastSyncTime": at - jiff::SignedDuration::try_from(by).unwrap()}});
+        self.mappings()
+            .patch_status(mapping, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .unwrap();
     }

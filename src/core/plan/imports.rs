@@ -1,7 +1,7 @@
 //! The rule for directory users the registry does not have yet (rules 1, 6, 7).
 
 use super::registry::Registry;
-use super::{Notice, PlanInput, Skip, Transition, TransitionKind};
+use super::{Notice, PlanInput, Skip, SkipCause, Transition, TransitionKind};
 use crate::core::model::{DirectoryEntry, Origin, State, UserRecord};
 use crate::core::ownership::owner_with;
 
@@ -14,7 +14,8 @@ pub(super) enum ImportDecision {
         /// Set when the user returns after deletion.
         notice: Option<Notice>,
     },
-    /// Not imported because it would collide with a Manual or CSV user.
+    /// Not imported: it would collide with a Manual or CSV user, or an admin's
+    /// preserve holds it.
     Skip(Skip),
 }
 
@@ -38,14 +39,24 @@ pub(super) fn plan_import(
         return ImportDecision::Skip(Skip {
             anchor: entry.anchor.clone(),
             record: None,
-            collision,
+            why: SkipCause::Collision(collision),
         });
     }
     // A tombstone is never revived (rule 6): the returning user gets a new
     // record with the next generation, and the plan says which one it follows.
-    let follows = registry
-        .latest_tombstone(&entry.anchor)
-        .map(|r| r.name.clone());
+    let tombstone = registry.latest_tombstone(&entry.anchor);
+    // An admin's preserve never turns into an Active record by sync: a tombstone
+    // that still carries it holds the directory object back (rule 5).
+    if let Some(held) = tombstone.filter(|t| t.manual_preserve) {
+        return ImportDecision::Skip(Skip {
+            anchor: entry.anchor.clone(),
+            record: None,
+            why: SkipCause::HeldByAdmin {
+                tombstone: held.name.clone(),
+            },
+        });
+    }
+    let follows = tombstone.map(|r| r.name.clone());
     let record = UserRecord {
         name: registry.claim_new_name(&entry.anchor),
         origin: Origin::Directory,
@@ -58,6 +69,7 @@ pub(super) fn plan_import(
         reason: None,
         preserved_at: None,
         deleted_at: None,
+        delete_after_time: None,
     };
     let notice = follows
         .clone()

@@ -11,7 +11,10 @@
 //!   and keeps any preserved user from being re-enabled, whatever its reason.
 //!   Once an admin clears it, the user re-enables like any other preserved user
 //!   when it is enabled and matched.
-//! - Retention applies to every preserved reason, Manual included (rule 5).
+//! - Retention applies to every automatic preserve. A user an admin holds
+//!   (`spec.preserve`, or reason Manual) is deleted only when the policy opts in
+//!   (`deleteManuallyPreserved`), and its tombstone then keeps the hold: the same
+//!   directory object is not imported again until an admin clears it (rule 5).
 //! - Manual preserves are the admin's own decision: they do not count against
 //!   the preserve threshold and are never held back by it.
 //! - An update that would give a directory user the username or email of a
@@ -21,7 +24,7 @@
 //!   fields and state for that mapping's run to decide.
 //! - Planning a zero `deleteAfter` preserves and deletes in the same run.
 //! - A user deleted while its directory object still matches and is enabled
-//!   returns, by rule 6, as a new record on the next run.
+//!   returns, by rule 6, as a new record on the next run, unless an admin held it.
 
 mod imports;
 mod records;
@@ -199,21 +202,37 @@ pub struct Skip {
     /// The existing directory record whose update was held back; `None` when
     /// the user was not imported.
     pub record: Option<String>,
-    pub collision: Collision,
+    pub why: SkipCause,
+}
+
+/// Why a directory user was not imported, or its update held back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum SkipCause {
+    /// A Manual or CSV user already has one of its values (rule 7).
+    Collision(Collision),
+    /// The directory object was deleted while an admin held it (`spec.preserve`
+    /// stays on its tombstone): it is not imported again until an admin clears the
+    /// tombstone's preserve (rule 5).
+    HeldByAdmin { tombstone: String },
 }
 
 impl fmt::Display for Skip {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let c = &self.collision;
         match &self.record {
             None => write!(f, "directory user {} not imported", self.anchor)?,
             Some(record) => write!(f, "update of {record} held back")?,
         }
-        write!(
-            f,
-            ": its {} {:?} is already used by {} user {}",
-            c.field, c.value, c.with_origin, c.with
-        )
+        match &self.why {
+            SkipCause::Collision(c) => write!(
+                f,
+                ": its {} {:?} is already used by {} user {}",
+                c.field, c.value, c.with_origin, c.with
+            ),
+            SkipCause::HeldByAdmin { tombstone } => write!(
+                f,
+                ": an admin preserved it before it was deleted as {tombstone}; clear spec.preserve on {tombstone} (usersync unpreserve {tombstone}) to let it be imported again"
+            ),
+        }
     }
 }
 
@@ -447,11 +466,17 @@ fn hold_back(input: &PlanInput<'_>, mut transitions: Vec<Transition>, now: Times
 }
 
 fn count(transitions: &[Transition], skipped: usize, unchanged: usize) -> PlanCounts {
-    let mut counts = PlanCounts {
+    PlanCounts {
         skipped,
         unchanged,
-        ..PlanCounts::default()
-    };
+        ..tally(transitions)
+    }
+}
+
+/// The transitions counted by kind (skipped and unchanged left at zero): what a run
+/// reports for the transitions it applied.
+pub fn tally(transitions: &[Transition]) -> PlanCounts {
+    let mut counts = PlanCounts::default();
     for transition in transitions {
         let slot = match transition.kind {
             TransitionKind::Update => &mut counts.updated,

@@ -137,6 +137,7 @@ fn record() -> impl Strategy<Value = UserRecord> {
                     reason,
                     preserved_at: (state != State::Active && dated).then_some(preserved_at),
                     deleted_at: (state == State::Deleted).then_some(deleted_at),
+                    delete_after_time: None,
                 }
             },
         )
@@ -183,15 +184,25 @@ fn policy_strategy() -> impl Strategy<Value = Policy> {
         prop_oneof![Just(0u8), Just(10), Just(50), Just(100)],
         0u32..4,
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(auto_preserve_unmapped, auto_delete, days, percent, max_deletes, dry_run)| Policy {
+            |(
+                auto_preserve_unmapped,
+                auto_delete,
+                days,
+                percent,
+                max_deletes,
+                dry_run,
+                delete_manually_preserved,
+            )| Policy {
                 auto_preserve_unmapped,
                 auto_delete,
                 delete_after: DAY * u32::try_from(days).unwrap(),
                 max_preserve_percent: percent,
                 max_deletes_per_run: max_deletes,
                 dry_run,
+                delete_manually_preserved,
             },
         )
 }

@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 
 use super::registry::Registry;
-use super::{PlanInput, Skip, Transition, TransitionKind};
+use super::{PlanInput, Skip, SkipCause, Transition, TransitionKind};
 use crate::core::model::{Reason, State, UserRecord};
 use crate::core::ownership::owner_with;
 use crate::core::retention::retention_due;
@@ -78,7 +78,7 @@ pub(super) fn plan_record(
                     plan.skip = Some(Skip {
                         anchor: record.anchor.clone(),
                         record: Some(record.name.clone()),
-                        collision,
+                        why: SkipCause::Collision(collision),
                     })
                 }
                 None => current.fields = fields,

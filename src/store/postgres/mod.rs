@@ -216,13 +216,29 @@ fn reason_of(s: &str) -> Result<Reason, StoreError> {
     parse_stored("reason", s)
 }
 
-/// A namespace's users, times as microseconds since the epoch.
-const SNAPSHOT: &str = "SELECT name, origin, connector, anchor, mapping, username, email, \
-    display_name, user_principal_name, profile, attributes::text AS attributes, \
-    manual_preserve, state, reason, \
-    (extract(epoch FROM preserved_at) * 1000000)::int8 AS preserved_us, \
-    (extract(epoch FROM deleted_at) * 1000000)::int8 AS deleted_us \
-    FROM users WHERE namespace = $1 ORDER BY name";
+/// The columns of a user row as [`record_of`] reads them, times as microseconds
+/// since the epoch.
+macro_rules! user_columns {
+    () => {
+        "SELECT name, origin, connector, anchor, mapping, username, email, \
+        display_name, user_principal_name, profile, attributes::text AS attributes, \
+        manual_preserve, state, reason, \
+        (extract(epoch FROM preserved_at) * 1000000)::int8 AS preserved_us, \
+        (extract(epoch FROM deleted_at) * 1000000)::int8 AS deleted_us, \
+        (extract(epoch FROM delete_after) * 1000000)::int8 AS delete_after_us \
+        FROM users "
+    };
+}
+
+/// A namespace's users.
+const SNAPSHOT: &str = concat!(user_columns!(), "WHERE namespace = $1 ORDER BY name");
+
+/// The preserved directory users of one connector ($2).
+const PRESERVED_OF: &str = concat!(
+    user_columns!(),
+    "WHERE namespace = $1 AND connector = $2 AND origin = 'Directory' \
+     AND state = 'Preserved' ORDER BY name"
+);
 
 fn record_of(row: &PgRow) -> Result<UserRecord, StoreError> {
     let get = |e: sqlx::Error| db_error("reading a user row failed", e);
@@ -255,6 +271,7 @@ fn record_of(row: &PgRow) -> Result<UserRecord, StoreError> {
         reason: reason.as_deref().map(reason_of).transpose()?,
         preserved_at: from_micros(row.try_get("preserved_us").map_err(get)?)?,
         deleted_at: from_micros(row.try_get("deleted_us").map_err(get)?)?,
+        delete_after_time: from_micros(row.try_get("delete_after_us").map_err(get)?)?,
     })
 }
 
@@ -667,7 +684,7 @@ impl PostgresStore {
 const SET_MANUAL_PRESERVE: &str = r#"
 WITH changed AS (
     UPDATE users SET manual_preserve = $3, updated_at = now()
-    WHERE namespace = $1 AND name = $2 AND state <> 'Deleted'
+    WHERE namespace = $1 AND name = $2 AND (state <> 'Deleted' OR NOT $3)
     RETURNING state
 ),
 logged AS (
@@ -707,6 +724,19 @@ impl PostgresStore {
                 self.namespace
             ))),
         }
+    }
+}
+
+impl PostgresStore {
+    /// The preserved directory users of `connector`, for its retention pass.
+    pub async fn preserved_of(&mut self, connector: &str) -> Result<Vec<UserRecord>, StoreError> {
+        let rows = sqlx::query(PRESERVED_OF)
+            .bind(&self.namespace)
+            .bind(connector)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error("reading preserved users from PostgreSQL failed", e))?;
+        rows.iter().map(record_of).collect()
     }
 }
 

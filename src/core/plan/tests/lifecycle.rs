@@ -191,15 +191,49 @@ fn preserved_user_deleted_after_retention() {
         },
     ];
     let plan = Scenario::new(snapshot, DirectoryView::full([disabled("later")])).plan();
-    assert_eq!(
-        step_set(&plan),
-        [step("delete", "due"), step("delete", "manual")].into()
-    );
+    assert_eq!(step_set(&plan), [step("delete", "due")].into());
     let t = &plan.transitions[0];
     assert_eq!(t.record.state, State::Deleted);
     assert_eq!(t.record.reason, Some(Reason::RetentionExpired));
     assert_eq!(t.record.deleted_at, Some(now()));
-    assert_eq!(plan.counts.deleted, 2);
+    assert_eq!(plan.counts.deleted, 1);
+}
+
+#[test]
+fn a_manual_preserve_is_not_deleted_by_retention_unless_the_policy_opts_in() {
+    let held = || UserRecord {
+        manual_preserve: true,
+        ..preserved("manual", MAPPING, Reason::Manual, t(0))
+    };
+    let mut run = Scenario::new(vec![held()], DirectoryView::full([entry("manual")]));
+    assert!(run.plan().transitions.is_empty(), "a held user was deleted");
+    run.policy.delete_manually_preserved = true;
+    assert_eq!(steps(&run.plan()), vec![step("delete", "manual")]);
+}
+
+#[test]
+fn a_tombstone_an_admin_held_blocks_the_reimport_until_the_hold_is_cleared() {
+    let tombstone = UserRecord {
+        manual_preserve: true,
+        ..deleted("a", MAPPING, t(90))
+    };
+    let plan = Scenario::new(vec![tombstone.clone()], DirectoryView::full([entry("a")])).plan();
+    assert!(plan.transitions.is_empty(), "{:#?}", plan.transitions);
+    assert_eq!(
+        plan.skips[0].why,
+        SkipCause::HeldByAdmin {
+            tombstone: tombstone.name.clone()
+        }
+    );
+    assert!(plan.skips[0].to_string().contains("usersync unpreserve"));
+    assert_eq!(plan.counts.skipped, 1);
+
+    let cleared = UserRecord {
+        manual_preserve: false,
+        ..tombstone
+    };
+    let plan = Scenario::new(vec![cleared], DirectoryView::full([entry("a")])).plan();
+    assert_eq!(plan.counts.imported, 1, "{:#?}", plan.transitions);
 }
 
 #[test]

@@ -40,22 +40,22 @@ fn colliding_directory_user_reported_not_imported() {
             Skip {
                 anchor: "a".into(),
                 record: None,
-                collision: Collision {
+                why: SkipCause::Collision(Collision {
                     field: CollisionField::Username,
                     value: "Alice".into(),
                     with: manual.name.clone(),
                     with_origin: Origin::Manual,
-                },
+                }),
             },
             Skip {
                 anchor: "bob".into(),
                 record: None,
-                collision: Collision {
+                why: SkipCause::Collision(Collision {
                     field: CollisionField::Email,
                     value: "bob@corp.example".into(),
                     with: csv.name.clone(),
                     with_origin: Origin::Csv,
-                },
+                }),
             },
         ]
     );
@@ -72,8 +72,11 @@ fn manual_record_with_the_same_anchor_blocks_import() {
     let manual = manual_record("a", "someone-else", "else@corp.example");
     let plan = Scenario::new(vec![manual.clone()], DirectoryView::full([entry("a")])).plan();
     assert!(plan.transitions.is_empty());
-    assert_eq!(plan.skips[0].collision.field, CollisionField::Anchor);
-    assert_eq!(plan.skips[0].collision.with, manual.name);
+    let SkipCause::Collision(collision) = &plan.skips[0].why else {
+        panic!("not a collision: {:?}", plan.skips[0]);
+    };
+    assert_eq!(collision.field, CollisionField::Anchor);
+    assert_eq!(collision.with, manual.name);
 }
 
 #[test]

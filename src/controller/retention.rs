@@ -1,0 +1,110 @@
+//! The connector-level retention pass (rule 5): preserved users whose mapping no
+//! longer exists are deleted at the `deleteAfterTime` recorded when they were
+//! preserved, by the connector, whether or not any mapping still covers them. It
+//! runs after each successful probe, behind the same gate as every deletion.
+
+use std::collections::BTreeSet;
+
+use kube::api::ListParams;
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+
+use super::context::Context;
+use super::resolve::gate_of;
+use super::run_id::new_run_id;
+use super::sync::publish;
+use crate::api::{ConnectorHealth, DirectoryMapping};
+use crate::core::{self, orphan_deletions};
+use crate::store::{RunInfo, UserStore};
+
+/// The most users one pass deletes; the next probe's pass takes the rest.
+const DELETES_PER_PASS: usize = 500;
+
+/// Delete the connector's orphaned preserved users that are due. `connector`
+/// carries the status just probed. Failures are logged and retried by the next
+/// pass; nothing here fails the probe.
+pub async fn sweep(ctx: &Context, connector: &ConnectorHealth) {
+    let ns = connector.namespace().unwrap_or_default();
+    let name = connector.name_any();
+    let now = ctx.now();
+    if gate_of(Some(connector)).deletions_permitted(now).is_err() {
+        return;
+    }
+    let mappings: Api<DirectoryMapping> = Api::namespaced(ctx.client.clone(), &ns);
+    // A mapping being deleted still owns its users: its last run decides for them.
+    let existing: BTreeSet<String> = match mappings.list_metadata(&ListParams::default()).await {
+        Ok(list) => list.items.iter().map(|m| m.name_any()).collect(),
+        Err(e) => {
+            tracing::warn!(connector = %name, namespace = %ns, error = %e, "retention pass: listing mappings failed");
+            return;
+        }
+    };
+    let mut store = ctx.backend.open(&ctx.client, &ns);
+    let preserved = match store.preserved_of(&name).await {
+        Ok(records) => records,
+        Err(e) => {
+            tracing::warn!(connector = %name, namespace = %ns, error = %e, "retention pass: reading preserved users failed");
+            return;
+        }
+    };
+    let due = orphan_deletions(&preserved, &name, &existing, now, DELETES_PER_PASS);
+    drop(preserved);
+    if due.is_empty() {
+        return;
+    }
+    // Checked once more right before deleting, as every deletion is.
+    let connectors: Api<ConnectorHealth> = Api::namespaced(ctx.client.clone(), &ns);
+    let fresh = connectors.get_opt(&name).await.ok().flatten();
+    if let Err(refusal) = gate_of(fresh.as_ref()).deletions_permitted(ctx.now()) {
+        tracing::info!(connector = %name, namespace = %ns, users = due.len(), %refusal, "retention pass: deletions blocked");
+        return;
+    }
+    let run_id = new_run_id(now);
+    // The deadlines were recorded when the users were preserved; no policy is
+    // consulted here (their mapping, and perhaps its policy, are gone).
+    let policy = core::Policy {
+        auto_preserve_unmapped: false,
+        auto_delete: false,
+        delete_after: std::time::Duration::MAX,
+        max_preserve_percent: 0,
+        max_deletes_per_run: 0,
+        dry_run: false,
+        delete_manually_preserved: false,
+    };
+    let actor = format!("usersync/connector/{name}");
+    let info = RunInfo {
+        run_id: &run_id,
+        now,
+        policy: &policy,
+        actor: &actor,
+    };
+    match store.apply(&due, info).await {
+        Ok(report) => {
+            let deleted = report.applied;
+            tracing::info!(connector = %name, namespace = %ns, run = %run_id, deleted, conflicts = report.conflicts.len(), failed = report.failed.len(), "retention pass: deleted users whose mapping is gone");
+            if deleted > 0 {
+                let names: Vec<&str> = due
+                    .iter()
+                    .take(10)
+                    .map(|t| t.record.name.as_str())
+                    .collect();
+                publish(
+                    ctx,
+                    connector,
+                    EventType::Warning,
+                    "RetentionDeleted",
+                    "Retention",
+                    format!(
+                        "pass {run_id}: deleted {deleted} preserved users whose mapping no longer exists, at the deadline recorded when they were preserved ({}{})",
+                        names.join(", "),
+                        if due.len() > names.len() { ", …" } else { "" }
+                    ),
+                )
+                .await;
+            }
+        }
+        Err(e) => {
+            tracing::warn!(connector = %name, namespace = %ns, error = %e, "retention pass: deleting failed")
+        }
+    }
+}
