@@ -52,6 +52,8 @@ pub struct Context {
     runs: Arc<Mutex<HashMap<String, String>>>,
     /// What this process did per mapping, which the watch cache may not show yet.
     memory: Arc<Mutex<HashMap<String, MappingMemory>>>,
+    /// When each connector's retention pass last ran, by this context's clock.
+    sweeps: Arc<Mutex<HashMap<String, jiff::Timestamp>>>,
     /// Bounds how many mappings sync at once.
     pub run_slots: Arc<Semaphore>,
     /// The operator's metrics.
@@ -82,12 +84,26 @@ impl Context {
             backoff: Default::default(),
             runs: Default::default(),
             memory: Default::default(),
+            sweeps: Default::default(),
             run_slots: Arc::new(Semaphore::new(max_concurrent_runs.max(1))),
             requeue: None,
             clock: super::Clock::system(),
             metrics,
             backend,
         }
+    }
+
+    /// Whether the retention pass of connector `key` is due at `now` (`every` after
+    /// the last one); when it is, the pass counts as started now.
+    pub fn sweep_due(&self, key: &str, now: jiff::Timestamp, every: std::time::Duration) -> bool {
+        let mut sweeps = self.sweeps.lock().expect("sweeps lock poisoned");
+        let due = sweeps
+            .get(key)
+            .is_none_or(|last| crate::core::is_due(Some(*last), every, now));
+        if due {
+            sweeps.insert(key.to_string(), now);
+        }
+        due
     }
 
     /// Read the time from `clock` instead of the system clock.

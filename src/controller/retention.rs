@@ -1,7 +1,8 @@
 //! The connector-level retention pass (rule 5): preserved users whose mapping no
 //! longer exists are deleted at the `deleteAfterTime` recorded when they were
 //! preserved, by the connector, whether or not any mapping still covers them. It
-//! runs after each successful probe, behind the same gate as every deletion.
+//! runs after a successful probe, at most every five minutes, behind the same gate
+//! as every deletion.
 
 use std::collections::BTreeSet;
 
@@ -17,8 +18,12 @@ use crate::api::{ConnectorHealth, DirectoryMapping};
 use crate::core::{self, orphan_deletions};
 use crate::store::{RunInfo, UserStore};
 
-/// The most users one pass deletes; the next probe's pass takes the rest.
+/// The most users one pass deletes; the next pass takes the rest.
 const DELETES_PER_PASS: usize = 500;
+
+/// How often a connector's pass runs at most: deadlines are days apart, and the
+/// pass reads the connector's preserved users from the store each time.
+const PASS_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Delete the connector's orphaned preserved users that are due. `connector`
 /// carries the status just probed. Failures are logged and retried by the next
@@ -27,7 +32,9 @@ pub async fn sweep(ctx: &Context, connector: &ConnectorHealth) {
     let ns = connector.namespace().unwrap_or_default();
     let name = connector.name_any();
     let now = ctx.now();
-    if gate_of(Some(connector)).deletions_permitted(now).is_err() {
+    if gate_of(Some(connector)).deletions_permitted(now).is_err()
+        || !ctx.sweep_due(&format!("{ns}/{name}"), now, PASS_EVERY)
+    {
         return;
     }
     let mappings: Api<DirectoryMapping> = Api::namespaced(ctx.client.clone(), &ns);
