@@ -262,6 +262,8 @@ async fn main() -> anyhow::Result<ExitCode> {
             // back. A lost Lease ends the process at once: the runs in progress are
             // dropped mid-way (they may be waiting on an API server that no longer
             // answers), because another replica may already be syncing.
+            // Every batch of writes asks first whether the Lease is still held.
+            scope.fence = usersync::controller::Fence::from_fn(guard.holding());
             let controllers = usersync::controller::run_until(
                 client,
                 scope,

@@ -73,17 +73,12 @@ fn t0() -> Timestamp {
     Timestamp::from_second(Timestamp::now().as_second()).unwrap()
 }
 
-/// One run as the runner does it: snapshot, plan, record the run, apply.
-async fn run(
-    store: &mut PostgresStore,
-    view: DirectoryView,
-    now: Timestamp,
-    run_id: &str,
-) -> (Plan, ApplyReport) {
+/// The plan of a run over `view` from the store's snapshot.
+async fn plan_for(store: &mut PostgresStore, view: &DirectoryView, now: Timestamp) -> Plan {
     let snapshot = store.snapshot().await.expect("snapshot");
     let input = PlanInput {
         snapshot: &snapshot,
-        view: &view,
+        view,
         mapping: &mapping(),
         policy: &policy(),
         claims: &OtherClaims::none(),
@@ -92,6 +87,17 @@ async fn run(
     };
     let plan = core::plan(&input, now);
     assert!(plan.failure.is_none(), "{:?}", plan.failure);
+    plan
+}
+
+/// One run as the runner does it: snapshot, plan, record the run, apply.
+async fn run(
+    store: &mut PostgresStore,
+    view: DirectoryView,
+    now: Timestamp,
+    run_id: &str,
+) -> (Plan, ApplyReport) {
+    let plan = plan_for(store, &view, now).await;
     store
         .run_started(run_id, "staff", "Schedule", now)
         .await
@@ -104,6 +110,7 @@ async fn run(
                 now,
                 policy: &policy(),
                 actor: ACTOR,
+                may_write: &|| true,
             },
         )
         .await
@@ -180,6 +187,36 @@ async fn import_into_postgres_and_a_no_change_resync_writes_nothing() {
     let (again, report) = run(&mut store, view(), now + 1.hour(), "run-2").await;
     assert!(again.transitions.is_empty(), "{:?}", again.transitions);
     assert_eq!(report.writes, 0, "a no-change resync issues no write");
+}
+
+#[tokio::test]
+async fn a_process_that_may_not_write_writes_nothing() {
+    let (db, _) = fresh_database("fenced").await;
+    let mut store = db.store("team-a");
+    let now = t0();
+    let view = DirectoryView::full([entry("a1", true, "ann@example.org")]);
+    let plan = plan_for(&mut store, &view, now).await;
+    // The Lease was lost (or the process is stopping) before the first batch.
+    let report = store
+        .apply(
+            &plan.transitions,
+            RunInfo {
+                run_id: "run-fenced",
+                now,
+                policy: &policy(),
+                actor: ACTOR,
+                may_write: &|| false,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((report.applied, report.writes), (0, 0), "{report:?}");
+    assert_eq!(report.failed.len(), plan.transitions.len());
+    assert!(report.failed[0].1.contains("Lease"), "{:?}", report.failed);
+    assert!(
+        store.snapshot().await.unwrap().is_empty(),
+        "a fenced run wrote"
+    );
 }
 
 #[tokio::test]
@@ -370,6 +407,7 @@ async fn apply_forced(store: &mut PostgresStore, name: &str, now: Timestamp) -> 
                 now,
                 policy: &policy(),
                 actor: ACTOR,
+                may_write: &|| true,
             },
         )
         .await

@@ -200,6 +200,9 @@ pub struct RunSummary {
     /// How long the run took, e.g. `12.5s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<String>,
+    /// When the run ended; a failed run's retry waits from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<Time>,
     /// Succeeded, Failed, Blocked or DryRun.
     pub result: RunResult,
     /// Full or Incremental.

@@ -52,6 +52,13 @@ async fn secret_value(
     field: &str,
     r: &SecretKeyRef,
 ) -> Result<Vec<u8>, ConnectionError> {
+    // A name and nothing else reaches the API server (the CRD checks it too).
+    if !crate::api::is_dns1123_subdomain(&r.name) {
+        return Err(ConnectionError::Invalid(format!(
+            "spec.{field}.name {:?} is not a Secret name (lowercase letters, digits, '-' and '.')",
+            r.name
+        )));
+    }
     let secret = secrets.get_opt(&r.name).await?.ok_or_else(|| ConnectionError::Secret {
         reason: "SecretNotFound",
         message: format!("spec.{field}: Secret {:?} not found in this namespace; create it or fix the reference", r.name),

@@ -16,7 +16,6 @@ use super::error::Result;
 use super::readiness::READY;
 use super::status::apply_status;
 use crate::api::{ConnectorHealth, ConnectorHealthStatus, set_condition};
-use crate::core::parse_duration;
 
 /// The `Connected` condition's type.
 pub const CONNECTED: &str = "Connected";
@@ -176,10 +175,17 @@ pub async fn reconcile(
     Ok(action)
 }
 
+/// The probe interval, with both durations checked against their minimums (an
+/// object stored before the CRD had them would otherwise probe in a tight loop).
 fn durations(connector: &ConnectorHealth) -> Result<Duration, String> {
+    use crate::core::duration::{MIN_PROBE_INTERVAL, MIN_STALE_AFTER, check_minimum};
     let spec = &connector.spec;
-    parse_duration(&spec.stale_after).map_err(|e| format!("spec.staleAfter: {e}"))?;
-    parse_duration(&spec.probe_interval).map_err(|e| format!("spec.probeInterval: {e}"))
+    check_minimum("spec.staleAfter", &spec.stale_after, MIN_STALE_AFTER)?;
+    check_minimum(
+        "spec.probeInterval",
+        &spec.probe_interval,
+        MIN_PROBE_INTERVAL,
+    )
 }
 
 fn elapsed(since: jiff::Timestamp, now: jiff::Timestamp) -> Duration {

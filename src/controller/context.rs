@@ -35,6 +35,14 @@ pub struct MappingMemory {
     pub handled_request: Option<crate::api::SyncRequest>,
     /// Failed runs in a row as of the last run this process finished.
     pub failures: Option<u32>,
+    /// When the last run this process finished ended.
+    pub last_finish: Option<jiff::Timestamp>,
+    /// What started that run, how it ended, and when it started.
+    pub last_run: Option<(
+        crate::api::RunTrigger,
+        crate::api::RunResult,
+        jiff::Timestamp,
+    )>,
     /// The last approval (a blocked run's id) this process started a run for.
     pub handled_approval: Option<String>,
 }
@@ -62,6 +70,13 @@ pub struct Context {
     pub backend: crate::store::Backend,
     /// Where the time comes from.
     pub clock: super::Clock,
+    /// Whether this process holds the Lease.
+    fence: super::Fence,
+    /// Set when the process begins to stop: runs write nothing more.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// The tasks of runs in progress, so that a stop can end them before the Lease
+    /// is released.
+    run_tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     /// Asks the mapping controller to reconcile a mapping again (after a run).
     requeue: Option<mpsc::UnboundedSender<ObjectRef<DeserializeGuard<DirectoryMapping>>>>,
 }
@@ -88,6 +103,9 @@ impl Context {
             run_slots: Arc::new(Semaphore::new(max_concurrent_runs.max(1))),
             requeue: None,
             clock: super::Clock::system(),
+            fence: super::Fence::open(),
+            stopping: Default::default(),
+            run_tasks: Default::default(),
             metrics,
             backend,
         }
@@ -110,6 +128,39 @@ impl Context {
     pub fn with_clock(mut self, clock: super::Clock) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Write only while `fence` is open.
+    pub fn with_fence(mut self, fence: super::Fence) -> Self {
+        self.fence = fence;
+        self
+    }
+
+    /// Whether this process may write now: it holds the Lease and is not stopping.
+    pub fn may_write(&self) -> bool {
+        !self.stopping.load(std::sync::atomic::Ordering::SeqCst) && self.fence.is_open()
+    }
+
+    /// Keep the task of a run, to end it when the process stops.
+    pub fn track_run(&self, task: tokio::task::JoinHandle<()>) {
+        let mut tasks = self.run_tasks.lock().expect("run tasks lock poisoned");
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+    }
+
+    /// Stop: no run writes from now on, and the runs in progress are ended. When
+    /// this returns, nothing of this process writes users any more.
+    pub async fn stop_runs(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.run_tasks.lock().expect("run tasks lock poisoned"));
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
     }
 
     /// The current time by this context's clock.
@@ -190,16 +241,30 @@ impl Context {
             .handled_approval = Some(run_id.to_string());
     }
 
-    /// Release the mapping after its run, which left `failures` failed runs in a
-    /// row, and ask for a fresh reconcile (the next schedule is computed from the
-    /// run just recorded).
-    pub fn finished(&self, mapping: &DirectoryMapping, failures: u32) {
+    /// Forget what this process remembers of `mapping` (it is gone).
+    pub fn forget(&self, mapping: &DirectoryMapping) {
         self.memory
             .lock()
             .expect("memory lock poisoned")
-            .entry(Self::key(mapping))
-            .or_default()
-            .failures = Some(failures);
+            .remove(&Self::key(mapping));
+    }
+
+    /// Release the mapping after its run `run`, which left `failures` failed runs
+    /// in a row, and ask for a fresh reconcile (the next schedule is computed from the
+    /// run just recorded).
+    pub fn finished(
+        &self,
+        mapping: &DirectoryMapping,
+        run: &crate::api::RunSummary,
+        failures: u32,
+    ) {
+        {
+            let mut memory = self.memory.lock().expect("memory lock poisoned");
+            let entry = memory.entry(Self::key(mapping)).or_default();
+            entry.failures = Some(failures);
+            entry.last_finish = run.finish_time.as_ref().map(|t| t.0);
+            entry.last_run = Some((run.trigger, run.result, run.start_time.0));
+        }
         self.runs
             .lock()
             .expect("runs lock poisoned")

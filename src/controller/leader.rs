@@ -10,6 +10,7 @@
 //! over, and bounds every renewal by that deadline: an API server that does not
 //! answer (kube's client sets no read timeout) cannot keep it syncing.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -39,6 +40,8 @@ pub struct LeaseGuard {
     config: LeaseConfig,
     lost: watch::Receiver<bool>,
     renewer: tokio::task::JoinHandle<()>,
+    /// When the Lease was last renewed, by this replica's monotonic clock.
+    renewed: Arc<Mutex<Instant>>,
 }
 
 /// Wait until this replica holds the Lease.
@@ -62,12 +65,14 @@ pub async fn acquire(client: Client, config: LeaseConfig) -> LeaseGuard {
     }
     tracing::info!(lease = %config.name, identity = %config.identity, "acquired the lease; this replica syncs");
     let (tx, lost) = watch::channel(false);
-    let renewer = tokio::spawn(renew_loop(api.clone(), config.clone(), tx));
+    let renewed = Arc::new(Mutex::new(Instant::now()));
+    let renewer = tokio::spawn(renew_loop(api.clone(), config.clone(), tx, renewed.clone()));
     LeaseGuard {
         api,
         config,
         lost,
         renewer,
+        renewed,
     }
 }
 
@@ -81,6 +86,19 @@ impl LeaseGuard {
     /// Whether the Lease has been lost.
     pub fn is_lost(&self) -> bool {
         *self.lost.borrow()
+    }
+
+    /// A check that this replica holds the Lease at the moment it is asked: not
+    /// lost, and renewed recently enough that no other replica may have taken it.
+    /// It reads the clock itself, so a process that was paused past its deadline
+    /// fails the check at once, before its renew loop has even woken up.
+    pub fn holding(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let (renewed, lost, config) =
+            (self.renewed.clone(), self.lost.clone(), self.config.clone());
+        move || {
+            let last = *renewed.lock().expect("renewal lock poisoned");
+            !*lost.borrow() && Instant::now() < renewal_deadline(last, &config)
+        }
     }
 
     /// Stop renewing and give the Lease up, so a standby takes over at once.
@@ -111,7 +129,12 @@ impl LeaseGuard {
     }
 }
 
-async fn renew_loop(api: Api<Lease>, config: LeaseConfig, lost: watch::Sender<bool>) {
+async fn renew_loop(
+    api: Api<Lease>,
+    config: LeaseConfig,
+    lost: watch::Sender<bool>,
+    renewed: Arc<Mutex<Instant>>,
+) {
     let mut last_renewal = Instant::now();
     let mut observed = Observed::default();
     let stop = |why: &str| {
@@ -131,7 +154,10 @@ async fn renew_loop(api: Api<Lease>, config: LeaseConfig, lost: watch::Sender<bo
             tokio::time::timeout_at(deadline.into(), try_acquire(&api, &config, &mut observed));
         match renewal.await {
             // The Lease now says it was renewed at `attempt` or later.
-            Ok(Ok(true)) => last_renewal = attempt,
+            Ok(Ok(true)) => {
+                last_renewal = attempt;
+                *renewed.lock().expect("renewal lock poisoned") = attempt;
+            }
             Ok(Ok(false)) => return stop("another replica took the lease"),
             Ok(Err(e)) => {
                 tracing::warn!(lease = %config.name, error = %e, "could not renew the lease");

@@ -14,7 +14,7 @@ use super::context::Context;
 use super::error::{Error, Result};
 use super::readiness::{Readiness, mapping_readiness};
 use super::ready::{OwnedFields, report_unreadable, write_ready_with};
-use super::resolve::interval_of;
+use super::resolve::{checked_reference, interval_of};
 use super::run_id::new_run_id;
 use super::sync::{self, publish};
 use crate::api::{
@@ -91,9 +91,16 @@ async fn reconcile_valid(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> 
                 .as_ref()
                 .map(|t| t.0)
                 .max(memory.last_start);
-            // After a failed run the next one comes sooner, backing off (section 4).
+            // After a failed run the next one comes sooner, backing off (section 4),
+            // counted from when the failed run ended: one that took longer than its
+            // backoff to fail is not retried at once.
             let failures = memory.failures.unwrap_or(status.consecutive_failures);
             let spacing = run_spacing(interval, failures);
+            let last_start = if failures > 0 {
+                last_start.max(last_finish(&status, &memory))
+            } else {
+                last_start
+            };
             let mut started = None;
             // An approval of the run waiting for one starts that run at once.
             if let Some(approved) = new_approval(&mapping, &memory)
@@ -170,6 +177,19 @@ async fn reconcile_valid(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> 
 /// unmapped rules (preserved, or transferred to another mapping) before it goes.
 pub const USERS_FINALIZER: &str = "usersync.dev/users";
 
+/// When the last run ended, by this process's memory or the status.
+fn last_finish(
+    status: &crate::api::DirectoryMappingStatus,
+    memory: &super::context::MappingMemory,
+) -> Option<jiff::Timestamp> {
+    let recorded = status
+        .last_run
+        .as_ref()
+        .and_then(|r| r.finish_time.as_ref())
+        .map(|t| t.0);
+    memory.last_finish.max(recorded)
+}
+
 /// The approval annotation, when it names the run now waiting for approval and this
 /// process has not yet started a run for it.
 fn new_approval(
@@ -187,9 +207,30 @@ fn new_approval(
 /// at once, without a read: its users stay as they are, and the connector's
 /// retention pass deletes the preserved ones on schedule. A failed last run is
 /// retried with the runs' backoff, and a threshold-blocked one waits for approval
-/// (which starts it at once) or for the plan to change; both keep the mapping, with
-/// `Ready` saying why.
+/// (which starts it at once), a raised threshold or the next interval; both keep
+/// the mapping, with `Ready` saying why.
 async fn release_users(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> Result<Action> {
+    let released = try_release(mapping.clone(), ctx).await;
+    if released.is_ok() {
+        // A mapping created again under this name starts afresh.
+        ctx.forget(&mapping);
+    }
+    released
+}
+
+/// The referenced object, `None` when it does not exist (or the reference is not
+/// a name, so it cannot); an API failure is an error, never "gone".
+async fn referenced<K>(api: &Api<K>, field: &str, name: &str) -> Result<Option<K>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match checked_reference(field, name) {
+        Ok(name) => Ok(api.get_opt(name).await?),
+        Err(_) => Ok(None),
+    }
+}
+
+async fn try_release(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> Result<Action> {
     if let Some(run) = ctx.run_in_progress(&mapping) {
         tracing::info!(mapping = %mapping.name_any(), run = %run, "waiting for the run in progress before releasing users");
         return Err(Error::Release {
@@ -201,16 +242,13 @@ async fn release_users(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> Re
     let name = mapping.name_any();
     let policies: Api<SyncPolicy> = Api::namespaced(ctx.client.clone(), &ns);
     let connectors: Api<ConnectorHealth> = Api::namespaced(ctx.client.clone(), &ns);
-    let policy = policies
-        .get_opt(&mapping.spec.policy_ref)
-        .await
-        .ok()
-        .flatten();
-    let connector = connectors
-        .get_opt(&mapping.spec.connector_ref)
-        .await
-        .ok()
-        .flatten();
+    let policy = referenced(&policies, "spec.policyRef", &mapping.spec.policy_ref).await?;
+    let connector = referenced(
+        &connectors,
+        "spec.connectorRef",
+        &mapping.spec.connector_ref,
+    )
+    .await?;
     let (Some(policy), Some(_)) = (&policy, &connector) else {
         let gone = if policy.is_none() {
             format!("SyncPolicy {:?}", mapping.spec.policy_ref)
@@ -246,40 +284,48 @@ async fn release_users(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> Re
     let memory = ctx.memory(&mapping);
     let status = mapping.status.clone().unwrap_or_default();
     let approval = new_approval(&mapping, &memory);
+    // What this process did last wins over a watch cache that may lag behind it.
+    let last = memory.last_run.or_else(|| {
+        status
+            .last_run
+            .as_ref()
+            .map(|r| (r.trigger, r.result, r.start_time.0))
+    });
     // Wait out the last attempt's backoff (a failure) or the interval (a plan
-    // blocked by a threshold) unless an approval came in.
-    if let Some(last) = status
-        .last_run
-        .as_ref()
-        .filter(|r| r.trigger == RunTrigger::MappingDeleted && approval.is_none())
+    // blocked by a threshold) unless an approval came in or the policy now allows
+    // the blocked plan.
+    if let Some((_, result, started)) =
+        last.filter(|(trigger, _, _)| *trigger == RunTrigger::MappingDeleted && approval.is_none())
     {
         let failures = memory.failures.unwrap_or(status.consecutive_failures);
-        let spacing = match last.result {
+        let blocked = status
+            .blocked_run
+            .as_ref()
+            .filter(|b| result == RunResult::Blocked && !now_within_thresholds(b, policy));
+        let spacing = match result {
             RunResult::Failed => Some(run_spacing(interval, failures)),
-            RunResult::Blocked if status.blocked_run.is_some() => Some(interval),
+            RunResult::Blocked if blocked.is_some() => Some(interval),
             _ => None,
         };
-        let started = Some(last.start_time.0).max(memory.last_start);
+        let started = Some(started)
+            .max(memory.last_start)
+            .max(last_finish(&status, &memory));
         if let Some(spacing) = spacing.filter(|s| !is_due(started, *s, now)) {
             let wait = requeue_after(now, next_run(started, spacing));
-            let why = status
-                .blocked_run
-                .as_ref()
-                .filter(|_| last.result == RunResult::Blocked)
-                .map(|b| {
-                    format!(
-                        "its last run would preserve {} and delete {} users, past the policy's thresholds; approve run {} (`usersync approve {name} {}`) or raise the thresholds",
-                        b.would_preserve, b.would_delete, b.run_id, b.run_id
-                    )
-                })
-                .unwrap_or_else(|| {
-                    format!(
-                        "its last run {} failed ({}); the next attempt is in {}s",
-                        last.id,
-                        last.message.clone().unwrap_or_default(),
-                        wait.as_secs()
-                    )
-                });
+            let why = match blocked {
+                Some(b) => format!(
+                    "its last run would preserve {} and delete {} users, past the policy's thresholds; approve run {} (`usersync approve {name} {}`) or raise the thresholds",
+                    b.would_preserve, b.would_delete, b.run_id, b.run_id
+                ),
+                None => {
+                    let (id, message) = status
+                        .last_run
+                        .as_ref()
+                        .map(|r| (r.id.as_str(), r.message.as_deref().unwrap_or_default()))
+                        .unwrap_or_default();
+                    format!("its last run {id} failed ({message}); it is retried with backoff")
+                }
+            };
             report_deleting(ctx, &mapping, &why).await?;
             return Err(Error::Release {
                 message: why,
@@ -316,6 +362,19 @@ async fn release_users(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> Re
     let retry_in = match summary.result {
         RunResult::Failed => run_spacing(interval, ctx.memory(&mapping).failures.unwrap_or(1)),
         RunResult::Blocked if blocked.is_some() => interval,
+        RunResult::DryRun => {
+            let note = "the policy is in dry run: the mapping's last run applied nothing, so its users stay as they are (Active ones stay Active); preserved ones are deleted on schedule by the connector's retention pass".to_string();
+            publish(
+                ctx,
+                mapping.as_ref(),
+                EventType::Warning,
+                "Released",
+                "Delete",
+                note,
+            )
+            .await;
+            return Ok(Action::await_change());
+        }
         _ => return Ok(Action::await_change()),
     };
     report_deleting(
@@ -325,6 +384,24 @@ async fn release_users(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> Re
     )
     .await?;
     Err(Error::Release { message, retry_in })
+}
+
+/// Whether the policy as it is now would let the blocked plan through (an admin
+/// raised the thresholds).
+fn now_within_thresholds(blocked: &crate::api::BlockedRun, policy: &SyncPolicy) -> bool {
+    let Ok(policy) = super::resolve::policy_of(policy) else {
+        return false;
+    };
+    matches!(
+        crate::core::check_thresholds(
+            blocked.would_preserve as usize,
+            blocked.would_delete as usize,
+            blocked.active_users as usize,
+            &policy,
+            None,
+        ),
+        crate::core::ThresholdVerdict::Within
+    )
 }
 
 /// `Ready=False` on a mapping being deleted, saying what keeps it (recomputed on
@@ -362,10 +439,14 @@ fn start_run(
     if ctx.claim_run(mapping, &run_id) {
         ctx.remember(mapping, Some(now), None);
         let (ctx, mapping, id) = (ctx.clone(), mapping.clone(), run_id.clone());
-        tokio::spawn(async move {
-            let _slot = ctx.run_slots.clone().acquire_owned().await;
-            sync::run(ctx, mapping, trigger, id).await;
-        });
+        let task = {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let _slot = ctx.run_slots.clone().acquire_owned().await;
+                sync::run(ctx, mapping, trigger, id).await;
+            })
+        };
+        ctx.track_run(task);
     }
     run_id
 }

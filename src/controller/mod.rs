@@ -19,7 +19,7 @@ mod run_id;
 mod status;
 mod sync;
 
-pub use clock::Clock;
+pub use clock::{Clock, Fence};
 pub use context::{Context, FIELD_MANAGER};
 pub use error::{Error, Result};
 pub use readiness::{READY, Readiness};
@@ -54,6 +54,9 @@ pub struct Scope {
     pub store: crate::store::Backend,
     /// Where the controllers read the time (the system clock unless a test sets one).
     pub clock: Clock,
+    /// Whether this process may write (holds the Lease); always open without
+    /// leader election.
+    pub fence: Fence,
 }
 
 /// One set of controllers watches one namespace, or all of them.
@@ -94,16 +97,28 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown requested; finishing reconciles in progress");
 }
 
-/// Run the controllers until `shutdown` resolves; reconciles in progress finish first.
+/// Run the controllers until `shutdown` resolves. Runs in progress stop writing and
+/// are ended first, then reconciles in progress finish; only then does this return.
 pub async fn run_until(
     client: Client,
     scope: Scope,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let ctx = Context::new(
+        client.clone(),
+        scope.max_concurrent_runs,
+        scope.metrics.clone(),
+        scope.store.clone(),
+    )
+    .with_clock(scope.clock.clone())
+    .with_fence(scope.fence.clone());
     // Each controller waits on its own receiver: the controllers need a Sync trigger.
+    // On shutdown the runs stop writing and end first; then the controllers stop.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopping = ctx.clone();
     tokio::spawn(async move {
         shutdown.await;
+        stopping.stop_runs().await;
         let _ = stop_tx.send(true);
     });
     let stopped = move || {
@@ -112,13 +127,6 @@ pub async fn run_until(
             let _ = rx.wait_for(|stop| *stop).await;
         }
     };
-    let ctx = Context::new(
-        client.clone(),
-        scope.max_concurrent_runs,
-        scope.metrics.clone(),
-        scope.store.clone(),
-    )
-    .with_clock(scope.clock.clone());
     scope
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -140,6 +148,9 @@ pub async fn run_until(
         controllers(client.clone(), w, ctx.clone(), stopped.clone()).boxed()
     });
     futures::future::join_all(sets).await;
+    // Runs that started while the controllers were stopping end here too: once
+    // this returns, nothing of this process writes, and the Lease may be released.
+    ctx.stop_runs().await;
     tracing::info!("controllers stopped");
     Ok(())
 }

@@ -8,7 +8,7 @@ use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 
 use super::connection::{scope_for, source_for};
-use super::resolve::{gate_of, mapping_context, policy_of};
+use super::resolve::{checked_reference, gate_of, mapping_context, policy_of};
 use crate::api::{APPROVE_RUN_ANNOTATION, ConnectorHealth, DirectoryMapping, ReadMode, SyncPolicy};
 use crate::core::parse_duration;
 use crate::core::{
@@ -88,6 +88,8 @@ pub async fn prepare(
     let mappings: Api<DirectoryMapping> = Api::namespaced(client.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let spec = &mapping.spec;
+    checked_reference("spec.policyRef", &spec.policy_ref)?;
+    checked_reference("spec.connectorRef", &spec.connector_ref)?;
 
     let policy = policies
         .get_opt(&spec.policy_ref)

@@ -4,11 +4,11 @@
 use kube::Api;
 
 use super::error::Result;
+use super::resolve::checked_reference;
 use crate::api::{
     ConnectorHealth, DirectoryMapping, SyncPolicy, SyncPolicySpec, condition_is_true,
     find_condition,
 };
-use crate::core::duration::parse_duration;
 
 /// The `Ready` condition's type.
 pub const READY: &str = "Ready";
@@ -44,12 +44,25 @@ impl Readiness {
 /// Check the durations of a policy; the CRD already refuses bad ones, this catches
 /// objects written before the CRD had the rule.
 pub fn policy_readiness(spec: &SyncPolicySpec) -> Readiness {
-    for (field, value) in [
-        ("interval", &spec.interval),
-        ("preservation.deleteAfter", &spec.preservation.delete_after),
+    use crate::core::duration::{
+        MIN_DELETE_AFTER, MIN_FULL_SYNC_INTERVAL, MIN_INTERVAL, check_minimum,
+    };
+    for (field, value, min) in [
+        ("spec.interval", &spec.interval, MIN_INTERVAL),
+        (
+            "spec.fullSyncInterval",
+            &spec.full_sync_interval,
+            MIN_FULL_SYNC_INTERVAL,
+        ),
+        (
+            "spec.preservation.deleteAfter",
+            &spec.preservation.delete_after,
+            MIN_DELETE_AFTER,
+        ),
     ] {
-        if let Err(e) = parse_duration(value) {
-            return Readiness::not("InvalidSpec", format!("spec.{field}: {e}"));
+        // Objects stored before the CRD had the minimums reach the operator too.
+        if let Err(e) = check_minimum(field, value, min) {
+            return Readiness::not("InvalidSpec", e);
         }
     }
     Readiness::ok(format!(
@@ -64,6 +77,9 @@ pub async fn mapping_readiness(
     connectors: &Api<ConnectorHealth>,
     mapping: &DirectoryMapping,
 ) -> Result<(Readiness, Option<SyncPolicy>)> {
+    if let Err(e) = checked_reference("spec.policyRef", &mapping.spec.policy_ref) {
+        return Ok((Readiness::not("InvalidSpec", e), None));
+    }
     let policy = match policies.get_opt(&mapping.spec.policy_ref).await {
         Ok(policy) => policy,
         Err(kube::Error::SerdeError(e)) => {
@@ -85,6 +101,9 @@ async fn mapping_readiness_with(
     policy: Option<&SyncPolicy>,
 ) -> Result<Readiness> {
     let spec = &mapping.spec;
+    if let Err(e) = checked_reference("spec.connectorRef", &spec.connector_ref) {
+        return Ok(Readiness::not("InvalidSpec", e));
+    }
     let Some(policy) = policy else {
         return Ok(Readiness::not(
             "PolicyNotFound",
@@ -194,6 +213,20 @@ fn connector_reason(reason: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_policy_below_a_minimum_stored_before_the_rule_is_invalid_spec() {
+        let mut spec = policy("24h");
+        spec.preservation.delete_after = "0s".into();
+        let r = policy_readiness(&spec);
+        assert_eq!(r.reason, "InvalidSpec");
+        assert!(
+            r.message.contains("deleteAfter must be at least 1h"),
+            "{}",
+            r.message
+        );
+        assert_eq!(policy_readiness(&policy("0s")).reason, "InvalidSpec");
+    }
 
     fn policy(interval: &str) -> SyncPolicySpec {
         serde_json::from_value(serde_json::json!({"interval": interval})).unwrap()

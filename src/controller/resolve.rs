@@ -2,7 +2,21 @@
 //! per run at the boundary.
 
 use crate::api::{ConnectorHealth, DirectoryMapping, SyncPolicy, condition_is_true};
+use crate::core::duration::{MIN_DELETE_AFTER, MIN_INTERVAL, check_minimum};
 use crate::core::{ConnectorGate, MappingContext, Policy, parse_duration};
+
+/// `name`, the value of the reference `field`, when it is a DNS-1123 name: only
+/// then may it go into a request path (the CRD refuses others; objects stored
+/// before it did reach the operator all the same).
+pub fn checked_reference<'a>(field: &str, name: &'a str) -> Result<&'a str, String> {
+    if crate::api::is_dns1123_subdomain(name) {
+        Ok(name)
+    } else {
+        Err(format!(
+            "{field} {name:?} is not an object name (lowercase letters, digits, '-' and '.'); fix the reference"
+        ))
+    }
+}
 
 /// The core's policy from a SyncPolicy.
 pub fn policy_of(policy: &SyncPolicy) -> Result<Policy, String> {
@@ -10,8 +24,11 @@ pub fn policy_of(policy: &SyncPolicy) -> Result<Policy, String> {
     Ok(Policy {
         auto_preserve_unmapped: spec.auto_preserve_unmapped,
         auto_delete: spec.preservation.auto_delete,
-        delete_after: parse_duration(&spec.preservation.delete_after)
-            .map_err(|e| format!("spec.preservation.deleteAfter: {e}"))?,
+        delete_after: check_minimum(
+            "spec.preservation.deleteAfter",
+            &spec.preservation.delete_after,
+            MIN_DELETE_AFTER,
+        )?,
         max_preserve_percent: u8::try_from(spec.safety.max_preserve_percent.min(100))
             .unwrap_or(100),
         max_deletes_per_run: spec.safety.max_deletes_per_run,
@@ -22,7 +39,7 @@ pub fn policy_of(policy: &SyncPolicy) -> Result<Policy, String> {
 
 /// The interval between scheduled runs.
 pub fn interval_of(policy: &SyncPolicy) -> Result<std::time::Duration, String> {
-    parse_duration(&policy.spec.interval).map_err(|e| format!("spec.interval: {e}"))
+    check_minimum("spec.interval", &policy.spec.interval, MIN_INTERVAL)
 }
 
 /// The core's view of a mapping.

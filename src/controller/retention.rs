@@ -79,11 +79,13 @@ pub async fn sweep(ctx: &Context, connector: &ConnectorHealth) {
         delete_manually_preserved: false,
     };
     let actor = format!("usersync/connector/{name}");
+    let may_write = || ctx.may_write();
     let info = RunInfo {
         run_id: &run_id,
         now,
         policy: &policy,
         actor: &actor,
+        may_write: &may_write,
     };
     match store.apply(&due, info).await {
         Ok(report) => {

@@ -113,6 +113,8 @@ pub async fn run(
     };
     let mut summary = report.summary.clone();
     summary.duration = Some(format!("{:.1}s", clock.elapsed().as_secs_f64()));
+    let finished = ctx.now();
+    summary.finish_time = Some(Time(finished));
     if let Err(e) = history
         .run_finished(&summary, report.writes, ctx.now())
         .await
@@ -206,6 +208,12 @@ pub async fn run(
     if summary.result != RunResult::Failed {
         status.blocked_run = report.blocked;
     }
+    if !ctx.may_write() {
+        // Another replica leads now: its view of this mapping wins.
+        tracing::warn!(mapping = %name, run = %run_id, "the run's outcome is not recorded: this process no longer holds the Lease or is stopping");
+        ctx.finished(&mapping, &summary, status.consecutive_failures);
+        return summary;
+    }
     if let Err(e) = write(&api, &name, &status).await {
         tracing::warn!(mapping = %name, error = %e, "could not record the run's outcome");
     }
@@ -251,7 +259,7 @@ pub async fn run(
         )
         .await;
     }
-    ctx.finished(&mapping, status.consecutive_failures);
+    ctx.finished(&mapping, &summary, status.consecutive_failures);
     summary
 }
 
@@ -470,6 +478,7 @@ fn summary(
         trigger,
         start_time: Time(start),
         duration: None,
+        finish_time: None,
         result,
         read: None,
         imported: n(counts.imported),
@@ -594,12 +603,15 @@ async fn execute(
         }
     }
     let actor = format!("usersync/mapping/{}", context.name);
+    let may_write = || ctx.may_write();
     let info = RunInfo {
         run_id,
         now,
         policy: &core_policy,
         actor: &actor,
+        may_write: &may_write,
     };
+    let planned = transitions.len();
     let mut report = match store.apply(&transitions, info).await {
         Ok(r) => r,
         Err(e) => return fail(e.to_string()),
@@ -614,6 +626,13 @@ async fn execute(
         let conflicted: std::collections::HashSet<String> =
             std::mem::take(&mut report.conflicts).into_iter().collect();
         tracing::info!(mapping = %context.name, run = %run_id, users = conflicted.len(), "writes conflicted with another run's; planning those users again");
+        // A preserve or delete is retried only where this run's own plan (after
+        // its thresholds and the gate's last check) already had it for that user.
+        let allowed: std::collections::HashSet<(String, u8)> = transitions
+            .iter()
+            .filter(|t| conflicted.contains(&t.record.name))
+            .map(|t| (t.record.name.clone(), t.kind.phase()))
+            .collect();
         transitions.retain(|t| !conflicted.contains(&t.record.name));
         let (replanned, fresh) = match basis.replan(&mut store, &context, &core_policy, now).await {
             Ok(p) => p,
@@ -624,7 +643,10 @@ async fn execute(
             .transitions
             .into_iter()
             .filter(|t| conflicted.contains(&t.record.name))
-            .filter(|t| late_refusal.is_none() || t.kind != TransitionKind::Delete)
+            .filter(|t| {
+                !matches!(t.kind, TransitionKind::Preserve | TransitionKind::Delete)
+                    || allowed.contains(&(t.record.name.clone(), t.kind.phase()))
+            })
             .collect();
         let again = match store.apply(&retry, info).await {
             Ok(r) => r,
@@ -649,7 +671,6 @@ async fn execute(
             .push((name, "changed by another run at the same time".into()));
     }
     // What the run reports is what it applied (a failed write is not counted).
-    let planned = transitions.len() + report.failed.len();
     let failed_names: std::collections::HashSet<&str> = report
         .failed
         .iter()
@@ -698,7 +719,7 @@ async fn execute(
         skips: plan.skips.iter().map(ToString::to_string).collect(),
         deletions: (
             planned_deletes as u64,
-            (planned_deletes - counts.deleted) as u64,
+            planned_deletes.saturating_sub(counts.deleted) as u64,
         ),
         next_cursor,
     }

@@ -137,12 +137,6 @@ pub struct UserRecord {
 }
 
 impl UserRecord {
-    /// Whether an admin holds this record: `spec.preserve` is set, or it was
-    /// preserved by hand.
-    pub fn is_held_by_admin(&self) -> bool {
-        self.manual_preserve || self.reason == Some(Reason::Manual)
-    }
-
     /// Whether the record still takes part in the lifecycle (is not a tombstone).
     pub fn is_live(&self) -> bool {
         self.state != State::Deleted

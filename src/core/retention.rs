@@ -23,7 +23,9 @@ pub fn deletion_deadline(record: &UserRecord, policy: &Policy) -> Option<Timesta
     if record.state != State::Preserved || !policy.auto_delete {
         return None;
     }
-    if record.is_held_by_admin() && !policy.delete_manually_preserved {
+    // The hold is `spec.preserve` itself: once an admin clears it, the user's
+    // retention runs like any other preserve's (and sync may re-enable it).
+    if record.manual_preserve && !policy.delete_manually_preserved {
         return None;
     }
     let preserved_at = record.preserved_at?;
@@ -129,11 +131,23 @@ mod tests {
 
     #[test]
     fn a_manual_preserve_has_no_deadline_unless_the_policy_opts_in() {
-        let manual = preserved("a", MAPPING, Reason::Manual, t(0));
+        let manual = UserRecord {
+            manual_preserve: true,
+            ..preserved("a", MAPPING, Reason::Manual, t(0))
+        };
         let held = UserRecord {
             manual_preserve: true,
             ..preserved("b", MAPPING, Reason::DisabledInDirectory, t(0))
         };
+        let released = UserRecord {
+            manual_preserve: false,
+            ..manual.clone()
+        };
+        assert_eq!(
+            deletion_deadline(&released, &policy()),
+            Some(t(0) + 45 * DAY),
+            "a released hold runs its retention"
+        );
         for record in [&manual, &held] {
             assert_eq!(deletion_deadline(record, &policy()), None, "{record:?}");
             let opted_in = Policy {

@@ -40,6 +40,8 @@ struct Seen {
 enum WriteError {
     /// The object changed (or appeared) since the snapshot.
     Conflict,
+    /// This process may no longer write (it lost the Lease or is stopping).
+    Fenced,
     Other(kube::Error),
 }
 
@@ -135,6 +137,11 @@ impl KubernetesStore {
                     .await?
             }
         };
+        // A write in flight when the process was paused must not go on once the
+        // Lease may be another replica's.
+        if !(run.may_write)() {
+            return Err(WriteError::Fenced);
+        }
         let deadline = deletion_deadline(record, run.policy);
         let status = status_of(record, deadline, previous, run.run_id, run.now);
         let status = serde_json::json!({
@@ -223,7 +230,13 @@ impl UserStore for KubernetesStore {
     ) -> Result<ApplyReport, StoreError> {
         let mut report = ApplyReport::default();
         // Futures are made a batch at a time, WRITE_CONCURRENCY in flight.
+        // Batches come in order: those before `done` were written (or tried).
+        let mut done = 0;
         for batch in super::phase_batches(transitions, WRITE_CONCURRENCY * 16) {
+            if run.fenced(&transitions[done..], &mut report) {
+                break;
+            }
+            done += batch.len();
             let this = &*self;
             let writes: Vec<_> = batch
                 .iter()
@@ -256,6 +269,10 @@ impl UserStore for KubernetesStore {
                         tracing::info!(user = %t.record.name, transition = t.kind.label(), "the user changed since the snapshot; not written");
                         report.conflicts.push(t.record.name.clone());
                     }
+                    Err(WriteError::Fenced) => report.failed.push((
+                        t.record.name.clone(),
+                        "not written: this process no longer holds the Lease or is stopping".into(),
+                    )),
                     Err(WriteError::Other(e)) => {
                         tracing::warn!(user = %t.record.name, transition = t.kind.label(), error = %e, "writing a user failed");
                         report.failed.push((t.record.name.clone(), e.to_string()));

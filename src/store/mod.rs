@@ -14,7 +14,7 @@ use thiserror::Error;
 use crate::core::{Policy, Transition, UserRecord};
 
 /// Which run is applying, for the records it writes.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct RunInfo<'a> {
     /// The run's id, written to each changed user's `lastSyncRun`.
     pub run_id: &'a str,
@@ -24,6 +24,42 @@ pub struct RunInfo<'a> {
     pub policy: &'a Policy,
     /// Who is writing, for the audit log (e.g. `usersync/mapping/staff`).
     pub actor: &'a str,
+    /// Asked before every batch of writes: whether this process may still write
+    /// (it holds the Lease and is not stopping). Once it says no, nothing more is
+    /// written and the rest of the plan is reported as not written.
+    pub may_write: &'a (dyn Fn() -> bool + Send + Sync),
+}
+
+impl std::fmt::Debug for RunInfo<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunInfo")
+            .field("run_id", &self.run_id)
+            .field("now", &self.now)
+            .field("actor", &self.actor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunInfo<'_> {
+    /// When this process may no longer write, the transitions not written (all of
+    /// `rest`) go into `report` as failed, and the answer is true: stop.
+    pub(crate) fn fenced(&self, rest: &[Transition], report: &mut ApplyReport) -> bool {
+        if (self.may_write)() {
+            return false;
+        }
+        tracing::warn!(
+            run = self.run_id,
+            left = rest.len(),
+            "this process no longer holds the Lease or is stopping: writing nothing more"
+        );
+        report.failed.extend(rest.iter().map(|t| {
+            (
+                t.record.name.clone(),
+                "not written: this process no longer holds the Lease or is stopping".to_string(),
+            )
+        }));
+        true
+    }
 }
 
 /// What applying a plan did.

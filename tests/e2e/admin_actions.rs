@@ -342,7 +342,8 @@ async fn a_failed_run_is_retried_with_backoff_and_a_success_resets_it() {
     assert_eq!(failed.result, RunResult::Failed, "{failed:?}");
     let status = mappings(&w).get("staff").await.unwrap().status.unwrap();
     assert_eq!(status.consecutive_failures, 1);
-    // The reconcile after the run shows the retry in nextSyncTime.
+    // The reconcile after the run shows the retry in nextSyncTime: 30s after the
+    // failed run ended.
     eventually(RUN_WAIT, "nextSyncTime to show the retry", || async {
         let next = mappings(&w)
             .get("staff")
@@ -351,8 +352,8 @@ async fn a_failed_run_is_retried_with_backoff_and_a_success_resets_it() {
             .status?
             .next_sync_time?
             .0;
-        (next.duration_since(failed.start_time.0) == jiff::SignedDuration::from_secs(30))
-            .then_some(())
+        let ended = failed.finish_time.as_ref()?.0;
+        (next.duration_since(ended) == jiff::SignedDuration::from_secs(30)).then_some(())
     })
     .await;
 

@@ -5,10 +5,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::Api;
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
+use usersync::api::DirectoryMapping;
 
 use crate::ldap_support::{Server, free_port};
 use crate::support::{cluster, eventually, stderr, stdout};
@@ -303,6 +304,103 @@ async fn a_paused_leader_stops_when_it_resumes_after_the_standby_took_over() {
     assert!(log.contains("stopping"), "{log}");
 
     the_new_leader_syncs(&w, &standby, "hp2").await;
+}
+
+#[tokio::test]
+async fn a_leader_paused_mid_run_writes_no_user_after_the_standby_took_over() {
+    let w = World::without_operator("ha-midrun", Server::slapd(), json!({})).await;
+    let count = 1500;
+    // In chunks: the client's output per entry must not fill its pipe.
+    for chunk in (0..count).collect::<Vec<_>>().chunks(100) {
+        let mut ldif = String::new();
+        for i in chunk {
+            let uid = format!("mr{i}");
+            ldif.push_str(&format!(
+                "dn: uid={uid},{}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\nmail: {uid}@example.org\n\n",
+                w.ou.dn
+            ));
+        }
+        w.server.add_ldif(&ldif);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (leader, standby) = two_replicas(&w, dir.path()).await;
+    let leases: Api<Lease> = Api::namespaced(w.client.clone(), &w.ns.name);
+    w.apply(&json!({
+        "apiVersion": "usersync.dev/v1alpha1", "kind": "DirectoryMapping", "metadata": {"name": "staff"},
+        "spec": {"connectorRef": "corp", "policyRef": "default", "ldap": {"baseDN": w.ou.dn}},
+    }));
+    // Paused in the middle of the import: some users are written, most are not.
+    let users: Api<usersync::api::DirectoryUser> = Api::namespaced(w.client.clone(), &w.ns.name);
+    eventually(RUN_WAIT, "the import to be under way", || async {
+        let n = users
+            .list_metadata(&Default::default())
+            .await
+            .ok()?
+            .items
+            .len();
+        (n >= 50).then_some(())
+    })
+    .await;
+    leader.signal("-STOP");
+    let paused_run = {
+        let m: DirectoryMapping = Api::namespaced(w.client.clone(), &w.ns.name)
+            .get("staff")
+            .await
+            .unwrap();
+        let syncing = usersync::api::find_condition(&m.status.unwrap().conditions, "Syncing")
+            .cloned()
+            .unwrap();
+        syncing
+            .message
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    takes_over(&leases, &standby, "the standby to take the lease mid-run").await;
+    // What the paused leader's run had written when the standby took over.
+    let written_by_paused = || async {
+        users
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|u| {
+                u.status.as_ref().and_then(|s| s.last_sync_run.as_deref())
+                    == Some(paused_run.as_str())
+            })
+            .map(|u| {
+                (
+                    u.name_any(),
+                    u.metadata.resource_version.unwrap_or_default(),
+                )
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let before = written_by_paused().await;
+    assert!(before.len() < count, "the import finished before the pause");
+    leader.signal("-CONT");
+    let mut leader = leader;
+    tokio::time::timeout(Duration::from_secs(20), leader.child.wait())
+        .await
+        .expect("the resumed leader stops within 20s")
+        .unwrap();
+    let after = written_by_paused().await;
+    let late: Vec<_> = after
+        .iter()
+        .filter(|(name, version)| before.get(*name) != Some(*version))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "the paused leader wrote {} users after the takeover, e.g. {:?}",
+        late.len(),
+        late.first()
+    );
+    println!(
+        "paused mid-run: {} of {count} users written before the takeover, 0 after",
+        before.len()
+    );
 }
 
 /// While the operator waits for its database, the liveness probe passes and the

@@ -210,6 +210,9 @@ pub struct Skip {
 pub enum SkipCause {
     /// A Manual or CSV user already has one of its values (rule 7).
     Collision(Collision),
+    /// A Manual or CSV user claims the anchor of this existing directory user. The
+    /// directory user is still kept in step; the other record is the admin's to fix.
+    SharedAnchor(Collision),
     /// The directory object was deleted while an admin held it (`spec.preserve`
     /// stays on its tombstone): it is not imported again until an admin clears the
     /// tombstone's preserve (rule 5).
@@ -218,11 +221,19 @@ pub enum SkipCause {
 
 impl fmt::Display for Skip {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.record {
-            None => write!(f, "directory user {} not imported", self.anchor)?,
-            Some(record) => write!(f, "update of {record} held back")?,
+        match (&self.record, &self.why) {
+            (Some(record), SkipCause::SharedAnchor(c)) => {
+                return write!(
+                    f,
+                    "{} user {} claims the anchor {:?} of directory user {record}, which stays in sync; remove or fix {}",
+                    c.with_origin, c.with, c.value, c.with
+                );
+            }
+            (None, _) => write!(f, "directory user {} not imported", self.anchor)?,
+            (Some(record), _) => write!(f, "update of {record} held back")?,
         }
         match &self.why {
+            SkipCause::SharedAnchor(_) => Ok(()),
             SkipCause::Collision(c) => write!(
                 f,
                 ": its {} {:?} is already used by {} user {}",

@@ -67,6 +67,11 @@ pub(super) fn plan_record(
     // The user is this mapping's from here on. `owner == None` means nothing
     // matches it any more: it is unmapped.
     let unmapped = owner.is_none();
+    let shared = registry.anchor_collision(&record.anchor).map(|c| Skip {
+        anchor: record.anchor.clone(),
+        record: Some(record.name.clone()),
+        why: SkipCause::SharedAnchor(c),
+    });
 
     // Spec: the directory's fields (rule 2) and the ownership. One transition
     // per record, and only when something differs (no-op resyncs write nothing).
@@ -140,5 +145,7 @@ pub(super) fn plan_record(
     }
 
     plan.unchanged = entry.is_some() && plan.transitions.is_empty();
+    // Reported whatever else this run does (a held-back update says more).
+    plan.skip = plan.skip.or(shared);
     plan
 }

@@ -91,15 +91,20 @@ impl<'a> Registry<'a> {
     /// users (rule 7): same anchor on this connector, same username or same
     /// email, compared without case.
     pub(super) fn import_collision(&self, anchor: &str, fields: &UserFields) -> Option<Collision> {
-        let same_anchor = self
-            .protected
-            .iter()
-            .find(|r| r.connector == self.connector && r.anchor == anchor);
-        if let Some(other) = same_anchor {
-            return Some(collision(CollisionField::Anchor, anchor, other));
+        if let Some(shared) = self.anchor_collision(anchor) {
+            return Some(shared);
         }
         self.field_collision(CollisionField::Username, fields.username.as_deref())
             .or_else(|| self.field_collision(CollisionField::Email, fields.email.as_deref()))
+    }
+
+    /// A Manual or CSV record of this connector that claims `anchor`, the identity
+    /// of a directory user (rule 8): reported, never merged.
+    pub(super) fn anchor_collision(&self, anchor: &str) -> Option<Collision> {
+        self.protected
+            .iter()
+            .find(|r| r.connector == self.connector && r.anchor == anchor)
+            .map(|other| collision(CollisionField::Anchor, anchor, other))
     }
 
     /// Whether refreshing `old` to `new` would give a directory user the

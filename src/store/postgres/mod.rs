@@ -762,7 +762,13 @@ impl UserStore for PostgresStore {
         run: RunInfo<'_>,
     ) -> Result<ApplyReport, StoreError> {
         let mut report = ApplyReport::default();
+        // Batches come in order: those before `done` were written (or tried).
+        let mut done = 0;
         for batch in super::phase_batches(transitions, BATCH) {
+            if run.fenced(&transitions[done..], &mut report) {
+                break;
+            }
+            done += batch.len();
             match self.apply_batch(batch, &run).await {
                 Ok(written) => {
                     report.writes += 1;

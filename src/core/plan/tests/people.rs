@@ -80,6 +80,27 @@ fn manual_record_with_the_same_anchor_blocks_import() {
 }
 
 #[test]
+fn a_manual_user_given_a_directory_users_anchor_is_reported_and_the_directory_user_kept() {
+    let manual = manual_record("a", "someone-else", "else@corp.example");
+    let mut run = Scenario::new(
+        vec![active("a", MAPPING), manual.clone()],
+        DirectoryView::full([disabled("a")]),
+    );
+    run.policy.max_preserve_percent = 100;
+    let plan = run.plan();
+    assert_eq!(
+        steps(&plan),
+        vec![step("preserve", "a")],
+        "still kept in step"
+    );
+    let SkipCause::SharedAnchor(collision) = &plan.skips[0].why else {
+        panic!("not reported: {:?}", plan.skips);
+    };
+    assert_eq!(collision.with, manual.name);
+    assert!(plan.skips[0].to_string().contains("claims the anchor"));
+}
+
+#[test]
 fn deleted_manual_user_does_not_collide() {
     let gone = UserRecord {
         state: State::Deleted,
