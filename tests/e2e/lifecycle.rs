@@ -540,6 +540,43 @@ async fn dry_run_applies_nothing() {
     assert!(w.users().await.is_empty(), "a dry run created users");
 }
 
+#[tokio::test]
+async fn dry_run_plans_preserves_and_deletes_and_applies_none() {
+    let w = World::new(
+        "dryrun-plan",
+        Server::slapd(),
+        json!({"preservation": {"deleteAfter": "1h"}, "safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    w.add_user("dora", false);
+    w.add_user("dale", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.set_disabled("dale", true);
+    w.sync("staff").await;
+    assert_eq!(w.state("dale").await, "Preserved/DisabledInDirectory");
+    w.set_disabled("dora", true);
+    w.apply(&json!({"apiVersion": "usersync.dev/v1alpha1", "kind": "SyncPolicy", "metadata": {"name": "default"},
+        "spec": {"interval": "24h", "dryRun": true, "preservation": {"deleteAfter": "1h"}, "safety": {"maxPreservePercent": 100}}}));
+    w.advance(Duration::from_secs(3601)).await;
+    let run = eventually_dry_run(&w).await;
+    assert_eq!((run.preserved, run.deleted), (1, 1), "{run:?}");
+    assert_eq!(w.state("dora").await, "Active", "a dry run preserved");
+    assert_eq!(
+        w.state("dale").await,
+        "Preserved/DisabledInDirectory",
+        "a dry run deleted"
+    );
+}
+
+/// The next on-demand run once the policy's dry run is in force.
+async fn eventually_dry_run(w: &World<'_>) -> usersync::api::RunSummary {
+    crate::support::eventually(crate::world::RUN_WAIT, "a dry run", || async {
+        let run = w.sync("staff").await;
+        (run.result == RunResult::DryRun).then_some(run)
+    })
+    .await
+}
+
 /// A world on a private slapd with `count` active users of `prefix`, whose server
 /// then returns at most `limit` entries per search.
 async fn cut_off_world<'a>(
