@@ -112,6 +112,21 @@ async fn tearing_down_never_hangs_when_the_namespace_goes() {
     let out = cluster().kubectl(["delete", "namespace", &w.ns.name, "--wait=false"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let api = mappings(&w);
+    // The namespace controller's own pace (it works through every namespace the
+    // suite deletes) is not ours: the clock starts once it has deleted them all.
+    let connectors: Api<usersync::api::ConnectorHealth> =
+        Api::namespaced(w.client.clone(), &w.ns.name);
+    eventually(
+        Duration::from_secs(180),
+        "the namespace controller to delete the objects",
+        || async {
+            let left = api.list(&ListParams::default()).await.ok()?.items;
+            let marked = left.iter().all(|m| m.metadata.deletion_timestamp.is_some());
+            let connector_gone = connectors.get_opt("corp").await.ok()?.is_none();
+            (marked && connector_gone).then_some(())
+        },
+    )
+    .await;
     eventually(TEARDOWN, "the namespace's mappings to go", || async {
         let left = api.list(&ListParams::default()).await.ok()?.items;
         left.is_empty().then_some(())
