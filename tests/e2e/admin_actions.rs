@@ -253,17 +253,7 @@ async fn the_connector_gate_holds_the_retention_pass_of_a_removed_mapping() {
         json!({"preservation": {"deleteAfter": "1h"}, "safety": {"maxPreservePercent": 100}}),
     )
     .await;
-    let connectors: Api<usersync::api::ConnectorHealth> =
-        Api::namespaced(w.client.clone(), &w.ns.name);
-    let freeze = |allowed: bool| json!({"spec": {"deletionsAllowed": allowed}});
-    connectors
-        .patch(
-            "corp",
-            &PatchParams::default(),
-            &Patch::Merge(&freeze(false)),
-        )
-        .await
-        .unwrap();
+    w.set_deletions_allowed(false).await;
     delete_mapping(&w, "east").await;
     w.advance(Duration::from_secs(3601)).await;
     w.advance(Duration::from_secs(1)).await;
@@ -272,14 +262,7 @@ async fn the_connector_gate_holds_the_retention_pass_of_a_removed_mapping() {
         "Preserved/Unmapped",
         "deleted while frozen"
     );
-    connectors
-        .patch(
-            "corp",
-            &PatchParams::default(),
-            &Patch::Merge(&freeze(true)),
-        )
-        .await
-        .unwrap();
+    w.set_deletions_allowed(true).await;
     eventually(
         RUN_WAIT,
         "the orphan to be deleted once allowed",

@@ -205,13 +205,7 @@ async fn deletions_allowed_false_blocks_deletes_until_lifted() {
     w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
     w.set_disabled("judy", true);
     w.sync("staff").await;
-    let connectors: Api<usersync::api::ConnectorHealth> =
-        Api::namespaced(w.client.clone(), &w.ns.name);
-    let freeze = json!({"spec": {"deletionsAllowed": false}});
-    connectors
-        .patch("corp", &PatchParams::default(), &Patch::Merge(&freeze))
-        .await
-        .unwrap();
+    w.set_deletions_allowed(false).await;
     w.advance(Duration::from_secs(3601)).await;
     let run = w.sync("staff").await;
     assert_eq!(
@@ -237,11 +231,7 @@ async fn deletions_allowed_false_blocks_deletes_until_lifted() {
         blocked.message
     );
 
-    let thaw = json!({"spec": {"deletionsAllowed": true}});
-    connectors
-        .patch("corp", &PatchParams::default(), &Patch::Merge(&thaw))
-        .await
-        .unwrap();
+    w.set_deletions_allowed(true).await;
     w.connected(true).await;
     let run = w.sync("staff").await;
     assert_eq!(run.deleted, 1, "{run:?}");

@@ -454,23 +454,7 @@ async fn metrics_count_planned_and_blocked_deletions_as_the_runs_did() {
     // it was preserved two hours ago instead.
     w.backdate_preservation("md1", Duration::from_secs(7200))
         .await;
-    let connectors: Api<usersync::api::ConnectorHealth> =
-        Api::namespaced(w.client.clone(), &w.ns.name);
-    let patch = |allowed: bool| {
-        let connectors = connectors.clone();
-        async move {
-            let body = json!({"spec": {"deletionsAllowed": allowed}});
-            connectors
-                .patch(
-                    "corp",
-                    &kube::api::PatchParams::default(),
-                    &kube::api::Patch::Merge(&body),
-                )
-                .await
-                .unwrap();
-        }
-    };
-    patch(false).await;
+    w.set_deletions_allowed(false).await;
     let blocked = w.sync("staff").await;
     assert_eq!(
         blocked.result,
@@ -510,7 +494,7 @@ async fn metrics_count_planned_and_blocked_deletions_as_the_runs_did() {
         ],
     );
 
-    patch(true).await;
+    w.set_deletions_allowed(true).await;
     w.connected(true).await;
     let run = w.sync("staff").await;
     assert_eq!(run.deleted, 1, "{run:?}");

@@ -223,6 +223,15 @@ impl Scene {
             .unwrap();
     }
 
+    /// The admin's freeze switch on connector `corp`: `deletionsAllowed`.
+    pub async fn set_deletions_allowed(&self, allowed: bool) {
+        let api: Api<ConnectorHealth> = Api::namespaced(self.client.clone(), &self.ns.name);
+        let patch = serde_json::json!({"spec": {"deletionsAllowed": allowed}});
+        api.patch("corp", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+
     /// Move a preserved user's `preservedAt` back by `by`, as if it had been
     /// preserved that long ago (for operators on the system clock).
     pub async fn backdate_preservation(&self, username: &str, by: Duration) {
