@@ -24,9 +24,7 @@ recipe=1
 ready_timeout=180
 
 cache_key() {
-	local files
-	mapfile -t files < <(cd "$module" && find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) | LC_ALL=C sort)
-	(cd "$module" && usersync_hash "${files[@]}") | sed "s/\$/ recipe $recipe/" | sha256sum | cut -c1-16
+	usersync_go_key "$module" "$recipe"
 }
 
 bin_dir() {
@@ -61,30 +59,20 @@ cmd_build() {
 		printf '%s\n' "$bin"
 		return
 	fi
-	command -v go >/dev/null ||
-		usersync_die "Go is not installed (need Go >= $(sed -n 's/^go //p' "$module/go.mod")): it is required to build the test control plane"
-	local key_dir tmp
-	key_dir=$(dirname "$bin")
-	mkdir -p "$(dirname "$key_dir")"
-	# Build into a temporary directory and rename it into place, so that an
-	# interrupted build never leaves a half-filled cache entry.
-	tmp=$(mktemp -d "$key_dir.tmp.XXXXXX")
-	trap 'rm -rf "$tmp"' EXIT
-	usersync_log "building the control plane, kubectl and helm into $key_dir (first time: several minutes)"
-	(
-		cd "$module"
-		export GOTOOLCHAIN=local GOFLAGS="-buildvcs=false -mod=readonly" CGO_ENABLED=0
-		flags=$(ldflags)
-		go build -trimpath -ldflags "$flags" -o "$tmp/bin/" ./cmd/testcluster ./cmd/kubectl
-		go build -trimpath -ldflags "$flags" -o "$tmp/bin/helm" helm.sh/helm/v3/cmd/helm
-	)
-	if ! mv -T "$tmp" "$key_dir" 2>/dev/null; then
-		# Another build got there first; its result is as good as ours.
-		[[ -x $bin/testcluster ]] || usersync_die "could not move the build into $key_dir"
-	fi
-	rm -rf "$tmp"
-	trap - EXIT
+	usersync_log "building the control plane, kubectl and helm into $(dirname "$bin") (first time: several minutes)"
+	usersync_cached_build "$(dirname "$bin")" build_into
+	[[ -x $bin/testcluster ]] || usersync_die "the build left no $bin/testcluster"
 	printf '%s\n' "$bin"
+}
+
+# build_into DIR: build the three binaries into DIR/bin.
+build_into() {
+	local out=$1
+	(
+		cd "$module" && usersync_go_env && flags=$(ldflags) &&
+			go build -trimpath -ldflags "$flags" -o "$out/bin/" ./cmd/testcluster ./cmd/kubectl &&
+			go build -trimpath -ldflags "$flags" -o "$out/bin/helm" helm.sh/helm/v3/cmd/helm
+	)
 }
 
 state_dir() {

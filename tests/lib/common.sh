@@ -31,6 +31,49 @@ usersync_hash() {
 	done | sha256sum | cut -c1-16
 }
 
+# usersync_go_key MODULE RECIPE -> the cache key of what is built from the Go
+# module in directory MODULE: a hash of its go.mod, go.sum and .go files and of
+# RECIPE (bumped when a build recipe changes in a way the sources don't show).
+usersync_go_key() {
+	local module=$1 recipe=$2 files
+	mapfile -t files < <(cd "$module" && find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) | LC_ALL=C sort)
+	(cd "$module" && usersync_hash "${files[@]}") | sed "s/\$/ recipe $recipe/" | sha256sum | cut -c1-16
+}
+
+# usersync_go_env: the environment of every Go build of the tests, for this
+# shell (call it in a subshell). The installed toolchain only; modules exactly
+# as go.mod and go.sum pin them, fetched through the user's GOPROXY into the
+# one shared module cache (GOMODCACHE, by default ~/go/pkg/mod); static binaries.
+usersync_go_env() {
+	command -v go >/dev/null ||
+		usersync_die "Go is not installed (need Go >= $(sed -n 's/^go //p' go.mod)): it is required to build the test tools"
+	export GOTOOLCHAIN=local GOFLAGS="-buildvcs=false -mod=readonly" CGO_ENABLED=0
+}
+
+# usersync_cached_build DIR BUILD [ARG...]: fill the cache entry DIR by running
+# BUILD [ARG...] TMP, TMP being a temporary directory beside DIR, and renaming TMP
+# into place, so that an interrupted or failed build never leaves a half-filled
+# entry. A build that got there first wins; its result is as good as ours. BUILD
+# runs where `set -e` has no effect: it must return non-zero itself on failure.
+usersync_cached_build() {
+	local dir=$1 tmp
+	shift
+	mkdir -p "$(dirname "$dir")"
+	tmp=$(mktemp -d "$dir.tmp.XXXXXX")
+	# shellcheck disable=SC2064 # expand $tmp now: it is local
+	trap "rm -rf '$tmp'" EXIT
+	if ! "$@" "$tmp"; then
+		rm -rf "$tmp"
+		trap - EXIT
+		usersync_die "the build into $dir failed"
+	fi
+	if ! mv -T "$tmp" "$dir" 2>/dev/null; then
+		[[ -d $dir ]] || usersync_die "could not move the build into $dir"
+	fi
+	rm -rf "$tmp"
+	trap - EXIT
+}
+
 # wait_for SECONDS CMD [ARG...]: run CMD every half second until it succeeds;
 # return 1 if it has not succeeded within SECONDS. CMD runs in this shell,
 # so a check function may call usersync_die to give up early.
