@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it:
-#   installs what the real servers need (Debian packages; Go modules for the control plane),
+#   installs what the real servers need (Debian packages; Go modules for the control plane
+#   and the kstatus tool),
 #   starts a real kube-apiserver (tests/cluster.sh), the directories and PostgreSQL, then runs
 #   formatting and lint checks and every Rust test, and stops what it started.
 #
@@ -38,6 +39,10 @@ bash "$here/lib/deps.sh"
 
 step "building the control plane (cached)"
 bash "$here/cluster.sh" build >/dev/null
+
+step "building kstatus (cached)"
+USERSYNC_KSTATUS=$(bash "$here/kstatus.sh" build)
+export USERSYNC_KSTATUS
 
 step "starting the control plane"
 started+=(cluster)
