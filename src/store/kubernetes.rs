@@ -143,7 +143,15 @@ impl KubernetesStore {
             return Err(WriteError::Fenced);
         }
         let deadline = deletion_deadline(record, run.policy);
-        let status = status_of(record, deadline, previous, run.run_id, run.now);
+        // The generation the object write left: the status describes that spec.
+        let status = status_of(
+            record,
+            deadline,
+            previous,
+            run.run_id,
+            run.now,
+            written.metadata.generation,
+        );
         let status = serde_json::json!({
             "apiVersion": "usersync.dev/v1alpha1",
             "kind": "DirectoryUser",

@@ -85,13 +85,15 @@ pub(crate) fn spec_of(record: &UserRecord) -> serde_json::Value {
     value
 }
 
-/// The status of a record, with what only the store remembers (`previousRecord`).
+/// The status of a record, with what only the store remembers (`previousRecord`),
+/// describing the object's `generation` (what its spec write left).
 pub(crate) fn status_of(
     record: &UserRecord,
     delete_after: Option<jiff::Timestamp>,
     previous_record: Option<String>,
     run_id: &str,
     now: jiff::Timestamp,
+    generation: Option<i64>,
 ) -> DirectoryUserStatus {
     DirectoryUserStatus {
         state: Some(match record.state {
@@ -112,7 +114,7 @@ pub(crate) fn status_of(
         last_sync_run: Some(run_id.to_string()),
         previous_record,
         conditions: Vec::new(),
-        observed_generation: None,
+        observed_generation: generation,
     }
 }
 
