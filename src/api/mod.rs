@@ -30,8 +30,35 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
             .labels
             .get_or_insert_default()
             .insert("app.kubernetes.io/part-of".into(), "usersync".into());
+        default_status(crd);
     }
     crds
+}
+
+/// What the API server fills in for an object without status:
+/// `observedGeneration: 0`, below any generation (they start at 1). So a fresh object
+/// reads as not yet observed (kstatus, which Flux and kpt use, says InProgress) until
+/// the operator writes the generation it acted on. Only a missing status is
+/// defaulted: a status written without `observedGeneration` keeps reading as before.
+fn default_status(crd: &mut CustomResourceDefinition) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON;
+    for version in &mut crd.spec.versions {
+        let status = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("status"))
+            .expect("every kind has a status");
+        assert!(
+            status
+                .properties
+                .as_ref()
+                .is_some_and(|p| p.contains_key("observedGeneration")),
+            "every status has observedGeneration"
+        );
+        status.default = Some(JSON(serde_json::json!({"observedGeneration": 0})));
+    }
 }
 
 /// The CRDs as one multi-document YAML stream, exactly as committed under `crds/`.
