@@ -15,6 +15,7 @@ mod admin_actions;
 mod admission;
 mod cli;
 mod entra;
+mod health;
 mod lifecycle;
 mod operations;
 mod postgres;

@@ -24,21 +24,26 @@ pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Run `tests/<script> <command>`; what it printed on stdout.
+fn script(script: &str, command: &str) -> String {
+    let out = Command::new("bash")
+        .arg(repo().join("tests").join(script))
+        .arg(command)
+        .output()
+        .unwrap_or_else(|e| panic!("bash runs tests/{script}: {e}"));
+    assert!(
+        out.status.success(),
+        "tests/{script} {command} failed:\n{}",
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
 /// Start (or reuse) the control plane once per test binary and install the CRDs.
 pub fn cluster() -> &'static Cluster {
     static CLUSTER: OnceLock<Cluster> = OnceLock::new();
     CLUSTER.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg(repo().join("tests/cluster.sh"))
-            .arg("up")
-            .output()
-            .expect("bash runs tests/cluster.sh");
-        assert!(
-            out.status.success(),
-            "tests/cluster.sh up failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let exports = String::from_utf8_lossy(&out.stdout);
+        let exports = script("cluster.sh", "up");
         let var = |name: &str| {
             exports
                 .lines()
@@ -115,6 +120,47 @@ impl Cluster {
             .await
             .expect("kubeconfig valid");
         Client::try_from(config).expect("client builds")
+    }
+}
+
+/// kstatus's verdict on one object: the health Flux, kpt and cli-utils read
+/// (`sigs.k8s.io/cli-utils/pkg/kstatus/status`, through tests/kstatus).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct Kstatus {
+    /// InProgress, Failed, Current, Terminating, Unknown, or NotFound.
+    pub status: String,
+    pub message: String,
+}
+
+/// The kstatus tool: `USERSYNC_KSTATUS` when set (tests/run.sh builds it first),
+/// else built once per test binary by `tests/kstatus.sh build` (cached).
+fn kstatus_tool() -> &'static Path {
+    static TOOL: OnceLock<PathBuf> = OnceLock::new();
+    TOOL.get_or_init(|| match std::env::var_os("USERSYNC_KSTATUS") {
+        Some(path) => PathBuf::from(path),
+        None => PathBuf::from(script("kstatus.sh", "build").trim()),
+    })
+}
+
+impl Cluster {
+    /// kstatus's verdict on the object `kind/namespace/name` as the API server
+    /// returns it now (`kind` as kubectl takes it: a kind, plural or short name).
+    pub async fn kstatus(&self, kind: &str, namespace: &str, name: &str) -> Kstatus {
+        let object = format!("{kind}/{namespace}/{name}");
+        let out = tokio::process::Command::new(kstatus_tool())
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg(&object)
+            .output()
+            .await
+            .expect("kstatus runs");
+        assert!(
+            out.status.success(),
+            "kstatus {object} failed: {}",
+            stderr(&out)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("kstatus {object} printed {:?}: {e}", stdout(&out)))
     }
 }
 

@@ -13,7 +13,7 @@ use usersync::api::{
 
 use crate::ldap_support::{Server, TestOu, ldif_line};
 use crate::support::{
-    TestClock, TestNamespace, cluster, eventually, start_operator_clocked, stderr,
+    Kstatus, TestClock, TestNamespace, cluster, eventually, start_operator_clocked, stderr,
 };
 
 /// How long a run may take in these tests.
@@ -85,6 +85,11 @@ impl Scene {
             (fresh && condition_is_true(&status.conditions, "Connected")).then_some(())
         })
         .await;
+    }
+
+    /// kstatus's verdict on `kind/name` in this namespace, as Flux and kpt read it now.
+    pub async fn kstatus(&self, kind: &str, name: &str) -> Kstatus {
+        cluster().kstatus(kind, &self.ns.name, name).await
     }
 
     /// Create a Secret with one string key.
