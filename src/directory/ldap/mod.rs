@@ -7,7 +7,8 @@
 //! - [`anchor`]: reading the anchor, and objectGUID bytes ↔ string;
 //! - [`account`]: Active Directory's disabled signal, with `now` as a parameter;
 //! - [`entry`]: one search entry → a [`DirectoryEntry`](crate::core::DirectoryEntry);
-//! - `tls`, `connection` (internal): TLS, connect, bind, paged search, timeouts;
+//! - `tls`, `connection` (internal): TLS, connect, bind, timeouts, and the
+//!   searches of a session: paged, and with request controls (syncrepl);
 //! - [`source`]: [`LdapSource`] — probe, read and lookup;
 //! - [`incremental`]: [`IncrementalSource`] — full reads with a [`Cursor`], and
 //!   reads of only the changes since one (AD uSNChanged, OpenLDAP syncrepl);

@@ -21,7 +21,6 @@
 //! and some removals are never reported (see module `usn`). The runner must
 //! still read the whole scope periodically.
 
-mod control_session;
 mod cursor;
 mod scope_read;
 mod syncrepl;
@@ -37,7 +36,6 @@ use super::flavor::Flavor;
 use super::settings::{LdapScope, LdapSettings};
 use super::source::LdapRead;
 use crate::core::DirectoryView;
-use control_session::ControlLink;
 pub use cursor::{Cursor, CursorParseError};
 use scope_read::{Collected, ScopeReader};
 use syncrepl::Refresh;
@@ -47,10 +45,9 @@ const ENTRY_UUID: &str = "entryUUID";
 
 /// An LDAP directory read incrementally where it can be. Built from the same
 /// settings as [`LdapSource`](super::LdapSource), which it complements; like
-/// it, every read opens its own connections and closes them.
+/// it, every read opens its own connection and closes it.
 pub struct IncrementalSource {
     connector: Connector,
-    control: ControlLink,
 }
 
 /// The changes of a scope since a cursor.
@@ -148,9 +145,9 @@ impl fmt::Display for FullReadReason {
 impl IncrementalSource {
     /// A source for `settings`, checked. No network traffic.
     pub fn new(settings: &LdapSettings) -> Result<Self, LdapError> {
-        let connector = Connector::new(settings)?;
-        let control = ControlLink::new(settings, &connector.settings)?;
-        Ok(Self { connector, control })
+        Ok(Self {
+            connector: Connector::new(settings)?,
+        })
     }
 
     pub fn flavor(&self) -> Flavor {
@@ -258,8 +255,9 @@ impl IncrementalSource {
         now: Timestamp,
     ) -> Result<Option<Cursor>, LdapError> {
         let settings = &self.connector.settings;
+        // On the session of the read itself: USNs belong to one DC, and a
+        // cookie to one server.
         Ok(match settings.flavor {
-            // On the session of the read itself: USNs belong to one DC.
             Flavor::ActiveDirectory => {
                 usn::dc_state(session, settings.page_size)
                     .await?
@@ -270,15 +268,12 @@ impl IncrementalSource {
                         read_at: now,
                     })
             }
-            Flavor::OpenLdap => {
-                let mut control = self.control.open().await?;
-                let cookie = syncrepl::current_cookie(&mut control, reader.base_dn()).await;
-                control.close().await;
-                cookie?.map(|cookie| Cursor::SyncRepl {
+            Flavor::OpenLdap => syncrepl::current_cookie(session, reader.base_dn())
+                .await?
+                .map(|cookie| Cursor::SyncRepl {
                     scope_key: reader.key(),
                     cookie,
-                })
-            }
+                }),
             Flavor::Generic => None,
         })
     }
@@ -333,13 +328,12 @@ impl IncrementalSource {
         cookie: &str,
         now: Timestamp,
     ) -> Result<IncrementalOutcome, LdapError> {
-        // The ordinary session first: it reports an unreachable server or a
-        // failed bind the usual way, and runs the disabled lookups after.
+        // The refresh, then the disabled lookups of what it found, on one
+        // session. A refresh stopped half-way leaves its search behind: the
+        // session is closed then, not reused.
         let mut session = self.connector.open().await?;
-        let mut control = self.control.open().await?;
-        let refresh = syncrepl::refresh_since(&mut control, reader, cookie, now).await;
-        control.close().await;
-        let (mut collected, removed, cookie) = match refresh? {
+        let refresh = syncrepl::refresh_since(&mut session, reader, cookie, now).await?;
+        let (mut collected, removed, cookie) = match refresh {
             Refresh::Changes {
                 collected,
                 removed,

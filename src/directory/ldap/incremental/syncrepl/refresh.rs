@@ -10,13 +10,12 @@ use ldap3::{ResultEntry, Scope};
 
 use super::controls::{EntryState, SyncInfo, SyncState, sync_done, sync_request};
 use super::cookie::OpenLdapCookie;
+use crate::directory::ldap::connection::{ControlSearch, Session};
 use crate::directory::ldap::entry::RawEntry;
 use crate::directory::ldap::error::{LdapError, describe_result};
 use crate::directory::ldap::incremental::FullReadReason;
-use crate::directory::ldap::incremental::control_session::{ControlSearch, ControlSession};
 use crate::directory::ldap::incremental::cursor::is_cookie_text;
 use crate::directory::ldap::incremental::scope_read::{Collected, ScopeReader};
-use crate::directory::ldap::settings::SearchScope;
 
 /// Result codes of a refresh that mean "this cookie cannot be continued from".
 /// 4096 is e-syncRefreshRequired (RFC 4533); OpenLDAP answers 53
@@ -46,7 +45,7 @@ pub(in crate::directory::ldap::incremental) enum Refresh {
 /// account may not use it). A refresh with no cookie over a filter that
 /// matches nothing costs the server one base entry and returns just that.
 pub(in crate::directory::ldap::incremental) async fn current_cookie(
-    session: &mut ControlSession,
+    session: &mut Session,
     base_dn: &str,
 ) -> Result<Option<String>, LdapError> {
     let no_attributes = ["1.1".to_owned()];
@@ -57,7 +56,9 @@ pub(in crate::directory::ldap::incremental) async fn current_cookie(
         attributes: &no_attributes,
         controls: vec![sync_request(None)],
     };
-    let Ok(result) = session.search(search, |_| Ok::<(), Infallible>(())).await?;
+    let Ok(result) = session
+        .search_with_controls(search, |_| Ok::<(), Infallible>(()))
+        .await?;
     if result.rc != 0 {
         tracing::warn!(
             base_dn,
@@ -92,7 +93,7 @@ pub(in crate::directory::ldap::incremental) async fn current_cookie(
 /// they arrive. Entries come back with `enabled` from their own attributes
 /// only; the caller applies the disabled filter.
 pub(in crate::directory::ldap::incremental) async fn refresh_since(
-    session: &mut ControlSession,
+    session: &mut Session,
     reader: &ScopeReader<'_>,
     cookie: &str,
     now: Timestamp,
@@ -107,10 +108,7 @@ pub(in crate::directory::ldap::incremental) async fn refresh_since(
     attributes.push(ENTRY_CSN.to_owned());
     let search = ControlSearch {
         base_dn: reader.base_dn(),
-        scope: match reader.scope() {
-            SearchScope::Subtree => Scope::Subtree,
-            SearchScope::OneLevel => Scope::OneLevel,
-        },
+        scope: reader.scope().into(),
         filter: reader.filter(),
         attributes: &attributes,
         controls: vec![sync_request(Some(cookie))],
@@ -123,7 +121,10 @@ pub(in crate::directory::ldap::incremental) async fn refresh_since(
         removed: BTreeSet::new(),
         latest_cookie: None,
     };
-    let result = match session.search(search, |m| state.handle(m)).await? {
+    let result = match session
+        .search_with_controls(search, |m| state.handle(m))
+        .await?
+    {
         Ok(result) => result,
         Err(Stop::FullReadRequired(reason)) => return Ok(Refresh::FullReadRequired(reason)),
         Err(Stop::Malformed(problem)) => return Err(malformed(reader.base_dn(), problem)),
@@ -144,24 +145,8 @@ pub(in crate::directory::ldap::incremental) async fn refresh_since(
         UNAVAILABLE_CRITICAL_EXTENSION => {
             return Ok(Refresh::FullReadRequired(FullReadReason::NotSupported));
         }
-        3 => {
-            return Err(LdapError::Timeout {
-                url: session.url().to_owned(),
-                operation: "search",
-                detail: format!(
-                    "the server stopped reading {} at its time limit: {}",
-                    reader.base_dn(),
-                    describe_result(result.rc, &result.text)
-                ),
-            });
-        }
-        rc => {
-            return Err(LdapError::SearchFailed {
-                base_dn: reader.base_dn().to_owned(),
-                detail: describe_result(rc, &result.text),
-                source: None,
-            });
-        }
+        // A time limit (3) or any other failure.
+        rc => return Err(session.result_error(reader.base_dn(), rc, result.text)),
     }
     let done = match sync_done(&result) {
         Ok(Some(done)) => done,
