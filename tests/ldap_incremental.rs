@@ -147,6 +147,9 @@ async fn openldap_full_read_with_cursor_reads_the_whole_scope() {
     let (read, cursor) = full_read(&source, &LdapScope::new(&ou.dn), Timestamp::now()).await;
     assert_eq!(read.view.read, ReadKind::Full);
     assert!(read.view.complete);
+    // Each user once over the pages.
+    assert_eq!(read.duplicate_anchors, 0);
+    assert_eq!(read.skipped_without_anchor, 0);
     assert_eq!(
         names(&by_username(read.view.entries.values())),
         BTreeSet::from(["fa", "fb", "fc"])
