@@ -9,8 +9,9 @@
 //!   removed entryUUIDs (with those of other parts of the database).
 //! - Other servers: none; every read is full.
 //!
-//! [`IncrementalSource::read_full_with_cursor`] reads the whole scope and
-//! notes where the directory stood just before (a [`Cursor`]);
+//! [`IncrementalSource::read_full_with_cursor`] reads the whole scope (it is
+//! every run's full read, whatever the flavor) and notes where the directory
+//! stood just before (a [`Cursor`]);
 //! [`IncrementalSource::read_incremental`] continues from a cursor and
 //! returns the next one. When the directory cannot continue from it (another
 //! DC, a rejected cookie, a changed mapping, ...) the answer is
@@ -22,7 +23,6 @@
 //! still read the whole scope periodically.
 
 mod cursor;
-mod scope_read;
 mod syncrepl;
 mod usn;
 
@@ -33,21 +33,34 @@ use jiff::Timestamp;
 use super::connection::{Connector, Session};
 use super::error::LdapError;
 use super::flavor::Flavor;
+use super::scope_read::{Collected, ScopeReader};
 use super::settings::{LdapScope, LdapSettings};
-use super::source::LdapRead;
 use crate::core::DirectoryView;
 pub use cursor::{Cursor, CursorParseError};
-use scope_read::{Collected, ScopeReader};
 use syncrepl::Refresh;
 
 /// The anchor attribute whose values syncrepl reports for removed entries.
 const ENTRY_UUID: &str = "entryUUID";
 
-/// An LDAP directory read incrementally where it can be. Built from the same
-/// settings as [`LdapSource`](super::LdapSource), which it complements; like
-/// it, every read opens its own connection and closes it.
+/// The reads of a mapping's scope: full reads (with a cursor where the
+/// directory offers one), and incremental reads where it can. Built from the
+/// same settings as [`LdapSource`](super::LdapSource), which probes and looks
+/// users up; like it, every read opens its own connection and closes it.
 pub struct IncrementalSource {
     connector: Connector,
+}
+
+/// The result of reading a whole scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LdapRead {
+    /// Every user the scope matched: a complete, full view.
+    pub view: DirectoryView,
+    /// Entries the scope matched that had no usable anchor; they are not in the
+    /// view (a user without identity cannot be tracked).
+    pub skipped_without_anchor: u64,
+    /// Entries whose anchor had already been seen in this read (the later one
+    /// is kept). Non-zero only with a misbehaving server or anchor attribute.
+    pub duplicate_anchors: u64,
 }
 
 /// The changes of a scope since a cursor.
@@ -161,11 +174,16 @@ impl IncrementalSource {
         self.flavor() != Flavor::Generic
     }
 
-    /// Read every user of `scope`, as [`LdapSource::read`](super::LdapSource::read)
-    /// does, and a cursor taken just before the read began, so that the next
-    /// incremental read also sees what changed while this one ran. No cursor
-    /// when the directory offers no incremental reads; the read is then just
-    /// a full read.
+    /// Read every user of `scope`, page by page, keeping only each entry's
+    /// projection, and a cursor taken just before the read began, so that the
+    /// next incremental read also sees what changed while this one ran. No
+    /// cursor when the directory offers no incremental reads; the read is then
+    /// just a full read.
+    ///
+    /// `Ok` means the read was complete; any failure on the way (a size or
+    /// time limit, a lost connection) is an `Err`, and the caller must then
+    /// change no lifecycle state. `now` decides time-based signals (AD's
+    /// `accountExpires`).
     pub async fn read_full_with_cursor(
         &self,
         scope: &LdapScope,

@@ -15,7 +15,7 @@ use crate::directory::ldap::entry::RawEntry;
 use crate::directory::ldap::error::{LdapError, describe_result};
 use crate::directory::ldap::incremental::FullReadReason;
 use crate::directory::ldap::incremental::cursor::is_cookie_text;
-use crate::directory::ldap::incremental::scope_read::{Collected, ScopeReader};
+use crate::directory::ldap::scope_read::{Collected, ScopeReader};
 
 /// Result codes of a refresh that mean "this cookie cannot be continued from".
 /// 4096 is e-syncRefreshRequired (RFC 4533); OpenLDAP answers 53
