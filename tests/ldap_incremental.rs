@@ -147,6 +147,9 @@ async fn openldap_full_read_with_cursor_reads_the_whole_scope() {
     let (read, cursor) = full_read(&source, &LdapScope::new(&ou.dn), Timestamp::now()).await;
     assert_eq!(read.view.read, ReadKind::Full);
     assert!(read.view.complete);
+    // Each user once over the pages.
+    assert_eq!(read.duplicate_anchors, 0);
+    assert_eq!(read.skipped_without_anchor, 0);
     assert_eq!(
         names(&by_username(read.view.entries.values())),
         BTreeSet::from(["fa", "fb", "fc"])
@@ -242,6 +245,32 @@ async fn openldap_user_that_leaves_the_filter_is_reported_removed() {
         removed_of(&read.view.removed, before.values()),
         BTreeSet::from([before["leaves"].anchor.clone()])
     );
+}
+
+#[tokio::test]
+async fn openldap_incremental_reads_work_over_start_tls_and_ldaps() {
+    let server = Server::slapd();
+    let ou = server.test_ou("inctls");
+    add_people(&ou, &["ta"]);
+    let scope = LdapScope::new(&ou.dn);
+    let mut start_tls = server.settings(Flavor::OpenLdap);
+    start_tls.start_tls = true;
+    start_tls.ca_pem = Some(server.ca_pem.clone());
+    let mut ldaps = server.settings(Flavor::OpenLdap);
+    ldaps.url = server.ldaps_url.clone();
+    ldaps.ca_pem = Some(server.ca_pem.clone());
+    for (i, settings) in [start_tls, ldaps].iter().enumerate() {
+        let source = source(settings);
+        // The cookie search and the refresh run on the same secured session
+        // as the paged reads.
+        let (read, cursor) = full_read(&source, &scope, Timestamp::now()).await;
+        assert_eq!(read.view.entries.len(), 1);
+        let mail = format!("ta{i}@example.org");
+        replace(&ou, "ta", "mail", &mail);
+        let read = changes(&source, &scope, &cursor, Timestamp::now()).await;
+        let changed = by_username(read.view.entries.values());
+        assert_eq!(changed["ta"].email.as_deref(), Some(mail.as_str()));
+    }
 }
 
 #[tokio::test]

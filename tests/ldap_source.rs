@@ -1,6 +1,10 @@
 //! The LDAP source against real servers: OpenLDAP (tests/slapd.sh) and a Samba
 //! AD DC (tests/samba.sh). Each test brings its server up if needed and writes
 //! its own users under its own OU (see `ldap_support`).
+//!
+//! The tests go through [`Source`], as the controller does: full reads with
+//! `read_with_cursor` (what a run reads), lookups with `lookup`, probes with
+//! `probe`. Incremental reads have tests/ldap_incremental.rs.
 
 mod ldap_support;
 
@@ -12,8 +16,9 @@ use jiff::Timestamp;
 use ldap_support::{PrivateSlapd, Server, TestOu, free_port, ldif_line, short_unique};
 use usersync::core::DirectoryEntry;
 use usersync::directory::ldap::{
-    Flavor, LdapError, LdapRead, LdapScope, LdapSettings, LdapSource, SearchScope,
+    Flavor, IncrementalSource, LdapScope, LdapSettings, LdapSource, ProbeReport, SearchScope,
 };
+use usersync::directory::{Read, Scope, Source, SourceError};
 use usersync::secret::SecretString;
 
 /// An OpenLDAP test user.
@@ -71,19 +76,57 @@ fn add_group(ou: &TestOu<'_>, cn: &str, members: &[&str]) -> String {
     dn
 }
 
-fn source(settings: &LdapSettings) -> LdapSource {
-    LdapSource::new(settings).expect("valid settings")
+/// The source of an LDAP connector, made as the controller makes it
+/// (`ldap_source_for` in src/controller/connection.rs).
+fn source(settings: &LdapSettings) -> Source {
+    Source::Ldap(
+        LdapSource::new(settings).expect("valid settings"),
+        Box::new(IncrementalSource::new(settings).expect("valid settings")),
+    )
 }
 
-async fn read(settings: &LdapSettings, scope: &LdapScope) -> LdapRead {
-    source(settings)
-        .read(scope, Timestamp::now())
+/// A full read of `scope` at `now`, as a run makes it.
+async fn try_read(
+    settings: &LdapSettings,
+    scope: &LdapScope,
+    now: Timestamp,
+) -> Result<Read, SourceError> {
+    let read = source(settings)
+        .read_with_cursor(&Scope::Ldap(scope.clone()), now)
+        .await?;
+    Ok(read.read)
+}
+
+async fn read(settings: &LdapSettings, scope: &LdapScope) -> Read {
+    try_read(settings, scope, Timestamp::now())
         .await
         .unwrap_or_else(|e| panic!("read of {} failed: {e}", scope.base_dn))
 }
 
+/// A lookup of `anchors` in `scope`, as the planner makes one for rule 9.
+async fn lookup(
+    source: &Source,
+    scope: &LdapScope,
+    anchors: &[String],
+    now: Timestamp,
+) -> Vec<DirectoryEntry> {
+    source
+        .lookup(&Scope::Ldap(scope.clone()), anchors, now)
+        .await
+        .unwrap_or_else(|e| panic!("lookup in {} failed: {e}", scope.base_dn))
+}
+
+/// What the probe behind [`Source::probe`] saw: the root DSE's naming
+/// contexts, which the controller does not keep.
+async fn probe_report(settings: &LdapSettings) -> ProbeReport {
+    let Source::Ldap(ldap, _) = source(settings) else {
+        unreachable!("an LDAP source")
+    };
+    ldap.probe().await.expect("probe")
+}
+
 /// The entries of a read, by username.
-fn by_username(read: &LdapRead) -> BTreeMap<String, DirectoryEntry> {
+fn by_username(read: &Read) -> BTreeMap<String, DirectoryEntry> {
     read.view
         .entries
         .values()
@@ -132,7 +175,6 @@ async fn paged_read_returns_every_user_exactly_once_with_correct_fields() {
     let result = read(&settings, &scope).await;
 
     assert_eq!(result.view.entries.len(), 120);
-    assert_eq!(result.duplicate_anchors, 0);
     assert_eq!(result.skipped_without_anchor, 0);
     assert!(result.view.complete);
     // The anchors are the server's entryUUIDs.
@@ -322,23 +364,23 @@ async fn lookup_escapes_special_characters_and_matches_only_exactly() {
     let source = source(&settings);
     let now = Timestamp::now();
 
-    let lookup = |anchors: Vec<&str>| {
+    let find = |anchors: Vec<&str>| {
         let anchors: Vec<String> = anchors.into_iter().map(str::to_owned).collect();
         let (source, scope) = (&source, &scope);
-        async move { source.lookup(scope, &anchors, now).await.expect("lookup") }
+        async move { lookup(source, scope, &anchors, now).await }
     };
-    let found = lookup(vec!["x(y*z"]).await;
+    let found = find(vec!["x(y*z"]).await;
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].anchor, "x(y*z");
     assert_eq!(found[0].display_name.as_deref(), Some("exact"));
-    assert!(lookup(vec!["*"]).await.is_empty());
-    assert!(lookup(vec!["x(y*"]).await.is_empty());
+    assert!(find(vec!["*"]).await.is_empty());
+    assert!(find(vec!["x(y*"]).await.is_empty());
     assert_eq!(
-        usernames(&lookup(vec![r"back\slash"]).await),
+        usernames(&find(vec![r"back\slash"]).await),
         BTreeSet::from([r"back\slash".to_owned()])
     );
     assert_eq!(
-        usernames(&lookup(vec!["josé"]).await),
+        usernames(&find(vec!["josé"]).await),
         BTreeSet::from(["josé".to_owned()])
     );
 }
@@ -386,10 +428,7 @@ async fn lookup_by_anchor_finds_exactly_that_user() {
     let now = Timestamp::now();
 
     let alice = &everyone["alice"];
-    let found = source
-        .lookup(&scope, std::slice::from_ref(&alice.anchor), now)
-        .await
-        .unwrap();
+    let found = lookup(&source, &scope, std::slice::from_ref(&alice.anchor), now).await;
     assert_eq!(found, vec![alice.clone()]);
 
     // Several at once, a disabled one among them, one outside the scope and one
@@ -400,7 +439,7 @@ async fn lookup_by_anchor_finds_exactly_that_user() {
         outsider["dave"].anchor.clone(),
         "00000000-0000-0000-0000-000000000000".to_owned(),
     ];
-    let mut found = source.lookup(&scope, &anchors, now).await.unwrap();
+    let mut found = lookup(&source, &scope, &anchors, now).await;
     found.sort_by(|a, b| a.username.cmp(&b.username));
     assert_eq!(
         found,
@@ -443,10 +482,10 @@ async fn one_level_scope_reads_only_direct_children() {
 #[tokio::test]
 async fn probe_reads_the_root_dse() {
     let server = Server::slapd();
-    let report = source(&server.settings(Flavor::OpenLdap))
-        .probe()
-        .await
-        .unwrap();
+    let settings = server.settings(Flavor::OpenLdap);
+    let latency = source(&settings).probe().await.unwrap();
+    assert!(latency > Duration::ZERO);
+    let report = probe_report(&settings).await;
     assert!(
         report.naming_contexts.contains(&server.base_dn),
         "{report:?}"
@@ -500,14 +539,14 @@ async fn ldaps_without_the_ca_fails_with_tls_error() {
     let mut settings = server.settings(Flavor::OpenLdap);
     settings.url = server.ldaps_url.clone();
     let error = source(&settings).probe().await.unwrap_err();
-    assert_eq!(error.reason(), "TLSError", "{error}");
+    assert_eq!(error.reason, "TLSError", "{error}");
     assert!(error.to_string().contains("UnknownIssuer"), "{error}");
 
     // StartTLS checks the certificate the same way.
     let mut settings = server.settings(Flavor::OpenLdap);
     settings.start_tls = true;
     let error = source(&settings).probe().await.unwrap_err();
-    assert_eq!(error.reason(), "TLSError", "{error}");
+    assert_eq!(error.reason, "TLSError", "{error}");
 }
 
 #[tokio::test]
@@ -526,7 +565,7 @@ async fn ldaps_to_a_plain_ldap_port_fails_with_tls_error() {
     settings.url = server.url.replacen("ldap://", "ldaps://", 1);
     settings.ca_pem = Some(server.ca_pem.clone());
     let error = source(&settings).probe().await.unwrap_err();
-    assert_eq!(error.reason(), "TLSError", "{error}");
+    assert_eq!(error.reason, "TLSError", "{error}");
 }
 
 #[tokio::test]
@@ -535,23 +574,36 @@ async fn wrong_password_fails_with_bind_failed_and_hides_the_password() {
     let wrong = format!("Wr0ng-{}", short_unique());
     let mut settings = server.settings(Flavor::OpenLdap);
     settings.bind = Some((server.bind_dn.clone(), SecretString::new(wrong.clone())));
-    let error = source(&settings).probe().await.unwrap_err();
-    assert_eq!(error.reason(), "BindFailed", "{error}");
-    let (display, debug) = (error.to_string(), format!("{error:?}"));
-    assert!(display.contains(&server.bind_dn), "{display}");
-    assert!(display.contains("invalid credentials (49)"), "{display}");
-    for shown in [&display, &debug] {
+    let probe = source(&settings).probe().await.unwrap_err();
+    // The read fails the same way, and no read result is produced.
+    let read = try_read(
+        &settings,
+        &LdapScope::new(&server.base_dn),
+        Timestamp::now(),
+    )
+    .await
+    .unwrap_err();
+    // And the LDAP error behind them, as the source's own code sees it.
+    let Source::Ldap(ldap, _) = source(&settings) else {
+        unreachable!("an LDAP source")
+    };
+    let ldap_error = ldap.probe().await.unwrap_err();
+    assert_eq!(ldap_error.reason(), "BindFailed", "{ldap_error}");
+    let mut shown = vec![ldap_error.to_string(), format!("{ldap_error:?}")];
+    for error in [&probe, &read] {
+        assert_eq!(error.reason, "BindFailed", "{error}");
+        let display = error.to_string();
+        assert!(display.contains(&server.bind_dn), "{display}");
+        assert!(display.contains("invalid credentials (49)"), "{display}");
+        shown.extend([display, format!("{error:?}")]);
+    }
+    for shown in &shown {
         assert!(!shown.contains(&wrong), "the password leaked: {shown}");
         assert!(
             !shown.contains(server.bind_password()),
             "the password leaked: {shown}"
         );
     }
-    // The read fails the same way, and no read result is produced.
-    let read = source(&settings)
-        .read(&LdapScope::new(&server.base_dn), Timestamp::now())
-        .await;
-    assert!(matches!(read, Err(LdapError::BindFailed { .. })));
 }
 
 #[tokio::test]
@@ -562,12 +614,15 @@ async fn closed_port_is_unreachable() {
     );
     settings.timeout = Duration::from_secs(5);
     let error = source(&settings).probe().await.unwrap_err();
-    assert_eq!(error.reason(), "Unreachable", "{error}");
-    let error = source(&settings)
-        .read(&LdapScope::new("dc=example,dc=org"), Timestamp::now())
-        .await
-        .unwrap_err();
-    assert_eq!(error.reason(), "Unreachable", "{error}");
+    assert_eq!(error.reason, "Unreachable", "{error}");
+    let error = try_read(
+        &settings,
+        &LdapScope::new("dc=example,dc=org"),
+        Timestamp::now(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error.reason, "Unreachable", "{error}");
 }
 
 #[tokio::test]
@@ -579,7 +634,11 @@ async fn silent_server_times_out() {
     settings.bind = Some(("cn=x".into(), SecretString::new("pw")));
     settings.timeout = Duration::from_millis(500);
     let error = source(&settings).probe().await.unwrap_err();
-    assert_eq!(error.reason(), "Timeout", "{error}");
+    assert_eq!(error.reason, "Timeout", "{error}");
+    let error = try_read(&settings, &LdapScope::new("dc=x"), Timestamp::now())
+        .await
+        .unwrap_err();
+    assert_eq!(error.reason, "Timeout", "{error}");
     drop(listener);
 }
 
@@ -587,11 +646,10 @@ async fn silent_server_times_out() {
 async fn read_of_a_missing_base_dn_fails_with_search_failed() {
     let server = Server::slapd();
     let scope = LdapScope::new(format!("ou={},{}", short_unique(), server.base_dn));
-    let error = source(&server.settings(Flavor::OpenLdap))
-        .read(&scope, Timestamp::now())
+    let error = try_read(&server.settings(Flavor::OpenLdap), &scope, Timestamp::now())
         .await
         .unwrap_err();
-    assert_eq!(error.reason(), "SearchFailed", "{error}");
+    assert_eq!(error.reason, "SearchFailed", "{error}");
     assert!(error.to_string().contains("no such object (32)"), "{error}");
 }
 
@@ -624,11 +682,10 @@ async fn size_limit_cuts_the_read_with_size_limit_exceeded() {
         ],
         None,
     );
-    let error = source(&settings)
-        .read(&scope, Timestamp::now())
+    let error = try_read(&settings, &scope, Timestamp::now())
         .await
         .unwrap_err();
-    assert_eq!(error.reason(), "SizeLimitExceeded", "{error}");
+    assert_eq!(error.reason, "SizeLimitExceeded", "{error}");
     assert!(error.to_string().contains(&ou.dn), "{error}");
 }
 
@@ -797,7 +854,7 @@ async fn ad_expired_account_is_not_enabled() {
 
     // The decision uses the `now` the caller passes: in 2101 the second has expired too.
     let later: Timestamp = "2101-01-01T00:00:00Z".parse().unwrap();
-    let result = source(&settings).read(&scope, later).await.unwrap();
+    let result = try_read(&settings, &scope, later).await.unwrap();
     let users = by_username(&result);
     assert!(!users[&current].enabled);
     assert!(users[&never].enabled);
@@ -889,21 +946,16 @@ async fn ad_lookup_by_object_guid_finds_the_user() {
     let source = source(&settings);
     let now = Timestamp::now();
 
-    let found = source
-        .lookup(&scope, std::slice::from_ref(&guid), now)
-        .await
-        .unwrap();
+    let found = lookup(&source, &scope, std::slice::from_ref(&guid), now).await;
     assert_eq!(usernames(&found), BTreeSet::from([wanted.clone()]));
     assert_eq!(found[0].anchor, guid);
     // Windows tools print GUIDs upper-case and in braces; the same user is found.
     let braced = format!("{{{}}}", guid.to_uppercase());
-    let found = source.lookup(&scope, &[braced], now).await.unwrap();
+    let found = lookup(&source, &scope, &[braced], now).await;
     assert_eq!(usernames(&found), BTreeSet::from([wanted]));
     assert!(
-        source
-            .lookup(&scope, &["not-a-guid".into()], now)
+        lookup(&source, &scope, &["not-a-guid".into()], now)
             .await
-            .unwrap()
             .is_empty()
     );
 }
@@ -914,7 +966,8 @@ async fn ad_ldaps_with_the_ca_works() {
     let mut settings = server.settings(Flavor::ActiveDirectory);
     settings.url = server.ldaps_url.clone();
     settings.ca_pem = Some(server.ca_pem.clone());
-    let report = source(&settings).probe().await.unwrap();
+    source(&settings).probe().await.unwrap();
+    let report = probe_report(&settings).await;
     assert!(
         report
             .naming_contexts

@@ -103,28 +103,6 @@ impl Source {
         }
     }
 
-    /// Read a whole scope. Any failure is an error: the caller treats it as an
-    /// incomplete read, which changes no lifecycle state.
-    pub async fn read(&self, scope: &Scope, now: Timestamp) -> Result<Read, SourceError> {
-        match (self, scope) {
-            (Source::Ldap(s, _), Scope::Ldap(scope)) => {
-                let read = s.read(scope, now).await?;
-                Ok(Read {
-                    view: read.view,
-                    skipped_without_anchor: read.skipped_without_anchor,
-                })
-            }
-            (Source::Graph(s), Scope::Graph(scope)) => {
-                let read = s.read(scope).await?;
-                Ok(Read {
-                    view: read.view,
-                    skipped_without_anchor: read.skipped_without_anchor,
-                })
-            }
-            _ => Err(mismatch()),
-        }
-    }
-
     /// Which of `anchors` the scope matches (a targeted lookup, DESIGN rule 9).
     pub async fn lookup(
         &self,
@@ -139,7 +117,9 @@ impl Source {
         }
     }
 
-    /// A full read of the scope that also marks where an incremental read can continue.
+    /// Read a whole scope, and mark where an incremental read can continue. Any
+    /// failure is an error: the caller treats it as an incomplete read, which
+    /// changes no lifecycle state.
     pub async fn read_with_cursor(
         &self,
         scope: &Scope,

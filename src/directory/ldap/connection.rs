@@ -1,5 +1,7 @@
 //! One LDAP session: TCP connect, TLS (LDAPS or StartTLS), simple bind, and
-//! the paged searches run on it. Every step has the settings' timeout.
+//! the searches run on it: paged searches of a scope, and searches that carry
+//! request controls of their own (the syncrepl refresh). Every step has the
+//! settings' timeout.
 //!
 //! The TCP connection is opened here rather than inside ldap3, so that a
 //! failure to reach the host (Unreachable) is told apart from a failed TLS
@@ -9,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, StdStream};
+use ldap3::controls::RawControl;
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapResult, ResultEntry, Scope, StdStream};
 use rustls::ClientConfig;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -123,7 +126,8 @@ impl Connector {
     }
 }
 
-/// An open, bound connection. Dropping it closes the connection.
+/// An open, bound connection. Dropping it closes the connection, which also
+/// ends a search given up half-way.
 pub struct Session {
     ldap: Ldap,
     driver: JoinHandle<()>,
@@ -182,37 +186,78 @@ impl Session {
             Box::new(EntriesOnly::new()),
             Box::new(PagedResults::new(search.page_size)),
         ];
-        let scope = match search.scope {
-            SearchScope::Subtree => Scope::Subtree,
-            SearchScope::OneLevel => Scope::OneLevel,
+        let plain = ControlSearch {
+            base_dn: search.base_dn,
+            scope: search.scope.into(),
+            filter: search.filter,
+            attributes: search.attributes,
+            controls: Vec::new(),
         };
-        let mut stream = self
-            .ldap
-            .with_timeout(self.timeout)
+        let outcome = self
+            .stream(adapters, plain, |raw| {
+                RawEntry::from_result(raw).map(&mut on_entry)
+            })
+            .await?;
+        match outcome {
+            Err(detail) => Err(self.malformed(search.base_dn, detail)),
+            Ok(result) if result.rc == 0 => Ok(()),
+            Ok(result) => Err(self.result_error(search.base_dn, result.rc, result.text)),
+        }
+    }
+
+    /// Run `search` with its request controls, and hand every message
+    /// (entries, referrals, intermediate messages, each with its response
+    /// controls) to `on_message` as it arrives: what a syncrepl refresh
+    /// needs, and a paged search drops.
+    ///
+    /// The outer `Err` is a timeout or a lost connection. The inner one is
+    /// the handler's: it stops the read, and the session must then be
+    /// dropped or closed, not reused. Otherwise the server's result, whatever
+    /// its code, is the caller's to judge (see [`Self::result_error`]).
+    pub async fn search_with_controls<E>(
+        &mut self,
+        search: ControlSearch<'_>,
+        on_message: impl FnMut(ResultEntry) -> Result<(), E>,
+    ) -> Result<Result<LdapResult, E>, LdapError> {
+        self.stream(Vec::new(), search, on_message).await
+    }
+
+    /// One streaming search through `adapters`, every message handed to
+    /// `on_message` until it stops the read (the inner `Err`) or the server's
+    /// result arrives.
+    async fn stream<E>(
+        &mut self,
+        adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>>,
+        search: ControlSearch<'_>,
+        mut on_message: impl FnMut(ResultEntry) -> Result<(), E>,
+    ) -> Result<Result<LdapResult, E>, LdapError> {
+        let base_dn = search.base_dn;
+        let ldap = self.ldap.with_timeout(self.timeout);
+        if !search.controls.is_empty() {
+            ldap.with_controls(search.controls);
+        }
+        let mut stream = ldap
             .streaming_search_with(
                 adapters,
-                search.base_dn,
-                scope,
+                base_dn,
+                search.scope,
                 search.filter,
                 search.attributes.to_vec(),
             )
             .await
-            .map_err(|e| self.search_error(search.base_dn, e))?;
+            .map_err(|e| self.search_error(base_dn, e))?;
         loop {
             match stream.next().await {
-                Ok(Some(raw)) => match RawEntry::from_result(raw) {
-                    Ok(entry) => on_entry(entry),
-                    Err(detail) => return Err(self.malformed(search.base_dn, detail)),
-                },
+                Ok(Some(message)) => {
+                    if let Err(stop) = on_message(message) {
+                        return Ok(Err(stop));
+                    }
+                }
                 Ok(None) => break,
-                Err(e) => return Err(self.search_error(search.base_dn, e)),
+                Err(e) => return Err(self.search_error(base_dn, e)),
             }
         }
-        let result = stream.finish().await;
-        match result.rc {
-            0 => Ok(()),
-            rc => Err(self.result_error(search.base_dn, rc, result.text)),
-        }
+        Ok(Ok(stream.finish().await))
     }
 
     /// A base search of the root DSE: proves the server answers searches.
@@ -277,7 +322,8 @@ impl Session {
         }
     }
 
-    fn result_error(&self, base_dn: &str, rc: u32, text: String) -> LdapError {
+    /// A search of `base_dn` that ended with result code `rc` (not success).
+    pub(super) fn result_error(&self, base_dn: &str, rc: u32, text: String) -> LdapError {
         match rc {
             // sizeLimitExceeded, and adminLimitExceeded: AD's MaxResultSetSize
             // and OpenLDAP's size.pr limits.
@@ -311,6 +357,26 @@ pub struct SearchRequest<'a> {
     pub filter: &'a str,
     pub attributes: &'a [String],
     pub page_size: i32,
+}
+
+/// A search with request controls of its own (see
+/// [`Session::search_with_controls`]). Unlike a [`SearchRequest`] it is not
+/// paged, and may read a base entry.
+pub struct ControlSearch<'a> {
+    pub base_dn: &'a str,
+    pub scope: Scope,
+    pub filter: &'a str,
+    pub attributes: &'a [String],
+    pub controls: Vec<RawControl>,
+}
+
+impl From<SearchScope> for Scope {
+    fn from(scope: SearchScope) -> Self {
+        match scope {
+            SearchScope::Subtree => Scope::Subtree,
+            SearchScope::OneLevel => Scope::OneLevel,
+        }
+    }
 }
 
 fn secs(d: Duration) -> String {

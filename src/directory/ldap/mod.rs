@@ -7,8 +7,12 @@
 //! - [`anchor`]: reading the anchor, and objectGUID bytes ↔ string;
 //! - [`account`]: Active Directory's disabled signal, with `now` as a parameter;
 //! - [`entry`]: one search entry → a [`DirectoryEntry`](crate::core::DirectoryEntry);
-//! - `tls`, `connection` (internal): TLS, connect, bind, paged search, timeouts;
-//! - [`source`]: [`LdapSource`] — probe, read and lookup;
+//! - `tls`, `connection` (internal): TLS, connect, bind, timeouts, and the
+//!   searches of a session: paged, and with request controls (syncrepl);
+//! - `scope_read` (internal): a mapping's scope read on a session, whole or
+//!   narrowed: the one reader of users, for full reads, incremental reads and
+//!   lookups alike;
+//! - [`source`]: [`LdapSource`] — probe, and lookup by anchor;
 //! - [`incremental`]: [`IncrementalSource`] — full reads with a [`Cursor`], and
 //!   reads of only the changes since one (AD uSNChanged, OpenLDAP syncrepl);
 //! - [`error`]: [`LdapError`] and its condition reasons.
@@ -21,6 +25,7 @@ pub mod error;
 pub mod filter;
 pub mod flavor;
 pub mod incremental;
+mod scope_read;
 pub mod settings;
 pub mod source;
 mod tls;
@@ -31,7 +36,7 @@ pub use filter::{escape_filter_value, normalize_dn};
 pub use flavor::Flavor;
 pub use incremental::{
     Cursor, CursorParseError, FULL_READ_REASONS, FullReadReason, IncrementalOutcome,
-    IncrementalRead, IncrementalSource,
+    IncrementalRead, IncrementalSource, LdapRead,
 };
 pub use settings::{AttributeMap, LdapScope, LdapSettings, SearchScope};
-pub use source::{LdapRead, LdapSource, ProbeReport};
+pub use source::{LdapSource, ProbeReport};

@@ -2,10 +2,10 @@
 //! the runner keeps in the mapping's status between runs.
 //!
 //! Every cursor carries the key of the scope it was made for (see
-//! [`ScopeReader::key`](super::scope_read::ScopeReader::key)), so a cursor
-//! made before the mapping's filter, base DN or attributes changed, or for
-//! another connector, is refused instead of hiding the users the change
-//! brought into scope.
+//! [`ScopeReader::key`](crate::directory::ldap::scope_read::ScopeReader::key)),
+//! so a cursor made before the mapping's filter, base DN or attributes
+//! changed, or for another connector, is refused instead of hiding the users
+//! the change brought into scope.
 
 use std::fmt;
 use std::str::FromStr;

@@ -9,8 +9,9 @@
 //!   removed entryUUIDs (with those of other parts of the database).
 //! - Other servers: none; every read is full.
 //!
-//! [`IncrementalSource::read_full_with_cursor`] reads the whole scope and
-//! notes where the directory stood just before (a [`Cursor`]);
+//! [`IncrementalSource::read_full_with_cursor`] reads the whole scope (it is
+//! every run's full read, whatever the flavor) and notes where the directory
+//! stood just before (a [`Cursor`]);
 //! [`IncrementalSource::read_incremental`] continues from a cursor and
 //! returns the next one. When the directory cannot continue from it (another
 //! DC, a rejected cookie, a changed mapping, ...) the answer is
@@ -21,9 +22,7 @@
 //! and some removals are never reported (see module `usn`). The runner must
 //! still read the whole scope periodically.
 
-mod control_session;
 mod cursor;
-mod scope_read;
 mod syncrepl;
 mod usn;
 
@@ -34,23 +33,34 @@ use jiff::Timestamp;
 use super::connection::{Connector, Session};
 use super::error::LdapError;
 use super::flavor::Flavor;
+use super::scope_read::{Collected, ScopeReader};
 use super::settings::{LdapScope, LdapSettings};
-use super::source::LdapRead;
 use crate::core::DirectoryView;
-use control_session::ControlLink;
 pub use cursor::{Cursor, CursorParseError};
-use scope_read::{Collected, ScopeReader};
 use syncrepl::Refresh;
 
 /// The anchor attribute whose values syncrepl reports for removed entries.
 const ENTRY_UUID: &str = "entryUUID";
 
-/// An LDAP directory read incrementally where it can be. Built from the same
-/// settings as [`LdapSource`](super::LdapSource), which it complements; like
-/// it, every read opens its own connections and closes them.
+/// The reads of a mapping's scope: full reads (with a cursor where the
+/// directory offers one), and incremental reads where it can. Built from the
+/// same settings as [`LdapSource`](super::LdapSource), which probes and looks
+/// users up; like it, every read opens its own connection and closes it.
 pub struct IncrementalSource {
     connector: Connector,
-    control: ControlLink,
+}
+
+/// The result of reading a whole scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LdapRead {
+    /// Every user the scope matched: a complete, full view.
+    pub view: DirectoryView,
+    /// Entries the scope matched that had no usable anchor; they are not in the
+    /// view (a user without identity cannot be tracked).
+    pub skipped_without_anchor: u64,
+    /// Entries whose anchor had already been seen in this read (the later one
+    /// is kept). Non-zero only with a misbehaving server or anchor attribute.
+    pub duplicate_anchors: u64,
 }
 
 /// The changes of a scope since a cursor.
@@ -148,9 +158,9 @@ impl fmt::Display for FullReadReason {
 impl IncrementalSource {
     /// A source for `settings`, checked. No network traffic.
     pub fn new(settings: &LdapSettings) -> Result<Self, LdapError> {
-        let connector = Connector::new(settings)?;
-        let control = ControlLink::new(settings, &connector.settings)?;
-        Ok(Self { connector, control })
+        Ok(Self {
+            connector: Connector::new(settings)?,
+        })
     }
 
     pub fn flavor(&self) -> Flavor {
@@ -164,11 +174,16 @@ impl IncrementalSource {
         self.flavor() != Flavor::Generic
     }
 
-    /// Read every user of `scope`, as [`LdapSource::read`](super::LdapSource::read)
-    /// does, and a cursor taken just before the read began, so that the next
-    /// incremental read also sees what changed while this one ran. No cursor
-    /// when the directory offers no incremental reads; the read is then just
-    /// a full read.
+    /// Read every user of `scope`, page by page, keeping only each entry's
+    /// projection, and a cursor taken just before the read began, so that the
+    /// next incremental read also sees what changed while this one ran. No
+    /// cursor when the directory offers no incremental reads; the read is then
+    /// just a full read.
+    ///
+    /// `Ok` means the read was complete; any failure on the way (a size or
+    /// time limit, a lost connection) is an `Err`, and the caller must then
+    /// change no lifecycle state. `now` decides time-based signals (AD's
+    /// `accountExpires`).
     pub async fn read_full_with_cursor(
         &self,
         scope: &LdapScope,
@@ -258,8 +273,9 @@ impl IncrementalSource {
         now: Timestamp,
     ) -> Result<Option<Cursor>, LdapError> {
         let settings = &self.connector.settings;
+        // On the session of the read itself: USNs belong to one DC, and a
+        // cookie to one server.
         Ok(match settings.flavor {
-            // On the session of the read itself: USNs belong to one DC.
             Flavor::ActiveDirectory => {
                 usn::dc_state(session, settings.page_size)
                     .await?
@@ -270,15 +286,12 @@ impl IncrementalSource {
                         read_at: now,
                     })
             }
-            Flavor::OpenLdap => {
-                let mut control = self.control.open().await?;
-                let cookie = syncrepl::current_cookie(&mut control, reader.base_dn()).await;
-                control.close().await;
-                cookie?.map(|cookie| Cursor::SyncRepl {
+            Flavor::OpenLdap => syncrepl::current_cookie(session, reader.base_dn())
+                .await?
+                .map(|cookie| Cursor::SyncRepl {
                     scope_key: reader.key(),
                     cookie,
-                })
-            }
+                }),
             Flavor::Generic => None,
         })
     }
@@ -333,13 +346,12 @@ impl IncrementalSource {
         cookie: &str,
         now: Timestamp,
     ) -> Result<IncrementalOutcome, LdapError> {
-        // The ordinary session first: it reports an unreachable server or a
-        // failed bind the usual way, and runs the disabled lookups after.
+        // The refresh, then the disabled lookups of what it found, on one
+        // session. A refresh stopped half-way leaves its search behind: the
+        // session is closed then, not reused.
         let mut session = self.connector.open().await?;
-        let mut control = self.control.open().await?;
-        let refresh = syncrepl::refresh_since(&mut control, reader, cookie, now).await;
-        control.close().await;
-        let (mut collected, removed, cookie) = match refresh? {
+        let refresh = syncrepl::refresh_since(&mut session, reader, cookie, now).await?;
+        let (mut collected, removed, cookie) = match refresh {
             Refresh::Changes {
                 collected,
                 removed,

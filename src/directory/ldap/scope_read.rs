@@ -1,25 +1,25 @@
-//! A mapping's scope read on a session the caller holds: the whole scope, or
-//! only the entries a narrowing clause selects (AD's changed USNs). Both go
-//! through the same projection and disabled signal as
-//! [`LdapSource::read`](crate::directory::ldap::LdapSource::read), and both
-//! run on the caller's session, so that an AD cursor and the read it belongs
-//! to come from one DC.
+//! A mapping's scope read on a session the caller holds: the one way users
+//! are read from an LDAP directory. The whole scope (a full read), or only
+//! the entries a narrowing clause selects (AD's changed USNs, a lookup by
+//! anchor): every entry goes through the same projection and disabled signal.
+//! Reads run on the caller's session, so that an AD cursor and the read it
+//! belongs to come from one DC.
 
 use std::collections::{BTreeMap, HashSet};
 
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
-use super::super::anchor::AnchorAttribute;
-use super::super::connection::{SearchRequest, Session};
-use super::super::entry::Projection;
-use super::super::error::LdapError;
-use super::super::filter::{and_filter, normalize_dn, or_filter, scope_filter};
-use super::super::flavor::Flavor;
-use super::super::settings::{LdapScope, SearchScope, ValidSettings};
+use super::anchor::AnchorAttribute;
+use super::connection::{SearchRequest, Session};
+use super::entry::Projection;
+use super::error::LdapError;
+use super::filter::{and_filter, normalize_dn, or_filter, scope_filter};
+use super::flavor::Flavor;
+use super::settings::{LdapScope, SearchScope, ValidSettings};
 use crate::core::DirectoryEntry;
 
-/// Anchors per disabled lookup: keeps each filter small enough for any server.
+/// Anchors per lookup search: keeps each filter small enough for any server.
 const ANCHOR_BATCH: usize = 100;
 
 /// A scope turned into searches, with the settings' presets resolved.
@@ -172,14 +172,23 @@ impl<'a> ScopeReader<'a> {
         if self.settings.disabled_search_filter().is_none() {
             return Ok(disabled);
         }
-        let clauses: Vec<String> = anchors
-            .filter_map(|a| self.anchor().equality_filter(a))
-            .collect();
-        for batch in clauses.chunks(ANCHOR_BATCH) {
-            let any_anchor = or_filter(batch).unwrap_or_default();
+        for any_anchor in self.anchor_batches(anchors) {
             disabled.extend(self.disabled_anchors(session, Some(&any_anchor)).await?);
         }
         Ok(disabled)
+    }
+
+    /// Clauses that select the entries with one of `anchors`, a batch of them
+    /// each. Values that cannot be an anchor of this directory (a malformed
+    /// GUID) select nothing and are left out.
+    pub fn anchor_batches<'s>(&self, anchors: impl Iterator<Item = &'s String>) -> Vec<String> {
+        let clauses: Vec<String> = anchors
+            .filter_map(|a| self.anchor().equality_filter(a))
+            .collect();
+        clauses
+            .chunks(ANCHOR_BATCH)
+            .map(|batch| or_filter(batch).unwrap_or_default())
+            .collect()
     }
 
     /// The anchors of the users (of the narrowed scope) that the disabled

@@ -1,0 +1,31 @@
+//! OpenLDAP's incremental reads: the Content Synchronization Operation
+//! (syncrepl, RFC 4533) in refreshOnly mode, served by the `syncprov` overlay.
+//!
+//! A refresh with the previous cookie returns the entries of the scope that
+//! changed since (Sync State "add"/"modify"), and the entryUUIDs of those
+//! deleted or no longer matched (Sync State "delete", or Sync Info `syncIdSet`
+//! messages with `refreshDeletes`), then a Sync Done control with the new
+//! cookie. When the server cannot list the deletions since that cookie (its
+//! session log does not reach back far enough) it falls back to a "present"
+//! phase that names every entry still there; that is only usable against a
+//! copy of the whole scope, so it ends in "full read required".
+//!
+//! syncprov's session log keeps entryUUIDs, not DNs: a refresh names as
+//! removed every entry deleted, or changed and not in the scope, anywhere in
+//! the database since the cookie. Anchors of other scopes among them belong
+//! to no record of this mapping, and the planner passes them by.
+//!
+//! - `refresh`: the searches, and what their messages and results mean;
+//! - `controls`: the Sync Request control, and the Sync State, Sync Done and
+//!   Sync Info values decoded from the wire;
+//! - `cookie`: what an OpenLDAP cookie says about how far it reaches.
+
+mod controls;
+mod cookie;
+mod refresh;
+
+pub(super) use refresh::{Refresh, current_cookie, refresh_since};
+
+/// A cookie as slapd 2.6 sends it, for the tests of the parts.
+#[cfg(test)]
+const COOKIE: &str = "rid=000,csn=20261123152306.390105Z#000000#000#000000";
