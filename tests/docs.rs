@@ -15,12 +15,17 @@ fn controller_reasons() -> BTreeSet<String> {
         r#"reason:\s*"([A-Z][A-Za-z]+)""#,
         r#"=>\s*"([A-Z][A-Za-z]+)""#,
         r#"=>\s*\((?:true|false),\s*"([A-Z][A-Za-z]+)"\)"#,
+        r#"Verdict::new\(\s*Health::\w+,\s*"([A-Z][A-Za-z]+)""#,
     ]
     .map(|p| regex::Regex::new(p).unwrap());
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/controller");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut reasons = BTreeSet::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
+    // The controllers, and the health verdicts they write.
+    let files = std::fs::read_dir(root.join("src/controller"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .chain([root.join("src/core/health.rs")]);
+    for path in files {
         if path.extension().is_none_or(|e| e != "rs") {
             continue;
         }
@@ -36,6 +41,8 @@ fn controller_reasons() -> BTreeSet<String> {
     // Condition types are constants, but a literal one would match too.
     for kind in [
         "Ready",
+        "Reconciling",
+        "Stalled",
         "Connected",
         "Synced",
         "Syncing",

@@ -37,6 +37,7 @@ fn entra_host_rule(field: &str, appended: &str) -> kube::core::Rule {
     shortname = "conn",
     namespaced,
     status = "ConnectorHealthStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Connected","type":"string","jsonPath":".status.conditions[?(@.type==\"Connected\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Connected\")].reason"}"#,
     printcolumn = r#"{"name":"Last Success","type":"date","jsonPath":".status.lastSuccessTime"}"#,
@@ -248,8 +249,10 @@ pub struct EntraIdConnection {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectorHealthStatus {
-    /// `Ready` (the spec and its Secrets resolve) and `Connected` (True only after a
-    /// real bind or token plus a read succeeded).
+    /// `Ready` (it resolves and a probe succeeded within `staleAfter`), `Reconciling`
+    /// (a probe is pending or a transient failure is retried), `Stalled` (only a
+    /// person can help), `Resolved` (the spec and its Secrets resolve) and `Connected`
+    /// (True only after a real bind or token plus a read succeeded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

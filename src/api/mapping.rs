@@ -172,6 +172,9 @@ pub enum RunTrigger {
     OnDemand,
     /// The mapping is being deleted: its users go through the unmapped rules.
     MappingDeleted,
+    /// The mapping's spec changed: the new generation is applied soon, not at the
+    /// next interval.
+    SpecChanged,
 }
 
 /// How a run ended.
@@ -203,6 +206,10 @@ pub struct RunSummary {
     /// When the run ended; a failed run's retry waits from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish_time: Option<Time>,
+    /// The mapping's generation the run used. The mapping is Ready only once a run
+    /// of its current generation applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
     /// Succeeded, Failed, Blocked or DryRun.
     pub result: RunResult,
     /// Full or Incremental.
@@ -302,8 +309,11 @@ pub enum ReadMode {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DirectoryMappingStatus {
-    /// `Ready` (references resolve), `Synced` (the last run succeeded), `Syncing` (a run
-    /// is in progress) and `DeletionsBlocked` (a safety rule withheld transitions).
+    /// `Ready` (the last run of this generation applied and nothing is blocked),
+    /// `Reconciling` (a run for this generation is pending, or failed runs are
+    /// retried), `Stalled` (only a person can help: a missing reference, a run awaiting
+    /// approval), `Synced` (the last run succeeded), `Syncing` (a run is in progress)
+    /// and `DeletionsBlocked` (a safety rule withheld transitions).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

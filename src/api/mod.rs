@@ -30,12 +30,16 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
             .labels
             .get_or_insert_default()
             .insert("app.kubernetes.io/part-of".into(), "usersync".into());
-        default_status(crd);
+        // A DirectoryUser is a record, not a workload: Manual and CSV users are
+        // never written by the operator, and would read as unobserved for ever.
+        if crd.spec.names.kind != "DirectoryUser" {
+            default_status(crd);
+        }
     }
     crds
 }
 
-/// What the API server fills in for an object without status:
+/// What the API server fills in for an object (other than a DirectoryUser) without status:
 /// `observedGeneration: 0`, below any generation (they start at 1). So a fresh object
 /// reads as not yet observed (kstatus, which Flux and kpt use, says InProgress) until
 /// the operator writes the generation it acted on. Only a missing status is

@@ -155,7 +155,7 @@ impl Default for Safety {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncPolicyStatus {
-    /// `Ready`: the spec is valid and usable.
+    /// `Ready`: the spec is valid and usable (else `Stalled`, saying which field).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

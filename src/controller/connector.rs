@@ -1,5 +1,7 @@
-//! The ConnectorHealth reconciler: resolves the connector's Secrets into `Ready` and
-//! probes the directory every `probeInterval` into `Connected`.
+//! The ConnectorHealth reconciler: resolves the connector's settings and Secrets
+//! into `Resolved`, probes the directory every `probeInterval` into `Connected`, and
+//! sums both up as its health (`Ready` when it resolves and a probe succeeded within
+//! `staleAfter`; `Reconciling` or `Stalled` otherwise).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,14 +15,14 @@ use kube::{Api, ResourceExt};
 use super::connection::source_for;
 use super::context::Context;
 use super::error::Result;
-use super::readiness::READY;
+use super::readiness::RESOLVED;
 use super::status::apply_status;
 use crate::api::{ConnectorHealth, ConnectorHealthStatus, set_condition};
 
 /// The `Connected` condition's type.
 pub const CONNECTED: &str = "Connected";
 
-/// Reconcile one ConnectorHealth: `Ready`, and a probe when one is due.
+/// Reconcile one ConnectorHealth: `Resolved`, a probe when one is due, and its health.
 pub async fn reconcile(
     guard: Arc<DeserializeGuard<ConnectorHealth>>,
     ctx: Arc<Context>,
@@ -45,21 +47,21 @@ pub async fn reconcile(
         Err(message) => {
             set(
                 &mut status,
-                READY,
+                RESOLVED,
                 false,
                 "InvalidSpec",
                 message,
                 generation,
                 now,
             );
-            return finish(&api, &connector, &old, status, generation, None).await;
+            return finish(&api, &connector, &old, status, generation, now, None).await;
         }
     };
     let source = match source_for(&secrets, &connector).await {
         Ok(source) => {
             set(
                 &mut status,
-                READY,
+                RESOLVED,
                 true,
                 "Resolved",
                 "connection settings and their Secrets resolve".into(),
@@ -71,7 +73,7 @@ pub async fn reconcile(
         Err(e) => {
             set(
                 &mut status,
-                READY,
+                RESOLVED,
                 false,
                 e.reason(),
                 e.to_string(),
@@ -83,11 +85,11 @@ pub async fn reconcile(
                 CONNECTED,
                 false,
                 "NotProbed",
-                "the connector is not ready; see the Ready condition".into(),
+                "the connection settings do not resolve; see the Resolved condition".into(),
                 generation,
                 now,
             );
-            return finish(&api, &connector, &old, status, generation, None).await;
+            return finish(&api, &connector, &old, status, generation, now, None).await;
         }
     };
 
@@ -97,7 +99,21 @@ pub async fn reconcile(
     let due = spec_changed || last_probe.is_none_or(|t| elapsed(t, now) >= interval);
     if !due {
         let wait = interval.saturating_sub(elapsed(last_probe.unwrap_or(now), now));
-        return finish(&api, &connector, &old, status, generation, Some(wait)).await;
+        return finish(&api, &connector, &old, status, generation, now, Some(wait)).await;
+    }
+    if spec_changed {
+        // A probe can take up to its timeout: say at once that this generation is
+        // being probed, rather than nothing (or the last generation's verdict).
+        finish(
+            &api,
+            &connector,
+            &old,
+            status.clone(),
+            generation,
+            now,
+            None,
+        )
+        .await?;
     }
     let outcome = tokio::time::timeout(interval.max(Duration::from_secs(5)), source.probe()).await;
     status.last_probe_time = Some(Time(now));
@@ -162,6 +178,7 @@ pub async fn reconcile(
         &old,
         status.clone(),
         generation,
+        now,
         Some(interval),
     )
     .await?;
@@ -186,6 +203,87 @@ fn durations(connector: &ConnectorHealth) -> Result<Duration, String> {
         &spec.probe_interval,
         MIN_PROBE_INTERVAL,
     )
+}
+
+/// Write the status when it changed, and say when to look again.
+async fn finish(
+    api: &Api<ConnectorHealth>,
+    connector: &ConnectorHealth,
+    old: &ConnectorHealthStatus,
+    mut status: ConnectorHealthStatus,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+    requeue: Option<Duration>,
+) -> Result<Action> {
+    status.observed_generation = generation;
+    let verdict = health_of(connector, &status, generation, now);
+    for c in super::ready::health_conditions(&old.conditions, &verdict, generation, now) {
+        status.conditions.retain(|x| x.type_ != c.type_);
+        status.conditions.push(c);
+    }
+    status.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+    let mut before = old.clone();
+    before.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+    if status != before {
+        apply_status(api, &connector.name_any(), &status).await?;
+    }
+    Ok(match requeue {
+        Some(after) => Action::requeue(after.max(Duration::from_secs(1))),
+        None => Action::await_change(),
+    })
+}
+
+/// The connector's health from its `Resolved` and `Connected` conditions: a probe
+/// counts only when it probed the current generation.
+fn health_of(
+    connector: &ConnectorHealth,
+    status: &ConnectorHealthStatus,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) -> crate::core::health::Verdict {
+    use crate::api::find_condition;
+    use crate::core::health::{ConnectorFacts, Probe, Problem, connector_health};
+    let unresolved = find_condition(&status.conditions, RESOLVED)
+        .filter(|c| c.status != "True")
+        .map(|c| Problem {
+            reason: &c.reason,
+            message: &c.message,
+        });
+    let probe = find_condition(&status.conditions, CONNECTED)
+        .filter(|c| c.observed_generation == generation && c.reason != "NotProbed")
+        .filter(|_| status.last_probe_time.is_some())
+        .map(|c| Probe {
+            connected: c.status == "True",
+            reason: &c.reason,
+            message: &c.message,
+            since: c.last_transition_time.0,
+            last_success: status.last_success_time.as_ref().map(|t| t.0),
+        });
+    let stale_after = crate::core::parse_duration(&connector.spec.stale_after)
+        .unwrap_or(Duration::from_secs(300));
+    connector_health(&ConnectorFacts {
+        unresolved,
+        probe,
+        stale_after,
+        now,
+    })
+}
+
+/// The names of the Secrets a connector refers to.
+pub fn secret_names(connector: &ConnectorHealth) -> impl Iterator<Item = &str> {
+    let spec = &connector.spec;
+    let ldap = spec
+        .ldap
+        .iter()
+        .flat_map(|l| [&l.bind_password_secret_ref, &l.ca_secret_ref]);
+    let entra = spec.entra_id.iter().flat_map(|e| {
+        [
+            &e.client_secret_ref,
+            &e.certificate_secret_ref,
+            &e.ca_secret_ref,
+        ]
+    });
+    ldap.chain(entra).flatten().map(|r| r.name.as_str())
 }
 
 fn elapsed(since: jiff::Timestamp, now: jiff::Timestamp) -> Duration {
@@ -213,42 +311,4 @@ fn set(
         generation,
         now,
     );
-}
-
-/// Write the status when it changed, and say when to look again.
-async fn finish(
-    api: &Api<ConnectorHealth>,
-    connector: &ConnectorHealth,
-    old: &ConnectorHealthStatus,
-    mut status: ConnectorHealthStatus,
-    generation: Option<i64>,
-    requeue: Option<Duration>,
-) -> Result<Action> {
-    status.observed_generation = generation;
-    let mut before = old.clone();
-    before.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
-    if status != before {
-        apply_status(api, &connector.name_any(), &status).await?;
-    }
-    Ok(match requeue {
-        Some(after) => Action::requeue(after.max(Duration::from_secs(1))),
-        None => Action::await_change(),
-    })
-}
-
-/// The names of the Secrets a connector refers to.
-pub fn secret_names(connector: &ConnectorHealth) -> impl Iterator<Item = &str> {
-    let spec = &connector.spec;
-    let ldap = spec
-        .ldap
-        .iter()
-        .flat_map(|l| [&l.bind_password_secret_ref, &l.ca_secret_ref]);
-    let entra = spec.entra_id.iter().flat_map(|e| {
-        [
-            &e.client_secret_ref,
-            &e.certificate_secret_ref,
-            &e.ca_secret_ref,
-        ]
-    });
-    ldap.chain(entra).flatten().map(|r| r.name.as_str())
 }

@@ -45,6 +45,9 @@ pub struct MappingMemory {
     )>,
     /// The last approval (a blocked run's id) this process started a run for.
     pub handled_approval: Option<String>,
+    /// A generation of the spec that no run has applied yet, and when this process
+    /// first saw it: its run waits a moment for further edits.
+    pub edited: Option<(i64, jiff::Timestamp)>,
 }
 
 /// Shared state handed to every reconcile.
@@ -239,6 +242,24 @@ impl Context {
             .entry(Self::key(mapping))
             .or_default()
             .handled_approval = Some(run_id.to_string());
+    }
+
+    /// When this process first saw `generation` of `mapping` waiting for a run.
+    pub fn edit_seen(
+        &self,
+        mapping: &DirectoryMapping,
+        generation: i64,
+        now: jiff::Timestamp,
+    ) -> jiff::Timestamp {
+        let mut memory = self.memory.lock().expect("memory lock poisoned");
+        let entry = memory.entry(Self::key(mapping)).or_default();
+        match entry.edited {
+            Some((seen, at)) if seen == generation => at,
+            _ => {
+                entry.edited = Some((generation, now));
+                now
+            }
+        }
     }
 
     /// Forget what this process remembers of `mapping` (it is gone).

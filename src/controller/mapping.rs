@@ -1,5 +1,6 @@
-//! The DirectoryMapping reconciler: resolves the policy and connector into `Ready`,
-//! keeps the schedule, and starts runs (scheduled and on demand).
+//! The DirectoryMapping reconciler: resolves the policy and connector, keeps the
+//! schedule, starts runs (scheduled, on demand, after a spec edit), and sums it all
+//! up as the mapping's health (`Ready`, `Reconciling`, `Stalled`).
 
 use std::sync::Arc;
 
@@ -12,8 +13,8 @@ use kube::{Api, ResourceExt};
 
 use super::context::Context;
 use super::error::{Error, Result};
-use super::readiness::{Readiness, mapping_readiness};
-use super::ready::{OwnedFields, report_unreadable, write_ready_with};
+use super::readiness::{Readiness, Resolution, mapping_readiness};
+use super::ready::{OwnedFields, report_unreadable, write_health};
 use super::resolve::{checked_reference, interval_of};
 use super::run_id::new_run_id;
 use super::sync::{self, publish};
@@ -59,7 +60,14 @@ async fn reconcile_valid(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> 
     let api: Api<DirectoryMapping> = Api::namespaced(ctx.client.clone(), &ns);
     let policies: Api<SyncPolicy> = Api::namespaced(ctx.client.clone(), &ns);
     let connectors: Api<ConnectorHealth> = Api::namespaced(ctx.client.clone(), &ns);
-    let (readiness, policy) = mapping_readiness(&policies, &connectors, &mapping).await?;
+    // The cache may not show our own latest writes yet: what this process did wins.
+    let memory = ctx.memory(&mapping);
+    let mapping = fresh_if_behind(&api, mapping, &memory).await?;
+    let Resolution {
+        readiness,
+        policy,
+        connector,
+    } = mapping_readiness(&policies, &connectors, &mapping).await?;
     let status = mapping.status.clone().unwrap_or_default();
     let now = ctx.now();
 
@@ -67,8 +75,6 @@ async fn reconcile_valid(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> 
         .annotations()
         .get(SYNC_REQUESTED_ANNOTATION)
         .cloned();
-    // The cache may not show our own latest writes yet: what this process did wins.
-    let memory = ctx.memory(&mapping);
     let mut request = memory
         .handled_request
         .clone()
@@ -137,13 +143,34 @@ async fn reconcile_valid(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> 
                 }
                 OnDemand::None => {}
             }
+            // A spec edit is applied soon, not at the next interval, once no further
+            // edit came for a moment. A first run needs no such rule: it is due at once.
+            let edit_due = match (mapping.metadata.generation, &status.last_run) {
+                (Some(generation), Some(_)) if run_generation(&status) != Some(generation) => {
+                    Some(ctx.edit_seen(&mapping, generation, now) + EDIT_SETTLES)
+                }
+                _ => None,
+            };
+            if started.is_none()
+                && running.is_none()
+                && let Some(due) = edit_due.filter(|due| *due <= now)
+            {
+                let run_id = start_run(ctx, &mapping, RunTrigger::SpecChanged, now);
+                tracing::info!(mapping = %mapping.name_any(), run = %run_id, due = %due, "the spec changed: a run applies it");
+                started = Some(now);
+            }
             if started.is_none() && running.is_none() && is_due(last_start, spacing, now) {
                 start_run(ctx, &mapping, RunTrigger::Schedule, now);
                 started = Some(now);
             }
             // While a run is in progress the next run counts from its start.
             let counted_from = started.or(last_start);
-            next_sync = next_run(counted_from, spacing).map(Time);
+            let scheduled = next_run(counted_from, spacing);
+            next_sync = match (scheduled, edit_due.filter(|_| started.is_none())) {
+                (Some(scheduled), Some(edit)) => Some(scheduled.min(edit)),
+                (scheduled, edit) => scheduled.or(edit),
+            }
+            .map(Time);
             if started.is_none() && running.is_none() {
                 action = Action::requeue(
                     requeue_after(now, next_sync.as_ref().map(|t| t.0))
@@ -169,8 +196,110 @@ async fn reconcile_valid(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> 
         }
     }
 
-    write_status(&api, &mapping, &readiness, next_sync, request).await?;
+    let running = ctx.run_in_progress(&mapping);
+    let verdict = health_of(
+        &mapping,
+        &readiness,
+        policy.as_ref(),
+        connector.as_ref(),
+        running.as_deref(),
+        next_sync.as_ref().map(|t| t.0),
+        now,
+    );
+    write_status(&api, &mapping, &verdict, next_sync, request).await?;
     Ok(action)
+}
+
+/// How long a spec edit waits for further edits before a run applies it.
+const EDIT_SETTLES: jiff::SignedDuration = jiff::SignedDuration::from_secs(5);
+
+/// The generation the last run used (a run recorded before runs named theirs
+/// counts as current).
+fn run_generation(status: &crate::api::DirectoryMappingStatus) -> Option<i64> {
+    let run = status.last_run.as_ref()?;
+    run.observed_generation.or(status.observed_generation)
+}
+
+/// The mapping as the API server has it, when this process finished a run that the
+/// cached copy does not show yet (its health would describe the run before).
+async fn fresh_if_behind(
+    api: &Api<DirectoryMapping>,
+    mapping: Arc<DirectoryMapping>,
+    memory: &super::context::MappingMemory,
+) -> Result<Arc<DirectoryMapping>> {
+    let recorded = mapping
+        .status
+        .as_ref()
+        .and_then(|s| s.last_run.as_ref())
+        .and_then(|r| r.finish_time.as_ref())
+        .map(|t| t.0);
+    if memory.last_finish.is_some()
+        && memory.last_finish > recorded
+        && let Some(fresh) = api.get_opt(&mapping.name_any()).await?
+    {
+        return Ok(Arc::new(fresh));
+    }
+    Ok(mapping)
+}
+
+/// The mapping's health: its references, then its last run for this generation.
+#[allow(clippy::too_many_arguments)]
+fn health_of(
+    mapping: &DirectoryMapping,
+    readiness: &Readiness,
+    policy: Option<&SyncPolicy>,
+    connector: Option<&ConnectorHealth>,
+    running: Option<&str>,
+    next_run: Option<jiff::Timestamp>,
+    now: jiff::Timestamp,
+) -> crate::core::health::Verdict {
+    use crate::api::find_condition;
+    use crate::core::health::{LastRun, MappingFacts, RunOutcome, mapping_health};
+    let status = mapping.status.clone().unwrap_or_default();
+    let since =
+        |type_: &str| find_condition(&status.conditions, type_).map(|c| c.last_transition_time.0);
+    let last_run = status.last_run.as_ref().map(|r| {
+        let mut id = r.id.as_str();
+        let (outcome, since) = match (r.result, &status.blocked_run) {
+            (RunResult::Succeeded, _) => (RunOutcome::Applied, None),
+            (RunResult::DryRun, _) => (RunOutcome::DryRun, None),
+            (RunResult::Failed, _) => (RunOutcome::Failed, since(sync::SYNCED)),
+            (RunResult::Blocked, Some(b)) => {
+                // The id to approve is the blocked plan's, kept across retries.
+                id = b.run_id.as_str();
+                let outcome = RunOutcome::AwaitingApproval {
+                    would_preserve: b.would_preserve,
+                    would_delete: b.would_delete,
+                };
+                (outcome, None)
+            }
+            (RunResult::Blocked, None) => (
+                RunOutcome::DeletionsDeferred,
+                since(sync::DELETIONS_BLOCKED),
+            ),
+        };
+        LastRun {
+            id,
+            generation: run_generation(&status),
+            outcome,
+            message: r.message.as_deref().unwrap_or_default(),
+            since,
+        }
+    });
+    let stale_after = connector
+        .and_then(|c| crate::core::parse_duration(&c.spec.stale_after).ok())
+        .unwrap_or(std::time::Duration::from_secs(300));
+    mapping_health(&MappingFacts {
+        name: &mapping.name_any(),
+        generation: mapping.metadata.generation,
+        unresolved: readiness.problem(),
+        suspended: policy.is_some_and(|p| p.spec.suspend),
+        running,
+        last_run,
+        next_run,
+        stale_after,
+        now,
+    })
 }
 
 /// Held on every mapping so that, when it is deleted, its users go through the
@@ -326,7 +455,7 @@ async fn try_release(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> Resu
                     format!("its last run {id} failed ({message}); it is retried with backoff")
                 }
             };
-            report_deleting(ctx, &mapping, &why).await?;
+            report_deleting(ctx, &mapping, &why, blocked.is_some()).await?;
             return Err(Error::Release {
                 message: why,
                 retry_in: wait.max(std::time::Duration::from_secs(1)),
@@ -381,6 +510,7 @@ async fn try_release(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> Resu
         ctx,
         &mapping,
         &format!("its last run {run_id} did not apply: {message}"),
+        summary.result == RunResult::Blocked,
     )
     .await?;
     Err(Error::Release { message, retry_in })
@@ -404,28 +534,38 @@ fn now_within_thresholds(blocked: &crate::api::BlockedRun, policy: &SyncPolicy) 
     )
 }
 
-/// `Ready=False` on a mapping being deleted, saying what keeps it (recomputed on
-/// every attempt, so it never describes a state that has passed).
-async fn report_deleting(ctx: &Context, mapping: &DirectoryMapping, why: &str) -> Result<()> {
+/// The health of a mapping being deleted, saying what keeps it (recomputed on every
+/// attempt, so it never describes a state that has passed): Stalled while a run
+/// waits for approval, Reconciling while a failed one is retried.
+async fn report_deleting(
+    ctx: &Context,
+    mapping: &DirectoryMapping,
+    why: &str,
+    awaiting_approval: bool,
+) -> Result<()> {
+    use crate::core::health::{Health, Verdict};
     let api: Api<DirectoryMapping> =
         Api::namespaced(ctx.client.clone(), &mapping.namespace().unwrap_or_default());
     let status = mapping.status.clone().unwrap_or_default();
-    let readiness = Readiness {
-        ready: false,
-        reason: "Deleting",
+    let verdict = Verdict {
+        health: if awaiting_approval {
+            Health::Stalled
+        } else {
+            Health::Reconciling
+        },
+        reason: "Deleting".into(),
         message: format!(
             "the mapping is being deleted and keeps its users until its last run applies: {why}"
         ),
     };
-    super::ready::write_ready(
+    write_status(
         &api,
         mapping,
-        &status.conditions,
-        status.observed_generation,
-        &readiness,
+        &verdict,
+        status.next_sync_time.clone(),
+        status.last_sync_request.clone(),
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Claim the mapping and spawn its run; returns the run id.
@@ -464,12 +604,12 @@ async fn refuse(ctx: &Context, mapping: &DirectoryMapping, outcome: &str) {
     .await;
 }
 
-/// Apply the reconciler's part of the status (Ready, observedGeneration, nextSyncTime,
-/// lastSyncRequest) when it changed.
+/// Apply the reconciler's part of the status (its health, observedGeneration,
+/// nextSyncTime, lastSyncRequest) when it changed.
 async fn write_status(
     api: &Api<DirectoryMapping>,
     mapping: &DirectoryMapping,
-    readiness: &Readiness,
+    verdict: &crate::core::health::Verdict,
     next_sync: Option<Time>,
     request: Option<SyncRequest>,
 ) -> Result<()> {
@@ -483,12 +623,12 @@ async fn write_status(
         fields.insert("lastSyncRequest".into(), serde_json::to_value(request)?);
     }
     let owned = OwnedFields { fields, unchanged };
-    write_ready_with(
+    write_health(
         api,
         mapping,
         &status.conditions,
         status.observed_generation,
-        readiness,
+        verdict,
         owned,
     )
     .await?;

@@ -10,10 +10,10 @@ use kube::{Api, ResourceExt};
 use super::context::Context;
 use super::error::Result;
 use super::readiness::policy_readiness;
-use super::ready::{OwnedFields, report_unreadable, write_ready_with};
+use super::ready::{OwnedFields, report_unreadable, write_health};
 use crate::api::{DirectoryMapping, SyncPolicy};
 
-/// Reconcile one SyncPolicy: its `Ready` condition and how many mappings use it.
+/// Reconcile one SyncPolicy: its health (Ready when valid, Stalled when not) and how many mappings use it.
 pub async fn reconcile(
     guard: Arc<DeserializeGuard<SyncPolicy>>,
     ctx: Arc<Context>,
@@ -45,12 +45,13 @@ pub async fn reconcile(
         fields,
         unchanged: status.mappings == count,
     };
-    write_ready_with(
+    let verdict = crate::core::health::policy_health(readiness.problem(), &readiness.message);
+    write_health(
         &api,
         policy.as_ref(),
         &status.conditions,
         status.observed_generation,
-        &readiness,
+        &verdict,
         owned,
     )
     .await?;

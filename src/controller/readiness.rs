@@ -1,5 +1,5 @@
-//! Whether an object's references resolve: the `Ready` condition, with a reason and
-//! a message a person can act on.
+//! Whether an object's settings and references resolve, with a reason and a message
+//! a person can act on; an object that does not resolve is not `Ready`.
 
 use kube::Api;
 
@@ -12,6 +12,8 @@ use crate::api::{
 
 /// The `Ready` condition's type.
 pub const READY: &str = "Ready";
+/// A connector's condition: its settings and Secrets resolve (mappings can run).
+pub const RESOLVED: &str = "Resolved";
 
 /// The outcome of resolving an object's references.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +33,13 @@ impl Readiness {
             reason: "Resolved",
             message,
         }
+    }
+    /// What keeps it from resolving, if anything does.
+    pub fn problem(&self) -> Option<crate::core::health::Problem<'_>> {
+        (!self.ready).then_some(crate::core::health::Problem {
+            reason: self.reason,
+            message: &self.message,
+        })
     }
     fn not(reason: &'static str, message: String) -> Self {
         Self {
@@ -76,9 +85,9 @@ pub async fn mapping_readiness(
     policies: &Api<SyncPolicy>,
     connectors: &Api<ConnectorHealth>,
     mapping: &DirectoryMapping,
-) -> Result<(Readiness, Option<SyncPolicy>)> {
+) -> Result<Resolution> {
     if let Err(e) = checked_reference("spec.policyRef", &mapping.spec.policy_ref) {
-        return Ok((Readiness::not("InvalidSpec", e), None));
+        return Ok(Resolution::not(Readiness::not("InvalidSpec", e)));
     }
     let policy = match policies.get_opt(&mapping.spec.policy_ref).await {
         Ok(policy) => policy,
@@ -87,41 +96,16 @@ pub async fn mapping_readiness(
                 "SyncPolicy {:?} cannot be read: {e}",
                 mapping.spec.policy_ref
             );
-            return Ok((Readiness::not("PolicyInvalid", message), None));
+            return Ok(Resolution::not(Readiness::not("PolicyInvalid", message)));
         }
         Err(e) => return Err(e.into()),
     };
-    let readiness = mapping_readiness_with(connectors, mapping, policy.as_ref()).await?;
-    Ok((readiness, policy))
-}
-
-async fn mapping_readiness_with(
-    connectors: &Api<ConnectorHealth>,
-    mapping: &DirectoryMapping,
-    policy: Option<&SyncPolicy>,
-) -> Result<Readiness> {
     let spec = &mapping.spec;
     if let Err(e) = checked_reference("spec.connectorRef", &spec.connector_ref) {
-        return Ok(Readiness::not("InvalidSpec", e));
-    }
-    let Some(policy) = policy else {
-        return Ok(Readiness::not(
-            "PolicyNotFound",
-            format!(
-                "SyncPolicy {:?} not found in this namespace; create it or fix spec.policyRef",
-                spec.policy_ref
-            ),
-        ));
-    };
-    let policy_state = policy_readiness(&policy.spec);
-    if !policy_state.ready {
-        return Ok(Readiness::not(
-            "PolicyInvalid",
-            format!(
-                "SyncPolicy {:?} is invalid: {}",
-                spec.policy_ref, policy_state.message
-            ),
-        ));
+        return Ok(Resolution {
+            policy,
+            ..Resolution::not(Readiness::not("InvalidSpec", e))
+        });
     }
     let connector = match connectors.get_opt(&spec.connector_ref).await {
         Ok(connector) => connector,
@@ -130,18 +114,71 @@ async fn mapping_readiness_with(
                 "ConnectorHealth {:?} cannot be read: {e}",
                 spec.connector_ref
             );
-            return Ok(Readiness::not("ConnectorInvalid", message));
+            return Ok(Resolution {
+                policy,
+                ..Resolution::not(Readiness::not("ConnectorInvalid", message))
+            });
         }
         Err(e) => return Err(e.into()),
     };
+    let readiness = mapping_readiness_with(mapping, policy.as_ref(), connector.as_ref());
+    Ok(Resolution {
+        readiness,
+        policy,
+        connector,
+    })
+}
+
+/// A mapping's references, and whether they let it run.
+pub struct Resolution {
+    pub readiness: Readiness,
+    pub policy: Option<SyncPolicy>,
+    pub connector: Option<ConnectorHealth>,
+}
+
+impl Resolution {
+    fn not(readiness: Readiness) -> Self {
+        Self {
+            readiness,
+            policy: None,
+            connector: None,
+        }
+    }
+}
+
+fn mapping_readiness_with(
+    mapping: &DirectoryMapping,
+    policy: Option<&SyncPolicy>,
+    connector: Option<&ConnectorHealth>,
+) -> Readiness {
+    let spec = &mapping.spec;
+    let Some(policy) = policy else {
+        return Readiness::not(
+            "PolicyNotFound",
+            format!(
+                "SyncPolicy {:?} not found in this namespace; create it or fix spec.policyRef",
+                spec.policy_ref
+            ),
+        );
+    };
+    let policy_state = policy_readiness(&policy.spec);
+    if !policy_state.ready {
+        return Readiness::not(
+            "PolicyInvalid",
+            format!(
+                "SyncPolicy {:?} is invalid: {}",
+                spec.policy_ref, policy_state.message
+            ),
+        );
+    }
     let Some(connector) = connector else {
-        return Ok(Readiness::not(
+        return Readiness::not(
             "ConnectorNotFound",
             format!(
                 "ConnectorHealth {:?} not found in this namespace; create it or fix spec.connectorRef",
                 spec.connector_ref
             ),
-        ));
+        );
     };
     match (
         &connector.spec.ldap,
@@ -150,22 +187,22 @@ async fn mapping_readiness_with(
         &spec.entra_id,
     ) {
         (Some(_), _, None, Some(_)) => {
-            return Ok(Readiness::not(
+            return Readiness::not(
                 "InvalidSpec",
                 format!(
                     "spec.entraID is set but ConnectorHealth {:?} is an LDAP connector; use spec.ldap",
                     spec.connector_ref
                 ),
-            ));
+            );
         }
         (_, Some(_), Some(_), None) => {
-            return Ok(Readiness::not(
+            return Readiness::not(
                 "InvalidSpec",
                 format!(
                     "spec.ldap is set but ConnectorHealth {:?} is an Entra ID connector; use spec.entraID",
                     spec.connector_ref
                 ),
-            ));
+            );
         }
         _ => {}
     }
@@ -174,14 +211,14 @@ async fn mapping_readiness_with(
         .as_ref()
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
-    if !condition_is_true(conditions, READY) {
-        return Ok(match find_condition(conditions, READY) {
+    if !condition_is_true(conditions, RESOLVED) {
+        return match find_condition(conditions, RESOLVED) {
             // Carry the connector's own reason (e.g. SecretNotFound) so the fix is one step away.
             Some(c) => Readiness {
                 ready: false,
                 reason: connector_reason(&c.reason),
                 message: format!(
-                    "ConnectorHealth {:?} is not ready: {}",
+                    "ConnectorHealth {:?} does not resolve: {}",
                     spec.connector_ref, c.message
                 ),
             },
@@ -192,12 +229,12 @@ async fn mapping_readiness_with(
                     spec.connector_ref
                 ),
             ),
-        });
+        };
     }
-    Ok(Readiness::ok(format!(
+    Readiness::ok(format!(
         "policy {:?} and connector {:?} resolve",
         spec.policy_ref, spec.connector_ref
-    )))
+    ))
 }
 
 /// Map a connector's reason onto the fixed set a mapping reports.

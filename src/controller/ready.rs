@@ -1,38 +1,78 @@
-//! Writing the `Ready` condition: only when it changed, so a steady state issues no writes.
+//! Writing an object's health: `Ready`, `Reconciling` and `Stalled` (the conditions
+//! kstatus, Flux and Argo CD read), only when they changed, so a steady state issues
+//! no writes.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use super::error::Result;
-use super::readiness::{READY, Readiness};
+use super::readiness::READY;
 use super::status::apply_status;
 use crate::api::{condition, find_condition};
+use crate::core::health::{Health, Verdict};
 
-/// Apply `Ready` and `observedGeneration` to `obj`'s status unless they already say the same.
-pub async fn write_ready<K>(
-    api: &Api<K>,
-    obj: &K,
+/// Work for the current generation is pending (or a transient failure is retried).
+pub const RECONCILING: &str = "Reconciling";
+/// Only a person can help.
+pub const STALLED: &str = "Stalled";
+
+/// The three health conditions of a verdict, keeping each one's transition time
+/// while its status holds.
+pub fn health_conditions(
     current: &[Condition],
-    observed_generation: Option<i64>,
-    readiness: &Readiness,
-) -> Result<bool>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
-{
-    write_ready_with(
-        api,
-        obj,
-        current,
-        observed_generation,
-        readiness,
-        OwnedFields::none(),
-    )
-    .await
+    verdict: &Verdict,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) -> [Condition; 3] {
+    // All three carry the verdict's reason; the ones that are false carry no message.
+    let one = |type_: &str, on: bool, message: &str| {
+        condition(
+            type_,
+            on,
+            &verdict.reason,
+            message,
+            generation,
+            find_condition(current, type_),
+            now,
+        )
+    };
+    let quiet = |health: Health| {
+        if verdict.health == health {
+            verdict.message.as_str()
+        } else {
+            ""
+        }
+    };
+    [
+        one(READY, verdict.health == Health::Ready, &verdict.message),
+        one(
+            RECONCILING,
+            verdict.health == Health::Reconciling,
+            quiet(Health::Reconciling),
+        ),
+        one(
+            STALLED,
+            verdict.health == Health::Stalled,
+            quiet(Health::Stalled),
+        ),
+    ]
 }
 
-/// The other status fields a reconciler owns beside `Ready`. Server-side apply
-/// removes the fields a manager stops sending, so they go in every write together.
+/// Whether `current` already holds these conditions (ignoring transition times).
+fn holds(current: &[Condition], wanted: &[Condition]) -> bool {
+    wanted.iter().all(|w| {
+        find_condition(current, &w.type_).is_some_and(|c| {
+            c.status == w.status
+                && c.reason == w.reason
+                && c.message == w.message
+                && c.observed_generation == w.observed_generation
+        })
+    })
+}
+
+/// The other status fields a reconciler owns beside its conditions. Server-side
+/// apply removes the fields a manager stops sending, so they go in every write together.
 pub struct OwnedFields {
     /// The fields, as a JSON object (a field left out is removed).
     pub fields: serde_json::Map<String, serde_json::Value>,
@@ -50,49 +90,34 @@ impl OwnedFields {
     }
 }
 
-/// [`write_ready`], with further fields the same reconciler owns.
-pub async fn write_ready_with<K>(
+/// Apply the verdict's conditions and `observedGeneration` (with the further fields
+/// the same reconciler owns) to `obj`'s status, unless it already says the same.
+pub async fn write_health<K>(
     api: &Api<K>,
     obj: &K,
     current: &[Condition],
     observed_generation: Option<i64>,
-    readiness: &Readiness,
+    verdict: &Verdict,
     owned: OwnedFields,
 ) -> Result<bool>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
     let generation = obj.meta().generation;
-    let previous = find_condition(current, READY);
-    let unchanged = previous.is_some_and(|p| {
-        (p.status == "True") == readiness.ready
-            && p.reason == readiness.reason
-            && p.message == readiness.message
-            && p.observed_generation == generation
-    }) && observed_generation == generation
-        && owned.unchanged;
-    if unchanged {
+    let conditions = health_conditions(current, verdict, generation, jiff::Timestamp::now());
+    if holds(current, &conditions) && observed_generation == generation && owned.unchanged {
         return Ok(false);
     }
-    let ready = condition(
-        READY,
-        readiness.ready,
-        readiness.reason,
-        readiness.message.clone(),
-        generation,
-        previous,
-        jiff::Timestamp::now(),
-    );
     let mut status = owned.fields;
-    status.insert("conditions".into(), serde_json::json!([ready]));
+    status.insert("conditions".into(), serde_json::json!(conditions));
     status.insert("observedGeneration".into(), serde_json::json!(generation));
     apply_status(api, &obj.name_any(), &status).await?;
     Ok(true)
 }
 
 /// Report an object that does not even deserialise (a field the schema lets through
-/// but the operator cannot read) as `Ready=False` / `InvalidSpec`, instead of letting
-/// it stop the controller.
+/// but the operator cannot read) as Stalled / `InvalidSpec`, instead of letting it
+/// stop the controller.
 pub async fn report_unreadable<K>(
     client: &kube::Client,
     guard: &kube::core::DeserializeGuard<K>,
@@ -106,12 +131,12 @@ where
 {
     let ns = invalid.metadata.namespace.clone().unwrap_or_default();
     let api: Api<kube::core::DeserializeGuard<K>> = Api::namespaced(client.clone(), &ns);
-    let readiness = Readiness {
-        ready: false,
-        reason: "InvalidSpec",
+    let verdict = Verdict {
+        health: Health::Stalled,
+        reason: "InvalidSpec".into(),
         message: format!("the {} cannot be read: {}", K::kind(&()), invalid.error),
     };
     tracing::warn!(kind = %K::kind(&()), name = ?invalid.metadata.name, error = %invalid.error, "object does not deserialise");
-    write_ready(&api, guard, &[], None, &readiness).await?;
+    write_health(&api, guard, &[], None, &verdict, OwnedFields::none()).await?;
     Ok(())
 }

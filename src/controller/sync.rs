@@ -53,7 +53,9 @@ pub struct RunReport {
 fn view_from(trigger: RunTrigger) -> ViewFrom {
     match trigger {
         RunTrigger::MappingDeleted => ViewFrom::Nothing,
-        RunTrigger::Schedule | RunTrigger::OnDemand => ViewFrom::Directory,
+        RunTrigger::Schedule | RunTrigger::OnDemand | RunTrigger::SpecChanged => {
+            ViewFrom::Directory
+        }
     }
 }
 
@@ -112,6 +114,7 @@ pub async fn run(
         Err(e) => failed(&run_id, trigger, start, e.to_string()),
     };
     let mut summary = report.summary.clone();
+    summary.observed_generation = mapping.metadata.generation;
     summary.duration = Some(format!("{:.1}s", clock.elapsed().as_secs_f64()));
     let finished = ctx.now();
     summary.finish_time = Some(Time(finished));
@@ -479,6 +482,7 @@ fn summary(
         start_time: Time(start),
         duration: None,
         finish_time: None,
+        observed_generation: None,
         result,
         read: None,
         imported: n(counts.imported),

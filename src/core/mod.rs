@@ -7,6 +7,7 @@
 //! - [`attributes`]: a user's extra attributes, compact;
 //! - [`model`]: the planner's inputs — records, the directory view, mapping, policy;
 //! - [`gate`]: the connector check before any delete;
+//! - [`health`]: Ready, Reconciling or Stalled, as GitOps tools read an object;
 //! - [`ownership`]: which mapping owns a user, and the lookups that decide it;
 //! - [`naming`]: stable record names from connector and anchor;
 //! - [`retention`]: when a preserved user is due for deletion;
@@ -19,6 +20,7 @@ pub mod apply;
 pub mod attributes;
 pub mod duration;
 pub mod gate;
+pub mod health;
 pub mod model;
 pub mod naming;
 pub mod ownership;

@@ -158,6 +158,13 @@ async fn a_blocked_last_run_keeps_one_approval_id_and_an_approval_releases_the_m
         "{}",
         ready.message
     );
+    // Only an approval (or a raised threshold) lets it go: a person must act.
+    let status = api.get("east").await.unwrap().status.unwrap();
+    let stalled = find_condition(&status.conditions, "Stalled").unwrap();
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "Deleting")
+    );
     assert_eq!(
         w.state("e1").await,
         "Active",

@@ -1,6 +1,8 @@
 //! End-to-end tests against a real kube-apiserver (tests/cluster.sh) and real
 //! directories (tests/slapd.sh, tests/samba.sh), with the operator in-process.
 
+#[path = "../argocd_support/mod.rs"]
+mod argocd_support;
 #[path = "../graph_emulator/mod.rs"]
 mod graph_emulator;
 #[path = "../ldap_support/mod.rs"]
@@ -14,6 +16,7 @@ mod ad;
 mod admin_actions;
 mod admission;
 mod cli;
+mod conditions;
 mod entra;
 mod health;
 mod lifecycle;

@@ -23,12 +23,31 @@ async fn ready_is<K>(
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    eventually(WAIT, &format!("{name} Ready={status}/{reason}"), || async {
-        let obj = api.get_opt(name).await.ok()??;
-        let conds = conditions(&obj);
-        let ready = find_condition(&conds, "Ready")?;
-        (ready.status == status && ready.reason == reason).then(|| ready.message.clone())
-    })
+    condition_is(api, name, "Ready", status, reason, conditions).await
+}
+
+/// Wait until the object's condition `type_` has this status and reason; return its message.
+async fn condition_is<K>(
+    api: &Api<K>,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    conditions: fn(&K) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+) -> String
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(
+        WAIT,
+        &format!("{name} {type_}={status}/{reason}"),
+        || async {
+            let obj = api.get_opt(name).await.ok()??;
+            let conds = conditions(&obj);
+            let c = find_condition(&conds, type_)?;
+            (c.status == status && c.reason == reason).then(|| c.message.clone())
+        },
+    )
     .await
 }
 
@@ -85,6 +104,16 @@ spec:
         message.contains("SyncPolicy \"default\" not found"),
         "{message}"
     );
+    // Only a person can help: GitOps tools read it as failed, not as in progress.
+    condition_is(
+        &mappings,
+        "staff",
+        "Stalled",
+        "True",
+        "PolicyNotFound",
+        mapping_conditions,
+    )
+    .await;
 
     apply(
         ns,
@@ -131,6 +160,15 @@ spec:
         message.contains("Secret \"corp-bind\" not found"),
         "{message}"
     );
+    condition_is(
+        &connectors,
+        "corp",
+        "Stalled",
+        "True",
+        "SecretNotFound",
+        connector_conditions,
+    )
+    .await;
     ready_is(
         &mappings,
         "staff",
@@ -175,15 +213,35 @@ spec:
         .create(&PostParams::default(), &secret)
         .await
         .unwrap();
-    ready_is(
+    condition_is(
         &connectors,
         "corp",
+        "Resolved",
         "True",
         "Resolved",
         connector_conditions,
     )
     .await;
-    let message = ready_is(&mappings, "staff", "True", "Resolved", mapping_conditions).await;
+    // Nothing listens on the connector's port: the connector and the mapping's runs
+    // fail, which is retried (Reconciling), not a reference problem.
+    condition_is(
+        &connectors,
+        "corp",
+        "Reconciling",
+        "True",
+        "Unreachable",
+        connector_conditions,
+    )
+    .await;
+    let message = condition_is(
+        &mappings,
+        "staff",
+        "Reconciling",
+        "True",
+        "RunFailed",
+        mapping_conditions,
+    )
+    .await;
     assert!(!message.contains("s3cret-value"));
 
     // The policy goes away: the mapping notices without polling.
@@ -334,9 +392,10 @@ async fn an_object_the_operator_cannot_read_does_not_stop_the_controller() {
         "{apiVersion: usersync.dev/v1alpha1, kind: ConnectorHealth, metadata: {name: good}, spec: {ldap: {url: 'ldap://127.0.0.1:1'}, probeInterval: 1h}}",
     );
     let connectors: Api<ConnectorHealth> = Api::namespaced(client.clone(), ns);
-    ready_is(
+    condition_is(
         &connectors,
         "good",
+        "Resolved",
         "True",
         "Resolved",
         connector_conditions,
@@ -433,6 +492,8 @@ async fn after_a_sync_the_operator_owns_only_status_and_the_finalizer() {
     }
 
     let mappings: Api<DirectoryMapping> = Api::namespaced(w.client.clone(), &w.ns.name);
+    // The run's outcome is written first; the health that sums it up follows.
+    ready_is(&mappings, "staff", "True", "Synced", mapping_conditions).await;
     let mapping = mappings.get("staff").await.unwrap();
     let status = mapping.status.clone().unwrap();
     check(&mapping, &status.conditions, status.observed_generation);

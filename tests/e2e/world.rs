@@ -92,6 +92,27 @@ impl Scene {
         cluster().kstatus(kind, &self.ns.name, name).await
     }
 
+    /// Wait until kstatus (Flux, kpt) and Argo CD's health script (the chart's) read
+    /// `kind/name` as `kstatus` and `argocd`; return Argo CD's message.
+    pub async fn health_is(&self, kind: &str, name: &str, kstatus: &str, argocd: &str) -> String {
+        let deadline = tokio::time::Instant::now() + RUN_WAIT;
+        loop {
+            let verdict = self.kstatus(kind, name).await;
+            let out = cluster().kubectl(["get", kind, name, "-n", &self.ns.name, "-o", "json"]);
+            let obj: serde_json::Value =
+                serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+            let argo = crate::argocd_support::argocd_health(&obj);
+            if verdict.status == kstatus && argo.status == argocd {
+                return argo.message;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{kind}/{name}: wanted kstatus {kstatus} and Argo CD {argocd}; last {verdict:?} and {argo:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Create a Secret with one string key.
     pub async fn secret(&self, name: &str, key: &str, value: &str) {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.ns.name);
