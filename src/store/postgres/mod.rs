@@ -324,7 +324,8 @@ written AS (
         last_seen_at = EXCLUDED.last_seen_at,
         last_sync_run = EXCLUDED.last_sync_run,
         previous_record = coalesce(EXCLUDED.previous_record, u.previous_record),
-        updated_at = EXCLUDED.updated_at
+        updated_at = EXCLUDED.updated_at,
+        version = u.version + 1
     WHERE u.origin = 'Directory' AND u.state <> 'Deleted'
     RETURNING u.name
 ),
@@ -581,7 +582,8 @@ written AS (
         user_principal_name = EXCLUDED.user_principal_name,
         profile = EXCLUDED.profile,
         attributes = EXCLUDED.attributes,
-        updated_at = EXCLUDED.updated_at
+        updated_at = EXCLUDED.updated_at,
+        version = u.version + 1
     WHERE u.origin = 'CSV'
     RETURNING u.name
 )
@@ -683,7 +685,7 @@ impl PostgresStore {
 /// Set or clear an admin's manual preserve, and log it.
 const SET_MANUAL_PRESERVE: &str = r#"
 WITH changed AS (
-    UPDATE users SET manual_preserve = $3, updated_at = now()
+    UPDATE users SET manual_preserve = $3, updated_at = now(), version = version + 1
     WHERE namespace = $1 AND name = $2 AND (state <> 'Deleted' OR NOT $3)
     RETURNING state
 ),
