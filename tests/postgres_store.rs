@@ -75,13 +75,25 @@ fn t0() -> Timestamp {
 
 /// The plan of a run over `view` from the store's snapshot.
 async fn plan_for(store: &mut PostgresStore, view: &DirectoryView, now: Timestamp) -> Plan {
+    plan_as(store, &mapping(), &OtherClaims::none(), view, now).await
+}
+
+/// The plan of a run of `mapping` over `view` from the store's snapshot, with what
+/// the lookups of the connector's other mappings found.
+async fn plan_as(
+    store: &mut PostgresStore,
+    mapping: &MappingContext,
+    claims: &OtherClaims,
+    view: &DirectoryView,
+    now: Timestamp,
+) -> Plan {
     let snapshot = store.snapshot().await.expect("snapshot");
     let input = PlanInput {
         snapshot: &snapshot,
         view,
-        mapping: &mapping(),
+        mapping,
         policy: &policy(),
-        claims: &OtherClaims::none(),
+        claims,
         gate: &gate(now),
         approval: None,
     };
@@ -98,13 +110,26 @@ async fn run(
     run_id: &str,
 ) -> (Plan, ApplyReport) {
     let plan = plan_for(store, &view, now).await;
+    let report = apply_as(store, &plan.transitions, now, run_id).await;
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert!(report.conflicts.is_empty(), "{:?}", report.conflicts);
+    (plan, report)
+}
+
+/// Apply `transitions` as the run `run_id` (recorded first), whatever comes of them.
+async fn apply_as(
+    store: &mut PostgresStore,
+    transitions: &[Transition],
+    now: Timestamp,
+    run_id: &str,
+) -> ApplyReport {
     store
         .run_started(run_id, "staff", "Schedule", now)
         .await
         .expect("run recorded");
-    let report = store
+    store
         .apply(
-            &plan.transitions,
+            transitions,
             RunInfo {
                 run_id,
                 now,
@@ -114,9 +139,7 @@ async fn run(
             },
         )
         .await
-        .expect("apply");
-    assert!(report.failed.is_empty(), "{:?}", report.failed);
-    (plan, report)
+        .expect("apply")
 }
 
 /// kind, from_state, to_state, reason, detail, run_id
@@ -131,6 +154,14 @@ type AuditRow = (
 
 fn name_of(anchor: &str) -> String {
     record_name(CONNECTOR, anchor, 1)
+}
+
+/// The migrations the binary embeds, read from their directory.
+async fn migrations() -> sqlx::migrate::Migrator {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/postgres/migrations");
+    sqlx::migrate::Migrator::new(dir.as_path())
+        .await
+        .expect("the migrations read")
 }
 
 #[tokio::test]
@@ -156,7 +187,7 @@ async fn the_schema_migrates_on_an_empty_database_and_again_on_restart() {
         .fetch_one(db.pool())
         .await
         .unwrap();
-    assert_eq!(applied, 1);
+    assert_eq!(applied, migrations().await.iter().count() as i64);
 }
 
 #[tokio::test]
@@ -394,24 +425,11 @@ fn forced_update(name: &str, now: Timestamp) -> Transition {
     }
 }
 
+/// The forced update of `name`, from a snapshot that saw the row as it is: what
+/// refuses it is the database's own rule, not a changed row.
 async fn apply_forced(store: &mut PostgresStore, name: &str, now: Timestamp) -> ApplyReport {
-    store
-        .run_started("run-x", "staff", "Schedule", now)
-        .await
-        .unwrap();
-    store
-        .apply(
-            &[forced_update(name, now)],
-            RunInfo {
-                run_id: "run-x",
-                now,
-                policy: &policy(),
-                actor: ACTOR,
-                may_write: &|| true,
-            },
-        )
-        .await
-        .unwrap()
+    store.snapshot().await.unwrap();
+    apply_as(store, &[forced_update(name, now)], now, "run-x").await
 }
 
 #[tokio::test]
@@ -576,6 +594,11 @@ async fn a_csv_import_is_all_or_nothing_and_audited() {
         .unwrap()
         .unwrap();
     assert_eq!((again.created, again.updated), (0, 2));
+    let version: i64 = sqlx::query_scalar("SELECT version FROM users WHERE name = 'csv-ann'")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(version, 2, "a CSV update counts as a write of the row");
     let log: Vec<(String, String)> = sqlx::query_as(
         "SELECT kind, actor FROM transitions WHERE user_name = 'csv-ann' ORDER BY id",
     )
@@ -677,4 +700,398 @@ async fn tls_with_verify_full_trusts_the_given_ca_and_nothing_else() {
     .unwrap_err()
     .to_string();
     assert!(missing.contains("/nonexistent/ca.crt"), "{missing}");
+}
+
+// No stale write (DESIGN section 3): two runs that read the registry at the same
+// time each plan from their own snapshot; whatever one writes makes the other's
+// plan of that user stale, and its write does not land.
+
+fn sales() -> MappingContext {
+    MappingContext {
+        name: "sales".into(),
+        priority: 50,
+        profile: Some("sales".into()),
+        ..mapping()
+    }
+}
+
+fn kinds(plan: &Plan) -> Vec<&'static str> {
+    plan.transitions.iter().map(|t| t.kind.label()).collect()
+}
+
+/// A row as a fresh snapshot reads it, with its version and last writing run.
+async fn stored(db: &Database, name: &str) -> (usersync::core::UserRecord, i64, Option<String>) {
+    let record = db
+        .store("team-a")
+        .snapshot()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.name == name)
+        .expect("the row exists");
+    let (version, run): (i64, Option<String>) =
+        sqlx::query_as("SELECT version, last_sync_run FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    (record, version, run)
+}
+
+/// The audit log: user, kind and run of every row, in order.
+async fn audit_log(db: &Database) -> Vec<(String, String, Option<String>)> {
+    sqlx::query_as("SELECT user_name, kind, run_id FROM transitions ORDER BY id")
+        .fetch_all(db.pool())
+        .await
+        .unwrap()
+}
+
+/// The directory with the one user a1, enabled, with `email`.
+fn ann(email: &str) -> DirectoryView {
+    DirectoryView::full([entry("a1", true, email)])
+}
+
+/// A fresh database where run-1 imported a1 (ann@example.org) at the time returned.
+async fn ann_imported(test: &str) -> (Database, Timestamp) {
+    let (db, _) = fresh_database(test).await;
+    let now = t0();
+    run(
+        &mut db.store("team-a"),
+        ann("ann@example.org"),
+        now,
+        "run-1",
+    )
+    .await;
+    (db, now)
+}
+
+/// A fresh database where run-1 imported the users of `view(true)` and run-2, a
+/// minute later, preserved them (`view(false)`: disabled); the time returned is
+/// past their deadline (deleteAfter is one minute).
+async fn preserved_and_due(
+    test: &str,
+    view: impl Fn(bool) -> DirectoryView,
+) -> (Database, Timestamp) {
+    let (db, _) = fresh_database(test).await;
+    let now = t0();
+    run(&mut db.store("team-a"), view(true), now, "run-1").await;
+    let (plan, _) = run(
+        &mut db.store("team-a"),
+        view(false),
+        now + 1.minute(),
+        "run-2",
+    )
+    .await;
+    assert!(kinds(&plan).iter().all(|k| *k == "preserve"), "{plan:?}");
+    (db, now + 3.minutes())
+}
+
+/// Nothing was written and every write of `name` is reported as a conflict.
+fn assert_conflict(report: &ApplyReport, name: &str) {
+    assert_eq!(report.applied, 0, "{report:?}");
+    assert!(
+        report.failed.is_empty(),
+        "a changed row is a conflict to plan again, not a failure: {report:?}"
+    );
+    assert!(
+        !report.conflicts.is_empty() && report.conflicts.iter().all(|n| n == name),
+        "{report:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_update_does_not_undo_a_preserve_another_run_made() {
+    let (db, now) = ann_imported("stale_update").await;
+    let name = name_of("a1");
+
+    // Both read the registry: one run sees a new email, the other no longer sees
+    // the user and preserves it first.
+    let mut updating = db.store("team-a");
+    let stale = plan_for(&mut updating, &ann("ann.new@example.org"), now + 1.minute()).await;
+    assert_eq!(kinds(&stale), ["update"]);
+    let (plan, _) = run(
+        &mut db.store("team-a"),
+        DirectoryView::full([]),
+        now + 1.minute(),
+        "run-2",
+    )
+    .await;
+    assert_eq!(kinds(&plan), ["preserve"]);
+    let before = (stored(&db, &name).await, audit_log(&db).await);
+    assert_eq!(before.0.0.state, State::Preserved);
+
+    let report = apply_as(&mut updating, &stale.transitions, now + 1.minute(), "run-3").await;
+    assert_conflict(&report, &name);
+    assert_eq!(
+        (stored(&db, &name).await, audit_log(&db).await),
+        before,
+        "the stale write changed neither the row nor the log"
+    );
+
+    // Planned again from the store as it is now: the user is matched and enabled,
+    // so the run re-enables it, writing the row twice (its second write expects
+    // the first).
+    let (plan, report) = run(
+        &mut updating,
+        ann("ann.new@example.org"),
+        now + 2.minutes(),
+        "run-4",
+    )
+    .await;
+    assert_eq!(kinds(&plan), ["update", "reenable"]);
+    assert_eq!(report.applied, 2);
+    let (after, version, _) = stored(&db, &name).await;
+    assert_eq!(after.state, State::Active);
+    assert_eq!(after.fields.email.as_deref(), Some("ann.new@example.org"));
+    assert_eq!(version, before.0.1 + 2);
+}
+
+#[tokio::test]
+async fn a_stale_reenable_or_transfer_never_revives_a_tombstone_another_run_made() {
+    let name = name_of("a1");
+    let view = |enabled| DirectoryView::full([entry("a1", enabled, "ann@example.org")]);
+    let (db, later) = preserved_and_due("stale_tombstone", view).await;
+
+    // Planned from the registry before the delete: the user enabled again, for
+    // this mapping, and for "sales", which wins it by priority.
+    let mut reenabling = db.store("team-a");
+    let reenable = plan_for(&mut reenabling, &view(true), later).await;
+    assert_eq!(kinds(&reenable), ["reenable"]);
+    let mut transferring = db.store("team-a");
+    let claims = || OtherClaims::none().with("a1", "staff", 100);
+    let transfer = plan_as(&mut transferring, &sales(), &claims(), &view(true), later).await;
+    assert_eq!(kinds(&transfer), ["transfer", "reenable"]);
+    let (plan, _) = run(&mut db.store("team-a"), view(false), later, "run-3").await;
+    assert_eq!(kinds(&plan), ["delete"]);
+    let before = (stored(&db, &name).await, audit_log(&db).await);
+
+    let report = apply_as(&mut reenabling, &reenable.transitions, later, "run-4").await;
+    assert_conflict(&report, &name);
+    let report = apply_as(&mut transferring, &transfer.transitions, later, "run-5").await;
+    assert_conflict(&report, &name);
+    assert_eq!(
+        (stored(&db, &name).await, audit_log(&db).await),
+        before,
+        "the tombstone and the log are as the delete left them"
+    );
+
+    // Planned again, the directory object returns as a new record (rule 6).
+    let plan = plan_as(
+        &mut transferring,
+        &sales(),
+        &claims(),
+        &view(true),
+        later + 1.minute(),
+    )
+    .await;
+    assert_eq!(kinds(&plan), ["import"]);
+    let report = apply_as(&mut transferring, &plan.transitions, later, "run-6").await;
+    assert_eq!(
+        (report.applied, report.conflicts.len()),
+        (1, 0),
+        "{report:?}"
+    );
+    assert_eq!(stored(&db, &name).await, before.0, "the tombstone stays");
+    let new = &plan.transitions[0].record.name;
+    let follows: Option<String> =
+        sqlx::query_scalar("SELECT previous_record FROM users WHERE name = $1")
+            .bind(new)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(follows.as_deref(), Some(name.as_str()));
+}
+
+#[tokio::test]
+async fn two_runs_importing_one_user_write_it_once() {
+    let (db, _) = fresh_database("import_race").await;
+    let now = t0();
+    let name = name_of("a1");
+    let view = || DirectoryView::full([entry("a1", true, "ann@example.org")]);
+    // Two mappings of the connector read an empty registry and both import.
+    let mut staff = db.store("team-a");
+    let first = plan_for(&mut staff, &view(), now).await;
+    let mut other = db.store("team-a");
+    let second = plan_as(&mut other, &sales(), &OtherClaims::none(), &view(), now).await;
+    assert_eq!(
+        (kinds(&first), kinds(&second)),
+        (vec!["import"], vec!["import"])
+    );
+
+    let report = apply_as(&mut staff, &first.transitions, now, "run-staff").await;
+    assert_eq!(report.applied, 1, "{report:?}");
+    let before = (stored(&db, &name).await, audit_log(&db).await);
+    let report = apply_as(&mut other, &second.transitions, now, "run-sales").await;
+    assert_conflict(&report, &name);
+    assert_eq!(
+        (stored(&db, &name).await, audit_log(&db).await),
+        before,
+        "the first import stands, logged once"
+    );
+    assert_eq!(before.0.0.mapping.as_deref(), Some("staff"));
+    assert_eq!(before.0.2.as_deref(), Some("run-staff"));
+
+    // Planned again, the mapping that wins by priority takes the user over.
+    let claims = OtherClaims::none().with("a1", "staff", 100);
+    let plan = plan_as(&mut other, &sales(), &claims, &view(), now).await;
+    assert_eq!(kinds(&plan), ["transfer"]);
+    let report = apply_as(&mut other, &plan.transitions, now, "run-sales").await;
+    assert_eq!(
+        (report.applied, report.conflicts.len()),
+        (1, 0),
+        "{report:?}"
+    );
+    assert_eq!(stored(&db, &name).await.0.mapping.as_deref(), Some("sales"));
+}
+
+#[tokio::test]
+async fn an_admins_preserve_after_the_snapshot_makes_the_runs_write_conflict() {
+    let (db, now) = ann_imported("stale_admin").await;
+    let name = name_of("a1");
+
+    let mut store = db.store("team-a");
+    let stale = plan_for(&mut store, &ann("ann.new@example.org"), now + 1.minute()).await;
+    assert_eq!(kinds(&stale), ["update"]);
+    db.store("team-a")
+        .set_manual_preserve(&name, true, "usersync preserve (alice)")
+        .await
+        .unwrap();
+    let before = (stored(&db, &name).await, audit_log(&db).await);
+    let report = apply_as(&mut store, &stale.transitions, now + 1.minute(), "run-2").await;
+    assert_conflict(&report, &name);
+    assert_eq!((stored(&db, &name).await, audit_log(&db).await), before);
+    assert!(before.0.0.manual_preserve);
+    assert_eq!(before.0.0.fields.email.as_deref(), Some("ann@example.org"));
+
+    // Planned again, the run sees the admin's hold and preserves the user.
+    let (plan, _) = run(
+        &mut store,
+        ann("ann.new@example.org"),
+        now + 2.minutes(),
+        "run-3",
+    )
+    .await;
+    assert_eq!(kinds(&plan), ["update", "preserve"]);
+    let after = stored(&db, &name).await.0;
+    assert_eq!(
+        (after.state, after.reason),
+        (State::Preserved, Some(Reason::Manual))
+    );
+}
+
+#[tokio::test]
+async fn a_change_made_by_hand_makes_a_plan_made_before_it_stale() {
+    let (db, now) = ann_imported("stale_hand").await;
+    let name = name_of("a1");
+    let mut store = db.store("team-a");
+    let stale = plan_for(&mut store, &ann("ann.new@example.org"), now + 1.minute()).await;
+    // An admin's UPDATE that does not know about `version`.
+    sqlx::query("UPDATE users SET display_name = 'Ann (by hand)' WHERE name = $1")
+        .bind(&name)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let report = apply_as(&mut store, &stale.transitions, now + 1.minute(), "run-2").await;
+    assert_conflict(&report, &name);
+    let (record, version, _) = stored(&db, &name).await;
+    assert_eq!(record.fields.display_name.as_deref(), Some("Ann (by hand)"));
+    assert_eq!(record.fields.email.as_deref(), Some("ann@example.org"));
+    assert_eq!(version, 2, "the hand edit counted as a write");
+}
+
+#[tokio::test]
+async fn the_retention_pass_deletes_only_users_as_it_read_them() {
+    let view = |enabled| {
+        DirectoryView::full([
+            entry("a1", enabled, "ann@example.org"),
+            entry("b2", enabled, "bo@example.org"),
+        ])
+    };
+    // Then the mapping is removed.
+    let (db, later) = preserved_and_due("stale_retention", view).await;
+
+    // The connector's pass reads the preserved users; an admin then holds one.
+    let mut pass = db.store("team-a");
+    let preserved = pass.preserved_of(CONNECTOR).await.unwrap();
+    let due = core::orphan_deletions(&preserved, CONNECTOR, &Default::default(), later, 100);
+    assert_eq!(due.len(), 2);
+    db.store("team-a")
+        .set_manual_preserve(&name_of("b2"), true, "usersync preserve (alice)")
+        .await
+        .unwrap();
+    let before = audit_log(&db).await;
+    pass.run_started("retention-1", "staff", "Schedule", later)
+        .await
+        .unwrap();
+    let report = pass
+        .apply(
+            &due,
+            RunInfo {
+                run_id: "retention-1",
+                now: later,
+                policy: &policy(),
+                actor: "usersync/connector/corp",
+                may_write: &|| true,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.applied, 1, "{report:?}");
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(report.conflicts, [name_of("b2")]);
+    assert_eq!(stored(&db, &name_of("a1")).await.0.state, State::Deleted);
+    let held = stored(&db, &name_of("b2")).await.0;
+    assert_eq!((held.state, held.manual_preserve), (State::Preserved, true));
+    let log = audit_log(&db).await;
+    assert_eq!(log.len(), before.len() + 1, "only the delete is logged");
+    assert_eq!(log.last().unwrap().0, name_of("a1"));
+}
+
+#[tokio::test]
+async fn a_database_of_the_first_schema_upgrades_and_then_writes_conditionally() {
+    let dsn = pg_support::empty_database("upgrade").await;
+    let first = sqlx::migrate::Migrator::with_migrations(
+        migrations().await.iter().take(1).cloned().collect(),
+    );
+    let old = Database::from_dsn(&dsn).unwrap();
+    first.run(old.pool()).await.expect("the first schema");
+    let name = name_of("a1");
+    sqlx::query(
+        "INSERT INTO users (namespace, name, origin, connector, anchor, mapping, username, \
+         email, display_name, profile, attributes) VALUES ('team-a', $1, 'Directory', 'corp', \
+         'a1', 'staff', 'a1', 'ann@example.org', 'User a1', 'staff', '{\"department\": \"Sales\"}')",
+    )
+    .bind(&name)
+    .execute(old.pool())
+    .await
+    .unwrap();
+    old.pool().close().await;
+
+    let db = Database::open(&dsn, None, Duration::ZERO)
+        .await
+        .expect("the schema upgrades");
+    let (record, version, _) = stored(&db, &name).await;
+    assert_eq!(
+        (record.state, version),
+        (State::Active, 1),
+        "the row is kept"
+    );
+
+    let now = t0();
+    let mut stale = db.store("team-a");
+    let plan = plan_for(&mut stale, &ann("ann.new@example.org"), now).await;
+    assert_eq!(kinds(&plan), ["update"]);
+    let (_, report) = run(
+        &mut db.store("team-a"),
+        ann("ann.b@example.org"),
+        now,
+        "run-1",
+    )
+    .await;
+    assert_eq!(report.applied, 1);
+    let report = apply_as(&mut stale, &plan.transitions, now, "run-2").await;
+    assert_conflict(&report, &name);
+    let (record, version, _) = stored(&db, &name).await;
+    assert_eq!(record.fields.email.as_deref(), Some("ann.b@example.org"));
+    assert_eq!(version, 2);
 }

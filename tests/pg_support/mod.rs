@@ -69,6 +69,16 @@ pub fn server_ca() -> &'static Path {
 
 /// A new, empty database named after `test`, and its connection string.
 pub async fn fresh_database(test: &str) -> (Database, String) {
+    let dsn = empty_database(test).await;
+    let db = Database::open(&dsn, None, Duration::ZERO)
+        .await
+        .expect("the schema migrates on an empty database");
+    (db, dsn)
+}
+
+/// The connection string of a new database named after `test`, without a schema
+/// (to make an older one in).
+pub async fn empty_database(test: &str) -> String {
     let admin = Database::from_dsn(server_dsn()).expect("the server's DSN parses");
     let name = format!(
         "t_{}_{}",
@@ -83,9 +93,5 @@ pub async fn fresh_database(test: &str) -> (Database, String) {
     admin.pool().close().await;
     let mut url = url::Url::parse(server_dsn()).expect("the DSN is a URL");
     url.set_path(&name);
-    let dsn = url.to_string();
-    let db = Database::open(&dsn, None, Duration::ZERO)
-        .await
-        .expect("the schema migrates on an empty database");
-    (db, dsn)
+    url.to_string()
 }

@@ -3,16 +3,21 @@
 //! DirectoryUser objects. The schema comes with the binary (`migrations/`) and is
 //! brought up to date when the operator starts.
 //!
-//! Every write of a run is one statement per batch: the users are upserted and the
+//! Every write of a run is one statement per batch: the users are written and the
 //! audit rows inserted together, with the state and fields the row had before, so
-//! the log says what changed. The statement refuses, at the database, what the
-//! planner never asks for: it never overwrites a Manual or CSV user (rule 7), a
-//! tombstone (rule 6) or an admin's `manual_preserve`.
+//! the log says what changed. Each write is conditional on the row its plan read
+//! (DESIGN section 3, no stale write): an import inserts only where no row exists,
+//! any other write updates only the `version` the snapshot saw, and a row that
+//! moved on since is left alone and reported as a conflict, to be planned again.
+//! The statement also refuses, at the database, what the planner never asks for:
+//! it never overwrites a Manual or CSV user (rule 7), a tombstone (rule 6) or an
+//! admin's `manual_preserve`.
 
 use futures::TryStreamExt;
 use jiff::Timestamp;
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -148,6 +153,7 @@ impl Database {
             at: self.describe().into(),
             pool: self.pool.clone(),
             namespace: namespace.to_string(),
+            seen: HashMap::new(),
         }
     }
 
@@ -163,6 +169,10 @@ pub struct PostgresStore {
     at: std::sync::Arc<str>,
     pool: PgPool,
     namespace: String,
+    /// The `version` of each row as the last read of records (a snapshot, or
+    /// [`PostgresStore::preserved_of`]) saw it, by name: every write but an import
+    /// is conditional on it.
+    seen: HashMap<String, i64>,
 }
 
 /// `text` with every occurrence of the DSN's password (and the DSN) masked.
@@ -222,7 +232,7 @@ macro_rules! user_columns {
     () => {
         "SELECT name, origin, connector, anchor, mapping, username, email, \
         display_name, user_principal_name, profile, attributes::text AS attributes, \
-        manual_preserve, state, reason, \
+        manual_preserve, state, reason, version, \
         (extract(epoch FROM preserved_at) * 1000000)::int8 AS preserved_us, \
         (extract(epoch FROM deleted_at) * 1000000)::int8 AS deleted_us, \
         (extract(epoch FROM delete_after) * 1000000)::int8 AS delete_after_us \
@@ -275,23 +285,39 @@ fn record_of(row: &PgRow) -> Result<UserRecord, StoreError> {
     })
 }
 
-/// Upsert a batch of directory users and log their transitions, in one statement.
-/// Every CTE sees the table as it was before the statement, so `old` holds the rows
-/// before the write. Returns the names written.
+/// The record of a row, its version noted in `seen`.
+fn seen_record(row: &PgRow, seen: &mut HashMap<String, i64>) -> Result<UserRecord, StoreError> {
+    let record = record_of(row)?;
+    let version = row
+        .try_get("version")
+        .map_err(|e| db_error("reading a user row failed", e))?;
+    seen.insert(record.name.clone(), version);
+    Ok(record)
+}
+
+/// Write a batch of directory users and log their transitions, in one statement.
+/// Each row names the version it expects (`expected`): none for an import, which
+/// inserts only where no row exists, else the version the snapshot saw, which an
+/// update must find. Every CTE sees the table as it was before the statement, so
+/// `old` holds the rows before the write. Returns one row per input: its new
+/// version when written, else whether the database refused it (a Manual or CSV
+/// user, or a tombstone, at the version the plan saw) rather than found it changed.
 const APPLY_BATCH: &str = r#"
 WITH input AS (
     SELECT * FROM unnest(
         $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
         $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
-        $16::text[], $17::int8[], $18::int8[], $19::int8[], $20::text[], $21::text[]
+        $16::text[], $17::int8[], $18::int8[], $19::int8[], $20::text[], $21::text[],
+        $23::int8[]
     ) AS i(name, kind, connector, anchor, mapping, username,
            email, display_name, upn, profile, attributes, state,
-           reason, preserved_us, delete_after_us, deleted_us, previous_record, detail)
+           reason, preserved_us, delete_after_us, deleted_us, previous_record, detail,
+           expected)
 ),
 old AS (
     SELECT u.* FROM users u JOIN input i ON u.namespace = $1 AND u.name = i.name
 ),
-written AS (
+created AS (
     INSERT INTO users AS u (
         namespace, name, origin, connector, anchor, mapping, username, email,
         display_name, user_principal_name, profile, attributes, state, reason,
@@ -306,27 +332,38 @@ written AS (
         $2, i.previous_record,
         timestamptz 'epoch' + $3 * interval '1 microsecond'
     FROM input i
-    ON CONFLICT (namespace, name) DO UPDATE SET
-        connector = EXCLUDED.connector,
-        anchor = EXCLUDED.anchor,
-        mapping = EXCLUDED.mapping,
-        username = EXCLUDED.username,
-        email = EXCLUDED.email,
-        display_name = EXCLUDED.display_name,
-        user_principal_name = EXCLUDED.user_principal_name,
-        profile = EXCLUDED.profile,
-        attributes = EXCLUDED.attributes,
-        state = EXCLUDED.state,
-        reason = EXCLUDED.reason,
-        preserved_at = EXCLUDED.preserved_at,
-        delete_after = EXCLUDED.delete_after,
-        deleted_at = EXCLUDED.deleted_at,
-        last_seen_at = EXCLUDED.last_seen_at,
-        last_sync_run = EXCLUDED.last_sync_run,
-        previous_record = coalesce(EXCLUDED.previous_record, u.previous_record),
-        updated_at = EXCLUDED.updated_at
-    WHERE u.origin = 'Directory' AND u.state <> 'Deleted'
-    RETURNING u.name
+    WHERE i.expected IS NULL
+    ON CONFLICT (namespace, name) DO NOTHING
+    RETURNING u.name, u.version
+),
+changed AS (
+    UPDATE users AS u SET
+        connector = i.connector,
+        anchor = i.anchor,
+        mapping = i.mapping,
+        username = i.username,
+        email = i.email,
+        display_name = i.display_name,
+        user_principal_name = i.upn,
+        profile = i.profile,
+        attributes = i.attributes::jsonb,
+        state = i.state,
+        reason = i.reason,
+        preserved_at = timestamptz 'epoch' + i.preserved_us * interval '1 microsecond',
+        delete_after = timestamptz 'epoch' + i.delete_after_us * interval '1 microsecond',
+        deleted_at = timestamptz 'epoch' + i.deleted_us * interval '1 microsecond',
+        last_seen_at = timestamptz 'epoch' + $3 * interval '1 microsecond',
+        last_sync_run = $2,
+        previous_record = coalesce(i.previous_record, u.previous_record),
+        updated_at = timestamptz 'epoch' + $3 * interval '1 microsecond',
+        version = u.version + 1
+    FROM input i
+    WHERE u.namespace = $1 AND u.name = i.name AND u.version = i.expected
+        AND u.origin = 'Directory' AND u.state <> 'Deleted'
+    RETURNING u.name, u.version
+),
+written AS (
+    SELECT name, version FROM created UNION ALL SELECT name, version FROM changed
 ),
 logged AS (
     INSERT INTO transitions (at, namespace, user_name, kind, from_state, to_state,
@@ -344,8 +381,21 @@ logged AS (
         $2, $22
     FROM input i JOIN written w ON w.name = i.name LEFT JOIN old o ON o.name = i.name
 )
-SELECT name FROM written
+SELECT i.name, w.version,
+    w.name IS NULL AND o.version = i.expected
+        AND (o.origin <> 'Directory' OR o.state = 'Deleted') AS refused
+FROM input i LEFT JOIN written w ON w.name = i.name LEFT JOIN old o ON o.name = i.name
 "#;
+
+/// What became of one row of a batch.
+enum Outcome {
+    /// Written; the row's version now.
+    Written(i64),
+    /// The row is a Manual or CSV user or a tombstone: sync never writes it.
+    Refused,
+    /// The row is not as the plan saw it (changed, created or removed since).
+    Conflict,
+}
 
 /// The columns of one batch, in the order of [`APPLY_BATCH`]'s parameters.
 #[derive(Default)]
@@ -368,10 +418,12 @@ struct Columns {
     deleted_us: Vec<Option<i64>>,
     previous_record: Vec<Option<String>>,
     detail: Vec<Option<String>>,
+    /// The version the write expects to find; `None`: no row.
+    expected: Vec<Option<i64>>,
 }
 
 impl Columns {
-    fn push(&mut self, t: &Transition, run: &RunInfo<'_>) {
+    fn push(&mut self, t: &Transition, run: &RunInfo<'_>, expected: Option<i64>) {
         let r = &t.record;
         let (previous, detail) = match &t.kind {
             TransitionKind::Import {
@@ -411,6 +463,7 @@ impl Columns {
         self.deleted_us.push(micros(r.deleted_at));
         self.previous_record.push(previous);
         self.detail.push(detail);
+        self.expected.push(expected);
     }
 }
 
@@ -426,16 +479,26 @@ impl PostgresStore {
         StoreError::Postgres(format!("{what}: PostgreSQL at {}: {e}{hint}", self.at))
     }
 
+    /// The version a write of `t` expects: an import expects no row, any other
+    /// write the row as the snapshot saw it (and a record it did not see, none).
+    fn expected(&self, t: &Transition) -> Option<i64> {
+        match t.kind {
+            TransitionKind::Import { .. } => None,
+            _ => self.seen.get(&t.record.name).copied(),
+        }
+    }
+
+    /// Write one batch; what became of each of its records, by name.
     async fn apply_batch(
         &self,
         batch: &[Transition],
         run: &RunInfo<'_>,
-    ) -> Result<Vec<String>, sqlx::Error> {
+    ) -> Result<HashMap<String, Outcome>, sqlx::Error> {
         let mut c = Columns::default();
         for t in batch {
-            c.push(t, run);
+            c.push(t, run, self.expected(t));
         }
-        sqlx::query_scalar(APPLY_BATCH)
+        let rows: Vec<(String, Option<i64>, Option<bool>)> = sqlx::query_as(APPLY_BATCH)
             .bind(&self.namespace)
             .bind(run.run_id)
             .bind(run.now.as_microsecond())
@@ -458,8 +521,20 @@ impl PostgresStore {
             .bind(c.previous_record)
             .bind(c.detail)
             .bind(run.actor)
+            .bind(c.expected)
             .fetch_all(&self.pool)
-            .await
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, version, refused)| {
+                let outcome = match (version, refused) {
+                    (Some(version), _) => Outcome::Written(version),
+                    (None, Some(true)) => Outcome::Refused,
+                    (None, _) => Outcome::Conflict,
+                };
+                (name, outcome)
+            })
+            .collect())
     }
 
     /// Record that a run started, so its transitions can name it.
@@ -581,7 +656,8 @@ written AS (
         user_principal_name = EXCLUDED.user_principal_name,
         profile = EXCLUDED.profile,
         attributes = EXCLUDED.attributes,
-        updated_at = EXCLUDED.updated_at
+        updated_at = EXCLUDED.updated_at,
+        version = u.version + 1
     WHERE u.origin = 'CSV'
     RETURNING u.name
 )
@@ -680,10 +756,11 @@ impl PostgresStore {
     }
 }
 
-/// Set or clear an admin's manual preserve, and log it.
+/// Set or clear an admin's manual preserve, and log it. A run planned before it
+/// finds the row's version moved on: its write conflicts and is planned again.
 const SET_MANUAL_PRESERVE: &str = r#"
 WITH changed AS (
-    UPDATE users SET manual_preserve = $3, updated_at = now()
+    UPDATE users SET manual_preserve = $3, updated_at = now(), version = version + 1
     WHERE namespace = $1 AND name = $2 AND (state <> 'Deleted' OR NOT $3)
     RETURNING state
 ),
@@ -736,7 +813,14 @@ impl PostgresStore {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.error("reading preserved users from PostgreSQL failed", e))?;
-        rows.iter().map(record_of).collect()
+        // The pass deletes from these: its writes are conditional on them.
+        let mut seen = HashMap::with_capacity(rows.len());
+        let records = rows
+            .iter()
+            .map(|row| seen_record(row, &mut seen))
+            .collect::<Result<_, _>>()?;
+        self.seen = seen;
+        Ok(records)
     }
 }
 
@@ -746,13 +830,16 @@ impl UserStore for PostgresStore {
             .bind(&self.namespace)
             .fetch(&self.pool);
         let mut records = Vec::new();
+        let mut seen = HashMap::new();
         while let Some(row) = rows
             .try_next()
             .await
             .map_err(|e| self.error("reading users from PostgreSQL failed", e))?
         {
-            records.push(record_of(&row)?);
+            records.push(seen_record(&row, &mut seen)?);
         }
+        drop(rows);
+        self.seen = seen;
         Ok(records)
     }
 
@@ -770,18 +857,26 @@ impl UserStore for PostgresStore {
             }
             done += batch.len();
             match self.apply_batch(batch, &run).await {
-                Ok(written) => {
+                Ok(mut outcomes) => {
                     report.writes += 1;
-                    let written: std::collections::HashSet<String> = written.into_iter().collect();
                     for t in batch {
-                        if written.contains(&t.record.name) {
-                            report.applied += 1;
-                        } else {
-                            report.failed.push((
-                                t.record.name.clone(),
+                        let name = &t.record.name;
+                        match outcomes.remove(name).unwrap_or(Outcome::Conflict) {
+                            Outcome::Written(version) => {
+                                report.applied += 1;
+                                // A later phase of this run may write the same row
+                                // again: its precondition is this write.
+                                self.seen.insert(name.clone(), version);
+                            }
+                            Outcome::Refused => report.failed.push((
+                                name.clone(),
                                 "the stored record is a tombstone or not a directory user; left unchanged"
                                     .to_string(),
-                            ));
+                            )),
+                            Outcome::Conflict => {
+                                tracing::info!(user = %name, transition = t.kind.label(), "the user changed since the snapshot; not written");
+                                report.conflicts.push(name.clone());
+                            }
                         }
                     }
                 }
