@@ -87,7 +87,26 @@ pub async fn sweep(ctx: &Context, connector: &ConnectorHealth) {
         actor: &actor,
         may_write: &may_write,
     };
-    match store.apply(&due, info).await {
+    // The store's run history names the pass (its audit rows point at it); a
+    // connector's pass is told from a mapping's run by a name no mapping can have.
+    let pass = format!("connector/{name}");
+    if let Err(e) = store.run_started(&run_id, &pass, "Retention", now).await {
+        tracing::warn!(connector = %name, namespace = %ns, error = %e, "retention pass: could not record the pass");
+        return;
+    }
+    let outcome = store.apply(&due, info).await;
+    let summary = pass_summary(&run_id, now, ctx.now(), &outcome);
+    if let Err(e) = store
+        .run_finished(
+            &summary,
+            outcome.as_ref().map_or(0, |r| r.writes),
+            ctx.now(),
+        )
+        .await
+    {
+        tracing::warn!(connector = %name, namespace = %ns, error = %e, "retention pass: could not record the outcome");
+    }
+    match outcome {
         Ok(report) => {
             let deleted = report.applied;
             tracing::info!(connector = %name, namespace = %ns, run = %run_id, deleted, conflicts = report.conflicts.len(), failed = report.failed.len(), "retention pass: deleted users whose mapping is gone");
@@ -115,5 +134,52 @@ pub async fn sweep(ctx: &Context, connector: &ConnectorHealth) {
         Err(e) => {
             tracing::warn!(connector = %name, namespace = %ns, error = %e, "retention pass: deleting failed")
         }
+    }
+}
+
+/// The pass as the store's run history records it.
+fn pass_summary(
+    run_id: &str,
+    start: jiff::Timestamp,
+    end: jiff::Timestamp,
+    outcome: &Result<crate::store::ApplyReport, crate::store::StoreError>,
+) -> crate::api::RunSummary {
+    use crate::api::{RunResult, RunSummary, RunTrigger};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let (result, deleted, message) = match outcome {
+        Ok(r) if r.failed.is_empty() && r.conflicts.is_empty() => (
+            RunResult::Succeeded,
+            r.applied,
+            format!("retention pass: deleted {}", r.applied),
+        ),
+        Ok(r) => (
+            RunResult::Failed,
+            r.applied,
+            format!(
+                "retention pass: deleted {}, {} not deleted (changed meanwhile or refused)",
+                r.applied,
+                r.failed.len() + r.conflicts.len()
+            ),
+        ),
+        Err(e) => (RunResult::Failed, 0, format!("retention pass: {e}")),
+    };
+    RunSummary {
+        id: run_id.to_string(),
+        trigger: RunTrigger::Schedule,
+        start_time: Time(start),
+        duration: None,
+        finish_time: Some(Time(end)),
+        observed_generation: None,
+        result,
+        read: None,
+        imported: 0,
+        updated: 0,
+        unchanged: 0,
+        preserved: 0,
+        reenabled: 0,
+        deleted: u32::try_from(deleted).unwrap_or(u32::MAX),
+        transferred: 0,
+        skipped: 0,
+        message: Some(message),
     }
 }

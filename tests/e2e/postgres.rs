@@ -296,3 +296,68 @@ async fn a_database_it_cannot_reach_fails_the_run_with_a_message_naming_it() {
         ("False", "RunFailed")
     );
 }
+
+/// Rule 5 with the external store: the users of a removed mapping are deleted at
+/// their recorded deadline by the connector's retention pass, which the audit log
+/// and the run history name.
+#[tokio::test]
+async fn users_of_a_removed_mapping_are_deleted_on_schedule_with_the_postgres_store() {
+    let (db, _) = fresh_database("e2e_orphans").await;
+    let w = World::without_operator(
+        "pg-orphans",
+        Server::slapd(),
+        json!({"preservation": {"deleteAfter": "2h"}, "safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    crate::support::start_operator_clocked(
+        &w.client,
+        &w.ns.name,
+        Backend::Postgres(db.clone()),
+        &w.clock,
+    );
+    let ns = w.ns.name.clone();
+    let (east, west) = (w.sub_ou("east"), w.sub_ou("west"));
+    w.add_user_in(&east, "pe1", false);
+    w.add_user_in(&west, "pw1", false);
+    w.mapping("east", &east, json!({})).await;
+    w.mapping("west", &west, json!({})).await;
+    let mappings: Api<DirectoryMapping> = Api::namespaced(w.client.clone(), &ns);
+    mappings
+        .delete("east", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(RUN_WAIT, "east to go", || async {
+        mappings.get_opt("east").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert_eq!(
+        stored(&db, &ns, "pe1").await,
+        Some(("Preserved".into(), Some("Unmapped".into())))
+    );
+
+    w.advance(std::time::Duration::from_secs(2 * 3600 + 1))
+        .await;
+    eventually(RUN_WAIT, "the orphan to be deleted", || async {
+        (stored(&db, &ns, "pe1").await? == ("Deleted".to_string(), Some("RetentionExpired".into())))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        stored(&db, &ns, "pw1").await,
+        Some(("Active".into(), None)),
+        "the other mapping's user is untouched"
+    );
+    let (mapping, result, deleted): (String, Option<String>, Option<i32>) = sqlx::query_as(
+        "SELECT r.mapping, r.result, r.deleted FROM transitions t JOIN runs r \
+         ON r.namespace = t.namespace AND r.id = t.run_id \
+         WHERE t.namespace = $1 AND t.kind = 'delete'",
+    )
+    .bind(&ns)
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        (mapping.as_str(), result.as_deref(), deleted),
+        ("connector/corp", Some("Succeeded"), Some(1))
+    );
+}
