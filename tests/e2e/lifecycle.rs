@@ -7,12 +7,13 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use usersync::api::{
-    APPROVE_RUN_ANNOTATION, DirectoryMapping, DirectoryUser, ReadMode, RunResult,
+    APPROVE_RUN_ANNOTATION, ConnectorHealth, DirectoryMapping, DirectoryUser, ReadMode, RunResult,
     condition_is_true, find_condition,
 };
 
 use crate::ldap_support::Server;
-use crate::world::World;
+use crate::support::{cluster, eventually, stderr};
+use crate::world::{RUN_WAIT, World};
 
 #[tokio::test]
 async fn import_enabled_matched_user_becomes_active_and_disabled_one_is_never_imported() {
@@ -236,6 +237,100 @@ async fn deletions_allowed_false_blocks_deletes_until_lifted() {
     let run = w.sync("staff").await;
     assert_eq!(run.deleted, 1, "{run:?}");
     assert_eq!(w.state("judy").await, "Deleted/RetentionExpired");
+}
+
+/// A world with one preserved user whose retention has passed, a directory every run
+/// reads without trouble, and a connector that probes every three hours (so the test,
+/// not the prober, decides what its status says).
+async fn due_for_deletion<'a>(test: &str, server: &'a Server) -> World<'a> {
+    let w = World::new(
+        test,
+        server,
+        json!({"preservation": {"deleteAfter": "1h"}, "safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    w.add_user("gate1", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.set_disabled("gate1", true);
+    w.sync("staff").await;
+    assert_eq!(w.state("gate1").await, "Preserved/DisabledInDirectory");
+    let api: Api<ConnectorHealth> = Api::namespaced(w.client.clone(), &w.ns.name);
+    let patch = json!({"spec": {"probeInterval": "3h", "staleAfter": "2h"}});
+    api.patch("corp", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    // The spec change is probed at once; then not again for three hours.
+    eventually(RUN_WAIT, "the new generation to be probed", || async {
+        let c = api.get("corp").await.ok()?;
+        let status = c.status?;
+        let probed = find_condition(&status.conditions, "Connected")
+            .is_some_and(|x| x.status == "True" && x.observed_generation == c.metadata.generation);
+        probed.then_some(())
+    })
+    .await;
+    w
+}
+
+/// The run reads the whole scope and plans the deletion; the gate alone refuses it.
+async fn the_gate_refuses(w: &World<'_>, why: &str) {
+    let run = w.sync("staff").await;
+    assert_eq!(
+        (run.deleted, run.result),
+        (0, RunResult::Blocked),
+        "{run:?}"
+    );
+    assert_eq!(w.state("gate1").await, "Preserved/DisabledInDirectory");
+    let mapping: DirectoryMapping = Api::namespaced(w.client.clone(), &w.ns.name)
+        .get("staff")
+        .await
+        .unwrap();
+    let blocked = find_condition(
+        &mapping.status.as_ref().unwrap().conditions,
+        "DeletionsBlocked",
+    )
+    .cloned()
+    .unwrap();
+    assert_eq!(blocked.status, "True");
+    assert!(blocked.message.contains(why), "{}", blocked.message);
+}
+
+#[tokio::test]
+async fn no_delete_while_the_connector_reads_connected_false_though_the_directory_answers() {
+    let w = due_for_deletion("gate-down", Server::slapd()).await;
+    w.clock.advance(Duration::from_secs(3601));
+    // What a failed probe leaves, while the directory still answers every run.
+    let out = cluster().kubectl([
+        "patch",
+        "conn",
+        "corp",
+        "-n",
+        &w.ns.name,
+        "--subresource=status",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/status/conditions/0/status","value":"False"}]"#,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    w.connected(false).await;
+    the_gate_refuses(&w, "not connected").await;
+}
+
+#[tokio::test]
+async fn no_delete_while_the_last_successful_probe_is_older_than_stale_after() {
+    let w = due_for_deletion("gate-stale", Server::slapd()).await;
+    // Two and a half hours on and no probe since: Connected=True, but stale past
+    // staleAfter (2h).
+    w.clock.advance(Duration::from_secs(5 * 1800));
+    the_gate_refuses(&w, "deletions need one younger than staleAfter (2h)").await;
+    // A fresh probe (asked for by a spec change) lets the same run through.
+    let api: Api<ConnectorHealth> = Api::namespaced(w.client.clone(), &w.ns.name);
+    let patch = json!({"spec": {"probeInterval": "2s"}});
+    api.patch("corp", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    w.advance(Duration::from_secs(1)).await;
+    let run = w.sync("staff").await;
+    assert_eq!(run.deleted, 1, "{run:?}");
 }
 
 #[tokio::test]
