@@ -361,3 +361,40 @@ async fn users_of_a_removed_mapping_are_deleted_on_schedule_with_the_postgres_st
         ("connector/corp", Some("Succeeded"), Some(1))
     );
 }
+
+/// Rule 8's order, where it shows: a directory object renamed away from a name and a
+/// new object taking that name, in one run. The store's audit log records the
+/// rename before the import, so at no point do two records hold the name (a
+/// downstream application with unique user names would refuse the import first).
+#[tokio::test]
+async fn within_a_run_a_rename_is_applied_before_the_import_that_reuses_the_name() {
+    let (db, _) = fresh_database("e2e_rename_order").await;
+    let w = World::without_operator("pg-rename", Server::slapd(), json!({})).await;
+    start_operator_with(&w.client, &w.ns.name, Backend::Postgres(db.clone()));
+    let ns = w.ns.name.clone();
+    w.add_user("reuse", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.rename("reuse", "reuse-old");
+    w.add_user("reuse", false);
+    let run = w.sync("staff").await;
+    assert_eq!((run.updated, run.imported), (1, 1), "{run:?}");
+
+    let log: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT t.kind, u.username FROM transitions t JOIN users u \
+         ON u.namespace = t.namespace AND u.name = t.user_name \
+         WHERE t.namespace = $1 AND t.run_id = $2 ORDER BY t.id",
+    )
+    .bind(&ns)
+    .bind(&run.id)
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        log,
+        [
+            ("update".to_string(), Some("reuse-old".to_string())),
+            ("import".to_string(), Some("reuse".to_string())),
+        ],
+        "the rename lands first"
+    );
+}
