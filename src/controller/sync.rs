@@ -623,6 +623,8 @@ async fn execute(
     // A write that met a record changed since the snapshot (another mapping's run)
     // did not land; those users are planned again from what the store holds now.
     let mut snapshot = snapshot;
+    // Retried transitions that conflicted again, for the next round's re-plan.
+    let mut lost_again: Vec<core::Transition> = Vec::new();
     for _ in 0..MAX_REPLANS {
         if report.conflicts.is_empty() {
             break;
@@ -632,12 +634,21 @@ async fn execute(
         tracing::info!(mapping = %context.name, run = %run_id, users = conflicted.len(), "writes conflicted with another run's; planning those users again");
         // A preserve or delete is retried only where this run's own plan (after
         // its thresholds and the gate's last check) already had it for that user.
-        let allowed: std::collections::HashSet<(String, u8)> = transitions
-            .iter()
-            .filter(|t| conflicted.contains(&t.record.name))
+        let attempted = || {
+            transitions
+                .iter()
+                .chain(&lost_again)
+                .filter(|t| conflicted.contains(&t.record.name))
+        };
+        let allowed: std::collections::HashSet<(String, u8)> = attempted()
             .map(|t| (t.record.name.clone(), t.kind.phase()))
             .collect();
+        // The directory objects behind them: a record another run made a tombstone
+        // comes back as a new record (another name) for the same object.
+        let anchors: std::collections::HashSet<String> =
+            attempted().map(|t| t.record.anchor.clone()).collect();
         transitions.retain(|t| !conflicted.contains(&t.record.name));
+        lost_again.clear();
         let (replanned, fresh) = match basis.replan(&mut store, &context, &core_policy, now).await {
             Ok(p) => p,
             Err(e) => return fail(e),
@@ -646,7 +657,7 @@ async fn execute(
         let retry: Vec<core::Transition> = replanned
             .transitions
             .into_iter()
-            .filter(|t| conflicted.contains(&t.record.name))
+            .filter(|t| anchors.contains(&t.record.anchor))
             .filter(|t| {
                 !matches!(t.kind, TransitionKind::Preserve | TransitionKind::Delete)
                     || allowed.contains(&(t.record.name.clone(), t.kind.phase()))
@@ -660,13 +671,11 @@ async fn execute(
         report.writes += again.writes;
         report.failed.extend(again.failed);
         report.conflicts = again.conflicts;
-        let lost: std::collections::HashSet<&str> =
-            report.conflicts.iter().map(String::as_str).collect();
-        transitions.extend(
-            retry
-                .into_iter()
-                .filter(|t| !lost.contains(t.record.name.as_str())),
-        );
+        let (lost, landed): (Vec<_>, Vec<_>) = retry
+            .into_iter()
+            .partition(|t| report.conflicts.contains(&t.record.name));
+        transitions.extend(landed);
+        lost_again = lost;
     }
     for name in std::mem::take(&mut report.conflicts) {
         transitions.retain(|t| t.record.name != name);

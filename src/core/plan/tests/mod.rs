@@ -1,5 +1,6 @@
 //! One test per rule of DESIGN sections 2 and 3, named after the rule.
 
+mod concurrency;
 mod identity;
 mod lifecycle;
 mod ownership;
