@@ -16,6 +16,16 @@ pub use user::*;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+/// The field manager of the reconcilers' writes: conditions they own and every
+/// DirectoryUser. Admins' fields are never written under it, so server-side apply
+/// shows exactly what the operator owns.
+pub const FIELD_MANAGER: &str = "usersync";
+
+/// The field manager of the run results in a mapping's status (lastRun, counts,
+/// Synced/Syncing/DeletionsBlocked). A second manager keeps the reconciler's and
+/// the runner's fields from removing each other under server-side apply.
+pub const RUNNER_FIELD_MANAGER: &str = "usersync-runner";
+
 /// The four CustomResourceDefinitions, in a stable order, labelled as parts of usersync
 /// so that tools can select them.
 pub fn crds() -> Vec<CustomResourceDefinition> {

@@ -13,15 +13,7 @@ use tokio::sync::{Semaphore, mpsc};
 use super::backoff::Backoff;
 use crate::api::DirectoryMapping;
 
-/// The field manager of the reconcilers' writes: conditions they own and every
-/// DirectoryUser. Admins' fields are never written under it, so server-side apply
-/// shows exactly what the operator owns.
-pub const FIELD_MANAGER: &str = "usersync";
-
-/// The field manager of the run results in a mapping's status (lastRun, counts,
-/// Synced/Syncing/DeletionsBlocked). A second manager keeps the reconciler's and
-/// the runner's fields from removing each other under server-side apply.
-pub const RUNNER_FIELD_MANAGER: &str = "usersync-runner";
+pub use crate::api::{FIELD_MANAGER, RUNNER_FIELD_MANAGER};
 
 /// What this process last did for one mapping. The object a reconcile gets comes
 /// from the watch cache, which can lag behind the operator's own status writes; a

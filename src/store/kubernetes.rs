@@ -10,7 +10,7 @@ use kube::{Api, Client, ResourceExt};
 use super::record::{labels_of, record_from_user, spec_of, status_of};
 use super::{ApplyReport, RunInfo, StoreError, UserStore};
 use crate::api::DirectoryUser;
-use crate::controller::FIELD_MANAGER;
+use crate::api::FIELD_MANAGER;
 use crate::core::{Transition, TransitionKind, UserRecord, deletion_deadline};
 
 /// The field manager of changes an admin makes through the command line.
