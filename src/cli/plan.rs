@@ -25,8 +25,7 @@ pub async fn plan(
         ViewFrom::Directory,
         jiff::Timestamp::now(),
     )
-    .await
-    .map_err(anyhow::Error::msg)?;
+    .await?;
     Ok(prepared.plan)
 }
 

@@ -18,6 +18,61 @@ use crate::core::{
 use crate::directory::{Incremental, Scope, Source};
 use crate::store::{Backend, Store, UserStore};
 
+/// Why a run could not be planned. Each says what failed in words an admin can act
+/// on, and keeps the error that caused it.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanningError {
+    /// A reference of the mapping is not a name.
+    #[error("{0}")]
+    Reference(String),
+    /// The API server failed a read.
+    #[error("reading the {kind} failed: {source}")]
+    Api {
+        kind: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    /// A referenced object does not exist.
+    #[error("{kind} {name:?} not found")]
+    NotFound { kind: &'static str, name: String },
+    /// The policy cannot be used.
+    #[error("SyncPolicy {name:?} is invalid: {message}")]
+    InvalidPolicy { name: String, message: String },
+    /// The connector's settings or Secrets do not resolve.
+    #[error("connector {name:?}: {source}")]
+    Connection {
+        name: String,
+        #[source]
+        source: super::connection::ConnectionError,
+    },
+    /// A mapping's scope cannot be read with its connector.
+    #[error("{context}: {source}")]
+    Scope {
+        context: String,
+        #[source]
+        source: super::connection::ConnectionError,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// A lookup in another mapping of the connector failed (the plan needs it).
+    #[error("looking up users in mapping {mapping:?} failed: {} ({})", source.message, source.reason)]
+    Lookup {
+        mapping: String,
+        #[source]
+        source: crate::directory::SourceError,
+    },
+    /// The planner refused: the read was incomplete, and why.
+    #[error("{failure}: {}", cause.as_ref().map(ToString::to_string).unwrap_or_default())]
+    Plan {
+        failure: core::PlanFailure,
+        cause: Option<Box<PlanningError>>,
+    },
+    /// The read failed (the message is the directory's).
+    #[error("{0}")]
+    Read(String),
+}
+
 /// Where the run's view of the directory comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ViewFrom {
@@ -64,11 +119,14 @@ impl Basis {
         context: &MappingContext,
         policy: &core::Policy,
         now: jiff::Timestamp,
-    ) -> Result<(Plan, Vec<UserRecord>), String> {
-        let snapshot = store.snapshot().await.map_err(|e| e.to_string())?;
+    ) -> Result<(Plan, Vec<UserRecord>), PlanningError> {
+        let snapshot = store.snapshot().await?;
         let plan = plan_from(self, &snapshot, context, policy, now)
             .await
-            .map_err(|(failure, why)| format!("{failure}: {}", why.unwrap_or_default()))?;
+            .map_err(|(failure, cause)| PlanningError::Plan {
+                failure,
+                cause: cause.map(Box::new),
+            })?;
         Ok((plan, snapshot))
     }
 }
@@ -81,41 +139,58 @@ pub async fn prepare(
     mapping: &DirectoryMapping,
     from: ViewFrom,
     now: jiff::Timestamp,
-) -> Result<Prepared, String> {
+) -> Result<Prepared, PlanningError> {
     let ns = mapping.namespace().unwrap_or_default();
     let policies: Api<SyncPolicy> = Api::namespaced(client.clone(), &ns);
     let connectors: Api<ConnectorHealth> = Api::namespaced(client.clone(), &ns);
     let mappings: Api<DirectoryMapping> = Api::namespaced(client.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let spec = &mapping.spec;
-    checked_reference("spec.policyRef", &spec.policy_ref)?;
-    checked_reference("spec.connectorRef", &spec.connector_ref)?;
+    checked_reference("spec.policyRef", &spec.policy_ref).map_err(PlanningError::Reference)?;
+    checked_reference("spec.connectorRef", &spec.connector_ref)
+        .map_err(PlanningError::Reference)?;
 
+    let api = |kind| move |source| PlanningError::Api { kind, source };
     let policy = policies
         .get_opt(&spec.policy_ref)
         .await
-        .map_err(|e| format!("reading the SyncPolicy failed: {e}"))?
-        .ok_or_else(|| format!("SyncPolicy {:?} not found", spec.policy_ref))?;
-    let core_policy = policy_of(&policy)
-        .map_err(|e| format!("SyncPolicy {:?} is invalid: {e}", spec.policy_ref))?;
+        .map_err(api("SyncPolicy"))?
+        .ok_or_else(|| PlanningError::NotFound {
+            kind: "SyncPolicy",
+            name: spec.policy_ref.clone(),
+        })?;
+    let core_policy = policy_of(&policy).map_err(|message| PlanningError::InvalidPolicy {
+        name: spec.policy_ref.clone(),
+        message,
+    })?;
     let connector = connectors
         .get_opt(&spec.connector_ref)
         .await
-        .map_err(|e| format!("reading the ConnectorHealth failed: {e}"))?
-        .ok_or_else(|| format!("ConnectorHealth {:?} not found", spec.connector_ref))?;
-    let source = source_for(&secrets, &connector)
-        .await
-        .map_err(|e| format!("connector {:?}: {e}", spec.connector_ref))?;
+        .map_err(api("ConnectorHealth"))?
+        .ok_or_else(|| PlanningError::NotFound {
+            kind: "ConnectorHealth",
+            name: spec.connector_ref.clone(),
+        })?;
+    let source =
+        source_for(&secrets, &connector)
+            .await
+            .map_err(|source| PlanningError::Connection {
+                name: spec.connector_ref.clone(),
+                source,
+            })?;
     let context = mapping_context(mapping, &policy);
 
     let mut store = backend.open(client, &ns);
-    let snapshot = store.snapshot().await.map_err(|e| e.to_string())?;
+    let snapshot = store.snapshot().await?;
 
     // The read. Any failure leaves an incomplete view, which plans nothing.
     let (view, read_error, read_mode, next_cursor) = match from {
         ViewFrom::Nothing => (DirectoryView::full(Vec::new()), None, ReadMode::Full, None),
         ViewFrom::Directory => {
-            let scope = scope_for(mapping).map_err(|e| format!("spec: {e}"))?;
+            let scope = scope_for(mapping).map_err(|source| PlanningError::Scope {
+                context: "spec".into(),
+                source,
+            })?;
             let mut cursor = usable_cursor(mapping, &policy, &connector, now);
             if let Some(why) = cursor
                 .as_ref()
@@ -137,11 +212,12 @@ pub async fn prepare(
     };
     let plan = plan_from(&basis, &snapshot, &context, &core_policy, now)
         .await
-        .map_err(|(failure, lookup_error)| {
-            format!(
-                "{failure}: {}",
-                read_error.or(lookup_error).unwrap_or_default()
-            )
+        .map_err(|(failure, lookup_error)| PlanningError::Plan {
+            failure,
+            cause: read_error
+                .map(PlanningError::Read)
+                .or(lookup_error)
+                .map(Box::new),
         })?;
     Ok(Prepared {
         read_mode,
@@ -163,7 +239,7 @@ async fn plan_from(
     context: &MappingContext,
     policy: &core::Policy,
     now: jiff::Timestamp,
-) -> Result<Plan, (core::PlanFailure, Option<String>)> {
+) -> Result<Plan, (core::PlanFailure, Option<PlanningError>)> {
     let claims = match other_claims(
         &basis.source,
         &basis.mappings,
@@ -306,7 +382,7 @@ async fn other_claims(
     view: &DirectoryView,
     context: &MappingContext,
     now: jiff::Timestamp,
-) -> Result<OtherClaims, String> {
+) -> Result<OtherClaims, PlanningError> {
     let mut claims = OtherClaims::none();
     let anchors = claim_lookups_needed(snapshot, view, context);
     if anchors.is_empty() {
@@ -315,7 +391,10 @@ async fn other_claims(
     let others = mappings
         .list(&ListParams::default())
         .await
-        .map_err(|e| format!("listing mappings failed: {e}"))?;
+        .map_err(|source| PlanningError::Api {
+            kind: "DirectoryMappings (for the other mappings' claims)",
+            source,
+        })?;
     let others: Vec<DirectoryMapping> = others
         .items
         .into_iter()
@@ -326,15 +405,17 @@ async fn other_claims(
         })
         .collect();
     for other in &others {
-        let scope = scope_for(other).map_err(|e| format!("mapping {:?}: {e}", other.name_any()))?;
-        let found = source.lookup(&scope, &anchors, now).await.map_err(|e| {
-            format!(
-                "looking up users in mapping {:?} failed: {} ({})",
-                other.name_any(),
-                e.message,
-                e.reason
-            )
+        let scope = scope_for(other).map_err(|source| PlanningError::Scope {
+            context: format!("mapping {:?}", other.name_any()),
+            source,
         })?;
+        let found = source
+            .lookup(&scope, &anchors, now)
+            .await
+            .map_err(|source| PlanningError::Lookup {
+                mapping: other.name_any(),
+                source,
+            })?;
         for entry in found {
             claims.insert(entry.anchor, other.name_any(), other.spec.priority);
         }

@@ -520,7 +520,7 @@ async fn execute(
         basis,
     } = match prepare(&ctx.client, &ctx.backend, mapping, view_from(trigger), now).await {
         Ok(p) => p,
-        Err(message) => return fail(message),
+        Err(e) => return fail(e.to_string()),
     };
 
     let blocked = plan.blocked.as_ref().and_then(|b| {
@@ -651,7 +651,7 @@ async fn execute(
         lost_again.clear();
         let (replanned, fresh) = match basis.replan(&mut store, &context, &core_policy, now).await {
             Ok(p) => p,
-            Err(e) => return fail(e),
+            Err(e) => return fail(e.to_string()),
         };
         snapshot = fresh;
         let retry: Vec<core::Transition> = replanned
