@@ -146,6 +146,59 @@ impl Metrics {
     }
 }
 
+/// Count the run in the metrics.
+pub(crate) fn record_run(
+    ctx: &super::Context,
+    ns: &str,
+    mapping: &str,
+    summary: &crate::api::RunSummary,
+    report: &super::sync::RunReport,
+    took: std::time::Duration,
+) {
+    use super::metrics::{MappingLabels, RunLabels, StateLabel, UserLabels};
+    let m = &ctx.metrics;
+    let labels = MappingLabels {
+        namespace: ns.to_string(),
+        mapping: mapping.to_string(),
+    };
+    m.runs
+        .get_or_create(&RunLabels {
+            namespace: ns.into(),
+            mapping: mapping.into(),
+            result: summary.result.into(),
+        })
+        .inc();
+    m.run_duration
+        .get_or_create(&labels)
+        .observe(took.as_secs_f64());
+    if let Some(users) = &report.users {
+        for (state, n) in [
+            (StateLabel::Active, users.active),
+            (StateLabel::Preserved, users.preserved),
+            (StateLabel::Deleted, users.deleted),
+        ] {
+            m.users
+                .get_or_create(&UserLabels {
+                    namespace: ns.into(),
+                    mapping: mapping.into(),
+                    state,
+                })
+                .set(i64::from(n));
+        }
+    }
+    if summary.result == RunResult::Succeeded {
+        m.last_success
+            .get_or_create(&labels)
+            .set(summary.start_time.0.as_second() as f64);
+    }
+    m.deletions_planned
+        .get_or_create(&labels)
+        .inc_by(report.deletions.0);
+    m.deletions_blocked
+        .get_or_create(&labels)
+        .inc_by(report.deletions.1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ mod connection;
 mod connector;
 mod context;
 mod error;
+mod events;
 pub mod leader;
 mod mapping;
 pub mod metrics;
@@ -16,6 +17,7 @@ mod ready;
 mod resolve;
 mod retention;
 mod run_id;
+mod run_status;
 mod status;
 mod sync;
 

@@ -1,37 +1,31 @@
 //! One run of one mapping: resolve → read → plan (pure) → apply → report. Only the
-//! two ends touch the API server and the directory.
+//! two ends touch the API server and the directory. The status a run writes is in
+//! [`super::run_status`], its Events in [`super::events`], its metrics in
+//! [`super::metrics`].
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::runtime::events::{Event, EventType};
-use kube::{Api, Resource, ResourceExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
 
-use super::context::{Context, RUNNER_FIELD_MANAGER};
+use super::context::Context;
+pub(crate) use super::events::publish;
+use super::events::{USER_EVENTS_PER_RUN, user_events};
 use super::planning::{Prepared, ViewFrom, prepare};
 use super::resolve::gate_of;
+pub(crate) use super::run_status::{DELETIONS_BLOCKED, SYNCED, SYNCING, mark_interrupted};
+use super::run_status::{counts_after, runner_status, set, write};
 use crate::api::{
-    APPROVE_RUN_ANNOTATION, BlockedRun, ConnectorHealth, DirectoryMapping, DirectoryMappingStatus,
-    RunResult, RunSummary, RunTrigger, UserCounts, find_condition, set_condition,
+    APPROVE_RUN_ANNOTATION, BlockedRun, ConnectorHealth, DirectoryMapping, RunResult, RunSummary,
+    RunTrigger, UserCounts,
 };
-use crate::core::{self, PlanOutcome, State, TransitionKind, UserRecord};
+use crate::core::{self, PlanOutcome, TransitionKind};
 use crate::store::{RunInfo, UserStore};
-
-/// Condition types the runner owns.
-pub const SYNCED: &str = "Synced";
-/// A run is in progress.
-pub const SYNCING: &str = "Syncing";
-/// A safety rule withheld preserves or deletions.
-pub const DELETIONS_BLOCKED: &str = "DeletionsBlocked";
 
 /// How often a run plans again the users whose writes conflicted with another run's.
 const MAX_REPLANS: usize = 3;
-
-/// Per-user Events per run; past this a summary says how many more there were,
-/// so a mass change does not flood the API.
-const USER_EVENTS_PER_RUN: usize = 20;
 
 /// What the run found, for status, Events and the caller.
 pub struct RunReport {
@@ -131,7 +125,7 @@ pub async fn run(
         writes = report.writes, duration = summary.duration.as_deref().unwrap_or(""), "run finished"
     );
 
-    record_metrics(&ctx, &ns, &name, &summary, &report, clock.elapsed());
+    super::metrics::record_run(&ctx, &ns, &name, &summary, &report, clock.elapsed());
 
     let now = ctx.now();
     status.sync_in_progress = false;
@@ -264,187 +258,6 @@ pub async fn run(
     }
     ctx.finished(&mapping, &summary, status.consecutive_failures);
     summary
-}
-
-/// A run that another process (or this one before a restart) started and never
-/// finished: the operator stopped or lost its Lease mid-run. Clear `syncInProgress`
-/// and say so, and close the run in the store's history; when the run was due, the
-/// schedule starts it again.
-pub(crate) async fn mark_interrupted(ctx: &Context, mapping: &DirectoryMapping) {
-    let ns = mapping.namespace().unwrap_or_default();
-    let name = mapping.name_any();
-    let api: Api<DirectoryMapping> = Api::namespaced(ctx.client.clone(), &ns);
-    let previous = mapping.status.clone().unwrap_or_default();
-    let mut status = runner_status(&previous);
-    status.sync_in_progress = false;
-    let interrupted = find_condition(&previous.conditions, SYNCING)
-        .map(|c| c.message.clone())
-        .unwrap_or_default();
-    set(
-        &mut status.conditions,
-        SYNCING,
-        false,
-        "Interrupted",
-        format!(
-            "the operator stopped during a run ({interrupted}); nothing was lost, and a due run starts again"
-        ),
-        mapping,
-        ctx.now(),
-    );
-    tracing::info!(mapping = %name, namespace = %ns, "a run cut off by a stop or failover is closed");
-    if let Err(e) = write(&api, &name, &status).await {
-        tracing::warn!(mapping = %name, error = %e, "could not clear the interrupted run");
-    }
-    let store = ctx.backend.open(&ctx.client, &ns);
-    if let Err(e) = store.close_interrupted_runs(&name).await {
-        tracing::warn!(mapping = %name, error = %e, "could not close the interrupted run in the store");
-    }
-}
-
-/// Count the run in the metrics.
-fn record_metrics(
-    ctx: &Context,
-    ns: &str,
-    mapping: &str,
-    summary: &RunSummary,
-    report: &RunReport,
-    took: std::time::Duration,
-) {
-    use super::metrics::{MappingLabels, RunLabels, StateLabel, UserLabels};
-    let m = &ctx.metrics;
-    let labels = MappingLabels {
-        namespace: ns.to_string(),
-        mapping: mapping.to_string(),
-    };
-    m.runs
-        .get_or_create(&RunLabels {
-            namespace: ns.into(),
-            mapping: mapping.into(),
-            result: summary.result.into(),
-        })
-        .inc();
-    m.run_duration
-        .get_or_create(&labels)
-        .observe(took.as_secs_f64());
-    if let Some(users) = &report.users {
-        for (state, n) in [
-            (StateLabel::Active, users.active),
-            (StateLabel::Preserved, users.preserved),
-            (StateLabel::Deleted, users.deleted),
-        ] {
-            m.users
-                .get_or_create(&UserLabels {
-                    namespace: ns.into(),
-                    mapping: mapping.into(),
-                    state,
-                })
-                .set(i64::from(n));
-        }
-    }
-    if summary.result == RunResult::Succeeded {
-        m.last_success
-            .get_or_create(&labels)
-            .set(summary.start_time.0.as_second() as f64);
-    }
-    m.deletions_planned
-        .get_or_create(&labels)
-        .inc_by(report.deletions.0);
-    m.deletions_blocked
-        .get_or_create(&labels)
-        .inc_by(report.deletions.1);
-}
-
-/// The fields of the status the runner owns, carried over from `previous`.
-fn runner_status(previous: &DirectoryMappingStatus) -> DirectoryMappingStatus {
-    let owned = [SYNCED, SYNCING, DELETIONS_BLOCKED];
-    DirectoryMappingStatus {
-        conditions: previous
-            .conditions
-            .iter()
-            .filter(|c| owned.contains(&c.type_.as_str()))
-            .cloned()
-            .collect(),
-        last_sync_time: previous.last_sync_time.clone(),
-        consecutive_failures: previous.consecutive_failures,
-        sync_in_progress: previous.sync_in_progress,
-        last_run: previous.last_run.clone(),
-        blocked_run: previous.blocked_run.clone(),
-        users: previous.users.clone(),
-        read_cursor: previous.read_cursor.clone(),
-        last_full_sync_time: previous.last_full_sync_time.clone(),
-        ..Default::default()
-    }
-}
-
-fn set(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: String,
-    mapping: &DirectoryMapping,
-    now: jiff::Timestamp,
-) {
-    set_condition(
-        conditions,
-        type_,
-        ok,
-        reason,
-        message,
-        mapping.metadata.generation,
-        now,
-    );
-}
-
-async fn write(
-    api: &Api<DirectoryMapping>,
-    name: &str,
-    status: &DirectoryMappingStatus,
-) -> Result<(), kube::Error> {
-    use kube::api::{Patch, PatchParams};
-    let patch = serde_json::json!({
-        "apiVersion": "usersync.dev/v1alpha1",
-        "kind": "DirectoryMapping",
-        "status": status,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(RUNNER_FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
-}
-
-/// Publish an Event; a failure to publish is logged, never fatal.
-pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
-    ctx: &Context,
-    obj: &K,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-) {
-    let mut note = note;
-    if note.len() > 1000 {
-        note.truncate(
-            note.char_indices()
-                .take_while(|(i, _)| *i < 990)
-                .last()
-                .map_or(0, |(i, c)| i + c.len_utf8()),
-        );
-        note.push_str(" …");
-    }
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: action.into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-        tracing::debug!(error = %e, "publishing an Event failed");
-    }
 }
 
 fn failed(run_id: &str, trigger: RunTrigger, start: jiff::Timestamp, message: String) -> RunReport {
@@ -749,119 +562,4 @@ fn withheld_digest(withheld: &[core::Transition]) -> String {
     lines.sort();
     let digest = Sha256::digest(lines.join("\n").as_bytes());
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// This mapping's users by state once `transitions` are applied to `snapshot`,
-/// without building the new registry.
-fn counts_after(
-    snapshot: &[UserRecord],
-    transitions: &[core::Transition],
-    connector: &str,
-    mapping: &str,
-) -> UserCounts {
-    let changed: std::collections::HashMap<&str, &UserRecord> = transitions
-        .iter()
-        .map(|t| (t.record.name.as_str(), &t.record))
-        .collect();
-    let known: std::collections::HashSet<&str> = snapshot.iter().map(|r| r.name.as_str()).collect();
-    let records = snapshot
-        .iter()
-        .map(|r| changed.get(r.name.as_str()).copied().unwrap_or(r))
-        .chain(
-            changed
-                .iter()
-                .filter(|(name, _)| !known.contains(*name))
-                .map(|(_, r)| *r),
-        );
-    let mut counts = UserCounts::default();
-    for r in records.filter(|r| r.is_owned_by(connector, mapping)) {
-        match r.state {
-            State::Active => counts.active += 1,
-            State::Preserved => counts.preserved += 1,
-            State::Deleted => counts.deleted += 1,
-        }
-    }
-    counts
-}
-
-/// Events on users for notable transitions, and on the mapping for skips and
-/// returns; at most [`USER_EVENTS_PER_RUN`] per user-level kind, then one summary.
-async fn user_events(
-    ctx: &Context,
-    mapping: &DirectoryMapping,
-    applied: &[core::Transition],
-    run_id: &str,
-) {
-    let ns = mapping.namespace().unwrap_or_default();
-    let mut sent = 0usize;
-    let mut more = 0usize;
-    for t in applied {
-        let (type_, reason, note) = match &t.kind {
-            TransitionKind::Preserve => (
-                EventType::Warning,
-                "Preserved",
-                format!("preserved ({:?}) by run {run_id}", t.record.reason),
-            ),
-            TransitionKind::Reenable => (
-                EventType::Normal,
-                "Reenabled",
-                format!("active again after run {run_id}"),
-            ),
-            TransitionKind::Delete => (
-                EventType::Warning,
-                "Deleted",
-                format!("deleted after retention by run {run_id}"),
-            ),
-            TransitionKind::Transfer { from } => (
-                EventType::Normal,
-                "Transferred",
-                format!(
-                    "moved from mapping {from:?} to {:?} by run {run_id}",
-                    t.record.mapping
-                ),
-            ),
-            TransitionKind::Import {
-                follows: Some(previous),
-            } => (
-                EventType::Normal,
-                "ReturnedAfterDeletion",
-                format!(
-                    "this directory object was deleted before as {previous}; imported anew by run {run_id}, the old record stays a tombstone"
-                ),
-            ),
-            _ => continue,
-        };
-        if sent >= USER_EVENTS_PER_RUN {
-            more += 1;
-            continue;
-        }
-        sent += 1;
-        // Users kept in PostgreSQL have no object: their Events are the mapping's.
-        let (reference, note) = if ctx.backend.has_user_objects() {
-            let user = ObjectReference {
-                api_version: Some("usersync.dev/v1alpha1".into()),
-                kind: Some("DirectoryUser".into()),
-                namespace: Some(ns.clone()),
-                name: Some(t.record.name.clone()),
-                ..Default::default()
-            };
-            (user, note)
-        } else {
-            let note = format!("user {}: {note}", t.record.name);
-            (mapping.object_ref(&()), note)
-        };
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Sync".into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            tracing::debug!(error = %e, "publishing an Event failed");
-        }
-    }
-    if more > 0 {
-        tracing::info!(run = %run_id, more, "per-user Events capped for this run");
-    }
 }

@@ -1,0 +1,126 @@
+//! Events: one per run on its mapping, and capped ones on notable user transitions.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+
+use super::context::Context;
+use crate::api::DirectoryMapping;
+use crate::core::{self, TransitionKind};
+
+/// Per-user Events per run; past this a summary says how many more there were,
+/// so a mass change does not flood the API.
+pub(crate) const USER_EVENTS_PER_RUN: usize = 20;
+
+/// Publish an Event; a failure to publish is logged, never fatal.
+pub(crate) async fn publish<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let mut note = note;
+    if note.len() > 1000 {
+        note.truncate(
+            note.char_indices()
+                .take_while(|(i, _)| *i < 990)
+                .last()
+                .map_or(0, |(i, c)| i + c.len_utf8()),
+        );
+        note.push_str(" …");
+    }
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::debug!(error = %e, "publishing an Event failed");
+    }
+}
+
+/// Events on users for notable transitions, and on the mapping for skips and
+/// returns; at most [`USER_EVENTS_PER_RUN`] per user-level kind, then one summary.
+pub(crate) async fn user_events(
+    ctx: &Context,
+    mapping: &DirectoryMapping,
+    applied: &[core::Transition],
+    run_id: &str,
+) {
+    let ns = mapping.namespace().unwrap_or_default();
+    let mut sent = 0usize;
+    let mut more = 0usize;
+    for t in applied {
+        let (type_, reason, note) = match &t.kind {
+            TransitionKind::Preserve => (
+                EventType::Warning,
+                "Preserved",
+                format!("preserved ({:?}) by run {run_id}", t.record.reason),
+            ),
+            TransitionKind::Reenable => (
+                EventType::Normal,
+                "Reenabled",
+                format!("active again after run {run_id}"),
+            ),
+            TransitionKind::Delete => (
+                EventType::Warning,
+                "Deleted",
+                format!("deleted after retention by run {run_id}"),
+            ),
+            TransitionKind::Transfer { from } => (
+                EventType::Normal,
+                "Transferred",
+                format!(
+                    "moved from mapping {from:?} to {:?} by run {run_id}",
+                    t.record.mapping
+                ),
+            ),
+            TransitionKind::Import {
+                follows: Some(previous),
+            } => (
+                EventType::Normal,
+                "ReturnedAfterDeletion",
+                format!(
+                    "this directory object was deleted before as {previous}; imported anew by run {run_id}, the old record stays a tombstone"
+                ),
+            ),
+            _ => continue,
+        };
+        if sent >= USER_EVENTS_PER_RUN {
+            more += 1;
+            continue;
+        }
+        sent += 1;
+        // Users kept in PostgreSQL have no object: their Events are the mapping's.
+        let (reference, note) = if ctx.backend.has_user_objects() {
+            let user = ObjectReference {
+                api_version: Some("usersync.dev/v1alpha1".into()),
+                kind: Some("DirectoryUser".into()),
+                namespace: Some(ns.clone()),
+                name: Some(t.record.name.clone()),
+                ..Default::default()
+            };
+            (user, note)
+        } else {
+            let note = format!("user {}: {note}", t.record.name);
+            (mapping.object_ref(&()), note)
+        };
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Sync".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::debug!(error = %e, "publishing an Event failed");
+        }
+    }
+    if more > 0 {
+        tracing::info!(run = %run_id, more, "per-user Events capped for this run");
+    }
+}
