@@ -78,7 +78,8 @@ enum Command {
         #[arg(long, default_value = "10m", value_parser = parse_duration)]
         timeout: Duration,
     },
-    /// Approve the run of a mapping that a safety threshold blocked; it starts at once.
+    /// Approve the run of a mapping that a safety threshold blocked (a RunApproval in
+    /// your name); it starts at once.
     Approve {
         /// The DirectoryMapping.
         mapping: String,
@@ -88,6 +89,9 @@ enum Command {
         /// Its namespace (default: the kubeconfig's).
         #[arg(short, long)]
         namespace: Option<String>,
+        /// Why the run is approved, kept in the RunApproval.
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// Show what a run of a mapping would do now, applying nothing.
     Plan {
@@ -284,13 +288,22 @@ async fn main() -> anyhow::Result<ExitCode> {
             mapping,
             run,
             namespace,
+            reason,
         } => {
             let client = kube::Client::try_default().await?;
             let ns = namespace.unwrap_or_else(|| client.default_namespace().to_string());
-            let blocked = cli::approve::approve(client, &ns, &mapping, run.as_deref()).await?;
+            let approved =
+                cli::approve::approve(client, &ns, &mapping, run.as_deref(), reason.as_deref())
+                    .await?;
+            let blocked = &approved.blocked;
             println!(
-                "approved run {} of {ns}/{mapping}: it preserves {} and deletes {} users (of {} active); it starts now",
-                blocked.run_id, blocked.would_preserve, blocked.would_delete, blocked.active_users
+                "approved run {} of {ns}/{mapping} as {} (RunApproval {}): it preserves {} and deletes {} users (of {} active); it starts now",
+                blocked.run_id,
+                approved.approved_by,
+                approved.approval,
+                blocked.would_preserve,
+                blocked.would_delete,
+                blocked.active_users
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -220,8 +220,15 @@ fn default_install_watches_all_namespaces_with_two_replicas_and_a_lease() {
             "{expected} not in {args:?}"
         );
     }
-    assert_eq!(kinds(&docs, "ClusterRole"), ["usersync"]);
+    assert_eq!(
+        kinds(&docs, "ClusterRole"),
+        ["usersync", "usersync-approver"]
+    );
     assert_eq!(kinds(&docs, "ClusterRoleBinding"), ["usersync"]);
+    assert_eq!(
+        kinds(&docs, "ValidatingAdmissionPolicy"),
+        ["usersync-ops-runapproval-approver"]
+    );
     assert_eq!(kinds(&docs, "Role"), ["usersync-leader-election"]);
     assert!(kinds(&docs, "ServiceMonitor").is_empty(), "off by default");
 }
@@ -252,8 +259,10 @@ fn several_namespaces_get_a_role_each_and_one_flag_each() {
         .collect();
     let expected: BTreeSet<_> = [
         "Role/a/usersync",
+        "Role/a/usersync-approver",
         "RoleBinding/a/usersync",
         "Role/b/usersync",
+        "Role/b/usersync-approver",
         "RoleBinding/b/usersync",
         "Role/ops/usersync-leader-election",
         "RoleBinding/ops/usersync-leader-election",
@@ -521,7 +530,9 @@ fn operator_pods_are_hardened() {
 fn every_rbac_rule_says_why() {
     // The sources a reviewer reads...
     let mut sources = vec![format!("{CHART}/templates/_rbac.tpl")];
-    sources.extend(["rbac.yaml", "leader-election.yaml"].map(|f| format!("deploy/{f}")));
+    sources.extend(
+        ["rbac.yaml", "approver-rbac.yaml", "leader-election.yaml"].map(|f| format!("deploy/{f}")),
+    );
     for path in &sources {
         assert_rules_commented(path, &read(path));
     }

@@ -109,6 +109,14 @@ pub(crate) fn reference_rule(field: &str, kind: &str) -> Rule {
     )))
 }
 
+/// The CEL rule of a field that names an object (a `kind`) whose names are DNS-1123
+/// labels, such as a DirectoryMapping (its name becomes a label value).
+pub(crate) fn label_reference_rule(field: &str, kind: &str) -> Rule {
+    Rule::new(format!("self.matches({})", cel_string(DNS1123_LABEL_PATTERN))).message(Message::Message(format!(
+        "{field} must be a valid {kind} name (at most {MAX_LABEL_VALUE_LEN} lowercase letters, digits and '-', beginning and ending with a letter or digit)"
+    )))
+}
+
 /// A reference to one key of a Secret in the same namespace as the referring object.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]

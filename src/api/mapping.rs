@@ -11,7 +11,9 @@ use super::user::MAPPING_LABEL;
 
 /// Annotation whose every new value asks for one sync of the mapping now.
 pub const SYNC_REQUESTED_ANNOTATION: &str = "usersync.dev/sync-requested-at";
-/// Annotation by which an admin approves one run that a safety threshold blocked.
+/// Annotation by which an admin approves one run that a safety threshold blocked,
+/// honoured only where the policy sets `safety.allowAnnotationApproval`; a
+/// RunApproval is the approval that names its approver.
 pub const APPROVE_RUN_ANNOTATION: &str = "usersync.dev/approve-run";
 
 /// Which users of a directory to import and how their fields map. The mapping's
@@ -194,7 +196,7 @@ pub enum RunResult {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunSummary {
-    /// The run's id, quoted in Events and logs and used by `usersync.dev/approve-run`.
+    /// The run's id, quoted in Events and logs.
     pub id: String,
     /// Schedule or OnDemand.
     pub trigger: RunTrigger,
@@ -242,6 +244,13 @@ pub struct RunSummary {
     /// What happened, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Who approved the blocked run this run applies (the RunApproval's approvedBy),
+    /// when an approval started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+    /// The RunApproval that started this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_ref: Option<String>,
 }
 
 /// How many of this mapping's users are in each state.
@@ -270,7 +279,7 @@ pub struct SyncRequest {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BlockedRun {
-    /// The run id to approve with the `usersync.dev/approve-run` annotation.
+    /// The run id to approve: a RunApproval with this runId (`usersync approve`).
     pub run_id: String,
     /// Preserves the run would have made.
     pub would_preserve: u32,

@@ -1,12 +1,14 @@
 //! The custom resources of the `usersync.dev/v1alpha1` API, defined here and only here.
 //! `usersync crd` prints them; `crds/` holds that output.
 
+mod approval;
 mod common;
 mod connector;
 mod mapping;
 mod policy;
 mod user;
 
+pub use approval::*;
 pub use common::*;
 pub use connector::*;
 pub use mapping::*;
@@ -26,7 +28,7 @@ pub const FIELD_MANAGER: &str = "usersync";
 /// the runner's fields from removing each other under server-side apply.
 pub const RUNNER_FIELD_MANAGER: &str = "usersync-runner";
 
-/// The four CustomResourceDefinitions, in a stable order, labelled as parts of usersync
+/// The five CustomResourceDefinitions, in a stable order, labelled as parts of usersync
 /// so that tools can select them.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     let mut crds = vec![
@@ -34,6 +36,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         DirectoryMapping::crd(),
         SyncPolicy::crd(),
         DirectoryUser::crd(),
+        RunApproval::crd(),
     ];
     for crd in &mut crds {
         crd.metadata
@@ -71,7 +74,12 @@ fn default_status(crd: &mut CustomResourceDefinition) {
                 .is_some_and(|p| p.contains_key("observedGeneration")),
             "every status has observedGeneration"
         );
-        status.default = Some(JSON(serde_json::json!({"observedGeneration": 0})));
+        let mut default = serde_json::json!({"observedGeneration": 0});
+        // A fresh approval reads Pending until the operator uses it or finds it stale.
+        if crd.spec.names.kind == "RunApproval" {
+            default["state"] = "Pending".into();
+        }
+        status.default = Some(JSON(default));
     }
 }
 

@@ -140,6 +140,13 @@ pub struct Safety {
     #[serde(default = "default_max_deletes")]
     #[x_kube(validation = Rule::new("self <= 1000000000").message("maxDeletesPerRun must be at most 1000000000"))]
     pub max_deletes_per_run: u32,
+
+    /// Also accept the `usersync.dev/approve-run` annotation on a mapping as the
+    /// approval of its blocked run. Default false: approving is a right of its own
+    /// (creating a RunApproval, which names the approver), while the annotation can
+    /// be set by anyone who may edit the mapping, and records no one.
+    #[serde(default)]
+    pub allow_annotation_approval: bool,
 }
 
 impl Default for Safety {
@@ -147,6 +154,7 @@ impl Default for Safety {
         Self {
             max_preserve_percent: default_max_preserve_percent(),
             max_deletes_per_run: default_max_deletes(),
+            allow_annotation_approval: false,
         }
     }
 }

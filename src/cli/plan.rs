@@ -23,6 +23,7 @@ pub async fn plan(
         backend,
         &mapping,
         ViewFrom::Directory,
+        None,
         jiff::Timestamp::now(),
     )
     .await?;

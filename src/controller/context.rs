@@ -7,11 +7,11 @@ use kube::Client;
 use kube::ResourceExt;
 use kube::core::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, ObjectRef};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::backoff::Backoff;
-use crate::api::DirectoryMapping;
+use crate::api::{DirectoryMapping, RunApproval};
 
 pub use crate::api::{FIELD_MANAGER, RUNNER_FIELD_MANAGER};
 
@@ -74,6 +74,8 @@ pub struct Context {
     run_tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     /// Asks the mapping controller to reconcile a mapping again (after a run).
     requeue: Option<mpsc::UnboundedSender<ObjectRef<DeserializeGuard<DirectoryMapping>>>>,
+    /// The watched RunApprovals, which a mapping reconcile looks its approvals up in.
+    approvals: Option<reflector::Store<DeserializeGuard<RunApproval>>>,
 }
 
 impl Context {
@@ -97,6 +99,7 @@ impl Context {
             sweeps: Default::default(),
             run_slots: Arc::new(Semaphore::new(max_concurrent_runs.max(1))),
             requeue: None,
+            approvals: None,
             clock: super::Clock::system(),
             fence: super::Fence::open(),
             stopping: Default::default(),
@@ -170,6 +173,35 @@ impl Context {
     ) -> Self {
         self.requeue = Some(sender);
         self
+    }
+
+    /// Look approvals up in `store` (the controllers' watch of RunApprovals).
+    pub(crate) fn with_approvals(
+        mut self,
+        store: reflector::Store<DeserializeGuard<RunApproval>>,
+    ) -> Self {
+        self.approvals = Some(store);
+        self
+    }
+
+    /// The RunApprovals of `mapping` not yet used or found stale, oldest first, as
+    /// the watch cache has them.
+    pub(crate) fn undecided_approvals(&self, mapping: &DirectoryMapping) -> Vec<RunApproval> {
+        let Some(store) = &self.approvals else {
+            return Vec::new();
+        };
+        let (ns, name) = (mapping.namespace(), mapping.name_any());
+        let mut found: Vec<RunApproval> = store
+            .state()
+            .iter()
+            .filter_map(|g| g.0.as_ref().ok())
+            .filter(|a| a.namespace() == ns && a.spec.mapping_ref == name && !a.decided())
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| {
+            (a.creation_timestamp(), a.name_any()).cmp(&(b.creation_timestamp(), b.name_any()))
+        });
+        found
     }
 
     fn key(mapping: &DirectoryMapping) -> String {

@@ -11,6 +11,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Api, ResourceExt};
 
+use super::approval::{self, Granted};
 use super::context::Context;
 use super::error::{Error, Result};
 use super::readiness::{Readiness, Resolution, mapping_readiness};
@@ -108,14 +109,42 @@ async fn reconcile_valid(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> 
                 last_start
             };
             let mut started = None;
-            // An approval of the run waiting for one starts that run at once.
-            if let Some(approved) = new_approval(&mapping, &memory)
+            // An approval of the run waiting for one starts that run at once: a
+            // RunApproval (used once), or the annotation where the policy allows it.
+            if running.is_none()
+                && let (Some(approval), Some(blocked)) =
+                    (approval::matching(ctx, &mapping), &status.blocked_run)
+            {
+                let run_id = new_run_id(now);
+                if let Some(granted) = approval::take(ctx, &approval, &run_id, blocked).await? {
+                    announce_approval(ctx, &mapping, &approval, &granted, &run_id).await;
+                    launch(
+                        ctx,
+                        &mapping,
+                        RunTrigger::OnDemand,
+                        now,
+                        run_id,
+                        Some(granted),
+                    );
+                    started = Some(now);
+                }
+            }
+            if let Some(approved) = new_approval(&mapping, &memory, policy)
                 && running.is_none()
+                && started.is_none()
             {
                 let run_id = start_run(ctx, &mapping, RunTrigger::OnDemand, now);
-                tracing::info!(mapping = %mapping.name_any(), approved = %approved, run = %run_id, "an approval starts the blocked run");
+                tracing::info!(mapping = %mapping.name_any(), approved = %approved, run = %run_id, "the approval annotation starts the blocked run");
                 ctx.remember_approval(&mapping, &approved);
                 started = Some(now);
+            }
+            // Approvals of any other run do nothing, and say so. While a run is in
+            // progress the blocked run may be about to change: they wait for it.
+            if running.is_none()
+                && started.is_none()
+                && let Err(e) = approval::report_stale(ctx, &mapping).await
+            {
+                tracing::warn!(mapping = %mapping.name_any(), error = %e, "could not report stale approvals");
             }
             match on_demand(
                 requested.as_deref(),
@@ -319,12 +348,16 @@ fn last_finish(
     memory.last_finish.max(recorded)
 }
 
-/// The approval annotation, when it names the run now waiting for approval and this
-/// process has not yet started a run for it.
+/// The approval annotation, when the policy accepts it, it names the run now waiting
+/// for approval and this process has not yet started a run for it.
 fn new_approval(
     mapping: &DirectoryMapping,
     memory: &super::context::MappingMemory,
+    policy: &SyncPolicy,
 ) -> Option<String> {
+    if !policy.spec.safety.allow_annotation_approval {
+        return None;
+    }
     let approved = mapping.annotations().get(APPROVE_RUN_ANNOTATION)?.trim();
     let blocked = mapping.status.as_ref()?.blocked_run.as_ref()?;
     (approved == blocked.run_id && memory.handled_approval.as_deref() != Some(approved))
@@ -412,7 +445,8 @@ async fn try_release(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> Resu
     let interval = interval_of(policy).unwrap_or(std::time::Duration::from_secs(86_400));
     let memory = ctx.memory(&mapping);
     let status = mapping.status.clone().unwrap_or_default();
-    let approval = new_approval(&mapping, &memory);
+    let approval = new_approval(&mapping, &memory, policy);
+    let pending = approval::matching(ctx, &mapping);
     // What this process did last wins over a watch cache that may lag behind it.
     let last = memory.last_run.or_else(|| {
         status
@@ -423,9 +457,9 @@ async fn try_release(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> Resu
     // Wait out the last attempt's backoff (a failure) or the interval (a plan
     // blocked by a threshold) unless an approval came in or the policy now allows
     // the blocked plan.
-    if let Some((_, result, started)) =
-        last.filter(|(trigger, _, _)| *trigger == RunTrigger::MappingDeleted && approval.is_none())
-    {
+    if let Some((_, result, started)) = last.filter(|(trigger, _, _)| {
+        *trigger == RunTrigger::MappingDeleted && approval.is_none() && pending.is_none()
+    }) {
         let failures = memory.failures.unwrap_or(status.consecutive_failures);
         let blocked = status
             .blocked_run
@@ -463,6 +497,13 @@ async fn try_release(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> Resu
         }
     }
     let run_id = new_run_id(now);
+    let granted = match (&pending, &status.blocked_run) {
+        (Some(pending), Some(blocked)) => approval::take(ctx, pending, &run_id, blocked).await?,
+        _ => None,
+    };
+    if let Some(granted) = &granted {
+        announce_approval(ctx, &mapping, pending.as_ref().unwrap(), granted, &run_id).await;
+    }
     if !ctx.claim_run(&mapping, &run_id) {
         return Err(Error::Release {
             message: "a run is in progress".into(),
@@ -478,6 +519,7 @@ async fn try_release(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> Resu
         mapping.clone(),
         RunTrigger::MappingDeleted,
         run_id.clone(),
+        granted,
     )
     .await;
     // Deletions a gate refused wait for the connector's retention pass; only a
@@ -576,19 +618,70 @@ fn start_run(
     now: jiff::Timestamp,
 ) -> String {
     let run_id = new_run_id(now);
+    launch(ctx, mapping, trigger, now, run_id.clone(), None);
+    run_id
+}
+
+/// Claim the mapping and spawn run `run_id`, with the approval it applies, if any.
+fn launch(
+    ctx: &Arc<Context>,
+    mapping: &Arc<DirectoryMapping>,
+    trigger: RunTrigger,
+    now: jiff::Timestamp,
+    run_id: String,
+    approval: Option<Granted>,
+) {
     if ctx.claim_run(mapping, &run_id) {
         ctx.remember(mapping, Some(now), None);
-        let (ctx, mapping, id) = (ctx.clone(), mapping.clone(), run_id.clone());
+        let (ctx, mapping) = (ctx.clone(), mapping.clone());
         let task = {
             let ctx = ctx.clone();
             tokio::spawn(async move {
                 let _slot = ctx.run_slots.clone().acquire_owned().await;
-                sync::run(ctx, mapping, trigger, id).await;
+                sync::run(ctx, mapping, trigger, run_id, approval).await;
             })
         };
         ctx.track_run(task);
     }
-    run_id
+}
+
+/// Say, on the mapping and on the approval, who approved the blocked run and which
+/// run applies it.
+async fn announce_approval(
+    ctx: &Context,
+    mapping: &DirectoryMapping,
+    approval: &crate::api::RunApproval,
+    granted: &Granted,
+    run_id: &str,
+) {
+    tracing::info!(
+        mapping = %mapping.name_any(), namespace = mapping.namespace().as_deref().unwrap_or(""),
+        run = %run_id, blocked_run = %granted.run_id, approved_by = %granted.approved_by,
+        approval = %granted.name, "an approval starts the blocked run"
+    );
+    let note = format!(
+        "run {run_id} starts: blocked run {} was {}",
+        granted.run_id,
+        granted.describe()
+    );
+    publish(
+        ctx,
+        mapping,
+        EventType::Normal,
+        "RunApproved",
+        "Approve",
+        note.clone(),
+    )
+    .await;
+    publish(
+        ctx,
+        approval,
+        EventType::Normal,
+        "RunApproved",
+        "Approve",
+        note,
+    )
+    .await;
 }
 
 async fn refuse(ctx: &Context, mapping: &DirectoryMapping, outcome: &str) {

@@ -1,5 +1,6 @@
 //! The reconcilers and how they are wired to the API server.
 
+mod approval;
 mod backoff;
 mod clock;
 mod connection;
@@ -39,7 +40,7 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::api::{ConnectorHealth, DirectoryMapping, SyncPolicy};
+use crate::api::{ConnectorHealth, DirectoryMapping, RunApproval, SyncPolicy};
 
 /// What the operator runs against.
 #[derive(Clone, Debug, Default)]
@@ -165,8 +166,20 @@ where
 {
     // Each set routes post-run reconciles to its own mapping controller.
     let (requeue_tx, requeue_rx) = tokio::sync::mpsc::unbounded_channel();
-    let ctx = Arc::new(ctx.with_requeue(requeue_tx));
     let wc = watcher::Config::default().any_semantic();
+    // RunApprovals: kept in a store that mapping reconciles look their approvals up
+    // in; a new (undecided) one triggers its mapping at once.
+    let (approval_store, approval_writer) = reflector::store();
+    let approval_trigger = reflector::reflector(
+        approval_writer,
+        watcher(
+            scope.api::<DeserializeGuard<RunApproval>>(&client),
+            wc.clone(),
+        ),
+    )
+    .default_backoff()
+    .applied_objects();
+    let ctx = Arc::new(ctx.with_requeue(requeue_tx).with_approvals(approval_store));
 
     // Mappings: the trigger stream skips status-only changes (our own writes) but keeps
     // spec and annotation changes, which carry on-demand requests and approvals, and
@@ -202,6 +215,14 @@ where
                 mappings_referring(&by_connector, &connector, |m| &m.spec.connector_ref)
             },
         )
+        .watches_stream(approval_trigger, |guard: DeserializeGuard<RunApproval>| {
+            let approval = guard.0.ok().filter(|a| !a.decided())?;
+            let ns = approval.namespace()?;
+            Some(
+                ObjectRef::<DeserializeGuard<DirectoryMapping>>::new(&approval.spec.mapping_ref)
+                    .within(&ns),
+            )
+        })
         .reconcile_on(tokio_stream::wrappers::UnboundedReceiverStream::new(
             requeue_rx,
         ))

@@ -131,13 +131,15 @@ impl Basis {
     }
 }
 
-/// Resolve, read and plan one run of `mapping`. An error is a run that could not
+/// Resolve, read and plan one run of `mapping`, with `approved` the blocked run id
+/// a RunApproval approved for it. An error is a run that could not
 /// even be planned; the message says why in words an admin can act on.
 pub async fn prepare(
     client: &Client,
     backend: &Backend,
     mapping: &DirectoryMapping,
     from: ViewFrom,
+    approved: Option<&str>,
     now: jiff::Timestamp,
 ) -> Result<Prepared, PlanningError> {
     let ns = mapping.namespace().unwrap_or_default();
@@ -208,7 +210,7 @@ pub async fn prepare(
         mapping: mapping.clone(),
         view,
         gate: gate_of(Some(&connector)),
-        approval: approval_of(mapping),
+        approval: approval_of(mapping, &policy, approved),
     };
     let plan = plan_from(&basis, &snapshot, &context, &core_policy, now)
         .await
@@ -423,11 +425,26 @@ async fn other_claims(
     Ok(claims)
 }
 
-/// The admin's approval of the run that a threshold blocked, if the annotation names it.
-fn approval_of(mapping: &DirectoryMapping) -> Option<Approval> {
-    let approved = mapping.annotations().get(APPROVE_RUN_ANNOTATION)?;
+/// The approval of the run that a threshold blocked: `approved` (the run id a
+/// RunApproval approved, which the runner was started with), or the annotation
+/// where the policy accepts it, when it names the blocked run.
+fn approval_of(
+    mapping: &DirectoryMapping,
+    policy: &SyncPolicy,
+    approved: Option<&str>,
+) -> Option<Approval> {
     let blocked = mapping.status.as_ref()?.blocked_run.as_ref()?;
-    (approved.trim() == blocked.run_id).then(|| Approval {
+    let by_annotation = || {
+        policy
+            .spec
+            .safety
+            .allow_annotation_approval
+            .then(|| mapping.annotations().get(APPROVE_RUN_ANNOTATION))
+            .flatten()
+            .map(|a| a.trim())
+    };
+    let approved = approved.or_else(by_annotation)?;
+    (approved == blocked.run_id).then(|| Approval {
         run_id: blocked.run_id.clone(),
         max_preserve: blocked.would_preserve as usize,
         max_delete: blocked.would_delete as usize,

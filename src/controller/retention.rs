@@ -181,5 +181,7 @@ fn pass_summary(
         transferred: 0,
         skipped: 0,
         message: Some(message),
+        approved_by: None,
+        approval_ref: None,
     }
 }

@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 
+use super::approval::Granted;
 use super::context::Context;
 pub(crate) use super::events::publish;
 use super::events::{USER_EVENTS_PER_RUN, user_events};
@@ -18,8 +19,7 @@ use super::resolve::gate_of;
 pub(crate) use super::run_status::{DELETIONS_BLOCKED, SYNCED, SYNCING, mark_interrupted};
 use super::run_status::{counts_after, runner_status, set, write};
 use crate::api::{
-    APPROVE_RUN_ANNOTATION, BlockedRun, ConnectorHealth, DirectoryMapping, RunResult, RunSummary,
-    RunTrigger, UserCounts,
+    BlockedRun, ConnectorHealth, DirectoryMapping, RunResult, RunSummary, RunTrigger, UserCounts,
 };
 use crate::core::{self, PlanOutcome, TransitionKind};
 use crate::store::{RunInfo, UserStore};
@@ -53,12 +53,14 @@ fn view_from(trigger: RunTrigger) -> ViewFrom {
     }
 }
 
-/// Run `mapping` once and record the outcome in its status and Events.
+/// Run `mapping` once and record the outcome in its status and Events; `approval`
+/// is the RunApproval of the blocked run that this run applies, if one started it.
 pub async fn run(
     ctx: Arc<Context>,
     mapping: Arc<DirectoryMapping>,
     trigger: RunTrigger,
     run_id: String,
+    approval: Option<Granted>,
 ) -> RunSummary {
     let ns = mapping.namespace().unwrap_or_default();
     let name = mapping.name_any();
@@ -102,6 +104,7 @@ pub async fn run(
                 &run_id,
                 start,
                 previous.blocked_run.as_ref(),
+                approval.as_ref().map(|a| a.run_id.as_str()),
             )
             .await
         }
@@ -109,6 +112,16 @@ pub async fn run(
     };
     let mut summary = report.summary.clone();
     summary.observed_generation = mapping.metadata.generation;
+    if let Some(approval) = &approval {
+        summary.approved_by = Some(approval.approved_by.clone());
+        summary.approval_ref = Some(approval.name.clone());
+        let message = summary.message.get_or_insert_default();
+        message.push_str(&format!(
+            "; blocked run {} {}",
+            approval.run_id,
+            approval.describe()
+        ));
+    }
     summary.duration = Some(format!("{:.1}s", clock.elapsed().as_secs_f64()));
     let finished = ctx.now();
     summary.finish_time = Some(Time(finished));
@@ -120,6 +133,7 @@ pub async fn run(
     }
     tracing::info!(
         mapping = %name, namespace = %ns, run = %run_id, result = ?summary.result,
+        approved_by = summary.approved_by.as_deref().unwrap_or(""),
         imported = summary.imported, updated = summary.updated, preserved = summary.preserved,
         reenabled = summary.reenabled, deleted = summary.deleted, skipped = summary.skipped,
         writes = report.writes, duration = summary.duration.as_deref().unwrap_or(""), "run finished"
@@ -307,6 +321,8 @@ fn summary(
         transferred: n(counts.transferred),
         skipped: n(counts.skipped),
         message: Some(message),
+        approved_by: None,
+        approval_ref: None,
     }
 }
 
@@ -318,6 +334,7 @@ async fn execute(
     run_id: &str,
     now: jiff::Timestamp,
     previously_blocked: Option<&BlockedRun>,
+    approved: Option<&str>,
 ) -> RunReport {
     let ns = mapping.namespace().unwrap_or_default();
     let connectors: Api<ConnectorHealth> = Api::namespaced(ctx.client.clone(), &ns);
@@ -331,7 +348,16 @@ async fn execute(
         read_mode,
         next_cursor,
         basis,
-    } = match prepare(&ctx.client, &ctx.backend, mapping, view_from(trigger), now).await {
+    } = match prepare(
+        &ctx.client,
+        &ctx.backend,
+        mapping,
+        view_from(trigger),
+        approved,
+        now,
+    )
+    .await
+    {
         Ok(p) => p,
         Err(e) => return fail(e.to_string()),
     };
@@ -356,10 +382,9 @@ async fn execute(
         let mut m = b.to_string();
         if let Some(blocked) = &blocked {
             m.push_str(&format!(
-                "; to approve it, run `usersync approve {} {}` (or annotate the mapping {APPROVE_RUN_ANNOTATION}={}), or raise the threshold",
+                "; to approve it, run `usersync approve {} {}` (it creates a RunApproval that names you), or raise the threshold",
                 mapping.name_any(),
                 blocked.run_id,
-                blocked.run_id
             ));
         }
         m

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::model::Policy;
 
-/// An admin's approval of a blocked run (`usersync.dev/approve-run: <run id>`).
+/// An approver's approval of a blocked run (a RunApproval of its run id).
 /// The runner builds it from the counts it recorded when that run was blocked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {
@@ -100,8 +100,8 @@ impl fmt::Display for ThresholdBreach {
         }
         write!(
             f,
-            "; no preserve or delete was applied — approve this run with the \
-             usersync.dev/approve-run annotation or raise the threshold"
+            "; no preserve or delete was applied — approve this run (a RunApproval, \
+             `usersync approve`) or raise the threshold"
         )
     }
 }

@@ -565,7 +565,7 @@ async fn a_threshold_blocks_the_run_and_approve_run_releases_it() {
     let w = World::new(
         "threshold",
         Server::slapd(),
-        json!({"safety": {"maxPreservePercent": 10}}),
+        json!({"safety": {"maxPreservePercent": 10, "allowAnnotationApproval": true}}),
     )
     .await;
     for i in 0..10 {
@@ -600,7 +600,7 @@ async fn a_threshold_blocks_the_run_and_approve_run_releases_it() {
     );
     assert_eq!(status.blocked_run.unwrap().run_id, run.id);
 
-    // An approval starts the approved run at once.
+    // Where the policy accepts the annotation, it starts the approved run at once.
     w.annotate("staff", APPROVE_RUN_ANNOTATION, &run.id).await;
     let run = w.wait_run("staff", Some(&run.id)).await;
     assert_eq!(

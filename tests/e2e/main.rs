@@ -15,6 +15,7 @@ mod world;
 mod ad;
 mod admin_actions;
 mod admission;
+mod approvals;
 mod cli;
 mod conditions;
 mod entra;

@@ -74,6 +74,19 @@ pub fn cluster() -> &'static Cluster {
             "the CRDs did not become established: {}",
             stderr(&out)
         );
+        // The admission policy that holds a RunApproval to its creator's name.
+        let out = cluster.kubectl([
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            "deploy/admission-policy.yaml",
+        ]);
+        assert!(
+            out.status.success(),
+            "installing the admission policy failed: {}",
+            stderr(&out)
+        );
         cluster
     })
 }

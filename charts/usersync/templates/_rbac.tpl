@@ -26,6 +26,15 @@ admin's objects are the admin's.
 - apiGroups: ["usersync.dev"]
   resources: ["connectorhealths/status", "directorymappings/status", "syncpolicies/status"]
   verbs: ["patch"]
+# Approvals of blocked runs: the mapping controller watches them and reads one
+# again before it uses it. The operator never creates or edits an approval.
+- apiGroups: ["usersync.dev"]
+  resources: ["runapprovals"]
+  verbs: ["get", "list", "watch"]
+# An approval's status says whether it was used (and by which run) or is stale.
+- apiGroups: ["usersync.dev"]
+  resources: ["runapprovals/status"]
+  verbs: ["patch"]
 {{- if eq .Values.store.type "kubernetes" }}
 # The user registry (store: kubernetes): a run lists the namespace's users, then
 # creates and updates them by server-side apply, which needs both `create` (for a
@@ -68,4 +77,21 @@ Leader election: one Lease in the release namespace, and nothing else there.
   resources: ["leases"]
   resourceNames: [{{ include "usersync.leaseName" . | quote }}]
   verbs: ["get", "update"]
+{{- end }}
+
+{{/*
+The example approver's rights: approving a blocked run is a right apart from
+editing mappings (bind it to the people who approve, not to mapping editors).
+*/}}
+{{- define "usersync.approverRules" -}}
+# Approve a blocked run: `usersync approve` creates a RunApproval in the
+# approver's name (the admission policy checks the name); get and list show
+# what became of one.
+- apiGroups: ["usersync.dev"]
+  resources: ["runapprovals"]
+  verbs: ["create", "get", "list", "watch"]
+# See which run waits for approval and what it would do (status.blockedRun).
+- apiGroups: ["usersync.dev"]
+  resources: ["directorymappings"]
+  verbs: ["get", "list", "watch"]
 {{- end }}
