@@ -17,6 +17,7 @@ mod admin_actions;
 mod admission;
 mod cli;
 mod conditions;
+mod credentials;
 mod entra;
 mod health;
 mod lifecycle;
