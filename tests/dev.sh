@@ -59,6 +59,9 @@ kubectl -n "$ns" create secret generic openldap-bind --from-file=password="$USER
 	--dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl -n "$ns" create secret generic openldap-ca --from-file=ca.crt="$USERSYNC_SLAPD_CA" \
 	--dry-run=client -o yaml | kubectl apply -f - >/dev/null
+# Only Secrets an admin marked as credentials (for these connectors) are used.
+kubectl -n "$ns" label --overwrite secret openldap-bind openldap-ca usersync.dev/credential=true >/dev/null
+kubectl -n "$ns" annotate --overwrite secret openldap-bind openldap-ca usersync.dev/connectors=openldap >/dev/null
 kubectl -n "$ns" apply -k examples/ >/dev/null
 
 cat >&2 <<MSG

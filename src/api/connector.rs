@@ -42,6 +42,7 @@ fn entra_host_rule(field: &str, appended: &str) -> kube::core::Rule {
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Connected\")].reason"}"#,
     printcolumn = r#"{"name":"Last Success","type":"date","jsonPath":".status.lastSuccessTime"}"#,
     printcolumn = r#"{"name":"Latency","type":"integer","priority":1,"jsonPath":".status.latencyMs","description":"round trip of the last successful probe, in milliseconds"}"#,
+    printcolumn = r#"{"name":"Insecure","type":"string","jsonPath":".status.conditions[?(@.type==\"Insecure\")].reason","description":"an opt-in that weakens how credentials travel (InsecureSkipVerify, PlaintextBind, CustomEndpoints), or Secure"}"#,
     printcolumn = r#"{"name":"Deletions","type":"boolean","jsonPath":".spec.deletionsAllowed","description":"whether deletions may rely on this connector"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = name_fits_label_rule("ConnectorHealth", CONNECTOR_LABEL)
@@ -140,9 +141,20 @@ pub struct LdapConnection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretKeyRef>,
 
-    /// Skip TLS certificate verification. Only for tests; never the default.
+    /// Skip TLS certificate verification. Only for tests; never the default. While
+    /// set, the connector's `Insecure` condition is True (reason `InsecureSkipVerify`)
+    /// and a Warning Event was emitted when it was turned on.
     #[serde(default)]
     pub insecure_skip_verify: bool,
+
+    /// Allow a simple bind (the bind DN and its password) over a plain `ldap://`
+    /// connection without StartTLS, where anyone on the path can read the password.
+    /// Without it such a connector is refused (`Resolved=False`, reason
+    /// `PlaintextBindRefused`) before its Secret is read. An anonymous connector (no
+    /// bindDN) sends no credential and needs no opt-in. While set, `Insecure` is True
+    /// (reason `PlaintextBind`). Default false.
+    #[serde(default)]
+    pub allow_plaintext_bind: bool,
 
     /// Presets for the anchor and the disabled signal: ActiveDirectory, OpenLDAP or Generic.
     #[serde(default)]
@@ -233,6 +245,17 @@ pub struct EntraIdConnection {
     #[schemars(length(max = 2048))]
     pub graph_host: Option<String>,
 
+    /// Allow `authorityHost` and `graphHost` to name hosts other than the ones
+    /// Microsoft documents for `cloud` (login.microsoftonline.com and
+    /// graph.microsoft.com for Global, login.microsoftonline.us with graph.microsoft.us
+    /// or dod-graph.microsoft.us for USGov and USGovDoD, login.chinacloudapi.cn and
+    /// microsoftgraph.chinacloudapi.cn for China). The client secret or assertion goes
+    /// to the token host, so without this opt-in any other host is refused
+    /// (`Resolved=False`, reason `EndpointNotAllowed`) before a Secret is read. While
+    /// set, `Insecure` is True (reason `CustomEndpoints`). Default false.
+    #[serde(default)]
+    pub allow_custom_endpoints: bool,
+
     /// The Secret key holding a PEM CA bundle for overridden hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretKeyRef>,
@@ -251,8 +274,9 @@ pub struct EntraIdConnection {
 pub struct ConnectorHealthStatus {
     /// `Ready` (it resolves and a probe succeeded within `staleAfter`), `Reconciling`
     /// (a probe is pending or a transient failure is retried), `Stalled` (only a
-    /// person can help), `Resolved` (the spec and its Secrets resolve) and `Connected`
-    /// (True only after a real bind or token plus a read succeeded).
+    /// person can help), `Resolved` (the spec and its Secrets resolve), `Connected`
+    /// (True only after a real bind or token plus a read succeeded) and `Insecure`
+    /// (True while an opt-in that weakens how credentials travel is set).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

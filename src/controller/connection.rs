@@ -3,7 +3,8 @@
 //! and validated here.
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Api, ResourceExt};
 
 use crate::api::{ConnectorHealth, DirectoryMapping, LdapFlavor, SearchScope, SecretKeyRef};
 use crate::core::parse_duration;
@@ -20,6 +21,13 @@ pub enum ConnectionError {
         reason: &'static str,
         message: String,
     },
+    /// The spec asks for something an admin has not allowed: a Secret that is not a
+    /// credential for this connector, or an endpoint credentials may not go to.
+    #[error("{message}")]
+    NotAllowed {
+        reason: &'static str,
+        message: String,
+    },
     /// The spec cannot be used as it is.
     #[error("{0}")]
     Invalid(String),
@@ -32,7 +40,9 @@ impl ConnectionError {
     /// A fixed reason for conditions.
     pub fn reason(&self) -> &'static str {
         match self {
-            ConnectionError::Secret { reason, .. } => reason,
+            ConnectionError::Secret { reason, .. } | ConnectionError::NotAllowed { reason, .. } => {
+                reason
+            }
             ConnectionError::Invalid(_) => "InvalidSpec",
             ConnectionError::Kube(_) => "APIError",
         }
@@ -45,10 +55,73 @@ impl From<SourceError> for ConnectionError {
     }
 }
 
-/// Read one key of a Secret. The value never leaves as text except through the
-/// returned bytes; errors name the Secret and key only.
+/// The label that makes a Secret usable as a connector's credential: its value
+/// must be `"true"`. Without it a connector that names the Secret is refused, so a
+/// connector cannot send another application's Secret to a server of its choosing.
+pub const CREDENTIAL_LABEL: &str = "usersync.dev/credential";
+
+/// An annotation on a credential Secret that restricts it to the connectors it
+/// names (comma-separated ConnectorHealth names of the Secret's namespace).
+pub const CONNECTORS_ANNOTATION: &str = "usersync.dev/connectors";
+
+/// Whether the Secret (by its metadata) may be used by `connector`; the error says
+/// how an admin allows it. Only names and metadata go into the message.
+pub fn credential_permitted(
+    meta: &ObjectMeta,
+    connector: &str,
+    namespace: &str,
+    field: &str,
+) -> Result<(), ConnectionError> {
+    let name = meta.name.as_deref().unwrap_or_default();
+    let labelled = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(CREDENTIAL_LABEL))
+        .is_some_and(|v| v == "true");
+    if !labelled {
+        return Err(ConnectionError::NotAllowed {
+            reason: "SecretNotPermitted",
+            message: format!(
+                "spec.{field}: Secret {name:?} is not marked as a usersync credential, so it is not used; \
+                 if it is meant for this connector, allow it with: \
+                 kubectl label secret {name} -n {namespace} {CREDENTIAL_LABEL}=true"
+            ),
+        });
+    }
+    let Some(allowed) = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CONNECTORS_ANNOTATION))
+    else {
+        return Ok(());
+    };
+    if allowed.split(',').any(|c| c.trim() == connector) {
+        return Ok(());
+    }
+    Err(ConnectionError::NotAllowed {
+        reason: "SecretNotPermitted",
+        message: format!(
+            "spec.{field}: Secret {name:?} may be used only by the connectors its annotation \
+             {CONNECTORS_ANNOTATION} names ({allowed:?}), not by {connector:?}; to allow this one too: \
+             kubectl annotate secret {name} -n {namespace} --overwrite {CONNECTORS_ANNOTATION}={}",
+            allowed
+                .split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .chain([connector])
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    })
+}
+
+/// Read one key of a Secret, if the Secret is a credential `connector` may use: its
+/// metadata is checked first, so the value of a Secret that is not is never fetched.
+/// The value never leaves as text except through the returned bytes; errors name the
+/// Secret and key only.
 async fn secret_value(
     secrets: &Api<Secret>,
+    connector: &ConnectorHealth,
     field: &str,
     r: &SecretKeyRef,
 ) -> Result<Vec<u8>, ConnectionError> {
@@ -59,10 +132,25 @@ async fn secret_value(
             r.name
         )));
     }
-    let secret = secrets.get_opt(&r.name).await?.ok_or_else(|| ConnectionError::Secret {
+    let not_found = || ConnectionError::Secret {
         reason: "SecretNotFound",
-        message: format!("spec.{field}: Secret {:?} not found in this namespace; create it or fix the reference", r.name),
-    })?;
+        message: format!(
+            "spec.{field}: Secret {:?} not found in this namespace; create it or fix the reference",
+            r.name
+        ),
+    };
+    let (name, namespace) = (
+        connector.name_any(),
+        connector.namespace().unwrap_or_default(),
+    );
+    let meta = secrets
+        .get_metadata_opt(&r.name)
+        .await?
+        .ok_or_else(not_found)?;
+    credential_permitted(&meta.metadata, &name, &namespace, field)?;
+    let secret = secrets.get_opt(&r.name).await?.ok_or_else(not_found)?;
+    // Checked again: the label may have gone between the two reads.
+    credential_permitted(&secret.metadata, &name, &namespace, field)?;
     let value = secret
         .data
         .and_then(|mut d| d.remove(&r.key).map(|b| b.0))
@@ -76,6 +164,83 @@ async fn secret_value(
         reason: "SecretKeyNotFound",
         message: format!("spec.{field}: Secret {:?} has no key {:?}", r.name, r.key),
     })
+}
+
+/// Refuse a simple bind in clear text unless the connector opted in: the password
+/// would cross the network readable. Checked before the Secret is read.
+fn check_ldap_transport(spec: &crate::api::LdapConnection) -> Result<(), ConnectionError> {
+    let plain = spec
+        .url
+        .get(..7)
+        .is_some_and(|s| s.eq_ignore_ascii_case("ldap://"));
+    if plain && !spec.start_tls && spec.bind_dn.is_some() && !spec.allow_plaintext_bind {
+        return Err(ConnectionError::NotAllowed {
+            reason: "PlaintextBindRefused",
+            message: format!(
+                "spec.ldap: a simple bind over {} without StartTLS would send the bind password in clear text; \
+                 use ldaps://, set startTLS: true, or opt in with allowPlaintextBind: true",
+                spec.url
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Refuse an Entra endpoint other than the one Microsoft documents for the cloud,
+/// unless the connector opted in (`allowCustomEndpoints`): the token request carries
+/// the client secret or assertion. Checked before a Secret is read.
+fn check_entra_host(
+    field: &str,
+    url: Option<&url::Url>,
+    documented: &str,
+    cloud: crate::api::EntraCloud,
+    allowed: bool,
+) -> Result<(), ConnectionError> {
+    let Some(url) = url else { return Ok(()) };
+    let is_documented = url.scheme() == "https"
+        && url.host_str() == Some(documented)
+        && url.port_or_known_default() == Some(443)
+        && url.path() == "/";
+    if is_documented || allowed {
+        return Ok(());
+    }
+    Err(ConnectionError::NotAllowed {
+        reason: "EndpointNotAllowed",
+        message: format!(
+            "spec.entraID.{field} {:?} is not https://{documented}, the host Microsoft documents for the {cloud:?} cloud; \
+             credentials go elsewhere only when the connector sets allowCustomEndpoints: true",
+            url.as_str()
+        ),
+    })
+}
+
+/// The opt-ins of a connector that weaken how its credentials travel, as the
+/// `Insecure` condition's reasons, in a fixed order.
+pub fn insecure_opt_ins(connector: &ConnectorHealth) -> Vec<(&'static str, &'static str)> {
+    let spec = &connector.spec;
+    let mut found = Vec::new();
+    if let Some(l) = &spec.ldap {
+        if l.allow_plaintext_bind {
+            found.push((
+                "PlaintextBind",
+                "allowPlaintextBind: true lets the bind password travel in clear text",
+            ));
+        }
+        if l.insecure_skip_verify {
+            found.push((
+                "InsecureSkipVerify",
+                "insecureSkipVerify: true accepts any server certificate",
+            ));
+        }
+    }
+    if spec
+        .entra_id
+        .as_ref()
+        .is_some_and(|e| e.allow_custom_endpoints)
+    {
+        found.push(("CustomEndpoints", "allowCustomEndpoints: true lets credentials go to hosts other than the cloud's documented ones"));
+    }
+    found
 }
 
 /// The source a connector describes, with its Secrets read now (so a changed
@@ -92,6 +257,7 @@ pub async fn source_for(
         LdapFlavor::OpenLDAP => Flavor::OpenLdap,
         LdapFlavor::Generic => Flavor::Generic,
     };
+    check_ldap_transport(spec)?;
     let mut settings = LdapSettings::new(spec.url.clone(), flavor);
     settings.start_tls = spec.start_tls;
     settings.insecure_skip_verify = spec.insecure_skip_verify;
@@ -101,7 +267,7 @@ pub async fn source_for(
     settings.timeout = parse_duration(&spec.timeout)
         .map_err(|e| ConnectionError::Invalid(format!("spec.ldap.timeout: {e}")))?;
     if let (Some(dn), Some(r)) = (&spec.bind_dn, &spec.bind_password_secret_ref) {
-        let password = secret_value(secrets, "ldap.bindPasswordSecretRef", r).await?;
+        let password = secret_value(secrets, connector, "ldap.bindPasswordSecretRef", r).await?;
         let password = String::from_utf8(password).map_err(|_| ConnectionError::Secret {
             reason: "InvalidSecret",
             message: format!(
@@ -115,7 +281,7 @@ pub async fn source_for(
         ));
     }
     if let Some(r) = &spec.ca_secret_ref {
-        settings.ca_pem = Some(secret_value(secrets, "ldap.caSecretRef", r).await?);
+        settings.ca_pem = Some(secret_value(secrets, connector, "ldap.caSecretRef", r).await?);
     }
     let source = LdapSource::new(&settings)
         .map_err(|e: ldap::LdapError| ConnectionError::Invalid(e.to_string()))?;
@@ -127,10 +293,11 @@ pub async fn source_for(
 /// Text from a Secret key (a password, a client secret, a PEM document).
 async fn secret_text(
     secrets: &Api<Secret>,
+    connector: &ConnectorHealth,
     field: &str,
     r: &SecretKeyRef,
 ) -> Result<String, ConnectionError> {
-    let bytes = secret_value(secrets, field, r).await?;
+    let bytes = secret_value(secrets, connector, field, r).await?;
     String::from_utf8(bytes).map_err(|_| ConnectionError::Secret {
         reason: "InvalidSecret",
         message: format!(
@@ -152,18 +319,57 @@ async fn graph_source_for(
             "exactly one of spec.ldap or spec.entraID must be set".into(),
         ));
     };
+    let cloud = match spec.cloud {
+        EntraCloud::Global => Cloud::Global,
+        EntraCloud::USGov => Cloud::UsGov,
+        EntraCloud::USGovDoD => Cloud::UsGovDod,
+        EntraCloud::China => Cloud::China,
+    };
+    let url = |field: &str, value: &Option<String>| -> Result<Option<url::Url>, ConnectionError> {
+        value
+            .as_deref()
+            .map(|v| {
+                url::Url::parse(v)
+                    .map_err(|e| ConnectionError::Invalid(format!("spec.entraID.{field}: {e}")))
+            })
+            .transpose()
+    };
+    let authority_host = url("authorityHost", &spec.authority_host)?;
+    let graph_host = url("graphHost", &spec.graph_host)?;
+    // Where the credential would go, checked before any Secret is read.
+    check_entra_host(
+        "authorityHost",
+        authority_host.as_ref(),
+        cloud.login_host(),
+        spec.cloud,
+        spec.allow_custom_endpoints,
+    )?;
+    check_entra_host(
+        "graphHost",
+        graph_host.as_ref(),
+        cloud.graph_host(),
+        spec.cloud,
+        spec.allow_custom_endpoints,
+    )?;
     let credential = match (&spec.client_secret_ref, &spec.certificate_secret_ref) {
         (Some(r), _) => {
-            let secret = secret_text(secrets, "entraID.clientSecretRef", r).await?;
+            let secret = secret_text(secrets, connector, "entraID.clientSecretRef", r).await?;
             Credential::Secret(SecretString::new(secret.trim_end_matches(['\r', '\n'])))
         }
         (None, Some(r)) => {
-            let key_pem = secret_text(secrets, "entraID.certificateSecretRef", r).await?;
+            let key_pem =
+                secret_text(secrets, connector, "entraID.certificateSecretRef", r).await?;
             let cert_ref = SecretKeyRef {
                 name: r.name.clone(),
                 key: "tls.crt".into(),
             };
-            let cert_pem = secret_text(secrets, "entraID.certificateSecretRef", &cert_ref).await?;
+            let cert_pem = secret_text(
+                secrets,
+                connector,
+                "entraID.certificateSecretRef",
+                &cert_ref,
+            )
+            .await?;
             Credential::Certificate {
                 cert_pem,
                 key_pem: SecretString::new(key_pem),
@@ -175,33 +381,18 @@ async fn graph_source_for(
             ));
         }
     };
-    let cloud = match spec.cloud {
-        EntraCloud::Global => Cloud::Global,
-        EntraCloud::USGov => Cloud::UsGov,
-        EntraCloud::USGovDoD => Cloud::UsGovDod,
-        EntraCloud::China => Cloud::China,
-    };
     let mut settings = GraphSettings::new(
         spec.tenant_id.clone(),
         spec.client_id.clone(),
         credential,
         cloud,
     );
-    let url = |field: &str, value: &Option<String>| -> Result<Option<url::Url>, ConnectionError> {
-        value
-            .as_deref()
-            .map(|v| {
-                url::Url::parse(v)
-                    .map_err(|e| ConnectionError::Invalid(format!("spec.entraID.{field}: {e}")))
-            })
-            .transpose()
-    };
-    settings.authority_host = url("authorityHost", &spec.authority_host)?;
-    settings.graph_host = url("graphHost", &spec.graph_host)?;
+    settings.authority_host = authority_host;
+    settings.graph_host = graph_host;
     settings.timeout = parse_duration(&spec.timeout)
         .map_err(|e| ConnectionError::Invalid(format!("spec.entraID.timeout: {e}")))?;
     if let Some(r) = &spec.ca_secret_ref {
-        settings.ca_pem = Some(secret_value(secrets, "entraID.caSecretRef", r).await?);
+        settings.ca_pem = Some(secret_value(secrets, connector, "entraID.caSecretRef", r).await?);
     }
     let source =
         GraphSource::new(&settings).map_err(|e| ConnectionError::Invalid(e.to_string()))?;
@@ -262,4 +453,125 @@ fn graph_scope_for(mapping: &DirectoryMapping) -> Result<Scope, ConnectionError>
         .validate()
         .map_err(|e| ConnectionError::Invalid(e.to_string()))?;
     Ok(Scope::Graph(scope))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> ObjectMeta {
+        let map = |kv: &[(&str, &str)]| {
+            (!kv.is_empty()).then(|| {
+                kv.iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect()
+            })
+        };
+        ObjectMeta {
+            name: Some("app-db".into()),
+            labels: map(labels),
+            annotations: map(annotations),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn refused(m: &ObjectMeta) -> String {
+        match credential_permitted(m, "corp", "team-a", "ldap.bindPasswordSecretRef") {
+            Err(e) => {
+                assert_eq!(e.reason(), "SecretNotPermitted");
+                e.to_string()
+            }
+            Ok(()) => panic!("{m:?} was permitted"),
+        }
+    }
+
+    #[test]
+    fn only_labelled_secrets_are_credentials() {
+        let message = refused(&meta(&[], &[]));
+        assert!(
+            message.contains("kubectl label secret app-db -n team-a usersync.dev/credential=true"),
+            "{message}"
+        );
+        refused(&meta(&[(CREDENTIAL_LABEL, "false")], &[]));
+        refused(&meta(&[(CREDENTIAL_LABEL, "True")], &[]));
+        let ok = meta(&[(CREDENTIAL_LABEL, "true")], &[]);
+        assert!(credential_permitted(&ok, "corp", "team-a", "f").is_ok());
+    }
+
+    #[test]
+    fn the_connectors_annotation_restricts_a_credential() {
+        let label = [(CREDENTIAL_LABEL, "true")];
+        let others = meta(&label, &[(CONNECTORS_ANNOTATION, "hr, payroll")]);
+        let message = refused(&others);
+        assert!(
+            message.contains("--overwrite usersync.dev/connectors=hr,payroll,corp"),
+            "{message}"
+        );
+        refused(&meta(&label, &[(CONNECTORS_ANNOTATION, "")]));
+        refused(&meta(&label, &[(CONNECTORS_ANNOTATION, "corporate")]));
+        for allowed in ["corp", "hr,corp", " hr , corp "] {
+            let m = meta(&label, &[(CONNECTORS_ANNOTATION, allowed)]);
+            assert!(
+                credential_permitted(&m, "corp", "team-a", "f").is_ok(),
+                "{allowed}"
+            );
+        }
+    }
+
+    fn ldap(url: &str, start_tls: bool, bind: bool, allow: bool) -> crate::api::LdapConnection {
+        let mut spec =
+            serde_json::json!({"url": url, "startTLS": start_tls, "allowPlaintextBind": allow});
+        if bind {
+            spec["bindDN"] = "cn=svc".into();
+            spec["bindPasswordSecretRef"] = serde_json::json!({"name": "s", "key": "k"});
+        }
+        serde_json::from_value(spec).unwrap()
+    }
+
+    #[test]
+    fn a_simple_bind_in_clear_text_needs_the_opt_in() {
+        let e = check_ldap_transport(&ldap("ldap://dc1:389", false, true, false)).unwrap_err();
+        assert_eq!(e.reason(), "PlaintextBindRefused");
+        assert!(e.to_string().contains("allowPlaintextBind: true"), "{e}");
+        assert!(check_ldap_transport(&ldap("LDAP://dc1", false, true, false)).is_err());
+        for ok in [
+            ldap("ldap://dc1:389", false, true, true),
+            ldap("ldap://dc1:389", true, true, false),
+            ldap("ldaps://dc1:636", false, true, false),
+            // Anonymous: no credential to leak.
+            ldap("ldap://dc1:389", false, false, false),
+        ] {
+            assert!(check_ldap_transport(&ok).is_ok(), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn entra_credentials_go_only_to_the_documented_hosts() {
+        use crate::api::EntraCloud;
+        let url = |s: &str| url::Url::parse(s).unwrap();
+        let check = |u: &str, host: &str, allowed: bool| {
+            check_entra_host(
+                "authorityHost",
+                Some(&url(u)),
+                host,
+                EntraCloud::Global,
+                allowed,
+            )
+        };
+        let host = "login.microsoftonline.com";
+        assert!(check("https://login.microsoftonline.com", host, false).is_ok());
+        assert!(check("https://login.microsoftonline.com:443/", host, false).is_ok());
+        assert!(check_entra_host("authorityHost", None, host, EntraCloud::Global, false).is_ok());
+        for bad in [
+            "https://login.example",
+            "https://login.microsoftonline.com:8443",
+            "https://login.microsoftonline.com.evil.example",
+            "http://127.0.0.1:8080",
+        ] {
+            let e = check(bad, host, false).unwrap_err();
+            assert_eq!(e.reason(), "EndpointNotAllowed", "{bad}");
+            assert!(e.to_string().contains("allowCustomEndpoints: true"), "{e}");
+            assert!(check(bad, host, true).is_ok(), "{bad}");
+        }
+    }
 }

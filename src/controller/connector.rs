@@ -22,6 +22,10 @@ use crate::api::{ConnectorHealth, ConnectorHealthStatus, set_condition};
 /// The `Connected` condition's type.
 pub const CONNECTED: &str = "Connected";
 
+/// The `Insecure` condition's type: True while an opt-in weakens how the
+/// connector's credentials travel.
+pub const INSECURE: &str = "Insecure";
+
 /// Reconcile one ConnectorHealth: `Resolved`, a probe when one is due, and its health.
 pub async fn reconcile(
     guard: Arc<DeserializeGuard<ConnectorHealth>>,
@@ -41,6 +45,7 @@ pub async fn reconcile(
     let generation = connector.metadata.generation;
     let old = connector.status.clone().unwrap_or_default();
     let mut status = old.clone();
+    insecure(&ctx, &connector, &old, &mut status, generation, now).await;
 
     let interval = match durations(&connector) {
         Ok(d) => d,
@@ -190,6 +195,62 @@ pub async fn reconcile(
         super::retention::sweep(&ctx, &probed).await;
     }
     Ok(action)
+}
+
+/// Set `Insecure` from the connector's opt-ins, and emit one Warning Event when it
+/// turns on (or names a further opt-in), not one per reconcile.
+async fn insecure(
+    ctx: &Context,
+    connector: &ConnectorHealth,
+    old: &ConnectorHealthStatus,
+    status: &mut ConnectorHealthStatus,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) {
+    let opt_ins = super::connection::insecure_opt_ins(connector);
+    let Some((reason, _)) = opt_ins.first() else {
+        set(
+            status,
+            INSECURE,
+            false,
+            "Secure",
+            "no opt-in weakens how this connector's credentials travel".into(),
+            generation,
+            now,
+        );
+        return;
+    };
+    let message = format!(
+        "{}; remove the opt-in once it is no longer needed",
+        opt_ins
+            .iter()
+            .map(|(_, m)| *m)
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let before = crate::api::find_condition(&old.conditions, INSECURE);
+    let news = before.is_none_or(|c| c.status != "True" || c.message != message);
+    set(
+        status,
+        INSECURE,
+        true,
+        reason,
+        message.clone(),
+        generation,
+        now,
+    );
+    if news {
+        tracing::warn!(connector = %connector.name_any(), namespace = ?connector.namespace(), reason, "an insecure opt-in is set");
+        super::sync::publish(
+            ctx,
+            connector,
+            kube::runtime::events::EventType::Warning,
+            reason,
+            "Configure",
+            message,
+        )
+        .await;
+    }
 }
 
 /// The probe interval, with both durations checked against their minimums (an

@@ -56,6 +56,8 @@ const NEEDS_A_PERSON: &[&str] = &[
     "SecretNotFound",
     "SecretKeyNotFound",
     "SecretNotPermitted",
+    "EndpointNotAllowed",
+    "PlaintextBindRefused",
     "PolicyNotFound",
     "PolicyInvalid",
     "ConnectorNotFound",

@@ -155,7 +155,7 @@ async fn bad_credentials_stall_the_connector_at_once() {
         "apiVersion": "usersync.dev/v1alpha1", "kind": "ConnectorHealth", "metadata": {"name": "corp"},
         "spec": {
             "ldap": {
-                "url": server.url, "flavor": "OpenLDAP", "bindDN": server.bind_dn,
+                "url": server.url, "allowPlaintextBind": true, "flavor": "OpenLDAP", "bindDN": server.bind_dn,
                 "bindPasswordSecretRef": {"name": "corp-bind", "key": "password"},
             },
             "probeInterval": "1h", "staleAfter": "1h",

@@ -18,7 +18,8 @@ async fn entra(test: &str, em: &GraphEmulator, policy: serde_json::Value) -> Sce
             "entraID": {
                 "tenantID": TENANT_ID, "clientID": CLIENT_ID,
                 "clientSecretRef": {"name": "graph-app", "key": "secret"},
-                "authorityHost": base, "graphHost": base, "timeout": "10s",
+                // The emulator is no host Microsoft documents: an admin's opt-in.
+                "authorityHost": base, "graphHost": base, "allowCustomEndpoints": true, "timeout": "10s",
             },
             "probeInterval": "2s", "staleAfter": "1m",
         }

@@ -18,6 +18,7 @@ mod admission;
 mod approvals;
 mod cli;
 mod conditions;
+mod credentials;
 mod entra;
 mod health;
 mod lifecycle;

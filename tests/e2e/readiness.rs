@@ -142,6 +142,7 @@ metadata: {name: corp}
 spec:
   ldap:
     url: ldap://127.0.0.1:3389
+    allowPlaintextBind: true
     flavor: OpenLDAP
     bindDN: cn=usersync,ou=Service,dc=example,dc=org
     bindPasswordSecretRef: {name: corp-bind, key: password}
@@ -181,7 +182,7 @@ spec:
     // The Secret appears, with the wrong key first, then the right one.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let secret: Secret = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "corp-bind"}, "stringData": {"pass": "s3cret-value"}
+        "metadata": {"name": "corp-bind", "labels": {"usersync.dev/credential": "true"}}, "stringData": {"pass": "s3cret-value"}
     }))
     .unwrap();
     secrets
@@ -206,7 +207,7 @@ spec:
         .await
         .unwrap();
     let secret: Secret = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "corp-bind"}, "stringData": {"password": "s3cret-value"}
+        "metadata": {"name": "corp-bind", "labels": {"usersync.dev/credential": "true"}}, "stringData": {"password": "s3cret-value"}
     }))
     .unwrap();
     secrets

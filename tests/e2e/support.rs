@@ -349,3 +349,47 @@ pub async fn silent_server() -> u16 {
     });
     port
 }
+
+/// What a [`recording_server`] received: every byte of every connection, in order.
+#[derive(Clone, Default)]
+pub struct Recording(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Recording {
+    /// How many times `needle` occurs in what the server received.
+    pub fn count(&self, needle: &str) -> usize {
+        let bytes = self.0.lock().unwrap();
+        let needle = needle.as_bytes();
+        bytes.windows(needle.len()).filter(|w| *w == needle).count()
+    }
+
+    /// How many bytes the server received.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+}
+
+/// A TCP server on 127.0.0.1 that accepts connections, records every byte it is
+/// sent and never answers (a fake directory or token endpoint that only listens):
+/// its port and what it received. It lives as long as the test's runtime.
+pub async fn recording_server() -> (u16, Recording) {
+    use tokio::io::AsyncReadExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let recording = Recording::default();
+    let sink = recording.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.0.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+    });
+    (port, recording)
+}

@@ -113,11 +113,27 @@ impl Scene {
         }
     }
 
-    /// Create a Secret with one string key.
+    /// Create a Secret with one string key, marked as a credential connectors may use.
     pub async fn secret(&self, name: &str, key: &str, value: &str) {
+        self.secret_with(
+            name,
+            key,
+            value,
+            serde_json::json!({"labels": {"usersync.dev/credential": "true"}}),
+        )
+        .await;
+    }
+
+    /// Create a Secret with one string key and this metadata (labels, annotations).
+    pub async fn secret_with(&self, name: &str, key: &str, value: &str, meta: serde_json::Value) {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.ns.name);
+        let mut metadata = serde_json::json!({"name": name});
+        metadata
+            .as_object_mut()
+            .unwrap()
+            .extend(meta.as_object().cloned().unwrap_or_default());
         let secret: Secret = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name},
+            "metadata": metadata,
             "stringData": {key: value},
         }))
         .unwrap();
@@ -147,6 +163,8 @@ impl<'a> World<'a> {
         scene
             .secret("corp-bind", "password", server.bind_password())
             .await;
+        let ca = String::from_utf8(server.ca_pem.clone()).expect("the CA is PEM");
+        scene.secret("corp-ca", "ca.crt", &ca).await;
         let ou = server.test_ou(test);
         let flavor = if server.base_dn.to_ascii_lowercase().contains("dc=corp") {
             "ActiveDirectory"
@@ -157,7 +175,9 @@ impl<'a> World<'a> {
             "apiVersion": "usersync.dev/v1alpha1", "kind": "ConnectorHealth", "metadata": {"name": "corp"},
             "spec": {
                 "ldap": {
-                    "url": server.url, "flavor": flavor, "bindDN": server.bind_dn,
+                    // The bind password crosses the network only inside TLS.
+                    "url": server.url, "startTLS": true, "caSecretRef": {"name": "corp-ca", "key": "ca.crt"},
+                    "flavor": flavor, "bindDN": server.bind_dn,
                     "bindPasswordSecretRef": {"name": "corp-bind", "key": "password"}, "pageSize": 50, "timeout": "10s",
                 },
                 "probeInterval": "2s", "staleAfter": "1m",
