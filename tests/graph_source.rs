@@ -864,6 +864,121 @@ async fn delta_for_a_filter_scope_checks_changed_users_against_the_filter() {
     assert_eq!(checks[0].consistency_level.as_deref(), Some("eventual"));
 }
 
+// --- complete reads only ---
+
+#[tokio::test]
+async fn a_full_read_meeting_users_without_an_id_fails_and_names_the_count() {
+    let em = GraphEmulator::start().await;
+    em.set_page_cap(10);
+    for i in 0..25 {
+        em.create_user(&format!("u{i}@contoso.example"), "U");
+    }
+    let faceless = [
+        em.create_user("f1@contoso.example", "F1"),
+        em.create_user("f2@contoso.example", "F2"),
+    ];
+    for id in &faceless {
+        em.serve_without_id(id);
+    }
+    let source = source(&em);
+    let group = em.create_group("G");
+    em.add_member(&group, &faceless[0]);
+    let filter = filtered("startswith(userPrincipalName,'f')");
+
+    for scope in [GraphScope::all_users(), groups(&[&group]), filter] {
+        let error = source.read(&scope).await.unwrap_err();
+        assert_eq!(error.reason(), "ReadFailed", "{error}");
+        assert!(error.to_string().contains("without an id"), "{error}");
+    }
+    let error = source.read(&GraphScope::all_users()).await.unwrap_err();
+    assert!(error.to_string().contains("2 items"), "{error}");
+    // The first delta round of the whole tenant is a full read too.
+    let error = source
+        .read_delta(&GraphScope::all_users(), None)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("2 items"), "{error}");
+    // And a lookup cannot say a user is out of scope if it met an unknown one.
+    assert!(
+        source
+            .lookup(&filtered("startswith(userPrincipalName,'f')"), &faceless)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn a_delta_item_without_an_id_means_a_full_read_not_a_skipped_change() {
+    let em = GraphEmulator::start().await;
+    let source = source(&em);
+    let edited = em.create_user("e@contoso.example", "E");
+    em.create_user("r@contoso.example", "R");
+    let (_, link) = first_round(&source, &GraphScope::all_users()).await;
+
+    em.set_property(&edited, "displayName", json!("E, renamed"));
+    em.serve_without_id(&edited);
+    let outcome = source
+        .read_delta(&GraphScope::all_users(), Some(&link))
+        .await
+        .unwrap();
+    match outcome {
+        DeltaOutcome::FullReadNeeded { reason } => {
+            assert!(reason.contains("1 delta item"), "{reason}")
+        }
+        DeltaOutcome::Changes(read) => panic!("the round was applied: {read:?}"),
+    }
+
+    // An `@removed` entry without an id, likewise.
+    let em2 = GraphEmulator::start().await;
+    let source2 = self::source(&em2);
+    let gone = em2.create_user("g@contoso.example", "G");
+    let (_, link2) = first_round(&source2, &GraphScope::all_users()).await;
+    em2.serve_without_id(&gone);
+    em2.delete_user(&gone);
+    assert!(matches!(
+        source2
+            .read_delta(&GraphScope::all_users(), Some(&link2))
+            .await
+            .unwrap(),
+        DeltaOutcome::FullReadNeeded { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_membership_check_answering_404_is_asked_again_and_then_fails_the_read() {
+    let em = GraphEmulator::start().await;
+    let source = source(&em);
+    let member = em.create_user("m@contoso.example", "M");
+    let group = em.create_group("G");
+    em.add_member(&group, &member);
+    let scope = groups(&[&group]);
+    let (_, link) = first_round(&source, &scope).await;
+
+    // A user created a moment ago: the first answers are 404, then Entra knows it.
+    let new = em.create_user("new@contoso.example", "New");
+    em.add_member(&group, &new);
+    em.lag_membership(&new, 2);
+    let read = changes(source.read_delta(&scope, Some(&link)).await.unwrap());
+    assert_eq!(anchors(&read), set(&[&new]));
+    assert!(read.view.removed.is_empty());
+    assert_eq!(
+        requests_to(&em, &format!("{new}/checkMemberGroups")).len(),
+        3
+    );
+
+    // Still 404 after every attempt: the round fails, nobody is reported removed.
+    em.set_property(&member, "displayName", json!("M, renamed"));
+    em.lag_membership(&member, 100);
+    let error = source.read_delta(&scope, Some(&link)).await.unwrap_err();
+    assert_eq!(error.reason(), "ReadFailed", "{error}");
+    assert!(error.to_string().contains("404"), "{error}");
+    assert!(error.to_string().contains(&member), "{error}");
+
+    // The lookup rule 9 makes (is this user in another mapping?) too.
+    let error = source.lookup(&scope, std::slice::from_ref(&member)).await.unwrap_err();
+    assert_eq!(error.reason(), "ReadFailed", "{error}");
+}
+
 // --- identity ---
 
 #[tokio::test]

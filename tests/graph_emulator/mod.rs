@@ -17,8 +17,9 @@
 //!
 //! Tests steer it through [`GraphEmulator`]'s methods: users, groups, token
 //! lifetime and revocation, permissions, delta token expiry, injected faults
-//! (the next N Graph requests answer 429 with `Retry-After`, or 503), and a log
-//! and count of the requests it saw.
+//! (the next N Graph requests answer 429 with `Retry-After`, or 503), objects
+//! served without their `id`, `checkMemberGroups` answering 404 for a user
+//! not yet replicated, and a log and count of the requests it saw.
 //!
 //! `fixtures/` holds two throwaway RSA key pairs with self-signed certificates
 //! (made with openssl for these tests only; they are no one's credentials):
@@ -138,6 +139,9 @@ struct State {
     token_requests: u64,
     /// The most items a page holds, whatever `$top` says (Graph may serve fewer).
     page_cap: usize,
+    /// Per user: how many more `checkMemberGroups` answer 404 (a user created
+    /// a moment ago, not yet on the replica that answers).
+    membership_lag: HashMap<String, usize>,
 }
 
 impl GraphEmulator {
@@ -182,6 +186,7 @@ impl GraphEmulator {
             log: Vec::new(),
             token_requests: 0,
             page_cap: 999,
+            membership_lag: HashMap::new(),
         };
         let emulator = GraphEmulator {
             shared: Arc::new(Shared {
@@ -385,6 +390,19 @@ impl GraphEmulator {
         state.faults.clear();
         state.faults.extend(std::iter::repeat_n(None, skip));
         state.faults.extend(std::iter::repeat_n(Some(fault), count));
+    }
+
+    /// Serve this user (or, once deleted, its `@removed` entry) without its
+    /// `id` from now on.
+    pub fn serve_without_id(&self, id: &str) {
+        self.state().tenant.without_id.insert(id.to_owned());
+    }
+
+    /// The next `count` `checkMemberGroups` of this user answer 404
+    /// `Request_ResourceNotFound`, as Entra does while a new user has not yet
+    /// reached the replica that answers.
+    pub fn lag_membership(&self, id: &str, count: usize) {
+        self.state().membership_lag.insert(id.to_owned(), count);
     }
 
     /// Serve at most `cap` items per page, whatever `$top` asks.
@@ -700,7 +718,11 @@ fn serve_page(state: &mut State, base: &Url, mut listing: Listing) -> Response {
                 }
             }
             Item::Removed(id, reason) => {
-                value.push(json!({"id": id, "@removed": {"reason": reason}}));
+                let mut removed = json!({"id": id, "@removed": {"reason": reason}});
+                if state.tenant.without_id.contains(id) {
+                    removed.as_object_mut().unwrap().remove("id");
+                }
+                value.push(removed);
             }
         }
     }
@@ -905,7 +927,14 @@ async fn check_member_groups(
         )
         .into_response();
     };
-    if !state.tenant.users.contains_key(&id) {
+    let lagging = match state.membership_lag.get_mut(&id) {
+        Some(n) if *n > 0 => {
+            *n -= 1;
+            true
+        }
+        _ => false,
+    };
+    if lagging || !state.tenant.users.contains_key(&id) {
         return graph_error(
             StatusCode::NOT_FOUND,
             "Request_ResourceNotFound",

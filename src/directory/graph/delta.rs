@@ -17,7 +17,10 @@
 //! only source of "in scope" or "gone".
 //!
 //! A delta link Graph no longer knows (410 Gone, `syncStateNotFound`,
-//! `resyncRequired`) is not an error but [`DeltaOutcome::FullReadNeeded`].
+//! `resyncRequired`) is not an error but [`DeltaOutcome::FullReadNeeded`]; so
+//! is a round with an item without an `id` (logged with the count): its
+//! changes are not applied, and the full read that follows fails on such an
+//! item too rather than skip it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -147,6 +150,20 @@ impl GraphSource {
             } => (changes, skipped, next),
             Round::Expired(reason) => return Ok(DeltaOutcome::FullReadNeeded { reason }),
         };
+        if skipped > 0 {
+            // A change that cannot be told apart from the others: applying the
+            // rest would leave that user as it was. The round is dropped, and a
+            // full read (which fails if it meets such an item too) takes over.
+            tracing::warn!(
+                without_id = skipped,
+                "Graph delta items came without an id; reading the whole scope instead"
+            );
+            return Ok(DeltaOutcome::FullReadNeeded {
+                reason: format!(
+                    "{skipped} delta item(s) came without an id; the changes cannot all be applied"
+                ),
+            });
+        }
         let mut entries = Vec::new();
         let mut removed = Vec::new();
         for (id, change) in changes {
@@ -175,7 +192,7 @@ impl GraphSource {
                 url: next.into(),
                 select,
             }),
-            skipped_without_anchor: skipped,
+            skipped_without_anchor: 0,
         }))
     }
 
@@ -220,7 +237,7 @@ impl GraphSource {
         } else {
             self.read_scope(scope, projection).await?
         };
-        Ok(DeltaOutcome::Changes(full_read(collected, Some(link))))
+        Ok(DeltaOutcome::Changes(full_read(collected, Some(link))?))
     }
 
     /// Follow a round from `start` to its deltaLink. With `keep` false the
@@ -251,8 +268,11 @@ impl GraphSource {
             if keep {
                 for item in page.items {
                     if item.contains_key("@removed") {
-                        if let Some(id) = item.get("id").and_then(Value::as_str) {
-                            changes.insert(id.to_owned(), Change::Removed);
+                        match item.get("id").and_then(Value::as_str) {
+                            Some(id) if !id.is_empty() => {
+                                changes.insert(id.to_owned(), Change::Removed);
+                            }
+                            _ => skipped += 1,
                         }
                         continue;
                     }

@@ -161,7 +161,7 @@ impl Transport {
     /// The backoff before attempt `attempt + 1`: doubling from the initial
     /// backoff up to the maximum, half of it fixed and half random ("equal
     /// jitter"), so that many clients throttled together do not return together.
-    fn backoff(&self, attempt: u32) -> Duration {
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
         let doubled = self
             .retry
             .initial_backoff
