@@ -613,6 +613,140 @@ async fn throttling_past_the_budget_fails_as_throttled_at_once() {
     assert_eq!(em.graph_requests(), 1);
 }
 
+/// Throttled as Microsoft documents it, with this `Retry-After` (or none).
+fn throttled(status: u16, retry_after: Option<&str>) -> Fault {
+    Fault::Throttled {
+        status,
+        retry_after: retry_after.map(str::to_owned),
+    }
+}
+
+/// The time between the first request and its retry.
+fn retried_after(em: &GraphEmulator) -> Duration {
+    let log = em.requests();
+    log[1].at - log[0].at
+}
+
+#[tokio::test]
+async fn a_fractional_retry_after_as_microsoft_documents_it_is_honoured() {
+    let em = GraphEmulator::start().await;
+    let id = em.create_user("a@contoso.example", "A");
+    em.inject(throttled(429, Some("1.528")), 1);
+
+    let read = source(&em).read(&GraphScope::all_users()).await.unwrap();
+
+    assert_eq!(anchors(&read), set(&[&id]));
+    assert!(
+        retried_after(&em) >= Duration::from_millis(1528),
+        "{:?}",
+        retried_after(&em)
+    );
+}
+
+#[tokio::test]
+async fn a_retry_after_http_date_is_honoured_never_earlier() {
+    let em = GraphEmulator::start().await;
+    let id = em.create_user("a@contoso.example", "A");
+    // Two seconds ahead, to the next whole second (an HTTP-date has no less).
+    let now = jiff::Timestamp::now();
+    let date = jiff::Timestamp::from_second(now.as_second() + 3).unwrap();
+    let text = jiff::fmt::rfc2822::DateTimePrinter::new()
+        .timestamp_to_rfc9110_string(&date)
+        .unwrap();
+    let due =
+        Instant::now() + Duration::try_from(date.duration_since(jiff::Timestamp::now())).unwrap();
+    em.inject(throttled(429, Some(&text)), 1);
+
+    let read = source(&em).read(&GraphScope::all_users()).await.unwrap();
+
+    assert_eq!(anchors(&read), set(&[&id]));
+    let retry = &em.requests()[1];
+    assert!(retry.at + Duration::from_millis(5) >= due, "retried early");
+}
+
+#[tokio::test]
+async fn throttling_without_retry_after_backs_off_and_a_503_with_retry_after_throttles_too() {
+    let em = GraphEmulator::start().await;
+    let id = em.create_user("a@contoso.example", "A");
+    em.inject(throttled(429, None), 2);
+    em.inject_more(throttled(503, Some("0.4")), 1);
+
+    let source = source(&em);
+    let read = source.read(&GraphScope::all_users()).await.unwrap();
+
+    assert_eq!(anchors(&read), set(&[&id]));
+    let log = em.requests();
+    assert_eq!(log.len(), 4);
+    assert!(log[3].at - log[2].at >= Duration::from_millis(400));
+    assert_eq!(source.throttling().throttled_requests, 3);
+}
+
+#[tokio::test]
+async fn throttling_is_bounded_by_the_time_budget_not_by_a_count() {
+    let em = GraphEmulator::start().await;
+    let id = em.create_user("a@contoso.example", "A");
+    // Ten in a row, with the settings' four attempts: a count would give up.
+    em.inject(throttled(429, Some("0.05")), 10);
+
+    let source = source(&em);
+    let read = source.read(&GraphScope::all_users()).await.unwrap();
+
+    assert_eq!(anchors(&read), set(&[&id]));
+    assert_eq!(em.graph_requests(), 11);
+    let throttling = source.throttling();
+    assert_eq!(throttling.throttled_requests, 10);
+    assert!(
+        throttling.waited >= Duration::from_millis(500),
+        "{throttling:?}"
+    );
+
+    // A budget it cannot keep fails the read as Throttled.
+    let mut short = settings(&em);
+    short.retry.budget = Duration::from_millis(300);
+    em.inject(throttled(429, Some("0.1")), 100);
+    let error = GraphSource::new(&short)
+        .unwrap()
+        .read(&GraphScope::all_users())
+        .await
+        .unwrap_err();
+    assert_eq!(error.reason(), "Throttled", "{error}");
+}
+
+#[tokio::test]
+async fn a_retry_after_holds_back_every_request_of_the_source() {
+    let em = GraphEmulator::start().await;
+    em.set_page_cap(1);
+    let mut group_ids = Vec::new();
+    for g in 0..3 {
+        let group = em.create_group(&format!("G{g}"));
+        for i in 0..150 {
+            let user = em.create_user(&format!("u{g}-{i}@contoso.example"), "U");
+            em.add_member(&group, &user);
+        }
+        group_ids.push(group);
+    }
+    em.inject(throttled(429, Some("1")), 1);
+
+    let read = source(&em)
+        .read(&groups(&group_ids.iter().collect::<Vec<_>>()))
+        .await
+        .unwrap();
+
+    assert_eq!(read.view.entries.len(), 450);
+    let log = em.requests();
+    let told = log[0].at;
+    // Requests already on their way when the 429 came may arrive; no new one
+    // is sent until the second has passed.
+    let during = log
+        .iter()
+        .filter(|r| r.at > told && r.at < told + Duration::from_secs(1))
+        .count();
+    assert!(
+        during <= 8,
+        "{during} requests went out while the source was told to wait"
+    );
+}
+
 #[tokio::test]
 async fn persistent_503s_fail_the_read() {
     let em = GraphEmulator::start().await;
@@ -975,7 +1109,10 @@ async fn a_membership_check_answering_404_is_asked_again_and_then_fails_the_read
     assert!(error.to_string().contains(&member), "{error}");
 
     // The lookup rule 9 makes (is this user in another mapping?) too.
-    let error = source.lookup(&scope, std::slice::from_ref(&member)).await.unwrap_err();
+    let error = source
+        .lookup(&scope, std::slice::from_ref(&member))
+        .await
+        .unwrap_err();
     assert_eq!(error.reason(), "ReadFailed", "{error}");
 }
 

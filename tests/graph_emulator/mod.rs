@@ -65,12 +65,19 @@ pub const USER_READ_ALL: &str = "User.Read.All";
 pub const GROUP_MEMBER_READ_ALL: &str = "GroupMember.Read.All";
 
 /// A failure the next Graph requests answer with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
     /// 429 Too Many Requests with `Retry-After: <seconds>`.
     Throttle { retry_after: u64 },
     /// 503 Service Unavailable, without `Retry-After`.
     Unavailable,
+    /// Throttling as Microsoft documents it: `status` 429 (or 503, which
+    /// Graph also throttles with) and the `Retry-After` header as given, e.g.
+    /// `2.128`, an HTTP-date, or none at all.
+    Throttled {
+        status: u16,
+        retry_after: Option<String>,
+    },
 }
 
 /// A request Graph saw (token requests are counted apart).
@@ -81,6 +88,8 @@ pub struct Recorded {
     /// Decoded query options.
     pub query: BTreeMap<String, String>,
     pub consistency_level: Option<String>,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 /// A handle on a running emulator; clones share it.
@@ -392,6 +401,14 @@ impl GraphEmulator {
         state.faults.extend(std::iter::repeat_n(Some(fault), count));
     }
 
+    /// As [`GraphEmulator::inject`], and keep the faults already queued:
+    /// the next `count` requests after them answer with `fault`.
+    pub fn inject_more(&self, fault: Fault, count: usize) {
+        self.state()
+            .faults
+            .extend(std::iter::repeat_n(Some(fault), count));
+    }
+
     /// Serve this user (or, once deleted, its `@removed` entry) without its
     /// `id` from now on.
     pub fn serve_without_id(&self, id: &str) {
@@ -439,7 +456,8 @@ struct Refusal {
     status: StatusCode,
     code: String,
     message: String,
-    retry_after: Option<u64>,
+    /// The `Retry-After` header, as sent.
+    retry_after: Option<String>,
 }
 
 impl IntoResponse for Refusal {
@@ -460,10 +478,10 @@ impl IntoResponse for Refusal {
             })),
         )
             .into_response();
-        if let Some(seconds) = self.retry_after {
+        if let Some(value) = self.retry_after {
             response
                 .headers_mut()
-                .insert("Retry-After", seconds.to_string().parse().unwrap());
+                .insert("Retry-After", value.parse().unwrap());
         }
         response
     }
@@ -535,11 +553,30 @@ fn admit(
             .get("ConsistencyLevel")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
+        at: Instant::now(),
     });
     match state.faults.pop_front().flatten() {
+        Some(Fault::Throttled {
+            status,
+            retry_after,
+        }) => {
+            // The body Microsoft documents for a throttled request.
+            return Err(Refusal {
+                retry_after,
+                ..graph_error(
+                    StatusCode::from_u16(status).unwrap(),
+                    if status == 429 {
+                        "TooManyRequests"
+                    } else {
+                        "ServiceNotAvailable"
+                    },
+                    "Please retry again later.",
+                )
+            });
+        }
         Some(Fault::Throttle { retry_after }) => {
             return Err(Refusal {
-                retry_after: Some(retry_after),
+                retry_after: Some(retry_after.to_string()),
                 ..graph_error(
                     StatusCode::TOO_MANY_REQUESTS,
                     "TooManyRequests",

@@ -53,6 +53,11 @@ impl Api {
         }
     }
 
+    /// Throttling seen so far.
+    pub(crate) fn throttling(&self) -> super::transport::Throttling {
+        self.transport.throttling()
+    }
+
     /// The backoff before asking again after `attempt` unanswered attempts.
     pub(crate) fn backoff(&self, attempt: u32) -> std::time::Duration {
         self.transport.backoff(attempt)

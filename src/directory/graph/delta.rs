@@ -122,6 +122,16 @@ impl GraphSource {
         scope: &GraphScope,
         since: Option<&DeltaLink>,
     ) -> Result<DeltaOutcome, GraphError> {
+        let outcome = self.delta_round(scope, since).await;
+        self.log_throttling();
+        outcome
+    }
+
+    async fn delta_round(
+        &self,
+        scope: &GraphScope,
+        since: Option<&DeltaLink>,
+    ) -> Result<DeltaOutcome, GraphError> {
         scope.validate()?;
         let projection = Projection::new(&scope.attributes);
         let select = projection.select();

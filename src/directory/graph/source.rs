@@ -23,7 +23,7 @@ use super::error::{GraphError, Permission};
 use super::query::{GROUPS_PER_CHECK, IDS_PER_FILTER, PAGE_SIZE, filter_with_ids, with_query};
 use super::settings::{Credential, Endpoints, GraphScope, GraphSettings, is_graph_id};
 use super::token::{ClientAuth, Tokens};
-use super::transport::Transport;
+use super::transport::{Throttling, Transport};
 use super::user::{Projected, Projection};
 use crate::core::{DirectoryEntry, DirectoryView};
 
@@ -149,6 +149,12 @@ impl GraphSource {
         &self.endpoints
     }
 
+    /// How often Graph throttled this source (429 or 503) and how long its
+    /// requests waited for it, since the source was made.
+    pub fn throttling(&self) -> Throttling {
+        self.api.throttling()
+    }
+
     /// A token and one minimal read of users (which needs `User.Read.All`):
     /// what `Connected=True` rests on.
     pub async fn probe(&self) -> Result<ProbeReport, GraphError> {
@@ -172,8 +178,9 @@ impl GraphSource {
     pub async fn read(&self, scope: &GraphScope) -> Result<GraphRead, GraphError> {
         scope.validate()?;
         let projection = Projection::new(&scope.attributes);
-        let collected = self.read_scope(scope, &projection).await?;
-        full_read(collected, None)
+        let collected = self.read_scope(scope, &projection).await;
+        self.log_throttling();
+        full_read(collected?, None)
     }
 
     /// The users of `scope` whose anchor is one of `anchors` (rule 9: before a
@@ -314,6 +321,18 @@ impl GraphSource {
             })
             .await?;
         Ok(collected)
+    }
+
+    /// Say how much the read was throttled, if at all.
+    pub(crate) fn log_throttling(&self) {
+        let t = self.throttling();
+        if t.throttled_requests > 0 {
+            tracing::info!(
+                throttled_requests = t.throttled_requests,
+                waited_ms = t.waited.as_millis() as u64,
+                "Microsoft Graph throttled the read"
+            );
+        }
     }
 
     /// `/users` with the projection's `$select`, the largest page, and the
