@@ -985,6 +985,14 @@ async fn delta_for_a_filter_scope_checks_changed_users_against_the_filter() {
     let read = changes(source.read_delta(&scope, Some(&link)).await.unwrap());
 
     assert_eq!(anchors(&read), set(&[&stays, &moves_in]));
+    // Out of an eventually consistent check: out once the next round agrees.
+    assert!(read.view.removed.is_empty());
+    let read = changes(
+        source
+            .read_delta(&scope, Some(&read.delta.unwrap()))
+            .await
+            .unwrap(),
+    );
     assert_eq!(read.view.removed, vec![moves_out.clone()]);
     let checks: Vec<_> = requests_to(&em, "/v1.0/users")
         .into_iter()
@@ -994,7 +1002,7 @@ async fn delta_for_a_filter_scope_checks_changed_users_against_the_filter() {
                 .is_some_and(|f| f.contains(" id in ("))
         })
         .collect();
-    assert_eq!(checks.len(), 1);
+    assert_eq!(checks.len(), 2);
     assert_eq!(checks[0].consistency_level.as_deref(), Some("eventual"));
 }
 
@@ -1114,6 +1122,50 @@ async fn a_membership_check_answering_404_is_asked_again_and_then_fails_the_read
         .await
         .unwrap_err();
     assert_eq!(error.reason(), "ReadFailed", "{error}");
+}
+
+#[tokio::test]
+async fn a_user_missing_only_from_an_eventual_filter_check_is_kept_until_a_later_round_confirms() {
+    let em = GraphEmulator::start().await;
+    let source = source(&em);
+    let edited = em
+        .create_user_with(json!({"userPrincipalName": "a@contoso.example", "department": "Sales"}));
+    let moved = em
+        .create_user_with(json!({"userPrincipalName": "b@contoso.example", "department": "Sales"}));
+    let scope = filtered("department eq 'Sales'");
+    let (_, link) = first_round(&source, &scope).await;
+
+    // Edited a moment ago: the advanced-query index has not caught up yet.
+    em.set_property(&edited, "displayName", json!("A, renamed"));
+    em.lag_index(&edited, 1);
+    // Really out of the filter.
+    em.set_property(&moved, "department", json!("Eng"));
+    let read = changes(source.read_delta(&scope, Some(&link)).await.unwrap());
+    assert!(read.view.removed.is_empty(), "{:?}", read.view.removed);
+    assert!(read.view.entries.is_empty());
+
+    // The next round looks again: the one edited is in scope after all, the
+    // one that moved is confirmed out.
+    let link = read.delta.unwrap();
+    let read = changes(source.read_delta(&scope, Some(&link)).await.unwrap());
+    assert_eq!(read.view.removed, vec![moved.clone()]);
+    assert!(read.view.entries.is_empty());
+    // And nothing is left pending.
+    let read = changes(
+        source
+            .read_delta(&scope, Some(&read.delta.unwrap()))
+            .await
+            .unwrap(),
+    );
+    assert!(read.view.removed.is_empty());
+    assert_eq!(
+        requests_to(&em, "/v1.0/users")
+            .iter()
+            .filter(|r| r.query.contains_key("$filter"))
+            .count(),
+        3,
+        "the first round's read, then one check per round with something to check"
+    );
 }
 
 // --- identity ---
