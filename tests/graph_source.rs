@@ -613,6 +613,140 @@ async fn throttling_past_the_budget_fails_as_throttled_at_once() {
     assert_eq!(em.graph_requests(), 1);
 }
 
+/// Throttled as Microsoft documents it, with this `Retry-After` (or none).
+fn throttled(status: u16, retry_after: Option<&str>) -> Fault {
+    Fault::Throttled {
+        status,
+        retry_after: retry_after.map(str::to_owned),
+    }
+}
+
+/// The time between the first request and its retry.
+fn retried_after(em: &GraphEmulator) -> Duration {
+    let log = em.requests();
+    log[1].at - log[0].at
+}
+
+#[tokio::test]
+async fn a_fractional_retry_after_as_microsoft_documents_it_is_honoured() {
+    let em = GraphEmulator::start().await;
+    let id = em.create_user("a@contoso.example", "A");
+    em.inject(throttled(429, Some("1.528")), 1);
+
+    let read = source(&em).read(&GraphScope::all_users()).await.unwrap();
+
+    assert_eq!(anchors(&read), set(&[&id]));
+    assert!(
+        retried_after(&em) >= Duration::from_millis(1528),
+        "{:?}",
+        retried_after(&em)
+    );
+}
+
+#[tokio::test]
+async fn a_retry_after_http_date_is_honoured_never_earlier() {
+    let em = GraphEmulator::start().await;
+    let id = em.create_user("a@contoso.example", "A");
+    // Two seconds ahead, to the next whole second (an HTTP-date has no less).
+    let now = jiff::Timestamp::now();
+    let date = jiff::Timestamp::from_second(now.as_second() + 3).unwrap();
+    let text = jiff::fmt::rfc2822::DateTimePrinter::new()
+        .timestamp_to_rfc9110_string(&date)
+        .unwrap();
+    let due =
+        Instant::now() + Duration::try_from(date.duration_since(jiff::Timestamp::now())).unwrap();
+    em.inject(throttled(429, Some(&text)), 1);
+
+    let read = source(&em).read(&GraphScope::all_users()).await.unwrap();
+
+    assert_eq!(anchors(&read), set(&[&id]));
+    let retry = &em.requests()[1];
+    assert!(retry.at + Duration::from_millis(5) >= due, "retried early");
+}
+
+#[tokio::test]
+async fn throttling_without_retry_after_backs_off_and_a_503_with_retry_after_throttles_too() {
+    let em = GraphEmulator::start().await;
+    let id = em.create_user("a@contoso.example", "A");
+    em.inject(throttled(429, None), 2);
+    em.inject_more(throttled(503, Some("0.4")), 1);
+
+    let source = source(&em);
+    let read = source.read(&GraphScope::all_users()).await.unwrap();
+
+    assert_eq!(anchors(&read), set(&[&id]));
+    let log = em.requests();
+    assert_eq!(log.len(), 4);
+    assert!(log[3].at - log[2].at >= Duration::from_millis(400));
+    assert_eq!(source.throttling().throttled_requests, 3);
+}
+
+#[tokio::test]
+async fn throttling_is_bounded_by_the_time_budget_not_by_a_count() {
+    let em = GraphEmulator::start().await;
+    let id = em.create_user("a@contoso.example", "A");
+    // Ten in a row, with the settings' four attempts: a count would give up.
+    em.inject(throttled(429, Some("0.05")), 10);
+
+    let source = source(&em);
+    let read = source.read(&GraphScope::all_users()).await.unwrap();
+
+    assert_eq!(anchors(&read), set(&[&id]));
+    assert_eq!(em.graph_requests(), 11);
+    let throttling = source.throttling();
+    assert_eq!(throttling.throttled_requests, 10);
+    assert!(
+        throttling.waited >= Duration::from_millis(500),
+        "{throttling:?}"
+    );
+
+    // A budget it cannot keep fails the read as Throttled.
+    let mut short = settings(&em);
+    short.retry.budget = Duration::from_millis(300);
+    em.inject(throttled(429, Some("0.1")), 100);
+    let error = GraphSource::new(&short)
+        .unwrap()
+        .read(&GraphScope::all_users())
+        .await
+        .unwrap_err();
+    assert_eq!(error.reason(), "Throttled", "{error}");
+}
+
+#[tokio::test]
+async fn a_retry_after_holds_back_every_request_of_the_source() {
+    let em = GraphEmulator::start().await;
+    em.set_page_cap(1);
+    let mut group_ids = Vec::new();
+    for g in 0..3 {
+        let group = em.create_group(&format!("G{g}"));
+        for i in 0..150 {
+            let user = em.create_user(&format!("u{g}-{i}@contoso.example"), "U");
+            em.add_member(&group, &user);
+        }
+        group_ids.push(group);
+    }
+    em.inject(throttled(429, Some("1")), 1);
+
+    let read = source(&em)
+        .read(&groups(&group_ids.iter().collect::<Vec<_>>()))
+        .await
+        .unwrap();
+
+    assert_eq!(read.view.entries.len(), 450);
+    let log = em.requests();
+    let told = log[0].at;
+    // Requests already on their way when the 429 came may arrive; no new one
+    // is sent until the second has passed.
+    let during = log
+        .iter()
+        .filter(|r| r.at > told && r.at < told + Duration::from_secs(1))
+        .count();
+    assert!(
+        during <= 8,
+        "{during} requests went out while the source was told to wait"
+    );
+}
+
 #[tokio::test]
 async fn persistent_503s_fail_the_read() {
     let em = GraphEmulator::start().await;
@@ -851,6 +985,14 @@ async fn delta_for_a_filter_scope_checks_changed_users_against_the_filter() {
     let read = changes(source.read_delta(&scope, Some(&link)).await.unwrap());
 
     assert_eq!(anchors(&read), set(&[&stays, &moves_in]));
+    // Out of an eventually consistent check: out once the next round agrees.
+    assert!(read.view.removed.is_empty());
+    let read = changes(
+        source
+            .read_delta(&scope, Some(&read.delta.unwrap()))
+            .await
+            .unwrap(),
+    );
     assert_eq!(read.view.removed, vec![moves_out.clone()]);
     let checks: Vec<_> = requests_to(&em, "/v1.0/users")
         .into_iter()
@@ -860,8 +1002,170 @@ async fn delta_for_a_filter_scope_checks_changed_users_against_the_filter() {
                 .is_some_and(|f| f.contains(" id in ("))
         })
         .collect();
-    assert_eq!(checks.len(), 1);
+    assert_eq!(checks.len(), 2);
     assert_eq!(checks[0].consistency_level.as_deref(), Some("eventual"));
+}
+
+// --- complete reads only ---
+
+#[tokio::test]
+async fn a_full_read_meeting_users_without_an_id_fails_and_names_the_count() {
+    let em = GraphEmulator::start().await;
+    em.set_page_cap(10);
+    for i in 0..25 {
+        em.create_user(&format!("u{i}@contoso.example"), "U");
+    }
+    let faceless = [
+        em.create_user("f1@contoso.example", "F1"),
+        em.create_user("f2@contoso.example", "F2"),
+    ];
+    for id in &faceless {
+        em.serve_without_id(id);
+    }
+    let source = source(&em);
+    let group = em.create_group("G");
+    em.add_member(&group, &faceless[0]);
+    let filter = filtered("startswith(userPrincipalName,'f')");
+
+    for scope in [GraphScope::all_users(), groups(&[&group]), filter] {
+        let error = source.read(&scope).await.unwrap_err();
+        assert_eq!(error.reason(), "ReadFailed", "{error}");
+        assert!(error.to_string().contains("without an id"), "{error}");
+    }
+    let error = source.read(&GraphScope::all_users()).await.unwrap_err();
+    assert!(error.to_string().contains("2 items"), "{error}");
+    // The first delta round of the whole tenant is a full read too.
+    let error = source
+        .read_delta(&GraphScope::all_users(), None)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("2 items"), "{error}");
+    // And a lookup cannot say a user is out of scope if it met an unknown one.
+    assert!(
+        source
+            .lookup(&filtered("startswith(userPrincipalName,'f')"), &faceless)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn a_delta_item_without_an_id_means_a_full_read_not_a_skipped_change() {
+    let em = GraphEmulator::start().await;
+    let source = source(&em);
+    let edited = em.create_user("e@contoso.example", "E");
+    em.create_user("r@contoso.example", "R");
+    let (_, link) = first_round(&source, &GraphScope::all_users()).await;
+
+    em.set_property(&edited, "displayName", json!("E, renamed"));
+    em.serve_without_id(&edited);
+    let outcome = source
+        .read_delta(&GraphScope::all_users(), Some(&link))
+        .await
+        .unwrap();
+    match outcome {
+        DeltaOutcome::FullReadNeeded { reason } => {
+            assert!(reason.contains("1 delta item"), "{reason}")
+        }
+        DeltaOutcome::Changes(read) => panic!("the round was applied: {read:?}"),
+    }
+
+    // An `@removed` entry without an id, likewise.
+    let em2 = GraphEmulator::start().await;
+    let source2 = self::source(&em2);
+    let gone = em2.create_user("g@contoso.example", "G");
+    let (_, link2) = first_round(&source2, &GraphScope::all_users()).await;
+    em2.serve_without_id(&gone);
+    em2.delete_user(&gone);
+    assert!(matches!(
+        source2
+            .read_delta(&GraphScope::all_users(), Some(&link2))
+            .await
+            .unwrap(),
+        DeltaOutcome::FullReadNeeded { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_membership_check_answering_404_is_asked_again_and_then_fails_the_read() {
+    let em = GraphEmulator::start().await;
+    let source = source(&em);
+    let member = em.create_user("m@contoso.example", "M");
+    let group = em.create_group("G");
+    em.add_member(&group, &member);
+    let scope = groups(&[&group]);
+    let (_, link) = first_round(&source, &scope).await;
+
+    // A user created a moment ago: the first answers are 404, then Entra knows it.
+    let new = em.create_user("new@contoso.example", "New");
+    em.add_member(&group, &new);
+    em.lag_membership(&new, 2);
+    let read = changes(source.read_delta(&scope, Some(&link)).await.unwrap());
+    assert_eq!(anchors(&read), set(&[&new]));
+    assert!(read.view.removed.is_empty());
+    assert_eq!(
+        requests_to(&em, &format!("{new}/checkMemberGroups")).len(),
+        3
+    );
+
+    // Still 404 after every attempt: the round fails, nobody is reported removed.
+    em.set_property(&member, "displayName", json!("M, renamed"));
+    em.lag_membership(&member, 100);
+    let error = source.read_delta(&scope, Some(&link)).await.unwrap_err();
+    assert_eq!(error.reason(), "ReadFailed", "{error}");
+    assert!(error.to_string().contains("404"), "{error}");
+    assert!(error.to_string().contains(&member), "{error}");
+
+    // The lookup rule 9 makes (is this user in another mapping?) too.
+    let error = source
+        .lookup(&scope, std::slice::from_ref(&member))
+        .await
+        .unwrap_err();
+    assert_eq!(error.reason(), "ReadFailed", "{error}");
+}
+
+#[tokio::test]
+async fn a_user_missing_only_from_an_eventual_filter_check_is_kept_until_a_later_round_confirms() {
+    let em = GraphEmulator::start().await;
+    let source = source(&em);
+    let edited = em
+        .create_user_with(json!({"userPrincipalName": "a@contoso.example", "department": "Sales"}));
+    let moved = em
+        .create_user_with(json!({"userPrincipalName": "b@contoso.example", "department": "Sales"}));
+    let scope = filtered("department eq 'Sales'");
+    let (_, link) = first_round(&source, &scope).await;
+
+    // Edited a moment ago: the advanced-query index has not caught up yet.
+    em.set_property(&edited, "displayName", json!("A, renamed"));
+    em.lag_index(&edited, 1);
+    // Really out of the filter.
+    em.set_property(&moved, "department", json!("Eng"));
+    let read = changes(source.read_delta(&scope, Some(&link)).await.unwrap());
+    assert!(read.view.removed.is_empty(), "{:?}", read.view.removed);
+    assert!(read.view.entries.is_empty());
+
+    // The next round looks again: the one edited is in scope after all, the
+    // one that moved is confirmed out.
+    let link = read.delta.unwrap();
+    let read = changes(source.read_delta(&scope, Some(&link)).await.unwrap());
+    assert_eq!(read.view.removed, vec![moved.clone()]);
+    assert!(read.view.entries.is_empty());
+    // And nothing is left pending.
+    let read = changes(
+        source
+            .read_delta(&scope, Some(&read.delta.unwrap()))
+            .await
+            .unwrap(),
+    );
+    assert!(read.view.removed.is_empty());
+    assert_eq!(
+        requests_to(&em, "/v1.0/users")
+            .iter()
+            .filter(|r| r.query.contains_key("$filter"))
+            .count(),
+        3,
+        "the first round's read, then one check per round with something to check"
+    );
 }
 
 // --- identity ---

@@ -17,8 +17,9 @@
 //!
 //! Tests steer it through [`GraphEmulator`]'s methods: users, groups, token
 //! lifetime and revocation, permissions, delta token expiry, injected faults
-//! (the next N Graph requests answer 429 with `Retry-After`, or 503), and a log
-//! and count of the requests it saw.
+//! (the next N Graph requests answer 429 with `Retry-After`, or 503), objects
+//! served without their `id`, `checkMemberGroups` answering 404 for a user
+//! not yet replicated, and a log and count of the requests it saw.
 //!
 //! `fixtures/` holds two throwaway RSA key pairs with self-signed certificates
 //! (made with openssl for these tests only; they are no one's credentials):
@@ -64,12 +65,19 @@ pub const USER_READ_ALL: &str = "User.Read.All";
 pub const GROUP_MEMBER_READ_ALL: &str = "GroupMember.Read.All";
 
 /// A failure the next Graph requests answer with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
     /// 429 Too Many Requests with `Retry-After: <seconds>`.
     Throttle { retry_after: u64 },
     /// 503 Service Unavailable, without `Retry-After`.
     Unavailable,
+    /// Throttling as Microsoft documents it: `status` 429 (or 503, which
+    /// Graph also throttles with) and the `Retry-After` header as given, e.g.
+    /// `2.128`, an HTTP-date, or none at all.
+    Throttled {
+        status: u16,
+        retry_after: Option<String>,
+    },
 }
 
 /// A request Graph saw (token requests are counted apart).
@@ -80,6 +88,8 @@ pub struct Recorded {
     /// Decoded query options.
     pub query: BTreeMap<String, String>,
     pub consistency_level: Option<String>,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 /// A handle on a running emulator; clones share it.
@@ -138,6 +148,12 @@ struct State {
     token_requests: u64,
     /// The most items a page holds, whatever `$top` says (Graph may serve fewer).
     page_cap: usize,
+    /// Per user: how many more `checkMemberGroups` answer 404 (a user created
+    /// a moment ago, not yet on the replica that answers).
+    membership_lag: HashMap<String, usize>,
+    /// Per user: how many more advanced queries (`ConsistencyLevel:
+    /// eventual`) leave it out, as an index that has not caught up with an edit.
+    index_lag: HashMap<String, usize>,
 }
 
 impl GraphEmulator {
@@ -182,6 +198,8 @@ impl GraphEmulator {
             log: Vec::new(),
             token_requests: 0,
             page_cap: 999,
+            membership_lag: HashMap::new(),
+            index_lag: HashMap::new(),
         };
         let emulator = GraphEmulator {
             shared: Arc::new(Shared {
@@ -387,6 +405,34 @@ impl GraphEmulator {
         state.faults.extend(std::iter::repeat_n(Some(fault), count));
     }
 
+    /// As [`GraphEmulator::inject`], and keep the faults already queued:
+    /// the next `count` requests after them answer with `fault`.
+    pub fn inject_more(&self, fault: Fault, count: usize) {
+        self.state()
+            .faults
+            .extend(std::iter::repeat_n(Some(fault), count));
+    }
+
+    /// Serve this user (or, once deleted, its `@removed` entry) without its
+    /// `id` from now on.
+    pub fn serve_without_id(&self, id: &str) {
+        self.state().tenant.without_id.insert(id.to_owned());
+    }
+
+    /// The next `count` `checkMemberGroups` of this user answer 404
+    /// `Request_ResourceNotFound`, as Entra does while a new user has not yet
+    /// reached the replica that answers.
+    pub fn lag_membership(&self, id: &str, count: usize) {
+        self.state().membership_lag.insert(id.to_owned(), count);
+    }
+
+    /// The next `count` advanced queries (`ConsistencyLevel: eventual`: a
+    /// `$filter` or `$count` on users, transitive members) leave this user
+    /// out, as Microsoft documents for a user edited a moment ago.
+    pub fn lag_index(&self, id: &str, count: usize) {
+        self.state().index_lag.insert(id.to_owned(), count);
+    }
+
     /// Serve at most `cap` items per page, whatever `$top` asks.
     pub fn set_page_cap(&self, cap: usize) {
         self.state().page_cap = cap.max(1);
@@ -421,7 +467,8 @@ struct Refusal {
     status: StatusCode,
     code: String,
     message: String,
-    retry_after: Option<u64>,
+    /// The `Retry-After` header, as sent.
+    retry_after: Option<String>,
 }
 
 impl IntoResponse for Refusal {
@@ -442,10 +489,10 @@ impl IntoResponse for Refusal {
             })),
         )
             .into_response();
-        if let Some(seconds) = self.retry_after {
+        if let Some(value) = self.retry_after {
             response
                 .headers_mut()
-                .insert("Retry-After", seconds.to_string().parse().unwrap());
+                .insert("Retry-After", value.parse().unwrap());
         }
         response
     }
@@ -517,11 +564,30 @@ fn admit(
             .get("ConsistencyLevel")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
+        at: Instant::now(),
     });
     match state.faults.pop_front().flatten() {
+        Some(Fault::Throttled {
+            status,
+            retry_after,
+        }) => {
+            // The body Microsoft documents for a throttled request.
+            return Err(Refusal {
+                retry_after,
+                ..graph_error(
+                    StatusCode::from_u16(status).unwrap(),
+                    if status == 429 {
+                        "TooManyRequests"
+                    } else {
+                        "ServiceNotAvailable"
+                    },
+                    "Please retry again later.",
+                )
+            });
+        }
         Some(Fault::Throttle { retry_after }) => {
             return Err(Refusal {
-                retry_after: Some(retry_after),
+                retry_after: Some(retry_after.to_string()),
                 ..graph_error(
                     StatusCode::TOO_MANY_REQUESTS,
                     "TooManyRequests",
@@ -672,9 +738,21 @@ fn start_listing(
     state: &mut State,
     base: &Url,
     path: &str,
-    ids: Vec<String>,
+    mut ids: Vec<String>,
     options: ListOptions,
+    eventual: bool,
 ) -> Response {
+    if eventual {
+        // The advanced-query index, behind for the users it has not caught up on.
+        let lag = &mut state.index_lag;
+        ids.retain(|id| match lag.get_mut(id) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                false
+            }
+            _ => true,
+        });
+    }
     let count = options.count.then_some(ids.len());
     let listing = Listing {
         items: ids.into_iter().map(Item::User).collect(),
@@ -700,7 +778,11 @@ fn serve_page(state: &mut State, base: &Url, mut listing: Listing) -> Response {
                 }
             }
             Item::Removed(id, reason) => {
-                value.push(json!({"id": id, "@removed": {"reason": reason}}));
+                let mut removed = json!({"id": id, "@removed": {"reason": reason}});
+                if state.tenant.without_id.contains(id) {
+                    removed.as_object_mut().unwrap().remove("id");
+                }
+                value.push(removed);
             }
         }
     }
@@ -788,7 +870,8 @@ async fn list_users(
         .filter(|(_, u)| options.filter.as_ref().is_none_or(|f| f.matches(&u.props)))
         .map(|(id, _)| id.clone())
         .collect();
-    start_listing(&mut state, &base, "/v1.0/users", ids, options)
+    let eventual = is_eventual(&headers);
+    start_listing(&mut state, &base, "/v1.0/users", ids, options, eventual)
 }
 
 async fn transitive_users(
@@ -839,7 +922,8 @@ async fn transitive_users(
                 .is_none_or(|f| f.matches(&state.tenant.users[id].props))
         })
         .collect();
-    start_listing(&mut state, &base, &path, ids, options)
+    let eventual = is_eventual(&headers);
+    start_listing(&mut state, &base, &path, ids, options, eventual)
 }
 
 async fn get_user(
@@ -905,7 +989,14 @@ async fn check_member_groups(
         )
         .into_response();
     };
-    if !state.tenant.users.contains_key(&id) {
+    let lagging = match state.membership_lag.get_mut(&id) {
+        Some(n) if *n > 0 => {
+            *n -= 1;
+            true
+        }
+        _ => false,
+    };
+    if lagging || !state.tenant.users.contains_key(&id) {
         return graph_error(
             StatusCode::NOT_FOUND,
             "Request_ResourceNotFound",

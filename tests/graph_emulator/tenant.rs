@@ -89,6 +89,9 @@ pub struct Tenant {
     pub groups: BTreeMap<String, Group>,
     pub removals: Vec<Removal>,
     pub version: u64,
+    /// Objects served without their `id` (in listings, delta pages and
+    /// `@removed` entries): the case a client must not skip.
+    pub without_id: BTreeSet<String>,
 }
 
 impl Tenant {
@@ -169,7 +172,9 @@ impl Tenant {
     pub fn render(&self, id: &str, select: Option<&[String]>) -> Option<Value> {
         let user = self.users.get(id)?;
         let mut out = Map::new();
-        out.insert("id".into(), json!(id));
+        if !self.without_id.contains(id) {
+            out.insert("id".into(), json!(id));
+        }
         let names: Vec<&str> = match select {
             Some(names) => names.iter().map(String::as_str).collect(),
             None => DEFAULT_SELECT.to_vec(),

@@ -53,6 +53,16 @@ impl Api {
         }
     }
 
+    /// Throttling seen so far.
+    pub(crate) fn throttling(&self) -> super::transport::Throttling {
+        self.transport.throttling()
+    }
+
+    /// The backoff before asking again after `attempt` unanswered attempts.
+    pub(crate) fn backoff(&self, attempt: u32) -> std::time::Duration {
+        self.transport.backoff(attempt)
+    }
+
     /// A URL below the `/v1.0/` base, e.g. `users`.
     pub(crate) fn url(&self, path: &str) -> Url {
         let mut url = self.base.clone();

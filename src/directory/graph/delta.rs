@@ -11,15 +11,22 @@
 //! says changed are checked against the filter (`(filter) and id in (…)`) and
 //! their membership with `checkMemberGroups`; those no longer in scope are
 //! reported as removed, and go through the unmapped rules (a lookup in the
-//! other mappings first). A membership change alone (a user added to or
+//! other mappings first). The filter check is an advanced query
+//! (`ConsistencyLevel: eventual`), whose answer can miss a user edited a
+//! moment ago: a user it leaves out is kept in the delta link as unconfirmed,
+//! and reported removed only when the next round's check leaves it out too
+//! (`checkMemberGroups` is not eventual: no second look there). A membership change alone (a user added to or
 //! removed from a group, the user object unchanged) is not a change of the
 //! user, so it shows at the next full read: incremental reads are never the
 //! only source of "in scope" or "gone".
 //!
 //! A delta link Graph no longer knows (410 Gone, `syncStateNotFound`,
-//! `resyncRequired`) is not an error but [`DeltaOutcome::FullReadNeeded`].
+//! `resyncRequired`) is not an error but [`DeltaOutcome::FullReadNeeded`]; so
+//! is a round with an item without an `id` (logged with the count): its
+//! changes are not applied, and the full read that follows fails on such an
+//! item too rather than skip it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use reqwest::{Method, StatusCode};
@@ -46,6 +53,10 @@ const RESYNC_CODES: [&str; 3] = ["syncStateNotFound", "resyncRequired", "syncSta
 pub struct DeltaLink {
     url: String,
     select: String,
+    /// Users a `$filter` check (an eventually consistent advanced query) left
+    /// out: not reported as gone until the next round's check confirms it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    unconfirmed: Vec<String>,
 }
 
 impl DeltaLink {
@@ -71,6 +82,7 @@ impl fmt::Debug for DeltaLink {
         f.debug_struct("DeltaLink")
             .field("url", &self.url)
             .field("select", &self.select)
+            .field("unconfirmed", &self.unconfirmed.len())
             .finish()
     }
 }
@@ -119,6 +131,16 @@ impl GraphSource {
         scope: &GraphScope,
         since: Option<&DeltaLink>,
     ) -> Result<DeltaOutcome, GraphError> {
+        let outcome = self.delta_round(scope, since).await;
+        self.log_throttling();
+        outcome
+    }
+
+    async fn delta_round(
+        &self,
+        scope: &GraphScope,
+        since: Option<&DeltaLink>,
+    ) -> Result<DeltaOutcome, GraphError> {
         scope.validate()?;
         let projection = Projection::new(&scope.attributes);
         let select = projection.select();
@@ -147,6 +169,20 @@ impl GraphSource {
             } => (changes, skipped, next),
             Round::Expired(reason) => return Ok(DeltaOutcome::FullReadNeeded { reason }),
         };
+        if skipped > 0 {
+            // A change that cannot be told apart from the others: applying the
+            // rest would leave that user as it was. The round is dropped, and a
+            // full read (which fails if it meets such an item too) takes over.
+            tracing::warn!(
+                without_id = skipped,
+                "Graph delta items came without an id; reading the whole scope instead"
+            );
+            return Ok(DeltaOutcome::FullReadNeeded {
+                reason: format!(
+                    "{skipped} delta item(s) came without an id; the changes cannot all be applied"
+                ),
+            });
+        }
         let mut entries = Vec::new();
         let mut removed = Vec::new();
         for (id, change) in changes {
@@ -155,14 +191,52 @@ impl GraphSource {
                 Change::Removed => removed.push(id),
             }
         }
-        if !scope.is_whole_tenant() && !entries.is_empty() {
-            let ids = entries.iter().map(|e| e.anchor.clone()).collect();
-            let in_scope = self.in_scope(scope, ids).await?;
+        let mut unconfirmed = Vec::new();
+        if !scope.is_whole_tenant() {
+            // Users the last round's filter check left out, and that did not
+            // change since: this round's check confirms or clears them.
+            let pending: BTreeSet<String> = since.unconfirmed.iter().cloned().collect();
+            let seen: BTreeSet<&String> =
+                entries.iter().map(|e| &e.anchor).chain(&removed).collect();
+            let recheck: Vec<String> = pending
+                .iter()
+                .filter(|id| !seen.contains(id))
+                .cloned()
+                .collect();
+            let ids: Vec<String> = entries
+                .iter()
+                .map(|e| e.anchor.clone())
+                .chain(recheck.iter().cloned())
+                .collect();
+            let in_scope = if ids.is_empty() {
+                Default::default()
+            } else {
+                self.in_scope(scope, ids).await?
+            };
             let (kept, left): (Vec<_>, Vec<_>) = entries
                 .into_iter()
                 .partition(|e| in_scope.contains(&e.anchor));
             entries = kept;
-            removed.extend(left.into_iter().map(|e| e.anchor));
+            let left = left
+                .into_iter()
+                .map(|e| e.anchor)
+                .chain(recheck.into_iter().filter(|id| !in_scope.contains(id)));
+            for id in left {
+                // A `$filter` is read with `ConsistencyLevel: eventual`: a user
+                // edited a moment ago can briefly fall out of its answer. Out
+                // of scope only once a later round's check agrees.
+                if scope.filter.is_some() && !pending.contains(&id) {
+                    unconfirmed.push(id);
+                } else {
+                    removed.push(id);
+                }
+            }
+        }
+        if !unconfirmed.is_empty() {
+            tracing::info!(
+                unconfirmed = unconfirmed.len(),
+                "users left out by the filter check are kept until the next round confirms it"
+            );
         }
         tracing::debug!(
             changed = entries.len(),
@@ -174,8 +248,9 @@ impl GraphSource {
             delta: Some(DeltaLink {
                 url: next.into(),
                 select,
+                unconfirmed,
             }),
-            skipped_without_anchor: skipped,
+            skipped_without_anchor: 0,
         }))
     }
 
@@ -205,6 +280,7 @@ impl GraphSource {
         let link = DeltaLink {
             url: next.into(),
             select,
+            unconfirmed: Vec::new(),
         };
         let collected = if whole_tenant {
             let mut collected = Collected {
@@ -220,7 +296,7 @@ impl GraphSource {
         } else {
             self.read_scope(scope, projection).await?
         };
-        Ok(DeltaOutcome::Changes(full_read(collected, Some(link))))
+        Ok(DeltaOutcome::Changes(full_read(collected, Some(link))?))
     }
 
     /// Follow a round from `start` to its deltaLink. With `keep` false the
@@ -251,8 +327,11 @@ impl GraphSource {
             if keep {
                 for item in page.items {
                     if item.contains_key("@removed") {
-                        if let Some(id) = item.get("id").and_then(Value::as_str) {
-                            changes.insert(id.to_owned(), Change::Removed);
+                        match item.get("id").and_then(Value::as_str) {
+                            Some(id) if !id.is_empty() => {
+                                changes.insert(id.to_owned(), Change::Removed);
+                            }
+                            _ => skipped += 1,
                         }
                         continue;
                     }
@@ -326,8 +405,15 @@ mod tests {
         let link = DeltaLink {
             url: "https://graph.microsoft.com/v1.0/users/delta?$deltatoken=abc".into(),
             select: "id,accountEnabled".into(),
+            unconfirmed: vec!["u".into()],
         };
         assert_eq!(DeltaLink::from_token(&link.to_token()).unwrap(), link);
         assert!(DeltaLink::from_token("garbage").is_err());
+        // A link stored before `unconfirmed` existed still reads.
+        let old = DeltaLink::from_token(
+            r#"{"url":"https://graph.microsoft.com/v1.0/users/delta","select":"id"}"#,
+        )
+        .unwrap();
+        assert!(old.unconfirmed.is_empty());
     }
 }

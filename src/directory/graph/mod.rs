@@ -32,3 +32,4 @@ pub use settings::{
     Credential, DEFAULT_TIMEOUT, Endpoints, GraphAttributes, GraphScope, GraphSettings, RetryPolicy,
 };
 pub use source::{CONCURRENCY, GraphRead, GraphSource, ProbeReport};
+pub use transport::Throttling;

@@ -57,14 +57,16 @@ pub enum Credential {
 /// server's `Retry-After`), 502/503/504, timeouts and dropped connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Attempts per request, the first one included.
+    /// Attempts per request, the first one included, not counting throttled
+    /// ones (429, or 503 with `Retry-After`): those only the budget bounds.
     pub max_attempts: u32,
     /// The first backoff; each further one doubles, with jitter.
     pub initial_backoff: Duration,
     /// The longest single backoff.
     pub max_backoff: Duration,
-    /// The most time one request may take over all its attempts and waits; a
-    /// `Retry-After` that reaches past it fails the request at once.
+    /// The most time one request may take over all its attempts and waits
+    /// (throttled ones included); a `Retry-After` that reaches past it fails
+    /// the request at once.
     pub budget: Duration,
 }
 

@@ -23,13 +23,16 @@ use super::error::{GraphError, Permission};
 use super::query::{GROUPS_PER_CHECK, IDS_PER_FILTER, PAGE_SIZE, filter_with_ids, with_query};
 use super::settings::{Credential, Endpoints, GraphScope, GraphSettings, is_graph_id};
 use super::token::{ClientAuth, Tokens};
-use super::transport::Transport;
+use super::transport::{Throttling, Transport};
 use super::user::{Projected, Projection};
 use crate::core::{DirectoryEntry, DirectoryView};
 
 /// Requests in flight at once for one read (group reads, membership checks,
 /// lookups): enough to overlap latency, few enough not to invite throttling.
 pub const CONCURRENCY: usize = 4;
+
+/// Times a membership check is asked before its read fails.
+pub(crate) const MEMBERSHIP_ATTEMPTS: u32 = 3;
 
 /// An Entra ID tenant read through Microsoft Graph.
 pub struct GraphSource {
@@ -59,8 +62,9 @@ pub struct GraphRead {
     pub view: DirectoryView,
     /// Where the next incremental read continues; `None` for a plain full read.
     pub delta: Option<DeltaLink>,
-    /// Users the read matched that had no `id` (never seen in practice); they
-    /// are not in the view.
+    /// Always 0: a read that meets a user without an `id` is incomplete and
+    /// fails (full reads), or asks for a full read (delta rounds). Kept for the
+    /// directory-neutral [`Read`](crate::directory::Read).
     pub skipped_without_anchor: u64,
 }
 
@@ -80,6 +84,38 @@ impl Collected {
             Projected::WithoutAnchor => self.skipped += 1,
         }
     }
+
+    /// The users, if every item could be used. An item without an `id` is a
+    /// user the read cannot account for: skipping it and going on would
+    /// preserve that user as if it had left the scope, so the read is
+    /// incomplete (DESIGN §3) and fails, naming how many there were.
+    pub(crate) fn complete(
+        self,
+        what: &str,
+    ) -> Result<BTreeMap<String, DirectoryEntry>, GraphError> {
+        if self.skipped > 0 {
+            tracing::warn!(
+                what,
+                without_id = self.skipped,
+                "Graph answered with users without an id; the read is incomplete"
+            );
+            return Err(without_id(what, self.skipped));
+        }
+        Ok(self.entries)
+    }
+}
+
+/// The error for `count` collection items without a usable `id`.
+pub(crate) fn without_id(what: &str, count: u64) -> GraphError {
+    let items = if count == 1 {
+        "1 item".to_owned()
+    } else {
+        format!("{count} items")
+    };
+    GraphError::read_failed(
+        what,
+        format!("{items} came without an id, so the read is incomplete and changes nothing"),
+    )
 }
 
 impl GraphSource {
@@ -113,6 +149,12 @@ impl GraphSource {
         &self.endpoints
     }
 
+    /// How often Graph throttled this source (429 or 503) and how long its
+    /// requests waited for it, since the source was made.
+    pub fn throttling(&self) -> Throttling {
+        self.api.throttling()
+    }
+
     /// A token and one minimal read of users (which needs `User.Read.All`):
     /// what `Connected=True` rests on.
     pub async fn probe(&self) -> Result<ProbeReport, GraphError> {
@@ -136,8 +178,9 @@ impl GraphSource {
     pub async fn read(&self, scope: &GraphScope) -> Result<GraphRead, GraphError> {
         scope.validate()?;
         let projection = Projection::new(&scope.attributes);
-        let collected = self.read_scope(scope, &projection).await?;
-        Ok(full_read(collected, None))
+        let collected = self.read_scope(scope, &projection).await;
+        self.log_throttling();
+        full_read(collected?, None)
     }
 
     /// The users of `scope` whose anchor is one of `anchors` (rule 9: before a
@@ -194,7 +237,7 @@ impl GraphSource {
                 }
             }
         }
-        let mut entries = found.entries;
+        let mut entries = found.complete("looking users up")?;
         if !scope.groups.is_empty() {
             let ids: Vec<String> = entries.keys().cloned().collect();
             let members = self.members_of_any(&scope.groups, &ids).await?;
@@ -280,6 +323,18 @@ impl GraphSource {
         Ok(collected)
     }
 
+    /// Say how much the read was throttled, if at all.
+    pub(crate) fn log_throttling(&self) {
+        let t = self.throttling();
+        if t.throttled_requests > 0 {
+            tracing::info!(
+                throttled_requests = t.throttled_requests,
+                waited_ms = t.waited.as_millis() as u64,
+                "Microsoft Graph throttled the read"
+            );
+        }
+    }
+
     /// `/users` with the projection's `$select`, the largest page, and the
     /// filter as an advanced query.
     fn users_url(&self, projection: &Projection, filter: Option<&str>) -> url::Url {
@@ -349,8 +404,11 @@ impl GraphSource {
                 };
                 self.api
                     .for_each(url, call, |user| {
-                        if let Some(id) = user.get("id").and_then(Value::as_str) {
-                            matching.push(id.to_owned());
+                        match user.get("id").and_then(Value::as_str) {
+                            Some(id) if !id.is_empty() => matching.push(id.to_owned()),
+                            // Not knowing which user this is, the check cannot
+                            // say who is out of scope.
+                            _ => return Err(without_id(call.what, 1)),
                         }
                         Ok(())
                     })
@@ -390,6 +448,12 @@ impl GraphSource {
         Ok(members)
     }
 
+    /// Whether the user is a transitive member of any of `groups`. Only a
+    /// success answers the question: a 404 (which Entra gives for a user
+    /// created a moment ago, not yet on every replica) or any other refusal is
+    /// no "not a member". It is asked again, after a backoff, up to
+    /// [`MEMBERSHIP_ATTEMPTS`] times; then the read fails (incomplete), rather
+    /// than let the user be preserved on an answer that never came.
     async fn is_member_of_any(&self, id: &str, groups: &[String]) -> Result<bool, GraphError> {
         let url = self.api.url(&format!("users/{id}/checkMemberGroups"));
         let call = Call {
@@ -397,41 +461,61 @@ impl GraphSource {
             permission: Permission::GroupMemberReadAll,
             advanced: false,
         };
-        let reply = self
-            .api
-            .post_json(&url, &json!({ "groupIds": groups }), call)
-            .await?;
-        match reply.status {
-            // The user is gone: a member of nothing.
-            StatusCode::NOT_FOUND => Ok(false),
-            s if s.is_success() => {
-                let value = reply.json(call.what)?;
-                match value.get("value").and_then(Value::as_array) {
-                    Some(found) => Ok(!found.is_empty()),
-                    None => Err(GraphError::read_failed(
-                        call.what,
-                        "the answer has no \"value\"",
-                    )),
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let reply = self
+                .api
+                .post_json(&url, &json!({ "groupIds": groups }), call)
+                .await?;
+            match reply.status {
+                s if s.is_success() => {
+                    let value = reply.json(call.what)?;
+                    return match value.get("value").and_then(Value::as_array) {
+                        Some(found) => Ok(!found.is_empty()),
+                        None => Err(GraphError::read_failed(
+                            call.what,
+                            "the answer has no \"value\"",
+                        )),
+                    };
+                }
+                // Permissions do not come back by asking again.
+                StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => {
+                    return Err(refusal(&reply, call));
+                }
+                _ if attempt < MEMBERSHIP_ATTEMPTS => {
+                    tracing::debug!(
+                        user = id,
+                        attempt,
+                        answer = reply.describe(),
+                        "a membership check did not succeed; asking again"
+                    );
+                    tokio::time::sleep(self.api.backoff(attempt)).await;
+                }
+                _ => {
+                    return Err(GraphError::read_failed(
+                        format!("checking the group membership of user {id}"),
+                        format!(
+                            "{} after {attempt} attempts; without an answer the user's scope is unknown, so the read is incomplete",
+                            reply.describe()
+                        ),
+                    ));
                 }
             }
-            _ => Err(refusal(&reply, call)),
         }
     }
 }
 
-/// A complete full read.
-pub(crate) fn full_read(collected: Collected, delta: Option<DeltaLink>) -> GraphRead {
-    if collected.skipped > 0 {
-        tracing::warn!(
-            skipped = collected.skipped,
-            "Graph users without an id were skipped"
-        );
-    }
-    GraphRead {
-        view: DirectoryView::full_keyed(collected.entries),
+/// A complete full read, or the error of one that met unusable items.
+pub(crate) fn full_read(
+    collected: Collected,
+    delta: Option<DeltaLink>,
+) -> Result<GraphRead, GraphError> {
+    Ok(GraphRead {
+        view: DirectoryView::full_keyed(collected.complete("reading users")?),
         delta,
-        skipped_without_anchor: collected.skipped,
-    }
+        skipped_without_anchor: 0,
+    })
 }
 
 #[cfg(test)]

@@ -1,15 +1,24 @@
 //! HTTP for the token endpoint and Graph: one client per source, with its TLS
 //! roots and timeout, and the retry loop that every request goes through.
 //!
-//! A request is retried when the failure is passing: 429 (after the server's
-//! `Retry-After`), 502/503/504 (after its `Retry-After` if any, else an
-//! exponential backoff with jitter), a timeout or a dropped connection. Each
-//! request has a bounded number of attempts and a time budget; when either runs
-//! out the request fails, and with it the read, which the caller treats as
-//! incomplete. Any other status is handed back to the caller to classify.
+//! A request is retried when the failure is passing: 429 and 503 (throttling,
+//! as Graph does it), 502/504, a timeout or a dropped connection. The wait is
+//! the server's `Retry-After` (seconds, fractional as in Graph's documented
+//! `Retry-After: 2.128`, or an HTTP-date), never less, plus a little jitter;
+//! without one, an exponential backoff with jitter. A `Retry-After` holds back
+//! every request of the source, not only the one that was told: Graph throttles
+//! per app and tenant, so the others would only be throttled in turn.
+//!
+//! Throttling is normal for a large tenant: a throttled request (429, or 503
+//! with `Retry-After`) is bounded by its time budget alone, however many times
+//! it is told to wait. Other passing failures also count against the attempts. When either runs out the request
+//! fails, and with it the read, which the caller treats as incomplete. Any
+//! other status is handed back to the caller to classify. The source counts
+//! throttled answers and the time spent waiting ([`Throttling`]).
 
-use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
@@ -35,11 +44,27 @@ static SYSTEM_ROOTS: LazyLock<Vec<CertificateDer<'static>>> = LazyLock::new(|| {
     loaded.certs
 });
 
+/// The most jitter added to a server's `Retry-After`, and its share of it.
+const MAX_JITTER: Duration = Duration::from_millis(500);
+const JITTER_SHARE: f64 = 0.1;
+
 /// An HTTP client with the source's TLS roots, timeout and retries.
 pub(crate) struct Transport {
     client: reqwest::Client,
     retry: RetryPolicy,
     timeout: Duration,
+    /// No request is sent before this instant: the latest `Retry-After`.
+    hold: Mutex<Option<Instant>>,
+    throttled: AtomicU64,
+    waited_ms: AtomicU64,
+}
+
+/// How much a source was throttled: answers 429 or 503, and the time its
+/// requests spent waiting before retrying them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Throttling {
+    pub throttled_requests: u64,
+    pub waited: Duration,
 }
 
 /// An answer that is not retried: a success, or a status for the caller to
@@ -92,7 +117,46 @@ impl Transport {
             client,
             retry: settings.retry,
             timeout: settings.timeout,
+            hold: Mutex::new(None),
+            throttled: AtomicU64::new(0),
+            waited_ms: AtomicU64::new(0),
         })
+    }
+
+    /// Throttling seen so far.
+    pub(crate) fn throttling(&self) -> Throttling {
+        Throttling {
+            throttled_requests: self.throttled.load(Ordering::Relaxed),
+            waited: Duration::from_millis(self.waited_ms.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Wait while the source is held back by a `Retry-After`.
+    async fn wait_for_hold(&self) {
+        loop {
+            let until = *self.hold.lock().unwrap_or_else(|e| e.into_inner());
+            match until {
+                Some(until) if until > Instant::now() => {
+                    let wait = until - Instant::now();
+                    self.add_waited(wait);
+                    tokio::time::sleep(wait).await;
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// Hold every request back until `until` (the later of two holds wins).
+    fn hold_until(&self, until: Instant) {
+        let mut hold = self.hold.lock().unwrap_or_else(|e| e.into_inner());
+        if hold.is_none_or(|h| h < until) {
+            *hold = Some(until);
+        }
+    }
+
+    fn add_waited(&self, wait: Duration) {
+        self.waited_ms
+            .fetch_add(wait.as_millis() as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn client(&self) -> &reqwest::Client {
@@ -109,12 +173,15 @@ impl Transport {
     ) -> Result<Reply, GraphError> {
         let started = Instant::now();
         let mut attempt = 0u32;
+        // Attempts that were not throttling: only those count against the limit.
+        let mut failed = 0u32;
         loop {
             attempt += 1;
+            self.wait_for_hold().await;
             let (failure, retry_after) = match build().send().await {
                 Ok(response) => {
                     let status = response.status();
-                    let retry_after = retry_after(response.headers());
+                    let retry_after = retry_after(response.headers(), SystemTime::now());
                     match response.bytes().await {
                         Ok(body) if !is_passing(status) => {
                             return Ok(Reply {
@@ -142,9 +209,19 @@ impl Transport {
                 }
                 Err(e) => (Passing::Connection(chain(&e)), None),
             };
-            let wait = retry_after.unwrap_or_else(|| self.backoff(attempt));
+            let throttled = failure.is_throttling(retry_after.is_some());
+            if throttled {
+                self.throttled.fetch_add(1, Ordering::Relaxed);
+            } else {
+                failed += 1;
+            }
+            let wait = match retry_after {
+                // Never earlier than asked.
+                Some(asked) => asked + jitter(asked.mul_f64(JITTER_SHARE).min(MAX_JITTER)),
+                None => self.backoff(attempt),
+            };
             let out_of_budget = started.elapsed() + wait > self.retry.budget;
-            if attempt >= self.retry.max_attempts || out_of_budget {
+            if failed >= self.retry.max_attempts || out_of_budget {
                 return Err(self.give_up(what, endpoint, failure, attempt, retry_after));
             }
             tracing::debug!(
@@ -154,26 +231,28 @@ impl Transport {
                 failure = failure.summary(),
                 "retrying a Graph request"
             );
-            tokio::time::sleep(wait).await;
+            if retry_after.is_some() {
+                // The whole source waits: the others would be throttled too.
+                self.hold_until(Instant::now() + wait);
+                self.wait_for_hold().await;
+            } else {
+                self.add_waited(wait);
+                tokio::time::sleep(wait).await;
+            }
         }
     }
 
     /// The backoff before attempt `attempt + 1`: doubling from the initial
     /// backoff up to the maximum, half of it fixed and half random ("equal
     /// jitter"), so that many clients throttled together do not return together.
-    fn backoff(&self, attempt: u32) -> Duration {
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
         let doubled = self
             .retry
             .initial_backoff
             .saturating_mul(1u32 << (attempt.saturating_sub(1)).min(16));
         let ceiling = doubled.min(self.retry.max_backoff);
         let half = ceiling / 2;
-        let mut b = [0u8; 4];
-        let fraction = match SystemRandom::new().fill(&mut b) {
-            Ok(()) => f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX),
-            Err(_) => 0.5,
-        };
-        half + half.mul_f64(fraction)
+        half + jitter(half)
     }
 
     fn give_up(
@@ -194,8 +273,8 @@ impl Transport {
             Passing::Status { status, detail } if status == StatusCode::TOO_MANY_REQUESTS => {
                 let detail = match retry_after {
                     Some(wait) if wait > self.retry.budget => format!(
-                        "{detail}; the service asked to wait {}s, beyond the retry budget of {}s",
-                        wait.as_secs(),
+                        "{detail}; the service asked to wait {:.3}s, beyond the retry budget of {}s",
+                        wait.as_secs_f64(),
                         self.retry.budget.as_secs()
                     ),
                     _ => format!("{detail} after {tries}"),
@@ -222,7 +301,28 @@ impl Transport {
     }
 }
 
+/// A random duration between zero and `most`.
+fn jitter(most: Duration) -> Duration {
+    let mut b = [0u8; 4];
+    let fraction = match SystemRandom::new().fill(&mut b) {
+        Ok(()) => f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX),
+        Err(_) => 0.5,
+    };
+    most.mul_f64(fraction)
+}
+
 impl Passing {
+    /// 429, or a 503 that says when to come back (Graph throttles with both);
+    /// a 503 without `Retry-After` is an outage, retried a bounded number of times.
+    fn is_throttling(&self, has_retry_after: bool) -> bool {
+        matches!(
+            self,
+            Passing::Status { status, .. }
+                if *status == StatusCode::TOO_MANY_REQUESTS
+                    || (*status == StatusCode::SERVICE_UNAVAILABLE && has_retry_after)
+        )
+    }
+
     fn summary(&self) -> String {
         match self {
             Passing::Status { detail, .. } => detail.clone(),
@@ -243,16 +343,31 @@ fn is_passing(status: StatusCode) -> bool {
     )
 }
 
-/// `Retry-After` in seconds, as Graph and the token endpoint send it.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let seconds: u64 = headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
+/// The longest `Retry-After` taken as it is (a day): past it, the value is
+/// nonsense, but still longer than any budget, so the request fails at once.
+const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
+/// `Retry-After` as a wait from `now`: seconds, whole or fractional (Graph
+/// documents `Retry-After: 2.128`), or an HTTP-date (RFC 9110; a date past is
+/// no wait). `None` when absent or unreadable: then the caller's backoff.
+fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if value.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        let seconds: f64 = value.parse().ok()?;
+        return Some(
+            Duration::try_from_secs_f64(seconds)
+                .map_or(LONGEST_RETRY_AFTER, |d| d.min(LONGEST_RETRY_AFTER)),
+        );
+    }
+    let date = jiff::fmt::rfc2822::DateTimeParser::new()
+        .parse_timestamp(value)
         .ok()?;
-    Some(Duration::from_secs(seconds))
+    let at = SystemTime::from(date);
+    Some(
+        at.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(LONGEST_RETRY_AFTER),
+    )
 }
 
 /// `scheme://host:port` of a URL: enough to name an endpoint in a message.
@@ -374,16 +489,26 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_read_in_seconds() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(retry_after(&headers), None);
-        headers.insert(RETRY_AFTER, "7".parse().unwrap());
-        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
-        headers.insert(
-            RETRY_AFTER,
-            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+    fn retry_after_is_read_in_seconds_fractional_seconds_and_http_dates() {
+        let now = SystemTime::from(jiff::Timestamp::from_second(1_445_412_470).unwrap());
+        let read = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(RETRY_AFTER, value.parse().unwrap());
+            retry_after(&headers, now)
+        };
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
+        assert_eq!(read("7"), Some(Duration::from_secs(7)));
+        assert_eq!(read("2.128"), Some(Duration::from_millis(2128)));
+        assert_eq!(read(" 0.5 "), Some(Duration::from_millis(500)));
+        // 2015-10-21 07:28:00 UTC is 10 s after `now`.
+        assert_eq!(
+            read("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::from_secs(10))
         );
-        assert_eq!(retry_after(&headers), None);
+        assert_eq!(read("Wed, 21 Oct 2015 07:27:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(read("99999999999999999999"), Some(LONGEST_RETRY_AFTER));
+        assert_eq!(read("soon"), None);
+        assert_eq!(read("1.2.3"), None);
     }
 
     #[test]
