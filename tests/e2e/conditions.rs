@@ -141,6 +141,9 @@ async fn a_connector_that_never_answers_says_it_is_probing_at_once() {
         "{}",
         probing.message
     );
+    scene
+        .health_is("ConnectorHealth", "corp", "InProgress", "Progressing")
+        .await;
     until(&api, "corp", "Reconciling", "True", "Timeout", WAIT).await;
 }
 
@@ -309,4 +312,24 @@ async fn a_dry_run_is_healthy_and_a_missing_reference_is_failed() {
         said.contains("create it or fix spec.connectorRef"),
         "{said}"
     );
+}
+
+/// An admin's preserve is a spec change of the user: it reads in progress until a
+/// run applies it, then healthy again (Preserved is a state, not a failure).
+#[tokio::test]
+async fn a_preserve_set_by_hand_is_in_progress_until_a_run_applies_it() {
+    let w = World::new("health-hold", Server::slapd(), json!({})).await;
+    w.add_user("hh0", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    let name = kube::ResourceExt::name_any(&w.user("hh0").await);
+    w.health_is("DirectoryUser", &name, "Current", "Healthy")
+        .await;
+    let out = crate::support::usersync(["preserve", &name, "-n", &w.ns.name]);
+    assert!(out.status.success(), "usersync preserve: {}", stderr(&out));
+    w.health_is("DirectoryUser", &name, "InProgress", "Progressing")
+        .await;
+    w.sync("staff").await;
+    assert_eq!(w.state("hh0").await, "Preserved/Manual");
+    w.health_is("DirectoryUser", &name, "Current", "Healthy")
+        .await;
 }

@@ -331,6 +331,10 @@ async fn no_delete_while_the_last_successful_probe_is_older_than_stale_after() {
     w.advance(Duration::from_secs(1)).await;
     let run = w.sync("staff").await;
     assert_eq!(run.deleted, 1, "{run:?}");
+    // A tombstone is a lifecycle state, not a failure of the object.
+    let tombstone = w.user("gate1").await.name_any();
+    w.health_is("DirectoryUser", &tombstone, "Current", "Healthy")
+        .await;
 }
 
 #[tokio::test]
