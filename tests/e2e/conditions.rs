@@ -201,6 +201,17 @@ async fn a_spec_edit_is_applied_soon_and_a_blocked_edit_stalls_the_mapping() {
             "ldap": {"baseDN": w.ou.dn, "filter": "(uid=he0)"},
         },
     }));
+    // Observed at once, applied only by the run that comes a few seconds later: in
+    // between, the edit is pending (Flux waits, Argo CD shows Progressing).
+    let pending = until(&api, "staff", "Reconciling", "True", "RunPending", WAIT).await;
+    assert!(
+        pending.message.contains("generation 2"),
+        "{}",
+        pending.message
+    );
+    assert_eq!(pending.observed_generation, Some(2));
+    w.health_is("DirectoryMapping", "staff", "InProgress", "Progressing")
+        .await;
     let stalled = until(
         &api,
         "staff",
