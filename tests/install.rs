@@ -299,7 +299,19 @@ fn postgres_store_reads_its_dsn_from_a_secret_and_needs_no_user_rights() {
         .expect("USERSYNC_POSTGRES_DSN is set");
     assert_eq!(dsn["valueFrom"]["secretKeyRef"]["name"], "usersync-db");
     assert_eq!(dsn["valueFrom"]["secretKeyRef"]["key"], "dsn");
-    let rules = &only(&docs, "ClusterRole")["rules"];
+    // The operator's own ClusterRole (the approvers' example role is the other one).
+    let operator: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRole")
+        .filter(|d| {
+            !d["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("approver")
+        })
+        .collect();
+    assert_eq!(operator.len(), 1, "one operator ClusterRole");
+    let rules = &operator[0]["rules"];
     assert!(
         !rules.to_string().contains("directoryusers"),
         "the postgres store needs no DirectoryUser rights: {rules}"
