@@ -208,29 +208,7 @@ async fn deletions_allowed_false_blocks_deletes_until_lifted() {
     w.sync("staff").await;
     w.set_deletions_allowed(false).await;
     w.advance(Duration::from_secs(3601)).await;
-    let run = w.sync("staff").await;
-    assert_eq!(
-        (run.deleted, run.result),
-        (0, RunResult::Blocked),
-        "{run:?}"
-    );
-    assert_eq!(w.state("judy").await, "Preserved/DisabledInDirectory");
-    let mapping: DirectoryMapping = Api::namespaced(w.client.clone(), &w.ns.name)
-        .get("staff")
-        .await
-        .unwrap();
-    let blocked = find_condition(
-        &mapping.status.as_ref().unwrap().conditions,
-        "DeletionsBlocked",
-    )
-    .cloned()
-    .unwrap();
-    assert_eq!(blocked.status, "True");
-    assert!(
-        blocked.message.contains("deletionsAllowed: false"),
-        "{}",
-        blocked.message
-    );
+    the_gate_refuses(&w, "judy", "deletionsAllowed: false").await;
 
     w.set_deletions_allowed(true).await;
     w.connected(true).await;
@@ -271,15 +249,16 @@ async fn due_for_deletion<'a>(test: &str, server: &'a Server) -> World<'a> {
     w
 }
 
-/// The run reads the whole scope and plans the deletion; the gate alone refuses it.
-async fn the_gate_refuses(w: &World<'_>, why: &str) {
+/// The run reads the whole scope and plans the deletion of `username`; the gate
+/// alone refuses it, and `DeletionsBlocked` says `why`.
+async fn the_gate_refuses(w: &World<'_>, username: &str, why: &str) {
     let run = w.sync("staff").await;
     assert_eq!(
         (run.deleted, run.result),
         (0, RunResult::Blocked),
         "{run:?}"
     );
-    assert_eq!(w.state("gate1").await, "Preserved/DisabledInDirectory");
+    assert_eq!(w.state(username).await, "Preserved/DisabledInDirectory");
     let mapping: DirectoryMapping = Api::namespaced(w.client.clone(), &w.ns.name)
         .get("staff")
         .await
@@ -312,7 +291,7 @@ async fn no_delete_while_the_connector_reads_connected_false_though_the_director
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     w.connected(false).await;
-    the_gate_refuses(&w, "not connected").await;
+    the_gate_refuses(&w, "gate1", "not connected").await;
 }
 
 #[tokio::test]
@@ -321,7 +300,12 @@ async fn no_delete_while_the_last_successful_probe_is_older_than_stale_after() {
     // Two and a half hours on and no probe since: Connected=True, but stale past
     // staleAfter (2h).
     w.clock.advance(Duration::from_secs(5 * 1800));
-    the_gate_refuses(&w, "deletions need one younger than staleAfter (2h)").await;
+    the_gate_refuses(
+        &w,
+        "gate1",
+        "deletions need one younger than staleAfter (2h)",
+    )
+    .await;
     // A fresh probe (asked for by a spec change) lets the same run through.
     let api: Api<ConnectorHealth> = Api::namespaced(w.client.clone(), &w.ns.name);
     let patch = json!({"spec": {"probeInterval": "2s"}});
