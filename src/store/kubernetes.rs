@@ -110,6 +110,11 @@ impl KubernetesStore {
         run: RunInfo<'_>,
         previous: Option<String>,
     ) -> Result<(u64, Option<String>), WriteError> {
+        // Writes queued in a batch start one by one, each maybe long after the
+        // batch was admitted: each asks again.
+        if !(run.may_write)() {
+            return Err(WriteError::Fenced);
+        }
         let record = &transition.record;
         let name = &record.name;
         let params = PatchParams::apply(FIELD_MANAGER).force();
