@@ -47,7 +47,7 @@ async fn incremental(
     now: Timestamp,
 ) -> IncrementalOutcome {
     source
-        .read_incremental(scope, cursor, now)
+        .read_incremental(scope, cursor, &[], now)
         .await
         .unwrap_or_else(|e| panic!("incremental read of {} failed: {e}", scope.base_dn))
 }

@@ -26,6 +26,12 @@ mod refresh;
 
 pub(super) use refresh::{Refresh, current_cookie, refresh_since};
 
+/// Whether an entry with CSN `entry_csn` changed after the cookie `sent`
+/// (a cookie that cannot be read: it may have).
+pub(super) fn changed_after(sent: &str, entry_csn: &str) -> bool {
+    cookie::OpenLdapCookie::parse(sent).is_none_or(|c| c.precedes(entry_csn))
+}
+
 /// A cookie as slapd 2.6 sends it, for the tests of the parts.
 #[cfg(test)]
 const COOKIE: &str = "rid=000,csn=20261123152306.390105Z#000000#000#000000";
