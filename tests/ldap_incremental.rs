@@ -282,7 +282,7 @@ fn group_ldif(ou: &TestOu<'_>, cn: &str, uids: &[String]) -> (String, String) {
 
 #[tokio::test]
 async fn openldap_a_changed_group_reports_who_left_it_and_reads_who_joined() {
-    const MEMBERS: usize = 300;
+    const MEMBERS: usize = 100;
     let server = Server::slapd();
     let ou = server.test_ou("incgroup");
     let uids: Vec<String> = (0..=MEMBERS).map(|i| format!("m{i:04}")).collect();

@@ -389,7 +389,7 @@ impl IncrementalSource {
         // refresh stopped half-way leaves its search behind: the session is
         // closed then, not reused.
         let mut session = self.connector.open().await?;
-        let groups = reader.read_groups(&mut session).await?;
+        reader.read_groups(&mut session).await?;
         let refresh = syncrepl::refresh_since(&mut session, &reader, sent, now).await?;
         let (mut collected, removed, cookie) = match refresh {
             Refresh::Changes {
@@ -408,6 +408,10 @@ impl IncrementalSource {
         for entry in collected.entries.values_mut() {
             entry.enabled &= !disabled.contains(&entry.anchor);
         }
+        // The groups again, now that the new cookie is known: a change to one
+        // after the first look and before the refresh is below that cookie,
+        // and would otherwise go unseen until the next full read.
+        let groups = reader.read_groups(&mut session).await?;
         let left = if groups.changed(|csn| syncrepl::changed_after(sent, csn)) {
             members_again(&mut session, &reader, in_scope, &mut collected, now).await?
         } else {
