@@ -47,7 +47,7 @@ pub use plan::{
     Blocked, Collision, CollisionField, Notice, Plan, PlanCounts, PlanFailure, PlanInput,
     PlanOutcome, Skip, SkipCause, Transition, TransitionKind, plan, tally,
 };
-pub use reads::full_read_needed;
+pub use reads::{anchors_in_scope, full_read_needed};
 pub use retention::{deletion_deadline, orphan_deletions, retention_due};
 pub use safety::{
     Approval, ThresholdBreach, ThresholdVerdict, allowed_preserves, check_thresholds,

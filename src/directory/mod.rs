@@ -154,11 +154,14 @@ impl Source {
     }
 
     /// What changed in the scope since `cursor`. Absence from the result means
-    /// nothing; only the next full read may conclude that a user is gone.
+    /// nothing; only `removed` says a user left. `in_scope` are the anchors of
+    /// the users the store holds as matched by the scope: when a group an LDAP
+    /// scope selects changed, those who left it are reported as removed.
     pub async fn read_since(
         &self,
         scope: &Scope,
         cursor: &str,
+        in_scope: &[String],
         now: Timestamp,
     ) -> Result<Incremental, SourceError> {
         match (self, scope) {
@@ -168,7 +171,7 @@ impl Source {
                         "the stored cursor is not an LDAP cursor".into(),
                     ));
                 };
-                match s.read_incremental(scope, &cursor, now).await? {
+                match s.read_incremental(scope, &cursor, in_scope, now).await? {
                     ldap::IncrementalOutcome::Changes(r) => Ok(Incremental::Changes(CursorRead {
                         read: Read {
                             view: r.view,

@@ -7,8 +7,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use usersync::api::{
-    ConnectorHealth, DirectoryMapping, DirectoryUser, RunSummary, SYNC_REQUESTED_ANNOTATION,
-    condition_is_true,
+    ConnectorHealth, DirectoryMapping, DirectoryUser, ReadMode, RunResult, RunSummary,
+    SYNC_REQUESTED_ANNOTATION, condition_is_true,
 };
 
 use crate::ldap_support::{Server, TestOu, ldif_line};
@@ -198,6 +198,23 @@ impl<'a> World<'a> {
             .extend(extra.as_object().cloned().unwrap_or_default());
         self.mapping_with(name, spec).await
     }
+
+    /// Create mapping `name` over the test OU for the members of `groups` (DNs),
+    /// and wait for its first run.
+    pub async fn group_mapping(&self, name: &str, groups: &[&str]) -> RunSummary {
+        let base = self.ou.dn.clone();
+        let scope = serde_json::json!({"ldap": {"baseDN": base, "memberOf": groups}});
+        self.mapping(name, &base, scope).await
+    }
+}
+
+/// The run succeeded and read only the changes since the last one.
+pub fn succeeded_incrementally(run: &RunSummary) {
+    assert_eq!(
+        (run.result, run.read),
+        (RunResult::Succeeded, Some(ReadMode::Incremental)),
+        "{run:?}"
+    );
 }
 
 impl Scene {
