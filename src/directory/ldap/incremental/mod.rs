@@ -205,11 +205,7 @@ impl IncrementalSource {
         reader.nest_groups(&mut session).await?;
         let collected = reader.read(&mut session, None, now).await?;
         session.close().await;
-        warn_skipped(
-            reader.base_dn(),
-            reader.anchor().name(),
-            collected.skipped_without_anchor,
-        );
+        warn_skipped(&reader, collected.skipped_without_anchor);
         Ok((
             LdapRead {
                 view: DirectoryView::full_keyed(collected.entries),
@@ -242,11 +238,7 @@ impl IncrementalSource {
                 FullReadReason::NotSupported,
             ));
         }
-        let reader = ScopeReader::new(settings, scope)?;
-        let (base_dn, anchor) = (
-            reader.base_dn().to_owned(),
-            reader.anchor().name().to_owned(),
-        );
+        let mut reader = ScopeReader::new(settings, scope)?;
         if cursor.scope_key() != reader.key() {
             return Ok(IncrementalOutcome::FullReadRequired(
                 FullReadReason::ScopeChanged,
@@ -267,26 +259,27 @@ impl IncrementalSource {
                     highest_usn: *highest_usn,
                     read_at: *read_at,
                 };
-                self.usn_changes(reader, since, in_scope, now).await?
+                self.usn_changes(&mut reader, since, in_scope, now).await?
             }
             (Flavor::OpenLdap, Cursor::SyncRepl { cookie, .. }) => {
-                self.syncrepl_changes(reader, cookie, in_scope, now).await?
+                self.syncrepl_changes(&mut reader, cookie, in_scope, now)
+                    .await?
             }
             // A cursor of the other kind with a matching key: not one we made.
             _ => IncrementalOutcome::FullReadRequired(FullReadReason::CursorRejected),
         };
         match &outcome {
             IncrementalOutcome::Changes(read) => {
-                warn_skipped(&base_dn, &anchor, read.skipped_without_anchor);
+                warn_skipped(&reader, read.skipped_without_anchor);
                 tracing::debug!(
-                    %base_dn,
+                    base_dn = reader.base_dn(),
                     changed = read.view.entries.len(),
                     removed = read.view.removed.len(),
                     "incremental read"
                 );
             }
             IncrementalOutcome::FullReadRequired(reason) => tracing::info!(
-                %base_dn,
+                base_dn = reader.base_dn(),
                 reason = reason.as_str(),
                 "incremental read not possible: {reason}"
             ),
@@ -327,7 +320,7 @@ impl IncrementalSource {
 
     async fn usn_changes(
         &self,
-        mut reader: ScopeReader<'_>,
+        reader: &mut ScopeReader<'_>,
         since: UsnSince<'_>,
         in_scope: &[String],
         now: Timestamp,
@@ -361,7 +354,7 @@ impl IncrementalSource {
                 .is_none_or(|usn| usn > since.highest_usn)
         };
         let left = if groups.changed(after_cursor) {
-            members_again(&mut session, &reader, in_scope, &mut collected, now).await?
+            members_again(&mut session, reader, in_scope, &mut collected, now).await?
         } else {
             Vec::new()
         };
@@ -379,7 +372,7 @@ impl IncrementalSource {
 
     async fn syncrepl_changes(
         &self,
-        mut reader: ScopeReader<'_>,
+        reader: &mut ScopeReader<'_>,
         sent: &str,
         in_scope: &[String],
         now: Timestamp,
@@ -390,7 +383,7 @@ impl IncrementalSource {
         // closed then, not reused.
         let mut session = self.connector.open().await?;
         reader.read_groups(&mut session).await?;
-        let refresh = syncrepl::refresh_since(&mut session, &reader, sent, now).await?;
+        let refresh = syncrepl::refresh_since(&mut session, reader, sent, now).await?;
         let (mut collected, removed, cookie) = match refresh {
             Refresh::Changes {
                 collected,
@@ -413,7 +406,7 @@ impl IncrementalSource {
         // and would otherwise go unseen until the next full read.
         let groups = reader.read_groups(&mut session).await?;
         let left = if groups.changed(|csn| syncrepl::changed_after(sent, csn)) {
-            members_again(&mut session, &reader, in_scope, &mut collected, now).await?
+            members_again(&mut session, reader, in_scope, &mut collected, now).await?
         } else {
             Vec::new()
         };
@@ -498,12 +491,12 @@ fn incremental_read(collected: Collected, removed: Vec<String>, cursor: Cursor) 
     }
 }
 
-fn warn_skipped(base_dn: &str, anchor: &str, skipped: u64) {
+fn warn_skipped(reader: &ScopeReader<'_>, skipped: u64) {
     if skipped > 0 {
         tracing::warn!(
-            base_dn,
+            base_dn = reader.base_dn(),
             skipped,
-            anchor,
+            anchor = reader.anchor().name(),
             "entries without an anchor were skipped"
         );
     }
