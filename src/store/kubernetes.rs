@@ -282,10 +282,9 @@ impl UserStore for KubernetesStore {
                         tracing::info!(user = %t.record.name, transition = t.kind.label(), "the user changed since the snapshot; not written");
                         report.conflicts.push(t.record.name.clone());
                     }
-                    Err(WriteError::Fenced) => report.failed.push((
-                        t.record.name.clone(),
-                        "not written: this process no longer holds the Lease or is stopping".into(),
-                    )),
+                    Err(WriteError::Fenced) => report
+                        .failed
+                        .push((t.record.name.clone(), super::NOT_WRITTEN_FENCED.into())),
                     Err(WriteError::Other(e)) => {
                         tracing::warn!(user = %t.record.name, transition = t.kind.label(), error = %e, "writing a user failed");
                         report.failed.push((t.record.name.clone(), e.to_string()));
