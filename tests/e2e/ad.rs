@@ -15,7 +15,7 @@ use serde_json::json;
 use usersync::api::{Origin, RunResult, RunSummary};
 
 use crate::ldap_support::{Server, short_unique};
-use crate::world::{World, succeeded_incrementally};
+use crate::world::{World, incremental_only_policy, succeeded_incrementally};
 
 // --- the AD side ---
 
@@ -397,14 +397,9 @@ fn nested_groups(w: &World<'_>) -> (String, String, String) {
     (a, b, group_b)
 }
 
-/// Incremental runs only (no full read comes round), no threshold in the way.
-fn incremental_policy() -> serde_json::Value {
-    json!({"fullSyncInterval": "24h", "safety": {"maxPreservePercent": 100}})
-}
-
 #[tokio::test]
 async fn ad_leaving_the_selected_group_directly_or_nested_is_seen_by_the_next_incremental_run() {
-    let w = World::new("adleave", Server::samba(), incremental_policy()).await;
+    let w = World::new("adleave", Server::samba(), incremental_only_policy()).await;
     let (direct, nested, stays) = (sam("la"), sam("lb"), sam("lc"));
     for name in [&direct, &nested, &stays] {
         add_ad_user(&w, name);
@@ -434,7 +429,7 @@ async fn ad_leaving_the_selected_group_directly_or_nested_is_seen_by_the_next_in
 #[tokio::test]
 async fn ad_joining_the_selected_group_directly_or_nested_is_imported_by_the_next_incremental_run()
 {
-    let w = World::new("adjoin", Server::samba(), incremental_policy()).await;
+    let w = World::new("adjoin", Server::samba(), incremental_only_policy()).await;
     let (first, direct, nested) = (sam("ja"), sam("jb"), sam("jc"));
     for name in [&first, &direct, &nested] {
         add_ad_user(&w, name);

@@ -5,15 +5,8 @@
 //! imported by it. `fullSyncInterval` is long, so no full read comes round.
 //! The same rules on Active Directory are in `ad.rs`.
 
-use serde_json::json;
-
 use crate::ldap_support::{Server, ldif_line};
-use crate::world::{World, succeeded_incrementally};
-
-/// Incremental runs only, and no threshold in the way.
-fn policy() -> serde_json::Value {
-    json!({"fullSyncInterval": "24h", "safety": {"maxPreservePercent": 100}})
-}
+use crate::world::{World, incremental_only_policy, succeeded_incrementally};
 
 /// A groupOfNames `cn` in the test OU with `members` (DNs; at least one, as
 /// the schema wants). Returns its DN.
@@ -43,7 +36,7 @@ fn user_dn(w: &World<'_>, uid: &str) -> String {
 
 #[tokio::test]
 async fn leaving_the_selected_group_is_seen_by_the_next_incremental_run() {
-    let w = World::new("leave", Server::slapd(), policy()).await;
+    let w = World::new("leave", Server::slapd(), incremental_only_policy()).await;
     for uid in ["ana", "bob"] {
         w.add_user(uid, false);
     }
@@ -67,7 +60,7 @@ async fn leaving_the_selected_group_is_seen_by_the_next_incremental_run() {
 
 #[tokio::test]
 async fn leaving_a_group_nested_in_the_selected_one_is_seen_by_the_next_incremental_run() {
-    let w = World::new("nestleave", Server::slapd(), policy()).await;
+    let w = World::new("nestleave", Server::slapd(), incremental_only_policy()).await;
     for uid in ["cay", "dov", "eli"] {
         w.add_user(uid, false);
     }
@@ -98,7 +91,7 @@ async fn leaving_a_group_nested_in_the_selected_one_is_seen_by_the_next_incremen
 
 #[tokio::test]
 async fn joining_the_selected_group_directly_or_nested_is_imported_by_the_next_incremental_run() {
-    let w = World::new("join", Server::slapd(), policy()).await;
+    let w = World::new("join", Server::slapd(), incremental_only_policy()).await;
     for uid in ["fay", "gus", "hal"] {
         w.add_user(uid, false);
     }
@@ -120,7 +113,7 @@ async fn joining_the_selected_group_directly_or_nested_is_imported_by_the_next_i
 #[tokio::test]
 async fn a_user_leaving_one_mappings_group_for_anothers_is_transferred_by_the_next_incremental_run()
 {
-    let w = World::new("leavexfer", Server::slapd(), policy()).await;
+    let w = World::new("leavexfer", Server::slapd(), incremental_only_policy()).await;
     for uid in ["ivy", "jay"] {
         w.add_user(uid, false);
     }

@@ -208,6 +208,12 @@ impl<'a> World<'a> {
     }
 }
 
+/// A policy under which only incremental runs come round (no full read for a
+/// day) and no preserve threshold is in the way.
+pub fn incremental_only_policy() -> serde_json::Value {
+    serde_json::json!({"fullSyncInterval": "24h", "safety": {"maxPreservePercent": 100}})
+}
+
 /// The run succeeded and read only the changes since the last one.
 pub fn succeeded_incrementally(run: &RunSummary) {
     assert_eq!(
