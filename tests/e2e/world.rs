@@ -261,13 +261,7 @@ impl Scene {
     /// Ask for a run through the on-demand annotation and wait for its outcome.
     pub async fn sync(&self, mapping: &str) -> RunSummary {
         let api = self.mappings();
-        let before = api
-            .get(mapping)
-            .await
-            .unwrap()
-            .status
-            .and_then(|s| s.last_run)
-            .map(|r| r.id);
+        let before = self.last_run(mapping).await.map(|r| r.id);
         let value = jiff::Timestamp::now().as_nanosecond().to_string();
         self.annotate(mapping, SYNC_REQUESTED_ANNOTATION, &value)
             .await;
@@ -281,6 +275,16 @@ impl Scene {
             "on-demand sync of {mapping} was not started: {outcome}"
         );
         self.wait_run(mapping, before.as_deref()).await
+    }
+
+    /// The mapping's last run, as its status reports it.
+    pub async fn last_run(&self, mapping: &str) -> Option<RunSummary> {
+        self.mappings()
+            .get(mapping)
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.last_run)
     }
 
     /// Set an annotation on a mapping, as an admin would.
