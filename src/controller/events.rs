@@ -99,7 +99,6 @@ fn transition_note(
     t: &core::Transition,
     run_id: &str,
 ) -> Option<(EventType, &'static str, String)> {
-    let none = || "none".to_string();
     Some(match &t.kind {
         TransitionKind::Preserve => (
             EventType::Warning,
@@ -124,8 +123,8 @@ fn transition_note(
             "Transferred",
             format!(
                 "moved from mapping {} to {} by run {run_id}",
-                from.clone().unwrap_or_else(none),
-                t.record.mapping.clone().unwrap_or_else(none),
+                from.as_deref().unwrap_or("none"),
+                t.record.mapping.as_deref().unwrap_or("none"),
             ),
         ),
         TransitionKind::Import {

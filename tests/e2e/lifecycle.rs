@@ -8,7 +8,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use usersync::api::{
     APPROVE_RUN_ANNOTATION, ConnectorHealth, DirectoryMapping, DirectoryUser, ReadMode, RunResult,
-    SYNC_REQUESTED_ANNOTATION, condition_is_true, find_condition,
+    condition_is_true, find_condition,
 };
 
 use crate::ldap_support::Server;
@@ -242,12 +242,17 @@ async fn due_for_deletion_with<'a>(
     w.sync("staff").await;
     assert_eq!(w.state("gate1").await, "Preserved/DisabledInDirectory");
     let api: Api<ConnectorHealth> = Api::namespaced(w.client.clone(), &w.ns.name);
-    let patch = json!({"spec": {"probeInterval": "3h", "staleAfter": "2h"}});
-    for patch in [patch, json!({"spec": connector})] {
-        api.patch("corp", &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .unwrap();
-    }
+    let mut spec = json!({"probeInterval": "3h", "staleAfter": "2h"});
+    spec.as_object_mut()
+        .unwrap()
+        .extend(connector.as_object().cloned().unwrap_or_default());
+    api.patch(
+        "corp",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": spec})),
+    )
+    .await
+    .unwrap();
     // The spec change is probed at once; then not again for three hours.
     eventually(RUN_WAIT, "the new generation to be probed", || async {
         let c = api.get("corp").await.ok()?;
@@ -301,9 +306,7 @@ async fn deletions_frozen_while_a_run_reads_are_refused_by_the_check_right_befor
 
     relay.hold();
     let mappings: Api<DirectoryMapping> = Api::namespaced(w.client.clone(), &w.ns.name);
-    let before = w.last_run("staff").await.unwrap().id;
-    let value = jiff::Timestamp::now().as_nanosecond().to_string();
-    w.annotate("staff", SYNC_REQUESTED_ANNOTATION, &value).await;
+    let (before, _) = w.request_sync("staff").await;
     // The run has read the connector (deletions allowed) and waits on the directory.
     eventually(
         RUN_WAIT,
@@ -317,7 +320,7 @@ async fn deletions_frozen_while_a_run_reads_are_refused_by_the_check_right_befor
     w.set_deletions_allowed(false).await;
     relay.release();
 
-    let run = w.wait_run("staff", Some(&before)).await;
+    let run = w.wait_run("staff", before.as_deref()).await;
     assert_eq!(
         (run.deleted, run.result),
         (0, RunResult::Blocked),

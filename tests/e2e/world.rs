@@ -261,10 +261,7 @@ impl Scene {
     /// Ask for a run through the on-demand annotation and wait for its outcome.
     pub async fn sync(&self, mapping: &str) -> RunSummary {
         let api = self.mappings();
-        let before = self.last_run(mapping).await.map(|r| r.id);
-        let value = jiff::Timestamp::now().as_nanosecond().to_string();
-        self.annotate(mapping, SYNC_REQUESTED_ANNOTATION, &value)
-            .await;
+        let (before, value) = self.request_sync(mapping).await;
         let outcome = eventually(RUN_WAIT, "the on-demand request to be handled", || async {
             let request = api.get(mapping).await.ok()?.status?.last_sync_request?;
             (request.value == value).then_some(request.outcome)
@@ -275,6 +272,16 @@ impl Scene {
             "on-demand sync of {mapping} was not started: {outcome}"
         );
         self.wait_run(mapping, before.as_deref()).await
+    }
+
+    /// Ask for a run through the on-demand annotation, without waiting: the id of
+    /// the last run before it, and the request's value.
+    pub async fn request_sync(&self, mapping: &str) -> (Option<String>, String) {
+        let before = self.last_run(mapping).await.map(|r| r.id);
+        let value = jiff::Timestamp::now().as_nanosecond().to_string();
+        self.annotate(mapping, SYNC_REQUESTED_ANNOTATION, &value)
+            .await;
+        (before, value)
     }
 
     /// The mapping's last run, as its status reports it.
