@@ -106,35 +106,49 @@ pub async fn sweep(ctx: &Context, connector: &ConnectorHealth) {
     {
         tracing::warn!(connector = %name, namespace = %ns, error = %e, "retention pass: could not record the outcome");
     }
-    match outcome {
-        Ok(report) => {
-            let deleted = report.applied;
-            tracing::info!(connector = %name, namespace = %ns, run = %run_id, deleted, conflicts = report.conflicts.len(), failed = report.failed.len(), "retention pass: deleted users whose mapping is gone");
-            if deleted > 0 {
-                let names: Vec<&str> = due
-                    .iter()
-                    .take(10)
-                    .map(|t| t.record.name.as_str())
-                    .collect();
-                publish(
-                    ctx,
-                    connector,
-                    EventType::Warning,
-                    "RetentionDeleted",
-                    "Retention",
-                    format!(
-                        "pass {run_id}: deleted {deleted} preserved users whose mapping no longer exists, at the deadline recorded when they were preserved ({}{})",
-                        names.join(", "),
-                        if due.len() > names.len() { ", …" } else { "" }
-                    ),
-                )
-                .await;
-            }
-        }
-        Err(e) => {
-            tracing::warn!(connector = %name, namespace = %ns, error = %e, "retention pass: deleting failed")
-        }
+    if summary.result == crate::api::RunResult::Failed {
+        let message = summary.message.clone().unwrap_or_default();
+        tracing::warn!(connector = %name, namespace = %ns, run = %run_id, %message, "retention pass: not every deletion applied");
+        publish(
+            ctx,
+            connector,
+            EventType::Warning,
+            "RetentionFailed",
+            "Retention",
+            format!("pass {run_id}: {message}"),
+        )
+        .await;
     }
+    let Ok(report) = outcome else { return };
+    let deleted = report.applied;
+    tracing::info!(connector = %name, namespace = %ns, run = %run_id, deleted, "retention pass: deleted users whose mapping is gone");
+    if deleted == 0 {
+        return;
+    }
+    let left: BTreeSet<&str> = report
+        .failed
+        .iter()
+        .map(|(user, _)| user.as_str())
+        .chain(report.conflicts.iter().map(String::as_str))
+        .collect();
+    let gone: Vec<&str> = due
+        .iter()
+        .map(|t| t.record.name.as_str())
+        .filter(|user| !left.contains(user))
+        .collect();
+    let shown = gone.iter().take(10).copied().collect::<Vec<_>>().join(", ");
+    let more = if gone.len() > 10 { ", …" } else { "" };
+    publish(
+        ctx,
+        connector,
+        EventType::Warning,
+        "RetentionDeleted",
+        "Retention",
+        format!(
+            "pass {run_id}: deleted {deleted} preserved users whose mapping no longer exists, at the deadline recorded when they were preserved ({shown}{more})"
+        ),
+    )
+    .await;
 }
 
 /// The pass as the store's run history records it.
@@ -152,15 +166,30 @@ fn pass_summary(
             r.applied,
             format!("retention pass: deleted {}", r.applied),
         ),
-        Ok(r) => (
-            RunResult::Failed,
-            r.applied,
-            format!(
-                "retention pass: deleted {}, {} not deleted (changed meanwhile or refused)",
+        Ok(r) => {
+            // Which users were left, and why: the first few, so the message stays short.
+            let why: Vec<String> = r
+                .failed
+                .iter()
+                .map(|(user, reason)| format!("{user}: {reason}"))
+                .chain(
+                    r.conflicts
+                        .iter()
+                        .map(|user| format!("{user}: changed since it was read")),
+                )
+                .collect();
+            let shown = why.iter().take(5).cloned().collect::<Vec<_>>().join("; ");
+            let more = if why.len() > 5 { "; …" } else { "" };
+            (
+                RunResult::Failed,
                 r.applied,
-                r.failed.len() + r.conflicts.len()
-            ),
-        ),
+                format!(
+                    "retention pass: deleted {}, {} not deleted ({shown}{more}); the next pass tries again",
+                    r.applied,
+                    why.len()
+                ),
+            )
+        }
         Err(e) => (RunResult::Failed, 0, format!("retention pass: {e}")),
     };
     RunSummary {
@@ -183,5 +212,73 @@ fn pass_summary(
         message: Some(message),
         approved_by: None,
         approval_ref: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pass_summary;
+    use crate::api::RunResult;
+    use crate::store::{ApplyReport, StoreError};
+
+    fn at(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_pass_that_deleted_everything_due_succeeded() {
+        let report = ApplyReport {
+            applied: 3,
+            writes: 6,
+            ..ApplyReport::default()
+        };
+        let s = pass_summary(
+            "r1",
+            at("2026-01-01T00:00:00Z"),
+            at("2026-01-01T00:00:05Z"),
+            &Ok(report),
+        );
+        assert_eq!((s.result, s.deleted), (RunResult::Succeeded, 3));
+        assert_eq!(s.message.as_deref(), Some("retention pass: deleted 3"));
+        assert_eq!(s.finish_time.unwrap().0, at("2026-01-01T00:00:05Z"));
+    }
+
+    #[test]
+    fn a_pass_whose_deletions_partly_failed_reports_failed_with_what_it_deleted() {
+        let report = ApplyReport {
+            applied: 2,
+            writes: 4,
+            failed: vec![("u3".into(), "forbidden".into())],
+            conflicts: vec!["u4".into()],
+        };
+        let s = pass_summary(
+            "r1",
+            at("2026-01-01T00:00:00Z"),
+            at("2026-01-01T00:00:05Z"),
+            &Ok(report),
+        );
+        assert_eq!((s.result, s.deleted), (RunResult::Failed, 2));
+        let said = s.message.unwrap();
+        assert!(
+            said.contains(
+                "deleted 2, 2 not deleted (u3: forbidden; u4: changed since it was read)"
+            ),
+            "{said}"
+        );
+    }
+
+    #[test]
+    fn a_pass_the_store_refused_reports_failed_and_nothing_deleted() {
+        let s = pass_summary(
+            "r1",
+            at("2026-01-01T00:00:00Z"),
+            at("2026-01-01T00:00:05Z"),
+            &Err(StoreError::Postgres("connection refused".into())),
+        );
+        assert_eq!((s.result, s.deleted), (RunResult::Failed, 0));
+        assert_eq!(
+            s.message.as_deref(),
+            Some("retention pass: connection refused")
+        );
     }
 }

@@ -51,6 +51,24 @@ async fn delete_mapping(w: &World<'_>, name: &str) {
     .await;
 }
 
+/// Two mappings with `deleteAfter: <after>`, then mapping `east` deleted: its users
+/// are preserved as unmapped. Returns the world and `e1`'s recorded deadline.
+async fn orphaned(test: &str, after: &str) -> (World<'static>, jiff::Timestamp) {
+    let policy =
+        json!({"preservation": {"deleteAfter": after}, "safety": {"maxPreservePercent": 100}});
+    let w = two_mappings(test, Server::slapd(), policy).await;
+    delete_mapping(&w, "east").await;
+    assert_eq!(w.state("e1").await, "Preserved/Unmapped");
+    let deadline = w
+        .user("e1")
+        .await
+        .status
+        .unwrap()
+        .delete_after_time
+        .unwrap();
+    (w, deadline.0)
+}
+
 /// Wait until no mapping is left, within [`TEARDOWN`], and check no user was deleted.
 async fn torn_down(w: &World<'_>) {
     let api = mappings(w);
@@ -209,21 +227,7 @@ async fn a_blocked_last_run_keeps_one_approval_id_and_an_approval_releases_the_m
 
 #[tokio::test]
 async fn users_of_a_removed_mapping_are_deleted_on_schedule_while_the_other_mapping_syncs() {
-    let w = two_mappings(
-        "orphans",
-        Server::slapd(),
-        json!({"preservation": {"deleteAfter": "2h"}, "safety": {"maxPreservePercent": 100}}),
-    )
-    .await;
-    delete_mapping(&w, "east").await;
-    assert_eq!(w.state("e1").await, "Preserved/Unmapped");
-    let deadline = w
-        .user("e1")
-        .await
-        .status
-        .unwrap()
-        .delete_after_time
-        .unwrap();
+    let (w, deadline) = orphaned("orphans", "2h").await;
 
     // Before the recorded deadline nothing goes, whatever the other mapping does.
     w.advance(Duration::from_secs(3600)).await;
@@ -240,7 +244,7 @@ async fn users_of_a_removed_mapping_are_deleted_on_schedule_while_the_other_mapp
     .await;
     let e1 = w.user("e1").await.status.unwrap();
     assert!(
-        e1.deleted_at.unwrap().0 >= deadline.0,
+        e1.deleted_at.unwrap().0 >= deadline,
         "deleted before its deadline"
     );
     // The pass says what it deleted, on the connector.
@@ -262,6 +266,32 @@ async fn users_of_a_removed_mapping_are_deleted_on_schedule_while_the_other_mapp
         "{run:?}"
     );
     assert_eq!(w.state("w1").await, "Active");
+}
+
+#[tokio::test]
+async fn the_retention_pass_runs_at_most_every_five_minutes() {
+    let (w, deadline) = orphaned("orphans-pace", "1h").await;
+    let until = deadline.duration_since(w.clock.now()).as_secs();
+    let until = u64::try_from(until).expect("the deadline is ahead");
+
+    // A pass runs shortly before the deadline and finds nothing due.
+    w.advance(Duration::from_secs(until - 10)).await;
+    assert_eq!(w.state("e1").await, "Preserved/Unmapped");
+    // Past the deadline, but within five minutes of that pass: the probes go on,
+    // the pass waits. Each probe's reconcile ends with its pass, and the next
+    // probe starts only after it, so the second probe proves the first pass done.
+    w.advance(Duration::from_secs(20)).await;
+    w.advance(Duration::from_secs(1)).await;
+    assert_eq!(
+        w.state("e1").await,
+        "Preserved/Unmapped",
+        "the pass ran again within five minutes"
+    );
+    w.advance(Duration::from_secs(300)).await;
+    eventually(RUN_WAIT, "the orphans to be deleted", || async {
+        (w.state("e1").await == "Deleted/RetentionExpired").then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
