@@ -54,6 +54,19 @@ impl From<kube::Error> for WriteError {
     }
 }
 
+/// Why a write failed, in the API server's own words when it answered (its
+/// message names the object and the rule that refused it), without the response's
+/// internal structure.
+fn write_failure(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => format!(
+            "the API server refused the write ({} {}): {}",
+            status.code, status.reason, status.message
+        ),
+        other => other.to_string(),
+    }
+}
+
 impl KubernetesStore {
     /// The store of `namespace`.
     pub fn new(client: Client, namespace: &str) -> Self {
@@ -287,7 +300,9 @@ impl UserStore for KubernetesStore {
                         .push((t.record.name.clone(), super::NOT_WRITTEN_FENCED.into())),
                     Err(WriteError::Other(e)) => {
                         tracing::warn!(user = %t.record.name, transition = t.kind.label(), error = %e, "writing a user failed");
-                        report.failed.push((t.record.name.clone(), e.to_string()));
+                        report
+                            .failed
+                            .push((t.record.name.clone(), write_failure(&e)));
                     }
                 }
             }

@@ -528,3 +528,106 @@ async fn overlapping_mappings_synced_at_once_leave_every_user_with_the_lowest_pr
     }
     println!("overlapping first runs: {rounds} rounds, {replanned} with a transfer");
 }
+
+/// A ValidatingAdmissionPolicy, bound to `ns` only, that refuses to create the
+/// DirectoryUser of directory user `username`: a write the API server refuses.
+fn refuse_creating_user(ns: &str, username: &str) -> String {
+    let name = format!("usersync-test-refuse-{ns}");
+    let policy = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{"apiGroups": ["usersync.dev"], "apiVersions": ["*"],
+                "operations": ["CREATE"], "resources": ["directoryusers"]}]},
+            "validations": [{"expression": format!("!has(object.spec.username) || object.spec.username != '{username}'"),
+                "message": "refused by the test's admission policy"}]
+        }
+    });
+    let binding = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}}
+    });
+    let out = cluster().apply(ns, &format!("{policy}\n---\n{binding}"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    name
+}
+
+#[tokio::test]
+async fn a_run_whose_writes_partly_fail_reports_what_applied_and_names_the_failure() {
+    let w = World::new("partial", Server::slapd(), json!({})).await;
+    for uid in ["alice", "bob", "carol"] {
+        w.add_user(uid, false);
+    }
+    let policy = refuse_creating_user(&w.ns.name, "carol");
+    // The API server enforces a new policy within seconds: wait until it refuses.
+    let users: Api<DirectoryUser> = Api::namespaced(w.client.clone(), &w.ns.name);
+    let probe: DirectoryUser = serde_json::from_value(json!({
+        "apiVersion": "usersync.dev/v1alpha1", "kind": "DirectoryUser",
+        "metadata": {"name": "probe"}, "spec": {"origin": "Manual", "username": "carol"}
+    }))
+    .unwrap();
+    let dry = kube::api::PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    eventually(RUN_WAIT, "the admission policy to refuse", || async {
+        users.create(&dry, &probe).await.is_err().then_some(())
+    })
+    .await;
+
+    let run = w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    assert_eq!(
+        (run.result, run.imported),
+        (RunResult::Failed, 2),
+        "{run:?}"
+    );
+    let message = run.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("1 of 3 changes failed to apply")
+            && message.contains("refused by the test's admission policy"),
+        "the run names what failed and why: {message}"
+    );
+    assert!(
+        !message.contains("Status {"),
+        "the API's answer is quoted, not dumped: {message}"
+    );
+    assert_eq!(w.state("alice").await, "Active");
+    assert_eq!(w.state("bob").await, "Active");
+    assert!(w.named("carol").await.is_empty(), "a refused write landed");
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(w.client.clone(), &w.ns.name);
+    let said = eventually(RUN_WAIT, "the run's SyncFailed Event", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("SyncFailed"))
+            .and_then(|e| e.note)
+    })
+    .await;
+    assert!(
+        said.contains("refused by the test's admission policy"),
+        "{said}"
+    );
+
+    // Once the API server accepts it, the next run writes the one that failed.
+    let out = cluster().kubectl([
+        "delete",
+        "validatingadmissionpolicybinding,validatingadmissionpolicy",
+        &policy,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    eventually(RUN_WAIT, "the admission policy to be lifted", || async {
+        users.create(&dry, &probe).await.is_ok().then_some(())
+    })
+    .await;
+    let again = w.sync("staff").await;
+    assert_eq!(
+        (again.result, again.imported, again.unchanged),
+        (RunResult::Succeeded, 1, 2),
+        "{again:?}"
+    );
+    assert_eq!(w.state("carol").await, "Active");
+}
