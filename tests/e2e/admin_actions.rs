@@ -248,16 +248,7 @@ async fn users_of_a_removed_mapping_are_deleted_on_schedule_while_the_other_mapp
         "deleted before its deadline"
     );
     // The pass says what it deleted, on the connector.
-    let events: Api<k8s_openapi::api::events::v1::Event> =
-        Api::namespaced(w.client.clone(), &w.ns.name);
-    let said = eventually(RUN_WAIT, "the pass's Event", || async {
-        let list = events.list(&ListParams::default()).await.ok()?;
-        list.items
-            .into_iter()
-            .find(|e| e.reason.as_deref() == Some("RetentionDeleted"))
-            .and_then(|e| e.note)
-    })
-    .await;
+    let said = w.event_note("RetentionDeleted").await;
     assert!(said.contains("deleted 2 preserved users"), "{said}");
     let run = w.sync("west").await;
     assert_eq!(
@@ -597,16 +588,7 @@ async fn a_run_whose_writes_partly_fail_reports_what_applied_and_names_the_failu
     assert_eq!(w.state("alice").await, "Active");
     assert_eq!(w.state("bob").await, "Active");
     assert!(w.named("carol").await.is_empty(), "a refused write landed");
-    let events: Api<k8s_openapi::api::events::v1::Event> =
-        Api::namespaced(w.client.clone(), &w.ns.name);
-    let said = eventually(RUN_WAIT, "the run's SyncFailed Event", || async {
-        let list = events.list(&ListParams::default()).await.ok()?;
-        list.items
-            .into_iter()
-            .find(|e| e.reason.as_deref() == Some("SyncFailed"))
-            .and_then(|e| e.note)
-    })
-    .await;
+    let said = w.event_note("SyncFailed").await;
     assert!(
         said.contains("refused by the test's admission policy"),
         "{said}"

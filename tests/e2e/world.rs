@@ -87,6 +87,20 @@ impl Scene {
         .await;
     }
 
+    /// The note of an Event of this namespace with `reason`, once there is one.
+    pub async fn event_note(&self, reason: &str) -> String {
+        let events: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client.clone(), &self.ns.name);
+        eventually(RUN_WAIT, &format!("a {reason} Event"), || async {
+            let list = events.list(&Default::default()).await.ok()?;
+            list.items
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some(reason))
+                .and_then(|e| e.note)
+        })
+        .await
+    }
+
     /// kstatus's verdict on `kind/name` in this namespace, as Flux and kpt read it now.
     pub async fn kstatus(&self, kind: &str, name: &str) -> Kstatus {
         cluster().kstatus(kind, &self.ns.name, name).await
