@@ -119,6 +119,21 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Why a user is in its state: the rule, its times, what its deletion still
+    /// waits for, its mapping and connector, its history; for a user that is not
+    /// imported, what each mapping's full read says about it.
+    Explain {
+        /// The user's record name, username or directory anchor.
+        user: String,
+        /// The namespace (default: the kubeconfig's).
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "text")]
+        output: Output,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// List the users of a namespace (from either store).
     Users {
         /// The namespace (default: the kubeconfig's).
@@ -347,6 +362,23 @@ async fn main() -> anyhow::Result<ExitCode> {
             match output {
                 Output::Text => print!("{}", cli::plan::render(&plan)),
                 Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain {
+            user,
+            namespace,
+            output,
+            store,
+        } => {
+            let backend = store.open(Duration::ZERO).await?;
+            let client = kube::Client::try_default().await?;
+            let ns = namespace.unwrap_or_else(|| client.default_namespace().to_string());
+            let now = jiff::Timestamp::now();
+            let report = cli::explain::explain(&client, &backend, &ns, &user, now).await?;
+            match output {
+                Output::Text => print!("{}", cli::explain::render(&user, &report)),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -1,8 +1,9 @@
-//! The admin's commands: `sync`, `approve`, `plan`, `import-csv`, `users`, `preserve` and
+//! The admin's commands: `sync`, `approve`, `plan`, `explain`, `import-csv`, `users`, `preserve` and
 //! `unpreserve`. Each is a thin layer over the library, so what the CLI shows is
 //! what the operator does.
 
 pub mod approve;
+pub mod explain;
 pub mod import_csv;
 pub mod plan;
 pub mod sync;

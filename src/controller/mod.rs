@@ -15,7 +15,7 @@ pub mod planning;
 mod policy;
 mod readiness;
 mod ready;
-mod resolve;
+pub mod resolve;
 mod retention;
 mod run_id;
 mod run_status;

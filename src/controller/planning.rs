@@ -76,8 +76,11 @@ pub enum PlanningError {
 /// Where the run's view of the directory comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ViewFrom {
-    /// A complete read of the mapping's scope.
+    /// The read a run would make now: incremental when the mapping's cursor allows.
     Directory,
+    /// A full read of the mapping's scope, whatever the cursor (to answer about
+    /// users who are not imported).
+    FullRead,
     /// Nothing matches any more: the mapping is being deleted, so its users go
     /// through the unmapped rules (and to other mappings that match them).
     Nothing,
@@ -110,6 +113,11 @@ pub struct Basis {
 }
 
 impl Basis {
+    /// The directory read the plan was made from.
+    pub fn view(&self) -> &DirectoryView {
+        &self.view
+    }
+
     /// Plan again from a fresh snapshot of `store` and the same directory read:
     /// after a write conflicted with another run's, the plan must see what that run
     /// wrote (section 3, no stale write).
@@ -188,12 +196,15 @@ pub async fn prepare(
     // The read. Any failure leaves an incomplete view, which plans nothing.
     let (view, read_error, read_mode, next_cursor) = match from {
         ViewFrom::Nothing => (DirectoryView::full(Vec::new()), None, ReadMode::Full, None),
-        ViewFrom::Directory => {
+        ViewFrom::Directory | ViewFrom::FullRead => {
             let scope = scope_for(mapping).map_err(|source| PlanningError::Scope {
                 context: "spec".into(),
                 source,
             })?;
-            let mut cursor = usable_cursor(mapping, &policy, now);
+            let mut cursor = match from {
+                ViewFrom::FullRead => None,
+                _ => usable_cursor(mapping, &policy, now),
+            };
             if let Some(why) = cursor
                 .as_ref()
                 .and(core::full_read_needed(&snapshot, &context))

@@ -19,6 +19,7 @@
 pub mod apply;
 pub mod attributes;
 pub mod duration;
+pub mod explain;
 pub mod gate;
 pub mod health;
 pub mod model;
@@ -36,6 +37,7 @@ pub(crate) mod testkit;
 pub use apply::apply;
 pub use attributes::Attributes;
 pub use duration::{ApiDuration, DURATION_PATTERN, DurationError, format_duration, parse_duration};
+pub use explain::{Explanation, Need, explain};
 pub use gate::{ConnectorGate, GateRefusal};
 pub use model::{
     Claim, DirectoryEntry, DirectoryView, MappingContext, Origin, OtherClaims, Policy, ReadKind,

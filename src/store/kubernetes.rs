@@ -205,6 +205,42 @@ impl KubernetesStore {
         );
     }
 
+    /// The Events about DirectoryUser `name` that the API server still keeps,
+    /// oldest first.
+    pub async fn history(&self, name: &str) -> Result<Vec<super::HistoryEntry>, StoreError> {
+        use k8s_openapi::api::core::v1::Event;
+        let namespace = self.api.namespace().unwrap_or_default().to_string();
+        let events: Api<Event> = Api::namespaced(self.api.clone().into_client(), &namespace);
+        let about = ListParams::default().fields(&format!(
+            "involvedObject.kind=DirectoryUser,involvedObject.name={name}"
+        ));
+        let mut entries: Vec<super::HistoryEntry> = events
+            .list(&about)
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|e| {
+                let at = e
+                    .event_time
+                    .map(|t| t.0)
+                    .or(e.last_timestamp.map(|t| t.0))
+                    .or(e.metadata.creation_timestamp.map(|t| t.0))?;
+                let what = match (e.reason, e.message) {
+                    (Some(reason), Some(message)) => format!("{reason}: {message}"),
+                    (reason, message) => reason.or(message).unwrap_or_default(),
+                };
+                Some(super::HistoryEntry {
+                    at,
+                    what,
+                    run: None,
+                    by: e.reporting_component.filter(|c| !c.is_empty()),
+                })
+            })
+            .collect();
+        entries.sort_by_key(|e| e.at);
+        Ok(entries)
+    }
+
     /// The preserved directory users of `connector`, as the connector's retention
     /// pass needs them (a label selector: the rest of the registry is not read).
     pub async fn preserved_of(&mut self, connector: &str) -> Result<Vec<UserRecord>, StoreError> {

@@ -147,6 +147,20 @@ impl Backend {
     }
 }
 
+/// One entry of a user's history: a transition from the PostgreSQL audit log, or
+/// an Event about its DirectoryUser.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub at: Timestamp,
+    /// What happened, as the audit log or the Event says it.
+    pub what: String,
+    /// The run that did it, when one did.
+    pub run: Option<String>,
+    /// Who did it: a mapping's run, the connector's retention pass, or an admin.
+    pub by: Option<String>,
+}
+
 /// The store of one namespace, of either kind.
 pub enum Store {
     Kubernetes(Box<kubernetes::KubernetesStore>),
@@ -172,6 +186,16 @@ impl Store {
         match self {
             Store::Kubernetes(s) => s.preserved_of(connector).await,
             Store::Postgres(s) => s.preserved_of(connector).await,
+        }
+    }
+
+    /// What happened to user `name`, oldest first: the audit log in PostgreSQL; in
+    /// the Kubernetes store, the Events about its DirectoryUser the API server
+    /// still keeps (an hour by default).
+    pub async fn history(&self, name: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        match self {
+            Store::Kubernetes(s) => s.history(name).await,
+            Store::Postgres(s) => s.history(name).await,
         }
     }
 

@@ -143,3 +143,136 @@ async fn preserve_and_unpreserve_from_the_command_line_take_effect_on_the_next_r
         stderr(&out)
     );
 }
+
+/// `usersync explain` as JSON.
+fn explain(ns: &str, user: &str) -> serde_json::Value {
+    let out = usersync(["explain", user, "-n", ns, "-o", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).unwrap()
+}
+
+#[tokio::test]
+async fn explain_says_why_a_user_is_in_its_state_and_why_one_is_not_imported() {
+    let w = World::new(
+        "explain",
+        Server::slapd(),
+        json!({"preservation": {"deleteAfter": "24h"}, "safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    let ns = w.ns.name.clone();
+    w.add_user("ann", false);
+    w.add_user("bea", false);
+    w.add_user("cy", true);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.set_disabled("bea", true);
+    let run = w.sync("staff").await;
+    assert_eq!(run.preserved, 1, "{run:?}");
+
+    // Active, by username: the rule, its mapping's conditions, the last run.
+    let out = usersync(["explain", "ann", "-n", &ns]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("Directory record: Active")
+            && text.contains("Active while its directory account is enabled")
+            && text.contains("mapping staff:")
+            && text.contains("Synced=True"),
+        "{text}"
+    );
+
+    // Preserved, by record name: the deadline not reached, the connector permits
+    // deletions, and the transition in its history.
+    let bea = kube::ResourceExt::name_any(&w.user("bea").await);
+    let report = explain(&ns, &bea);
+    let e = &report["records"][0];
+    assert_eq!(e["record"]["state"], "Preserved", "{e}");
+    assert!(
+        e["explanation"]["rule"]
+            .as_str()
+            .unwrap()
+            .contains("the directory marks the account disabled"),
+        "{e}"
+    );
+    let needs = e["explanation"]["deletionNeeds"].as_array().unwrap();
+    let met: Vec<(&str, bool)> = needs
+        .iter()
+        .map(|n| (n["what"].as_str().unwrap(), n["met"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        &met[..2],
+        [("deadline", false), ("connector", true)],
+        "{needs:?}"
+    );
+    let history = e["history"].as_array().unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|h| h["what"].as_str().unwrap().starts_with("Preserved")),
+        "{history:?}"
+    );
+
+    // Frozen deletions show as the unmet need, with the cause.
+    w.set_deletions_allowed(false).await;
+    let report = explain(&ns, &bea);
+    let connector = &report["records"][0]["explanation"]["deletionNeeds"][1];
+    assert_eq!(connector["met"], false, "{connector}");
+    assert!(
+        connector["detail"]
+            .as_str()
+            .unwrap()
+            .contains("deletionsAllowed: false"),
+        "{connector}"
+    );
+
+    // Not imported: disabled in the directory, or in no mapping's scope.
+    let report = explain(&ns, "cy");
+    assert_eq!(report["records"].as_array().unwrap().len(), 0);
+    let why = report["notImported"][0]["why"].as_str().unwrap();
+    assert!(why.contains("disabled in the directory"), "{why}");
+    let out = usersync(["explain", "nobody", "-n", &ns]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("no user record matches \"nobody\"")
+            && text.contains("mapping staff: not in its scope"),
+        "{text}"
+    );
+
+    // Not imported because a Manual user has its username: both are told.
+    w.apply(
+        &json!({"apiVersion": "usersync.dev/v1alpha1", "kind": "DirectoryUser",
+        "metadata": {"name": "dee-by-hand"}, "spec": {"origin": "Manual", "username": "dee"}}),
+    );
+    w.add_user("dee", false);
+    w.sync("staff").await;
+    let report = explain(&ns, "dee");
+    assert_eq!(
+        report["records"][0]["record"]["origin"], "Manual",
+        "{report}"
+    );
+    let why = report["notImported"][0]["why"].as_str().unwrap();
+    assert!(
+        why.contains("not imported") && why.contains("already used by Manual user dee-by-hand"),
+        "{why}"
+    );
+
+    // An admin's preserve not applied yet, then applied.
+    let ann = kube::ResourceExt::name_any(&w.user("ann").await);
+    let out = usersync(["preserve", &ann, "-n", &ns]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rule = explain(&ns, "ann")["records"][0]["explanation"]["rule"].clone();
+    assert!(
+        rule.as_str().unwrap().contains("asked to preserve it"),
+        "{rule}"
+    );
+    w.sync("staff").await;
+    let e = explain(&ns, "ann")["records"][0]["explanation"].clone();
+    assert!(
+        e["rule"].as_str().unwrap().contains("by an admin")
+            && e["deletionNeeds"][0]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("deleteManuallyPreserved"),
+        "{e}"
+    );
+}

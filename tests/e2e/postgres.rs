@@ -261,6 +261,35 @@ async fn an_admins_preserve_is_kept_audited_and_applied_with_the_postgres_store(
             k("reenable", None),
         ]
     );
+    // `usersync explain` tells the same story from the audit log, with who did it.
+    let out = usersync_pg(&dsn, &ns, &["explain", "hal", "-o", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let history = report["records"][0]["history"].as_array().unwrap().clone();
+    let told: Vec<&str> = history
+        .iter()
+        .map(|h| h["what"].as_str().unwrap().split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        told,
+        [
+            "import",
+            "manual-preserve",
+            "preserve",
+            "manual-unpreserve",
+            "reenable"
+        ],
+        "{history:?}"
+    );
+    assert!(
+        history[1]["by"]
+            .as_str()
+            .unwrap()
+            .starts_with("usersync preserve"),
+        "{history:?}"
+    );
+    assert!(history[2]["run"].is_string(), "{history:?}");
+
     let out = usersync_pg(&dsn, &ns, &["preserve", "corp-nobody"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no user"), "{}", stderr(&out));

@@ -89,16 +89,22 @@ impl Scene {
 
     /// The note of an Event of this namespace with `reason`, once there is one.
     pub async fn event_note(&self, reason: &str) -> String {
-        let events: Api<k8s_openapi::api::events::v1::Event> =
-            Api::namespaced(self.client.clone(), &self.ns.name);
         eventually(RUN_WAIT, &format!("a {reason} Event"), || async {
-            let list = events.list(&Default::default()).await.ok()?;
-            list.items
-                .into_iter()
-                .find(|e| e.reason.as_deref() == Some(reason))
-                .and_then(|e| e.note)
+            self.event_notes(reason).await.into_iter().next()
         })
         .await
+    }
+
+    /// The notes of this namespace's Events with `reason`, now.
+    pub async fn event_notes(&self, reason: &str) -> Vec<String> {
+        let events: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client.clone(), &self.ns.name);
+        let list = events.list(&Default::default()).await.unwrap();
+        list.items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .filter_map(|e| e.note)
+            .collect()
     }
 
     /// kstatus's verdict on `kind/name` in this namespace, as Flux and kpt read it now.

@@ -804,7 +804,50 @@ impl PostgresStore {
     }
 }
 
+/// A user's transitions, oldest first.
+const HISTORY: &str = r#"
+SELECT (extract(epoch FROM at) * 1000000)::int8 AS at_us, kind, from_state, to_state,
+       reason, detail, run_id, actor
+FROM transitions WHERE namespace = $1 AND user_name = $2 ORDER BY at, id
+"#;
+
 impl PostgresStore {
+    /// User `name`'s transitions from the audit log, oldest first.
+    pub async fn history(&self, name: &str) -> Result<Vec<super::HistoryEntry>, StoreError> {
+        let rows = sqlx::query(HISTORY)
+            .bind(&self.namespace)
+            .bind(name)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.error("reading the audit log from PostgreSQL failed", e))?;
+        let failed = |e| self.error("reading the audit log from PostgreSQL failed", e);
+        rows.iter()
+            .map(|row| {
+                let get = |column: &str| row.try_get::<Option<String>, _>(column).map_err(failed);
+                let at = from_micros(row.try_get("at_us").map_err(failed)?)?
+                    .unwrap_or(Timestamp::UNIX_EPOCH);
+                let kind = get("kind")?.unwrap_or_default();
+                let to = get("to_state")?.unwrap_or_default();
+                let mut what = match get("from_state")? {
+                    Some(from) if from != to => format!("{kind}: {from} to {to}"),
+                    _ => format!("{kind}: {to}"),
+                };
+                if let Some(reason) = get("reason")? {
+                    what.push_str(&format!(" ({reason})"));
+                }
+                if let Some(detail) = get("detail")?.filter(|d| !d.is_empty()) {
+                    what.push_str(&format!("; {detail}"));
+                }
+                Ok(super::HistoryEntry {
+                    at,
+                    what,
+                    run: get("run_id")?,
+                    by: get("actor")?,
+                })
+            })
+            .collect()
+    }
+
     /// The preserved directory users of `connector`, for its retention pass.
     pub async fn preserved_of(&mut self, connector: &str) -> Result<Vec<UserRecord>, StoreError> {
         let rows = sqlx::query(PRESERVED_OF)
