@@ -136,8 +136,7 @@ pub async fn sweep(ctx: &Context, connector: &ConnectorHealth) {
         .map(|t| t.record.name.as_str())
         .filter(|user| !left.contains(user))
         .collect();
-    let shown = gone.iter().take(10).copied().collect::<Vec<_>>().join(", ");
-    let more = if gone.len() > 10 { ", …" } else { "" };
+    let shown = first_of(&gone, 10, ", ");
     publish(
         ctx,
         connector,
@@ -145,10 +144,19 @@ pub async fn sweep(ctx: &Context, connector: &ConnectorHealth) {
         "RetentionDeleted",
         "Retention",
         format!(
-            "pass {run_id}: deleted {deleted} preserved users whose mapping no longer exists, at the deadline recorded when they were preserved ({shown}{more})"
+            "pass {run_id}: deleted {deleted} preserved users whose mapping no longer exists, at the deadline recorded when they were preserved ({shown})"
         ),
     )
     .await;
+}
+
+/// The first `limit` of `items` joined by `sep`, and an ellipsis when there are more.
+fn first_of<T: AsRef<str>>(items: &[T], limit: usize, sep: &str) -> String {
+    let mut shown: Vec<&str> = items.iter().take(limit).map(AsRef::as_ref).collect();
+    if items.len() > limit {
+        shown.push("…");
+    }
+    shown.join(sep)
 }
 
 /// The pass as the store's run history records it.
@@ -178,13 +186,12 @@ fn pass_summary(
                         .map(|user| format!("{user}: changed since it was read")),
                 )
                 .collect();
-            let shown = why.iter().take(5).cloned().collect::<Vec<_>>().join("; ");
-            let more = if why.len() > 5 { "; …" } else { "" };
+            let shown = first_of(&why, 5, "; ");
             (
                 RunResult::Failed,
                 r.applied,
                 format!(
-                    "retention pass: deleted {}, {} not deleted ({shown}{more}); the next pass tries again",
+                    "retention pass: deleted {}, {} not deleted ({shown}); the next pass tries again",
                     r.applied,
                     why.len()
                 ),
@@ -217,7 +224,7 @@ fn pass_summary(
 
 #[cfg(test)]
 mod tests {
-    use super::pass_summary;
+    use super::{first_of, pass_summary};
     use crate::api::RunResult;
     use crate::store::{ApplyReport, StoreError};
 
@@ -265,6 +272,31 @@ mod tests {
             ),
             "{said}"
         );
+    }
+
+    #[test]
+    fn a_pass_with_one_failed_deletion_and_no_conflict_failed() {
+        let report = ApplyReport {
+            applied: 1,
+            writes: 2,
+            failed: vec![("u2".into(), "forbidden".into())],
+            conflicts: Vec::new(),
+        };
+        let s = pass_summary(
+            "r1",
+            at("2026-01-01T00:00:00Z"),
+            at("2026-01-01T00:00:05Z"),
+            &Ok(report),
+        );
+        assert_eq!((s.result, s.deleted), (RunResult::Failed, 1));
+    }
+
+    #[test]
+    fn long_lists_are_cut_with_an_ellipsis() {
+        let five = ["a", "b", "c", "d", "e"];
+        assert_eq!(first_of(&five, 5, ", "), "a, b, c, d, e");
+        assert_eq!(first_of(&five, 4, ", "), "a, b, c, d, …");
+        assert_eq!(first_of(&five[..0], 4, ", "), "");
     }
 
     #[test]
