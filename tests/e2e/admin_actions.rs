@@ -250,6 +250,8 @@ async fn users_of_a_removed_mapping_are_deleted_on_schedule_while_the_other_mapp
     // The pass says what it deleted, on the connector.
     let said = w.event_note("RetentionDeleted").await;
     assert!(said.contains("deleted 2 preserved users"), "{said}");
+    let e1_name = w.user("e1").await.name_any();
+    assert!(said.contains(&e1_name), "the Event names who went: {said}");
     assert!(
         w.event_notes("RetentionFailed").await.is_empty(),
         "a pass that deleted everything due reported a failure"
