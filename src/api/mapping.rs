@@ -179,6 +179,18 @@ pub enum RunTrigger {
     SpecChanged,
 }
 
+impl RunTrigger {
+    /// What started the run, in the words of an Event.
+    pub fn in_words(self) -> &'static str {
+        match self {
+            RunTrigger::Schedule => "scheduled",
+            RunTrigger::OnDemand => "asked for",
+            RunTrigger::MappingDeleted => "last run, the mapping is being deleted",
+            RunTrigger::SpecChanged => "the spec changed",
+        }
+    }
+}
+
 /// How a run ended.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
 pub enum RunResult {

@@ -235,7 +235,7 @@ pub async fn run(
         RunResult::Blocked => (EventType::Warning, "SyncBlocked"),
         RunResult::Failed => (EventType::Warning, "SyncFailed"),
     };
-    let note = run_note(&summary, &format!("{trigger:?}"), &message);
+    let note = run_note(&summary, &message);
     publish(&ctx, mapping.as_ref(), type_, reason, "Sync", note).await;
     // Collisions are reported, not merged (rule 7): one Event per skipped user, capped.
     for skip in report.skips.iter().take(USER_EVENTS_PER_RUN) {
@@ -582,8 +582,12 @@ fn withheld_digest(withheld: &[core::Transition]) -> String {
 
 /// A run's Event note: the run, what started it and its outcome, with the counts
 /// once (a succeeded or dry run's message already states them).
-fn run_note(summary: &RunSummary, trigger: &str, message: &str) -> String {
-    let head = format!("run {} ({trigger}): {message}", summary.id);
+fn run_note(summary: &RunSummary, message: &str) -> String {
+    let head = format!(
+        "run {} ({}): {message}",
+        summary.id,
+        summary.trigger.in_words()
+    );
     if matches!(summary.result, RunResult::Succeeded | RunResult::DryRun) {
         return head;
     }
@@ -619,9 +623,9 @@ mod tests {
             &counts,
             message.clone(),
         );
-        let note = run_note(&done, "OnDemand", &message);
+        let note = run_note(&done, &message);
         assert_eq!(note.matches("imported 5").count(), 1, "{note}");
-        assert!(note.starts_with("run r1 (OnDemand): applied"), "{note}");
+        assert!(note.starts_with("run r1 (asked for): applied"), "{note}");
         let message = "1 of 5 changes failed to apply".to_string();
         let failed = summary(
             "r2",
@@ -631,7 +635,7 @@ mod tests {
             &counts,
             message.clone(),
         );
-        let note = run_note(&failed, "OnDemand", &message);
+        let note = run_note(&failed, &message);
         assert!(note.ends_with("applied: imported 5, updated 0, preserved 0, re-enabled 0, deleted 0, transferred 0, skipped 0"), "{note}");
     }
 }
