@@ -63,7 +63,8 @@ pub enum PlanningError {
         source: crate::directory::SourceError,
     },
     /// The planner refused: the read was incomplete, and why.
-    #[error("{failure}: {}", cause.as_ref().map(ToString::to_string).unwrap_or_default())]
+    /// The cause comes first: it is what the admin can act on.
+    #[error("{}", match cause { Some(cause) => format!("{cause}; so {failure}"), None => failure.to_string() })]
     Plan {
         failure: core::PlanFailure,
         cause: Option<Box<PlanningError>>,

@@ -384,6 +384,11 @@ async fn a_failed_run_is_retried_with_backoff_and_a_success_resets_it() {
     private.server.script(&["down"], None);
     let failed = w.sync("staff").await;
     assert_eq!(failed.result, RunResult::Failed, "{failed:?}");
+    // The cause comes first: the refused connection, then what it meant for the run.
+    let said = failed.message.clone().unwrap_or_default();
+    let cause = said.find("refused").expect("the refusal is named");
+    let consequence = said.find("incomplete").expect("the consequence is named");
+    assert!(cause < consequence, "{said}");
     let status = mappings(&w).get("staff").await.unwrap().status.unwrap();
     assert_eq!(status.consecutive_failures, 1);
     // The reconcile after the run shows the retry in nextSyncTime: 30s after the
