@@ -19,7 +19,7 @@ pub async fn list(
 
 /// The users as a table for a terminal.
 pub fn render(records: &[UserRecord]) -> String {
-    let rows: Vec<[String; 7]> = records
+    let rows: Vec<[String; 8]> = records
         .iter()
         .map(|r| {
             [
@@ -30,11 +30,21 @@ pub fn render(records: &[UserRecord]) -> String {
                 r.reason.map(|x| x.to_string()).unwrap_or_default(),
                 r.mapping.clone().unwrap_or_default(),
                 if r.manual_preserve { "yes" } else { "" }.to_string(),
+                r.delete_after_time
+                    .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+                    .unwrap_or_default(),
             ]
         })
         .collect();
     let header = [
-        "NAME", "USERNAME", "ORIGIN", "STATE", "REASON", "MAPPING", "PRESERVE",
+        "NAME",
+        "USERNAME",
+        "ORIGIN",
+        "STATE",
+        "REASON",
+        "MAPPING",
+        "PRESERVE",
+        "DELETE AFTER",
     ];
     let mut widths = header.map(str::len);
     for row in &rows {
@@ -96,17 +106,17 @@ mod tests {
             reason: Some(Reason::Manual),
             preserved_at: None,
             deleted_at: None,
-            delete_after_time: None,
+            delete_after_time: Some("2026-01-08T00:00:00.5Z".parse().unwrap()),
         };
         let text = render(&[record]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "NAME       USERNAME  ORIGIN     STATE      REASON  MAPPING  PRESERVE"
+            "NAME       USERNAME  ORIGIN     STATE      REASON  MAPPING  PRESERVE  DELETE AFTER"
         );
         assert_eq!(
             lines[1],
-            "corp-0123  ann       Directory  Preserved  Manual  staff    yes"
+            "corp-0123  ann       Directory  Preserved  Manual  staff    yes       2026-01-08T00:00:00Z"
         );
     }
 }
