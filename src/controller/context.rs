@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use kube::Client;
 use kube::ResourceExt;
 use kube::core::DeserializeGuard;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use tokio::sync::{Semaphore, mpsc};
 
@@ -47,8 +46,8 @@ pub struct MappingMemory {
 pub struct Context {
     /// The API client.
     pub client: Client,
-    /// Publishes Events; it aggregates repeats into series on its own.
-    pub recorder: Recorder,
+    /// Publishes Events, one object per occurrence.
+    pub recorder: super::events::Recorder,
     /// Retry delays of objects whose reconcile failed.
     pub backoff: Arc<Backoff>,
     /// Runs in progress (or waiting for a slot), by mapping, with their ids.
@@ -86,12 +85,8 @@ impl Context {
         metrics: Arc<super::metrics::Metrics>,
         backend: crate::store::Backend,
     ) -> Self {
-        let reporter = Reporter {
-            controller: "usersync".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: super::events::Recorder::new(client.clone(), std::env::var("POD_NAME").ok()),
             client,
             backoff: Default::default(),
             runs: Default::default(),

@@ -1,8 +1,10 @@
 //! Events: one per run on its mapping, and capped ones on notable user transitions.
 
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::PostParams;
 use kube::runtime::events::{Event, EventType};
-use kube::{Resource, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 
 use super::context::Context;
 use crate::api::DirectoryMapping;
@@ -11,6 +13,72 @@ use crate::core::{self, TransitionKind};
 /// Per-user Events per run; past this a summary says how many more there were,
 /// so a mass change does not flood the API.
 pub(crate) const USER_EVENTS_PER_RUN: usize = 20;
+
+/// The component Events name as their source.
+const COMPONENT: &str = "usersync";
+
+/// Writes each Event as its own object through the core API: every run's Event
+/// keeps its own note (a series would show the first run's note with the last
+/// run's count), and its first and last timestamps are set, so `kubectl get events
+/// --sort-by=.lastTimestamp` orders them as they happened.
+#[derive(Clone)]
+pub struct Recorder {
+    client: Client,
+    instance: String,
+}
+
+impl Recorder {
+    /// A recorder for this process; `instance` is its pod's name when known.
+    pub fn new(client: Client, instance: Option<String>) -> Self {
+        Self {
+            client,
+            instance: instance.unwrap_or_else(|| COMPONENT.into()),
+        }
+    }
+
+    /// Create the Event about `regarding`.
+    pub async fn publish(
+        &self,
+        event: &Event,
+        regarding: &ObjectReference,
+    ) -> Result<(), kube::Error> {
+        let now = jiff::Timestamp::now();
+        let namespace = regarding
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let about = regarding.name.as_deref().unwrap_or(COMPONENT);
+        let object = CoreEvent {
+            metadata: ObjectMeta {
+                name: Some(format!("{about}.{:x}", now.as_nanosecond())),
+                namespace: Some(namespace.clone()),
+                ..Default::default()
+            },
+            involved_object: regarding.clone(),
+            reason: Some(event.reason.clone()),
+            message: event.note.clone(),
+            type_: Some(match event.type_ {
+                EventType::Normal => "Normal".into(),
+                EventType::Warning => "Warning".into(),
+            }),
+            action: Some(event.action.clone()),
+            first_timestamp: Some(Time(now)),
+            last_timestamp: Some(Time(now)),
+            count: Some(1),
+            source: Some(EventSource {
+                component: Some(COMPONENT.into()),
+                host: None,
+            }),
+            reporting_component: Some(COMPONENT.into()),
+            reporting_instance: Some(self.instance.clone()),
+            ..Default::default()
+        };
+        Api::<CoreEvent>::namespaced(self.client.clone(), &namespace)
+            .create(&PostParams::default(), &object)
+            .await
+            .map(|_| ())
+    }
+}
 
 /// Publish an Event; a failure to publish is logged, never fatal.
 pub(crate) async fn publish<K: Resource<DynamicType = ()>>(

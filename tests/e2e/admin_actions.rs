@@ -624,3 +624,37 @@ async fn a_run_whose_writes_partly_fail_reports_what_applied_and_names_the_failu
     );
     assert_eq!(w.state("carol").await, "Active");
 }
+
+#[tokio::test]
+async fn each_runs_event_says_that_run_and_carries_its_times() {
+    let w = World::new("run-events", Server::slapd(), json!({})).await;
+    w.add_user("ed", false);
+    let first = w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    let second = w.sync("staff").await;
+    // As `kubectl get events` reads them: one Event per run, each with its own run
+    // id and counts, and the times it sorts by.
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(w.client.clone(), &w.ns.name);
+    let runs = eventually(RUN_WAIT, "both runs' Events", || async {
+        let list = events.list(&ListParams::default()).await.ok()?.items;
+        let runs: Vec<_> = list
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("SyncSucceeded"))
+            .collect();
+        (runs.len() == 2).then_some(runs)
+    })
+    .await;
+    for (run, said) in [(&first, "imported 1"), (&second, "imported 0")] {
+        let event = runs
+            .iter()
+            .find(|e| e.message.as_deref().unwrap_or("").contains(&run.id))
+            .unwrap_or_else(|| panic!("no Event names run {}: {runs:?}", run.id));
+        let message = event.message.as_deref().unwrap();
+        assert!(message.contains(said), "{message}");
+        assert!(
+            event.first_timestamp.is_some() && event.last_timestamp.is_some(),
+            "{event:?}"
+        );
+        assert_eq!(event.count, Some(1), "{event:?}");
+    }
+}

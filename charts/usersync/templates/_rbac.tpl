@@ -55,11 +55,12 @@ admin's objects are the admin's.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]
-# Events on mappings, connectors and users (runs, blocked deletions, collisions);
-# `patch` updates the count of a repeated Event instead of creating another.
-- apiGroups: ["events.k8s.io"]
+# Events on mappings, connectors and users (runs, blocked deletions, collisions),
+# one object per occurrence, through the core API so that they carry their first
+# and last time.
+- apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}
 
 {{/*
