@@ -201,7 +201,8 @@ pub async fn prepare(
                 tracing::info!(mapping = %context.name, "reading in full: {why}");
                 cursor = None;
             }
-            read_scope(&source, &scope, cursor.as_deref(), mapping, now).await
+            let expected = core::owned_active_anchors(&snapshot, &context);
+            read_scope(&source, &scope, cursor.as_deref(), &expected, mapping, now).await
         }
     };
     let basis = Basis {
@@ -325,6 +326,7 @@ async fn read_scope(
     source: &Source,
     scope: &Scope,
     cursor: Option<&str>,
+    expected: &[String],
     mapping: &DirectoryMapping,
     now: jiff::Timestamp,
 ) -> (DirectoryView, Option<String>, ReadMode, Option<String>) {
@@ -360,7 +362,7 @@ async fn read_scope(
             Err(e) => return failed(e, ReadMode::Incremental),
         }
     }
-    match source.read_with_cursor(scope, now).await {
+    match source.read_with_cursor(scope, expected, now).await {
         Ok(full) => {
             tracing::info!(
                 mapping = %mapping.name_any(),

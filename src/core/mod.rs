@@ -42,7 +42,7 @@ pub use model::{
     Reason, State, UserFields, UserRecord,
 };
 pub use naming::record_name;
-pub use ownership::{claim_lookups_needed, owner};
+pub use ownership::{claim_lookups_needed, owned_active_anchors, owner};
 pub use plan::{
     Blocked, Collision, CollisionField, Notice, Plan, PlanCounts, PlanFailure, PlanInput,
     PlanOutcome, Skip, SkipCause, Transition, TransitionKind, plan, tally,
