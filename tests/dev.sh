@@ -36,6 +36,12 @@ else
 	bash "$here/lib/deps.sh" slapd
 fi
 
+# The release build takes minutes on a fresh machine: it comes first, with cargo's own
+# progress, so that nothing below waits in silence.
+usersync_log "building usersync (release); a first build takes several minutes"
+cargo build --release
+bin="$repo/target/release/usersync"
+
 eval "$(bash "$here/cluster.sh" up)"
 slapd_dir="$(usersync_state_dir)/slapd"
 if [[ ! -e $slapd_dir/seeded ]]; then
@@ -73,5 +79,4 @@ usersync is starting against namespace $ns. In another terminal:
 Ctrl-C stops the operator; \`bash tests/dev.sh down\` stops the servers.
 
 MSG
-cargo build --release --quiet
-exec "$repo/target/release/usersync" run --namespace "$ns"
+exec "$bin" run --namespace "$ns"

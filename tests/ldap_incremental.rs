@@ -46,8 +46,19 @@ async fn incremental(
     cursor: &Cursor,
     now: Timestamp,
 ) -> IncrementalOutcome {
+    incremental_holding(source, scope, cursor, &[], now).await
+}
+
+/// An incremental read for a caller that holds the users `in_scope`.
+async fn incremental_holding(
+    source: &IncrementalSource,
+    scope: &LdapScope,
+    cursor: &Cursor,
+    in_scope: &[String],
+    now: Timestamp,
+) -> IncrementalOutcome {
     source
-        .read_incremental(scope, cursor, now)
+        .read_incremental(scope, cursor, in_scope, now)
         .await
         .unwrap_or_else(|e| panic!("incremental read of {} failed: {e}", scope.base_dn))
 }
@@ -58,7 +69,17 @@ async fn changes(
     cursor: &Cursor,
     now: Timestamp,
 ) -> IncrementalRead {
-    match incremental(source, scope, cursor, now).await {
+    changes_holding(source, scope, cursor, &[], now).await
+}
+
+async fn changes_holding(
+    source: &IncrementalSource,
+    scope: &LdapScope,
+    cursor: &Cursor,
+    in_scope: &[String],
+    now: Timestamp,
+) -> IncrementalRead {
+    match incremental_holding(source, scope, cursor, in_scope, now).await {
         IncrementalOutcome::Changes(read) => {
             assert_eq!(read.view.read, ReadKind::Incremental);
             assert!(read.view.complete);
@@ -244,6 +265,71 @@ async fn openldap_user_that_leaves_the_filter_is_reported_removed() {
     assert_eq!(
         removed_of(&read.view.removed, before.values()),
         BTreeSet::from([before["leaves"].anchor.clone()])
+    );
+}
+
+/// groupOfNames `cn` in the test OU with the users `uids`.
+fn group_ldif(ou: &TestOu<'_>, cn: &str, uids: &[String]) -> (String, String) {
+    let dn = format!("cn={cn},{}", ou.dn);
+    let mut ldif = ldif_line("dn", &dn);
+    ldif += "objectClass: groupOfNames\n";
+    ldif += &ldif_line("cn", cn);
+    for uid in uids {
+        ldif += &ldif_line("member", &format!("uid={uid},{}", ou.dn));
+    }
+    (dn, ldif)
+}
+
+#[tokio::test]
+async fn openldap_a_changed_group_reports_who_left_it_and_reads_who_joined() {
+    const MEMBERS: usize = 100;
+    let server = Server::slapd();
+    let ou = server.test_ou("incgroup");
+    let uids: Vec<String> = (0..=MEMBERS).map(|i| format!("m{i:04}")).collect();
+    let uid_refs: Vec<&str> = uids.iter().map(String::as_str).collect();
+    add_people(&ou, &uid_refs);
+    // Every user but the last is a member.
+    let (group, ldif) = group_ldif(&ou, "members", &uids[..MEMBERS]);
+    server.add_ldif(&ldif);
+    let mut scope = LdapScope::new(&ou.dn);
+    scope.member_of = vec![group.clone()];
+    let source = source(&server.settings(Flavor::OpenLdap));
+    let (read, cursor) = full_read(&source, &scope, Timestamp::now()).await;
+    let before = by_username(read.view.entries.values());
+    assert_eq!(before.len(), MEMBERS);
+    let held: Vec<String> = before.values().map(|e| e.anchor.clone()).collect();
+
+    // Nothing changed: no membership read, nothing reported.
+    let started = std::time::Instant::now();
+    let quiet = changes_holding(&source, &scope, &cursor, &held, Timestamp::now()).await;
+    let quiet_ms = started.elapsed().as_millis();
+    assert!(quiet.view.entries.is_empty());
+    assert!(removed_of(&quiet.view.removed, before.values()).is_empty());
+
+    let (left, joined) = (&uids[0], &uids[MEMBERS]);
+    let mut change = ldif_line("dn", &group);
+    change += "changetype: modify\ndelete: member\n";
+    change += &ldif_line("member", &format!("uid={left},{}", ou.dn));
+    change += "-\nadd: member\n";
+    change += &ldif_line("member", &format!("uid={joined},{}", ou.dn));
+    server.modify_ldif(&change);
+
+    let started = std::time::Instant::now();
+    let read = changes_holding(&source, &scope, &cursor, &held, Timestamp::now()).await;
+    let reread_ms = started.elapsed().as_millis();
+    assert_eq!(
+        removed_of(&read.view.removed, before.values()),
+        BTreeSet::from([before[left].anchor.clone()]),
+        "the member who left is reported, and only they"
+    );
+    assert_eq!(
+        names(&by_username(read.view.entries.values())),
+        BTreeSet::from([joined.as_str()]),
+        "the member who joined is read"
+    );
+    println!(
+        "incremental read of a {MEMBERS}-member scope: {quiet_ms} ms with no group change, \
+         {reread_ms} ms with the membership read again"
     );
 }
 

@@ -125,8 +125,8 @@ pub struct LdapScope {
     #[schemars(length(max = 4096))]
     pub filter: Option<String>,
 
-    /// Only users that are members of at least one of these groups (DNs). On Active
-    /// Directory membership is nested (through groups of groups).
+    /// Only users that are members of at least one of these groups (DNs). Membership is
+    /// nested (through groups of groups) on Active Directory and OpenLDAP.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub member_of: Vec<String>,
 }

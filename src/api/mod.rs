@@ -48,8 +48,36 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         if crd.spec.names.kind != "DirectoryUser" {
             default_status(crd);
         }
+        *crd = with_known_formats(crd);
     }
     crds
+}
+
+/// The CRD with every integer `format` one the API server knows. The schema
+/// generator names Rust's unsigned types (`uint32`, `uint64`), which the API server
+/// does not recognise and warns about on every `kubectl apply`; `int64` holds every
+/// value the fields take, and the generated `minimum: 0` still refuses negatives.
+fn with_known_formats(crd: &CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(format) = map.get_mut("format")
+                    && matches!(
+                        format.as_str(),
+                        Some("uint8" | "uint16" | "uint32" | "uint64" | "uint" | "int8" | "int16")
+                    )
+                {
+                    *format = "int64".into();
+                }
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(crd).expect("a CRD always serialises");
+    walk(&mut value);
+    serde_json::from_value(value).expect("a CRD with other formats is still a CRD")
 }
 
 /// What the API server fills in for an object (other than a DirectoryUser) without status:

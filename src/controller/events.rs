@@ -55,40 +55,8 @@ pub(crate) async fn user_events(
     let mut sent = 0usize;
     let mut more = 0usize;
     for t in applied {
-        let (type_, reason, note) = match &t.kind {
-            TransitionKind::Preserve => (
-                EventType::Warning,
-                "Preserved",
-                format!("preserved ({:?}) by run {run_id}", t.record.reason),
-            ),
-            TransitionKind::Reenable => (
-                EventType::Normal,
-                "Reenabled",
-                format!("active again after run {run_id}"),
-            ),
-            TransitionKind::Delete => (
-                EventType::Warning,
-                "Deleted",
-                format!("deleted after retention by run {run_id}"),
-            ),
-            TransitionKind::Transfer { from } => (
-                EventType::Normal,
-                "Transferred",
-                format!(
-                    "moved from mapping {from:?} to {:?} by run {run_id}",
-                    t.record.mapping
-                ),
-            ),
-            TransitionKind::Import {
-                follows: Some(previous),
-            } => (
-                EventType::Normal,
-                "ReturnedAfterDeletion",
-                format!(
-                    "this directory object was deleted before as {previous}; imported anew by run {run_id}, the old record stays a tombstone"
-                ),
-            ),
-            _ => continue,
+        let Some((type_, reason, note)) = transition_note(t, run_id) else {
+            continue;
         };
         if sent >= USER_EVENTS_PER_RUN {
             more += 1;
@@ -122,5 +90,81 @@ pub(crate) async fn user_events(
     }
     if more > 0 {
         tracing::info!(run = %run_id, more, "per-user Events capped for this run");
+    }
+}
+
+/// The Event of a notable user transition, in plain words: its type, reason and note.
+/// Other transitions have none.
+fn transition_note(
+    t: &core::Transition,
+    run_id: &str,
+) -> Option<(EventType, &'static str, String)> {
+    Some(match &t.kind {
+        TransitionKind::Preserve => (
+            EventType::Warning,
+            "Preserved",
+            match t.record.reason {
+                Some(reason) => format!("preserved ({reason}) by run {run_id}"),
+                None => format!("preserved by run {run_id}"),
+            },
+        ),
+        TransitionKind::Reenable => (
+            EventType::Normal,
+            "Reenabled",
+            format!("active again after run {run_id}"),
+        ),
+        TransitionKind::Delete => (
+            EventType::Warning,
+            "Deleted",
+            format!("deleted after retention by run {run_id}"),
+        ),
+        TransitionKind::Transfer { from } => (
+            EventType::Normal,
+            "Transferred",
+            format!(
+                "moved from mapping {} to {} by run {run_id}",
+                from.as_deref().unwrap_or("none"),
+                t.record.mapping.as_deref().unwrap_or("none"),
+            ),
+        ),
+        TransitionKind::Import {
+            follows: Some(previous),
+        } => (
+            EventType::Normal,
+            "ReturnedAfterDeletion",
+            format!(
+                "this directory object was deleted before as {previous}; imported anew by run {run_id}, the old record stays a tombstone"
+            ),
+        ),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transition(kind: TransitionKind) -> core::Transition {
+        let mut record = core::testkit::active("guid-1", "b");
+        record.reason = Some(core::Reason::Manual);
+        core::Transition { kind, record }
+    }
+
+    #[test]
+    fn user_events_read_as_plain_words_not_debug_text() {
+        let (_, reason, note) =
+            transition_note(&transition(TransitionKind::Preserve), "r1").unwrap();
+        assert_eq!(
+            (reason, note.as_str()),
+            ("Preserved", "preserved (Manual) by run r1")
+        );
+        let moved = TransitionKind::Transfer {
+            from: Some("a".into()),
+        };
+        let (_, reason, note) = transition_note(&transition(moved), "r1").unwrap();
+        assert_eq!(
+            (reason, note.as_str()),
+            ("Transferred", "moved from mapping a to b by run r1")
+        );
     }
 }

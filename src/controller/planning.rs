@@ -193,7 +193,7 @@ pub async fn prepare(
                 context: "spec".into(),
                 source,
             })?;
-            let mut cursor = usable_cursor(mapping, &policy, &connector, now);
+            let mut cursor = usable_cursor(mapping, &policy, now);
             if let Some(why) = cursor
                 .as_ref()
                 .and(core::full_read_needed(&snapshot, &context))
@@ -201,8 +201,8 @@ pub async fn prepare(
                 tracing::info!(mapping = %context.name, "reading in full: {why}");
                 cursor = None;
             }
-            let expected = core::owned_active_anchors(&snapshot, &context);
-            read_scope(&source, &scope, cursor.as_deref(), &expected, mapping, now).await
+            let in_scope = core::anchors_in_scope(&snapshot, &context);
+            read_scope(&source, &scope, cursor.as_deref(), &in_scope, mapping, now).await
         }
     };
     let basis = Basis {
@@ -286,26 +286,9 @@ async fn plan_from(
 fn usable_cursor(
     mapping: &DirectoryMapping,
     policy: &SyncPolicy,
-    connector: &ConnectorHealth,
     now: jiff::Timestamp,
 ) -> Option<String> {
     if !policy.spec.incremental {
-        return None;
-    }
-    // Joining or leaving a group changes the group on Active Directory, never the
-    // user's uSNChanged: a memberOf scope there is only ever read in full.
-    let on_ad = connector
-        .spec
-        .ldap
-        .as_ref()
-        .is_some_and(|l| l.flavor == crate::api::LdapFlavor::ActiveDirectory);
-    if on_ad
-        && mapping
-            .spec
-            .ldap
-            .as_ref()
-            .is_some_and(|l| !l.member_of.is_empty())
-    {
         return None;
     }
     let status = mapping.status.as_ref()?;
@@ -320,13 +303,13 @@ fn usable_cursor(
 }
 
 /// Read the scope: incrementally from `cursor` when given and the directory still
-/// accepts it, else in full. A failed read leaves an incomplete view, which plans
-/// nothing, and no new cursor.
+/// accepts it (with the anchors the store holds as in scope), else in full. A
+/// failed read leaves an incomplete view, which plans nothing, and no new cursor.
 async fn read_scope(
     source: &Source,
     scope: &Scope,
     cursor: Option<&str>,
-    expected: &[String],
+    in_scope: &[String],
     mapping: &DirectoryMapping,
     now: jiff::Timestamp,
 ) -> (DirectoryView, Option<String>, ReadMode, Option<String>) {
@@ -340,7 +323,7 @@ async fn read_scope(
         )
     };
     if let Some(cursor) = cursor {
-        match source.read_since(scope, cursor, now).await {
+        match source.read_since(scope, cursor, in_scope, now).await {
             Ok(Incremental::Changes(changes)) => {
                 tracing::info!(
                     mapping = %mapping.name_any(),
@@ -362,7 +345,7 @@ async fn read_scope(
             Err(e) => return failed(e, ReadMode::Incremental),
         }
     }
-    match source.read_with_cursor(scope, expected, now).await {
+    match source.read_with_cursor(scope, in_scope, now).await {
         Ok(full) => {
             tracing::info!(
                 mapping = %mapping.name_any(),

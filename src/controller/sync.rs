@@ -235,16 +235,7 @@ pub async fn run(
         RunResult::Blocked => (EventType::Warning, "SyncBlocked"),
         RunResult::Failed => (EventType::Warning, "SyncFailed"),
     };
-    let note = format!(
-        "run {run_id} ({trigger:?}): {message}; imported {}, updated {}, preserved {}, re-enabled {}, deleted {}, transferred {}, skipped {}",
-        summary.imported,
-        summary.updated,
-        summary.preserved,
-        summary.reenabled,
-        summary.deleted,
-        summary.transferred,
-        summary.skipped
-    );
+    let note = run_note(&summary, &format!("{trigger:?}"), &message);
     publish(&ctx, mapping.as_ref(), type_, reason, "Sync", note).await;
     // Collisions are reported, not merged (rule 7): one Event per skipped user, capped.
     for skip in report.skips.iter().take(USER_EVENTS_PER_RUN) {
@@ -587,4 +578,60 @@ fn withheld_digest(withheld: &[core::Transition]) -> String {
     lines.sort();
     let digest = Sha256::digest(lines.join("\n").as_bytes());
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A run's Event note: the run, what started it and its outcome, with the counts
+/// once (a succeeded or dry run's message already states them).
+fn run_note(summary: &RunSummary, trigger: &str, message: &str) -> String {
+    let head = format!("run {} ({trigger}): {message}", summary.id);
+    if matches!(summary.result, RunResult::Succeeded | RunResult::DryRun) {
+        return head;
+    }
+    format!(
+        "{head}; applied: imported {}, updated {}, preserved {}, re-enabled {}, deleted {}, transferred {}, skipped {}",
+        summary.imported,
+        summary.updated,
+        summary.preserved,
+        summary.reenabled,
+        summary.deleted,
+        summary.transferred,
+        summary.skipped
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runs_event_states_its_counts_once() {
+        let counts = core::PlanCounts {
+            imported: 5,
+            ..Default::default()
+        };
+        let now = jiff::Timestamp::UNIX_EPOCH;
+        let message = format!("applied {counts}");
+        let done = summary(
+            "r1",
+            RunTrigger::OnDemand,
+            now,
+            RunResult::Succeeded,
+            &counts,
+            message.clone(),
+        );
+        let note = run_note(&done, "OnDemand", &message);
+        assert_eq!(note.matches("imported 5").count(), 1, "{note}");
+        assert!(note.starts_with("run r1 (OnDemand): applied"), "{note}");
+        let message = "1 of 5 changes failed to apply".to_string();
+        let failed = summary(
+            "r2",
+            RunTrigger::OnDemand,
+            now,
+            RunResult::Failed,
+            &counts,
+            message.clone(),
+        );
+        let note = run_note(&failed, "OnDemand", &message);
+        assert!(note.ends_with("applied: imported 5, updated 0, preserved 0, re-enabled 0, deleted 0, transferred 0, skipped 0"), "{note}");
+    }
 }

@@ -42,12 +42,12 @@ pub use model::{
     Reason, State, UserFields, UserRecord,
 };
 pub use naming::record_name;
-pub use ownership::{claim_lookups_needed, owned_active_anchors, owner};
+pub use ownership::{claim_lookups_needed, owner};
 pub use plan::{
     Blocked, Collision, CollisionField, Notice, Plan, PlanCounts, PlanFailure, PlanInput,
     PlanOutcome, Skip, SkipCause, Transition, TransitionKind, plan, tally,
 };
-pub use reads::full_read_needed;
+pub use reads::{anchors_in_scope, full_read_needed};
 pub use retention::{deletion_deadline, orphan_deletions, retention_due};
 pub use safety::{
     Approval, ThresholdBreach, ThresholdVerdict, allowed_preserves, check_thresholds,

@@ -33,26 +33,6 @@ pub(crate) fn owner_with<'a>(
     owner(this_matches.then_some(this).into_iter().chain(others))
 }
 
-/// The anchors of the Active users this mapping owns: what a full read is
-/// expected to find again. A directory whose answer is only eventually
-/// consistent looks up those it leaves out before they count as unmatched.
-/// Sorted, free of repeats.
-pub fn owned_active_anchors(snapshot: &[UserRecord], mapping: &MappingContext) -> Vec<String> {
-    let mut anchors: Vec<String> = snapshot
-        .iter()
-        .filter(|r| {
-            r.state == State::Active
-                && r.origin.is_managed_by_sync()
-                && r.connector == mapping.connector
-                && r.mapping.as_deref() == Some(mapping.name.as_str())
-        })
-        .map(|r| r.anchor.clone())
-        .collect();
-    anchors.sort();
-    anchors.dedup();
-    anchors
-}
-
 /// The anchors the runner must look up in the connector's other mappings
 /// before planning this mapping's run, building [`crate::core::OtherClaims`]
 /// from the answers.

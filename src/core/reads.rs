@@ -24,10 +24,22 @@ pub fn full_read_needed(snapshot: &[UserRecord], mapping: &MappingContext) -> Op
     })
 }
 
+/// The anchors of the users the store holds as matched by `mapping`'s scope:
+/// its live records, but those it preserved because no mapping matched them.
+/// An incremental read compares a changed group's members with these.
+pub fn anchors_in_scope(snapshot: &[UserRecord], mapping: &MappingContext) -> Vec<String> {
+    snapshot
+        .iter()
+        .filter(|r| r.is_owned_by(&mapping.connector, &mapping.name) && r.is_live())
+        .filter(|r| !(r.state == State::Preserved && r.reason == Some(Reason::Unmapped)))
+        .map(|r| r.anchor.clone())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::testkit::{MAPPING, mapping, now, preserved};
+    use crate::core::testkit::{MAPPING, active, deleted, mapping, now, preserved};
 
     #[test]
     fn a_lifted_manual_preserve_needs_a_full_read() {
@@ -51,5 +63,22 @@ mod tests {
         );
         let disabled = preserved("a2", MAPPING, Reason::DisabledInDirectory, now());
         assert_eq!(full_read_needed(&[disabled], &mapping()), None);
+    }
+
+    #[test]
+    fn the_users_in_scope_are_the_mappings_live_records_not_preserved_as_unmapped() {
+        let snapshot = vec![
+            active("a1", MAPPING),
+            preserved("a2", MAPPING, Reason::DisabledInDirectory, now()),
+            preserved("a3", MAPPING, Reason::Manual, now()),
+            preserved("a4", MAPPING, Reason::Unmapped, now()),
+            deleted("a5", MAPPING, now()),
+            active("a6", "other"),
+        ];
+        assert_eq!(
+            anchors_in_scope(&snapshot, &mapping()),
+            ["a1", "a2", "a3"],
+            "a user preserved as unmapped is not in scope: if it is again, it must be read"
+        );
     }
 }

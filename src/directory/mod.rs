@@ -119,14 +119,14 @@ impl Source {
 
     /// Read a whole scope, and mark where an incremental read can continue. Any
     /// failure is an error: the caller treats it as an incomplete read, which
-    /// changes no lifecycle state. `expected` are the anchors the caller holds
+    /// changes no lifecycle state. `in_scope` are the anchors the caller holds
     /// as in scope: where the directory's answer is only eventually consistent
     /// (Graph's advanced queries), one missing from it is looked up before it
     /// is left out of the view.
     pub async fn read_with_cursor(
         &self,
         scope: &Scope,
-        expected: &[String],
+        in_scope: &[String],
         now: Timestamp,
     ) -> Result<CursorRead, SourceError> {
         match (self, scope) {
@@ -140,7 +140,7 @@ impl Source {
                     cursor: cursor.map(|c| c.to_string()),
                 })
             }
-            (Source::Graph(s), Scope::Graph(scope)) => match s.read_full(scope, expected).await? {
+            (Source::Graph(s), Scope::Graph(scope)) => match s.read_full(scope, in_scope).await? {
                 graph::DeltaOutcome::Changes(read) => Ok(CursorRead {
                     cursor: read.delta.as_ref().map(graph::DeltaLink::to_token),
                     read: Read {
@@ -158,11 +158,14 @@ impl Source {
     }
 
     /// What changed in the scope since `cursor`. Absence from the result means
-    /// nothing; only the next full read may conclude that a user is gone.
+    /// nothing; only `removed` says a user left. `in_scope` are the anchors of
+    /// the users the store holds as matched by the scope: when a group an LDAP
+    /// scope selects changed, those who left it are reported as removed.
     pub async fn read_since(
         &self,
         scope: &Scope,
         cursor: &str,
+        in_scope: &[String],
         now: Timestamp,
     ) -> Result<Incremental, SourceError> {
         match (self, scope) {
@@ -172,7 +175,7 @@ impl Source {
                         "the stored cursor is not an LDAP cursor".into(),
                     ));
                 };
-                match s.read_incremental(scope, &cursor, now).await? {
+                match s.read_incremental(scope, &cursor, in_scope, now).await? {
                     ldap::IncrementalOutcome::Changes(r) => Ok(Incremental::Changes(CursorRead {
                         read: Read {
                             view: r.view,

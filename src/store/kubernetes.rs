@@ -110,6 +110,11 @@ impl KubernetesStore {
         run: RunInfo<'_>,
         previous: Option<String>,
     ) -> Result<(u64, Option<String>), WriteError> {
+        // Writes queued in a batch start one by one, each maybe long after the
+        // batch was admitted: each asks again.
+        if !(run.may_write)() {
+            return Err(WriteError::Fenced);
+        }
         let record = &transition.record;
         let name = &record.name;
         let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -277,10 +282,9 @@ impl UserStore for KubernetesStore {
                         tracing::info!(user = %t.record.name, transition = t.kind.label(), "the user changed since the snapshot; not written");
                         report.conflicts.push(t.record.name.clone());
                     }
-                    Err(WriteError::Fenced) => report.failed.push((
-                        t.record.name.clone(),
-                        "not written: this process no longer holds the Lease or is stopping".into(),
-                    )),
+                    Err(WriteError::Fenced) => report
+                        .failed
+                        .push((t.record.name.clone(), super::NOT_WRITTEN_FENCED.into())),
                     Err(WriteError::Other(e)) => {
                         tracing::warn!(user = %t.record.name, transition = t.kind.label(), error = %e, "writing a user failed");
                         report.failed.push((t.record.name.clone(), e.to_string()));

@@ -40,6 +40,10 @@ impl std::fmt::Debug for RunInfo<'_> {
     }
 }
 
+/// Why a transition was not written when the Lease check refused it.
+pub(crate) const NOT_WRITTEN_FENCED: &str =
+    "not written: this process no longer holds the Lease or is stopping";
+
 impl RunInfo<'_> {
     /// When this process may no longer write, the transitions not written (all of
     /// `rest`) go into `report` as failed, and the answer is true: stop.
@@ -52,12 +56,10 @@ impl RunInfo<'_> {
             left = rest.len(),
             "this process no longer holds the Lease or is stopping: writing nothing more"
         );
-        report.failed.extend(rest.iter().map(|t| {
-            (
-                t.record.name.clone(),
-                "not written: this process no longer holds the Lease or is stopping".to_string(),
-            )
-        }));
+        report.failed.extend(
+            rest.iter()
+                .map(|t| (t.record.name.clone(), NOT_WRITTEN_FENCED.to_string())),
+        );
         true
     }
 }

@@ -15,7 +15,7 @@ use serde_json::json;
 use usersync::api::{Origin, RunResult, RunSummary};
 
 use crate::ldap_support::{Server, short_unique};
-use crate::world::World;
+use crate::world::{World, incremental_only_policy, succeeded_incrementally};
 
 // --- the AD side ---
 
@@ -386,4 +386,64 @@ async fn ad_rename_and_upn_change_keep_identity() {
     assert_eq!(w.state(&new).await, "Active");
     assert!(w.named(&old).await.is_empty(), "the old name is still held");
     assert_eq!(w.users().await.len(), 1, "{:?}", w.users().await);
+}
+
+/// Groups A and B with A ∈ B: their names, and B's DN.
+fn nested_groups(w: &World<'_>) -> (String, String, String) {
+    let (a, b) = (sam("ga"), sam("gb"));
+    add_ad_group(w, &a);
+    let group_b = add_ad_group(w, &b);
+    add_member(w, &b, &a);
+    (a, b, group_b)
+}
+
+#[tokio::test]
+async fn ad_leaving_the_selected_group_directly_or_nested_is_seen_by_the_next_incremental_run() {
+    let w = World::new("adleave", Server::samba(), incremental_only_policy()).await;
+    let (direct, nested, stays) = (sam("la"), sam("lb"), sam("lc"));
+    for name in [&direct, &nested, &stays] {
+        add_ad_user(&w, name);
+    }
+    // direct ∈ B, stays ∈ B, nested ∈ A, A ∈ B; the mapping selects B.
+    let (a, b, group_b) = nested_groups(&w);
+    add_member(&w, &a, &nested);
+    add_member(&w, &b, &direct);
+    add_member(&w, &b, &stays);
+    let run = w.group_mapping("staff", &[&group_b]).await;
+    assert_eq!(run.imported, 3, "{run:?}");
+
+    remove_member(&w, &b, &direct);
+    let run = w.sync("staff").await;
+    succeeded_incrementally(&run);
+    assert_eq!(run.preserved, 1, "{run:?}");
+    assert_eq!(w.state(&direct).await, "Preserved/Unmapped");
+
+    remove_member(&w, &a, &nested);
+    let run = w.sync("staff").await;
+    succeeded_incrementally(&run);
+    assert_eq!(run.preserved, 1, "{run:?}");
+    assert_eq!(w.state(&nested).await, "Preserved/Unmapped");
+    assert_eq!(w.state(&stays).await, "Active");
+}
+
+#[tokio::test]
+async fn ad_joining_the_selected_group_directly_or_nested_is_imported_by_the_next_incremental_run()
+{
+    let w = World::new("adjoin", Server::samba(), incremental_only_policy()).await;
+    let (first, direct, nested) = (sam("ja"), sam("jb"), sam("jc"));
+    for name in [&first, &direct, &nested] {
+        add_ad_user(&w, name);
+    }
+    let (a, b, group_b) = nested_groups(&w);
+    add_member(&w, &b, &first);
+    let run = w.group_mapping("staff", &[&group_b]).await;
+    assert_eq!(run.imported, 1, "{run:?}");
+
+    add_member(&w, &b, &direct);
+    add_member(&w, &a, &nested);
+    let run = w.sync("staff").await;
+    succeeded_incrementally(&run);
+    assert_eq!(run.imported, 2, "{run:?}");
+    assert_eq!(w.state(&direct).await, "Active");
+    assert_eq!(w.state(&nested).await, "Active");
 }

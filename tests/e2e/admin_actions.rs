@@ -243,6 +243,18 @@ async fn users_of_a_removed_mapping_are_deleted_on_schedule_while_the_other_mapp
         e1.deleted_at.unwrap().0 >= deadline.0,
         "deleted before its deadline"
     );
+    // The pass says what it deleted, on the connector.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(w.client.clone(), &w.ns.name);
+    let said = eventually(RUN_WAIT, "the pass's Event", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("RetentionDeleted"))
+            .and_then(|e| e.note)
+    })
+    .await;
+    assert!(said.contains("deleted 2 preserved users"), "{said}");
     let run = w.sync("west").await;
     assert_eq!(
         (run.result, run.preserved),

@@ -272,14 +272,7 @@ async fn an_approval_in_another_name_is_refused_and_a_stale_one_does_nothing() {
     );
 
     // An approval of a run that is not the blocked one is reported, and does nothing.
-    let last = mappings(&w)
-        .get("staff")
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .last_run
-        .unwrap();
+    let last = w.last_run("staff").await.unwrap();
     let out = cluster().apply(&ns, &approval("old", "20000101-000000-0000", &me));
     assert!(out.status.success(), "{}", stderr(&out));
     let approvals: Api<RunApproval> = Api::namespaced(w.client.clone(), &ns);

@@ -12,7 +12,7 @@ use usersync::api::{
 };
 
 use crate::ldap_support::Server;
-use crate::support::{cluster, eventually, stderr};
+use crate::support::{HeldRelay, cluster, eventually, stderr};
 use crate::world::{RUN_WAIT, World};
 
 #[tokio::test]
@@ -221,6 +221,15 @@ async fn deletions_allowed_false_blocks_deletes_until_lifted() {
 /// reads without trouble, and a connector that probes every three hours (so the test,
 /// not the prober, decides what its status says).
 async fn due_for_deletion<'a>(test: &str, server: &'a Server) -> World<'a> {
+    due_for_deletion_with(test, server, json!({})).await
+}
+
+/// [`due_for_deletion`], with `connector` merged into the connector's spec.
+async fn due_for_deletion_with<'a>(
+    test: &str,
+    server: &'a Server,
+    connector: serde_json::Value,
+) -> World<'a> {
     let w = World::new(
         test,
         server,
@@ -233,10 +242,17 @@ async fn due_for_deletion<'a>(test: &str, server: &'a Server) -> World<'a> {
     w.sync("staff").await;
     assert_eq!(w.state("gate1").await, "Preserved/DisabledInDirectory");
     let api: Api<ConnectorHealth> = Api::namespaced(w.client.clone(), &w.ns.name);
-    let patch = json!({"spec": {"probeInterval": "3h", "staleAfter": "2h"}});
-    api.patch("corp", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    let mut spec = json!({"probeInterval": "3h", "staleAfter": "2h"});
+    spec.as_object_mut()
+        .unwrap()
+        .extend(connector.as_object().cloned().unwrap_or_default());
+    api.patch(
+        "corp",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": spec})),
+    )
+    .await
+    .unwrap();
     // The spec change is probed at once; then not again for three hours.
     eventually(RUN_WAIT, "the new generation to be probed", || async {
         let c = api.get("corp").await.ok()?;
@@ -271,6 +287,48 @@ async fn the_gate_refuses(w: &World<'_>, username: &str, why: &str) {
     .unwrap();
     assert_eq!(blocked.status, "True");
     assert!(blocked.message.contains(why), "{}", blocked.message);
+}
+
+/// Rule 5, checked where it matters last: the connector is read again right before
+/// deleting. An admin who freezes deletions while a run is reading the directory
+/// stops that run's deletions, though the connector allowed them when it began.
+#[tokio::test]
+async fn deletions_frozen_while_a_run_reads_are_refused_by_the_check_right_before_deleting() {
+    let upstream = Server::slapd()
+        .url
+        .trim_start_matches("ldap://")
+        .parse()
+        .expect("the shared slapd listens on an address");
+    let relay = HeldRelay::start(upstream).await;
+    let via_relay = json!({"ldap": {"url": format!("ldap://127.0.0.1:{}", relay.port)}});
+    let w = due_for_deletion_with("gate-late", Server::slapd(), via_relay).await;
+    w.clock.advance(Duration::from_secs(3601));
+
+    relay.hold();
+    let mappings: Api<DirectoryMapping> = Api::namespaced(w.client.clone(), &w.ns.name);
+    let (before, _) = w.request_sync("staff").await;
+    // The run has read the connector (deletions allowed) and waits on the directory.
+    eventually(
+        RUN_WAIT,
+        "the run to wait on the held directory",
+        || async {
+            let status = mappings.get("staff").await.ok()?.status?;
+            (status.sync_in_progress && relay.waiting() > 0).then_some(())
+        },
+    )
+    .await;
+    w.set_deletions_allowed(false).await;
+    relay.release();
+
+    let run = w.wait_run("staff", before.as_deref()).await;
+    assert_eq!(
+        (run.deleted, run.result),
+        (0, RunResult::Blocked),
+        "{run:?}"
+    );
+    let message = run.message.clone().unwrap_or_default();
+    assert!(message.contains("deletionsAllowed: false"), "{run:?}");
+    assert_eq!(w.state("gate1").await, "Preserved/DisabledInDirectory");
 }
 
 #[tokio::test]

@@ -22,6 +22,7 @@ mod credentials;
 mod entra;
 mod health;
 mod lifecycle;
+mod membership;
 mod operations;
 mod postgres;
 mod readiness;

@@ -358,18 +358,20 @@ async fn a_leader_paused_mid_run_writes_no_user_after_the_standby_took_over() {
             .to_string()
     };
     takes_over(&leases, &standby, "the standby to take the lease mid-run").await;
-    // What the paused leader's run had written when the standby took over.
-    let written_by_paused = || async {
+    // The new leader is paused too while the old one resumes, so that every change
+    // to a user from here on is the old leader's: its writes must be stopped by its
+    // Lease check, not merely refused by preconditions because the new leader got
+    // to the same users first. A second lets the new leader's requests in flight
+    // land before the count starts.
+    standby.signal("-STOP");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let versions = || async {
         users
-            .list(&Default::default())
+            .list_metadata(&Default::default())
             .await
             .unwrap()
             .items
             .into_iter()
-            .filter(|u| {
-                u.status.as_ref().and_then(|s| s.last_sync_run.as_deref())
-                    == Some(paused_run.as_str())
-            })
             .map(|u| {
                 (
                     u.name_any(),
@@ -378,22 +380,23 @@ async fn a_leader_paused_mid_run_writes_no_user_after_the_standby_took_over() {
             })
             .collect::<std::collections::BTreeMap<_, _>>()
     };
-    let before = written_by_paused().await;
+    let before = versions().await;
     assert!(before.len() < count, "the import finished before the pause");
     leader.signal("-CONT");
     let mut leader = leader;
-    tokio::time::timeout(Duration::from_secs(20), leader.child.wait())
-        .await
+    let stopped = tokio::time::timeout(Duration::from_secs(20), leader.child.wait()).await;
+    let after = versions().await;
+    standby.signal("-CONT");
+    stopped
         .expect("the resumed leader stops within 20s")
         .unwrap();
-    let after = written_by_paused().await;
     let late: Vec<_> = after
         .iter()
         .filter(|(name, version)| before.get(*name) != Some(*version))
         .collect();
     assert!(
         late.is_empty(),
-        "the paused leader wrote {} users after the takeover, e.g. {:?}",
+        "the paused leader (run {paused_run}) wrote {} users after the takeover, e.g. {:?}",
         late.len(),
         late.first()
     );

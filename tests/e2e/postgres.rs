@@ -347,17 +347,22 @@ async fn users_of_a_removed_mapping_are_deleted_on_schedule_with_the_postgres_st
         Some(("Active".into(), None)),
         "the other mapping's user is untouched"
     );
-    let (mapping, result, deleted): (String, Option<String>, Option<i32>) = sqlx::query_as(
-        "SELECT r.mapping, r.result, r.deleted FROM transitions t JOIN runs r \
-         ON r.namespace = t.namespace AND r.id = t.run_id \
-         WHERE t.namespace = $1 AND t.kind = 'delete'",
-    )
-    .bind(&ns)
-    .fetch_one(db.pool())
-    .await
-    .unwrap();
+    // The transition is written as it happens; the run's result when the run ends.
+    let finished = eventually(RUN_WAIT, "the deleting run to finish", || async {
+        let row: (String, Option<String>, Option<i32>) = sqlx::query_as(
+            "SELECT r.mapping, r.result, r.deleted FROM transitions t JOIN runs r \
+             ON r.namespace = t.namespace AND r.id = t.run_id \
+             WHERE t.namespace = $1 AND t.kind = 'delete'",
+        )
+        .bind(&ns)
+        .fetch_one(db.pool())
+        .await
+        .ok()?;
+        row.1.is_some().then_some(row)
+    })
+    .await;
     assert_eq!(
-        (mapping.as_str(), result.as_deref(), deleted),
+        (finished.0.as_str(), finished.1.as_deref(), finished.2),
         ("connector/corp", Some("Succeeded"), Some(1))
     );
 }

@@ -393,3 +393,59 @@ pub async fn recording_server() -> (u16, Recording) {
     });
     (port, recording)
 }
+
+/// A TCP relay on 127.0.0.1 to `upstream` that can be held: while held, it accepts
+/// connections and relays nothing on them until released. A test holds it to stop
+/// a run at a known point of its read.
+pub struct HeldRelay {
+    pub port: u16,
+    hold: tokio::sync::watch::Sender<bool>,
+    waiting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl HeldRelay {
+    pub async fn start(upstream: std::net::SocketAddr) -> HeldRelay {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (hold, held) = tokio::sync::watch::channel(false);
+        let waiting = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = waiting.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut held = held.clone();
+                let count = count.clone();
+                tokio::spawn(async move {
+                    if *held.borrow() {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        let _ = held.wait_for(|h| !h).await;
+                        count.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        HeldRelay {
+            port,
+            hold,
+            waiting,
+        }
+    }
+
+    /// Hold every connection opened from now on.
+    pub fn hold(&self) {
+        self.hold.send_replace(true);
+    }
+
+    /// Relay the held connections and every later one.
+    pub fn release(&self) {
+        self.hold.send_replace(false);
+    }
+
+    /// How many connections are held now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

@@ -7,8 +7,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use usersync::api::{
-    ConnectorHealth, DirectoryMapping, DirectoryUser, RunSummary, SYNC_REQUESTED_ANNOTATION,
-    condition_is_true,
+    ConnectorHealth, DirectoryMapping, DirectoryUser, ReadMode, RunResult, RunSummary,
+    SYNC_REQUESTED_ANNOTATION, condition_is_true,
 };
 
 use crate::ldap_support::{Server, TestOu, ldif_line};
@@ -198,6 +198,29 @@ impl<'a> World<'a> {
             .extend(extra.as_object().cloned().unwrap_or_default());
         self.mapping_with(name, spec).await
     }
+
+    /// Create mapping `name` over the test OU for the members of `groups` (DNs),
+    /// and wait for its first run.
+    pub async fn group_mapping(&self, name: &str, groups: &[&str]) -> RunSummary {
+        let base = self.ou.dn.clone();
+        let scope = serde_json::json!({"ldap": {"baseDN": base, "memberOf": groups}});
+        self.mapping(name, &base, scope).await
+    }
+}
+
+/// A policy under which only incremental runs come round (no full read for a
+/// day) and no preserve threshold is in the way.
+pub fn incremental_only_policy() -> serde_json::Value {
+    serde_json::json!({"fullSyncInterval": "24h", "safety": {"maxPreservePercent": 100}})
+}
+
+/// The run succeeded and read only the changes since the last one.
+pub fn succeeded_incrementally(run: &RunSummary) {
+    assert_eq!(
+        (run.result, run.read),
+        (RunResult::Succeeded, Some(ReadMode::Incremental)),
+        "{run:?}"
+    );
 }
 
 impl Scene {
@@ -238,16 +261,7 @@ impl Scene {
     /// Ask for a run through the on-demand annotation and wait for its outcome.
     pub async fn sync(&self, mapping: &str) -> RunSummary {
         let api = self.mappings();
-        let before = api
-            .get(mapping)
-            .await
-            .unwrap()
-            .status
-            .and_then(|s| s.last_run)
-            .map(|r| r.id);
-        let value = jiff::Timestamp::now().as_nanosecond().to_string();
-        self.annotate(mapping, SYNC_REQUESTED_ANNOTATION, &value)
-            .await;
+        let (before, value) = self.request_sync(mapping).await;
         let outcome = eventually(RUN_WAIT, "the on-demand request to be handled", || async {
             let request = api.get(mapping).await.ok()?.status?.last_sync_request?;
             (request.value == value).then_some(request.outcome)
@@ -258,6 +272,26 @@ impl Scene {
             "on-demand sync of {mapping} was not started: {outcome}"
         );
         self.wait_run(mapping, before.as_deref()).await
+    }
+
+    /// Ask for a run through the on-demand annotation, without waiting: the id of
+    /// the last run before it, and the request's value.
+    pub async fn request_sync(&self, mapping: &str) -> (Option<String>, String) {
+        let before = self.last_run(mapping).await.map(|r| r.id);
+        let value = jiff::Timestamp::now().as_nanosecond().to_string();
+        self.annotate(mapping, SYNC_REQUESTED_ANNOTATION, &value)
+            .await;
+        (before, value)
+    }
+
+    /// The mapping's last run, as its status reports it.
+    pub async fn last_run(&self, mapping: &str) -> Option<RunSummary> {
+        self.mappings()
+            .get(mapping)
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.last_run)
     }
 
     /// Set an annotation on a mapping, as an admin would.

@@ -106,7 +106,8 @@ pub fn or_filter<S: AsRef<str>>(parts: &[S]) -> Option<String> {
 
 /// The membership clause for a scope: members of any of `groups`. Active
 /// Directory follows nested groups with the in-chain matching rule; OpenLDAP's
-/// memberof overlay keeps `memberOf` itself. Groups that are the same DN in a
+/// memberof overlay keeps `memberOf` itself, for direct groups only (the
+/// nested ones are found first and named too; see module `groups`). Groups that are the same DN in a
 /// different spelling are asked for once.
 pub fn member_of_filter(flavor: Flavor, groups: &[String]) -> Option<String> {
     let mut seen = Vec::new();

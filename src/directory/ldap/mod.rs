@@ -12,6 +12,8 @@
 //! - `scope_read` (internal): a mapping's scope read on a session, whole or
 //!   narrowed: the one reader of users, for full reads, incremental reads and
 //!   lookups alike;
+//! - `groups` (internal): the groups a mapping selects and those nested in
+//!   them, and whether any changed since a cursor;
 //! - [`source`]: [`LdapSource`] — probe, and lookup by anchor;
 //! - [`incremental`]: [`IncrementalSource`] — full reads with a [`Cursor`], and
 //!   reads of only the changes since one (AD uSNChanged, OpenLDAP syncrepl);
@@ -24,6 +26,7 @@ pub mod entry;
 pub mod error;
 pub mod filter;
 pub mod flavor;
+mod groups;
 pub mod incremental;
 mod scope_read;
 pub mod settings;

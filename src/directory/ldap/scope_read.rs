@@ -16,6 +16,7 @@ use super::entry::Projection;
 use super::error::LdapError;
 use super::filter::{and_filter, normalize_dn, or_filter, scope_filter};
 use super::flavor::Flavor;
+use super::groups::GroupTree;
 use super::settings::{LdapScope, SearchScope, ValidSettings};
 use crate::core::DirectoryEntry;
 
@@ -27,6 +28,13 @@ pub(super) struct ScopeReader<'a> {
     settings: &'a ValidSettings,
     base_dn: &'a str,
     scope: SearchScope,
+    /// The scope's filter with the groups as the mapping names them: what the
+    /// key is made of.
+    configured_filter: String,
+    admin_filter: Option<String>,
+    member_of: &'a [String],
+    /// The filter searches use: with the groups nested in the selected ones
+    /// too, once [`Self::nest`] has read them (OpenLDAP).
     filter: String,
     projection: Projection,
     attributes: Vec<String>,
@@ -58,14 +66,51 @@ impl<'a> ScopeReader<'a> {
     pub fn new(settings: &'a ValidSettings, scope: &'a LdapScope) -> Result<Self, LdapError> {
         let admin_filter = scope.validate()?;
         let projection = Projection::for_settings(settings, &scope.attributes);
+        let filter = scope_filter(settings.flavor, admin_filter.as_deref(), &scope.member_of);
         Ok(Self {
             settings,
             base_dn: scope.base_dn.trim(),
             scope: scope.scope,
-            filter: scope_filter(settings.flavor, admin_filter.as_deref(), &scope.member_of),
+            configured_filter: filter.clone(),
+            admin_filter,
+            member_of: &scope.member_of,
+            filter,
             attributes: projection.requested_attributes(),
             projection,
         })
+    }
+
+    /// Read the groups the scope selects and those nested in them, and count
+    /// the nested groups' members from now on.
+    pub async fn read_groups(&mut self, session: &mut Session) -> Result<GroupTree, LdapError> {
+        let tree = GroupTree::read(session, self.settings, self.member_of).await?;
+        self.nest(&tree);
+        Ok(tree)
+    }
+
+    /// Where the filter alone does not follow nested groups (OpenLDAP), read
+    /// them: before any read of the scope's users.
+    pub async fn nest_groups(&mut self, session: &mut Session) -> Result<(), LdapError> {
+        if self.settings.flavor == Flavor::OpenLdap {
+            self.read_groups(session).await?;
+        }
+        Ok(())
+    }
+
+    /// Count the members of `tree`'s nested groups too. OpenLDAP's `memberOf`
+    /// names direct groups only, so every group of the tree is named; AD's
+    /// in-chain rule already follows the nesting.
+    fn nest(&mut self, tree: &GroupTree) {
+        if self.settings.flavor != Flavor::OpenLdap {
+            return;
+        }
+        let groups: Vec<String> = tree.dns().cloned().collect();
+        if groups.is_empty() {
+            // Keep the configured groups: a membership clause of none would
+            // select every user.
+            return;
+        }
+        self.filter = scope_filter(self.settings.flavor, self.admin_filter.as_deref(), &groups);
     }
 
     pub fn base_dn(&self) -> &str {
@@ -115,7 +160,7 @@ impl<'a> ScopeReader<'a> {
                 SearchScope::Subtree => "sub",
                 SearchScope::OneLevel => "one",
             },
-            &self.filter,
+            &self.configured_filter,
             &self.attributes.join(","),
         ] {
             // A separator that cannot occur in any part keeps ("ab","c") and
@@ -198,19 +243,32 @@ impl<'a> ScopeReader<'a> {
         session: &mut Session,
         narrowed_to: Option<&str>,
     ) -> Result<HashSet<String>, LdapError> {
-        let mut disabled = HashSet::new();
         let Some(disabled_filter) = self.settings.disabled_search_filter() else {
-            return Ok(disabled);
+            return Ok(HashSet::new());
         };
         let mut parts = vec![self.filter.as_str(), disabled_filter];
         parts.extend(narrowed_to);
-        let filter = and_filter(&parts);
+        self.anchors_matching(session, &and_filter(&parts)).await
+    }
+
+    /// The anchors of every user of the scope, and nothing else of them: who
+    /// is a member now, to compare with the users a store holds.
+    pub async fn anchors(&self, session: &mut Session) -> Result<HashSet<String>, LdapError> {
+        self.anchors_matching(session, &self.filter).await
+    }
+
+    async fn anchors_matching(
+        &self,
+        session: &mut Session,
+        filter: &str,
+    ) -> Result<HashSet<String>, LdapError> {
+        let mut anchors = HashSet::new();
         let attributes = [self.anchor().name().to_owned()];
-        let request = self.request(&filter, &attributes);
+        let request = self.request(filter, &attributes);
         session
-            .paged_search(&request, |raw| disabled.extend(self.anchor().read(&raw)))
+            .paged_search(&request, |raw| anchors.extend(self.anchor().read(&raw)))
             .await?;
-        Ok(disabled)
+        Ok(anchors)
     }
 
     fn request<'r>(&'r self, filter: &'r str, attributes: &'r [String]) -> SearchRequest<'r> {

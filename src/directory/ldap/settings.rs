@@ -257,7 +257,7 @@ pub struct LdapScope {
     pub scope: SearchScope,
     /// The admin's filter, ANDed with the flavor's user filter.
     pub filter: Option<String>,
-    /// Members (nested ones too, on AD) of any of these groups; empty means no
+    /// Members (nested ones too, on AD and OpenLDAP) of any of these groups; empty means no
     /// membership condition.
     pub member_of: Vec<String>,
     pub attributes: AttributeMap,

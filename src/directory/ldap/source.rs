@@ -73,7 +73,7 @@ impl LdapSource {
         anchors: &[String],
         now: Timestamp,
     ) -> Result<Vec<DirectoryEntry>, LdapError> {
-        let reader = ScopeReader::new(&self.connector.settings, scope)?;
+        let mut reader = ScopeReader::new(&self.connector.settings, scope)?;
         let mut wanted: Vec<&String> = anchors.iter().collect();
         wanted.sort();
         wanted.dedup();
@@ -83,6 +83,7 @@ impl LdapSource {
             return Ok(found);
         }
         let mut session = self.connector.open().await?;
+        reader.nest_groups(&mut session).await?;
         for any_anchor in &batches {
             let collected = reader.read(&mut session, Some(any_anchor), now).await?;
             found.extend(collected.entries.into_values());

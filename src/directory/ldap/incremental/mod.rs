@@ -2,7 +2,8 @@
 //! last read, where the directory can say what that is.
 //!
 //! - Active Directory: `uSNChanged` above the DC's `highestCommittedUSN` at
-//!   the last read (module `usn`). Removals are not visible this way.
+//!   the last read (module `usn`). Removals are not visible this way, but
+//!   for a group's members (below).
 //! - OpenLDAP: a syncrepl refreshOnly search from the last cookie (RFC 4533,
 //!   the `syncprov` overlay; module `syncrepl`). Deleted entries, and
 //!   entries changed so that the scope no longer matches them, come back as
@@ -17,6 +18,12 @@
 //! DC, a rejected cookie, a changed mapping, ...) the answer is
 //! [`IncrementalOutcome::FullReadRequired`], never an empty read.
 //!
+//! Joining or leaving a group changes the group, not the user, on both
+//! servers. When a group the scope selects (or one nested in it) changed
+//! since the cursor, the scope's membership is read again (its anchors only)
+//! and compared with the users the caller holds: who left is reported as
+//! removed, who joined is read in full.
+//!
 //! An incremental view is [`ReadKind::Incremental`](crate::core::ReadKind):
 //! absence from it means nothing, only `removed` says a user left the scope,
 //! and some removals are never reported (see module `usn`). The runner must
@@ -26,6 +33,7 @@ mod cursor;
 mod syncrepl;
 mod usn;
 
+use std::collections::HashSet;
 use std::fmt;
 
 use jiff::Timestamp;
@@ -69,7 +77,8 @@ pub struct IncrementalRead {
     /// An incremental view: the users that changed (added, modified, enabled
     /// or disabled) and still match, and the anchors reported as removed.
     /// `removed` may name anchors that were never in this scope (OpenLDAP
-    /// reports removals database-wide); it is empty on Active Directory.
+    /// reports removals database-wide); on Active Directory it names only the
+    /// members who left a changed group.
     pub view: DirectoryView,
     /// Where the next incremental read continues from.
     pub cursor: Cursor,
@@ -190,9 +199,10 @@ impl IncrementalSource {
         now: Timestamp,
     ) -> Result<(LdapRead, Option<Cursor>), LdapError> {
         let settings = &self.connector.settings;
-        let reader = ScopeReader::new(settings, scope)?;
+        let mut reader = ScopeReader::new(settings, scope)?;
         let mut session = self.connector.open().await?;
         let cursor = self.cursor_here(&mut session, &reader, now).await?;
+        reader.nest_groups(&mut session).await?;
         let collected = reader.read(&mut session, None, now).await?;
         session.close().await;
         warn_skipped(&reader, collected.skipped_without_anchor);
@@ -209,10 +219,17 @@ impl IncrementalSource {
     /// The changes of `scope` since `cursor`. `Ok(Changes)` only when the
     /// directory gave all of them; entries are projected as they arrive, with
     /// the same disabled signal as a full read.
+    ///
+    /// `in_scope` are the anchors of the users the caller holds as matched by
+    /// the scope. When a group the scope selects, or one nested in it,
+    /// changed since the cursor, the scope's membership is read again: those
+    /// of `in_scope` it no longer matches are reported as removed, and the
+    /// users it matches that are not in `in_scope` are read as changed.
     pub async fn read_incremental(
         &self,
         scope: &LdapScope,
         cursor: &Cursor,
+        in_scope: &[String],
         now: Timestamp,
     ) -> Result<IncrementalOutcome, LdapError> {
         let settings = &self.connector.settings;
@@ -221,7 +238,7 @@ impl IncrementalSource {
                 FullReadReason::NotSupported,
             ));
         }
-        let reader = ScopeReader::new(settings, scope)?;
+        let mut reader = ScopeReader::new(settings, scope)?;
         if cursor.scope_key() != reader.key() {
             return Ok(IncrementalOutcome::FullReadRequired(
                 FullReadReason::ScopeChanged,
@@ -237,11 +254,16 @@ impl IncrementalSource {
                     ..
                 },
             ) => {
-                self.usn_changes(&reader, invocation_id, *highest_usn, *read_at, now)
-                    .await?
+                let since = UsnSince {
+                    invocation_id,
+                    highest_usn: *highest_usn,
+                    read_at: *read_at,
+                };
+                self.usn_changes(&mut reader, since, in_scope, now).await?
             }
             (Flavor::OpenLdap, Cursor::SyncRepl { cookie, .. }) => {
-                self.syncrepl_changes(&reader, cookie, now).await?
+                self.syncrepl_changes(&mut reader, cookie, in_scope, now)
+                    .await?
             }
             // A cursor of the other kind with a matching key: not one we made.
             _ => IncrementalOutcome::FullReadRequired(FullReadReason::CursorRejected),
@@ -298,10 +320,9 @@ impl IncrementalSource {
 
     async fn usn_changes(
         &self,
-        reader: &ScopeReader<'_>,
-        invocation_id: &str,
-        highest_usn: u64,
-        read_at: Timestamp,
+        reader: &mut ScopeReader<'_>,
+        since: UsnSince<'_>,
+        in_scope: &[String],
         now: Timestamp,
     ) -> Result<IncrementalOutcome, LdapError> {
         let mut session = self.connector.open().await?;
@@ -311,21 +332,32 @@ impl IncrementalSource {
                 FullReadReason::NotSupported,
             ));
         };
-        if !dc.invocation_id.eq_ignore_ascii_case(invocation_id) {
+        if !dc.invocation_id.eq_ignore_ascii_case(since.invocation_id) {
             session.close().await;
             return Ok(IncrementalOutcome::FullReadRequired(
                 FullReadReason::DifferentServer,
             ));
         }
-        if dc.highest_usn < highest_usn {
+        if dc.highest_usn < since.highest_usn {
             // The same database never counts backwards.
             session.close().await;
             return Ok(IncrementalOutcome::FullReadRequired(
                 FullReadReason::CursorRejected,
             ));
         }
-        let changed = usn::changed_since(highest_usn, read_at, now);
-        let collected = reader.read(&mut session, Some(&changed), now).await?;
+        let groups = reader.read_groups(&mut session).await?;
+        let changed = usn::changed_since(since.highest_usn, since.read_at, now);
+        let mut collected = reader.read(&mut session, Some(&changed), now).await?;
+        let after_cursor = |usn: &str| {
+            usn.parse::<u64>()
+                .ok()
+                .is_none_or(|usn| usn > since.highest_usn)
+        };
+        let left = if groups.changed(after_cursor) {
+            members_again(&mut session, reader, in_scope, &mut collected, now).await?
+        } else {
+            Vec::new()
+        };
         session.close().await;
         let cursor = Cursor::UsnChanged {
             scope_key: reader.key(),
@@ -334,23 +366,24 @@ impl IncrementalSource {
             read_at: now,
         };
         Ok(IncrementalOutcome::Changes(incremental_read(
-            collected,
-            Vec::new(),
-            cursor,
+            collected, left, cursor,
         )))
     }
 
     async fn syncrepl_changes(
         &self,
-        reader: &ScopeReader<'_>,
-        cookie: &str,
+        reader: &mut ScopeReader<'_>,
+        sent: &str,
+        in_scope: &[String],
         now: Timestamp,
     ) -> Result<IncrementalOutcome, LdapError> {
-        // The refresh, then the disabled lookups of what it found, on one
-        // session. A refresh stopped half-way leaves its search behind: the
-        // session is closed then, not reused.
+        // The groups (whose nesting the refresh's filter names), the refresh,
+        // then the disabled lookups of what it found, on one session. A
+        // refresh stopped half-way leaves its search behind: the session is
+        // closed then, not reused.
         let mut session = self.connector.open().await?;
-        let refresh = syncrepl::refresh_since(&mut session, reader, cookie, now).await?;
+        reader.read_groups(&mut session).await?;
+        let refresh = syncrepl::refresh_since(&mut session, reader, sent, now).await?;
         let (mut collected, removed, cookie) = match refresh {
             Refresh::Changes {
                 collected,
@@ -365,13 +398,22 @@ impl IncrementalSource {
         let disabled = reader
             .disabled_among(&mut session, collected.entries.keys())
             .await?;
-        session.close().await;
         for entry in collected.entries.values_mut() {
             entry.enabled &= !disabled.contains(&entry.anchor);
         }
+        // The groups again, now that the new cookie is known: a change to one
+        // after the first look and before the refresh is below that cookie,
+        // and would otherwise go unseen until the next full read.
+        let groups = reader.read_groups(&mut session).await?;
+        let left = if groups.changed(|csn| syncrepl::changed_after(sent, csn)) {
+            members_again(&mut session, reader, in_scope, &mut collected, now).await?
+        } else {
+            Vec::new()
+        };
+        session.close().await;
         // Removals are reported as entryUUIDs: anchors only when the anchor
         // is entryUUID. With another anchor they wait for the next full read.
-        let removed: Vec<String> = if reader.anchor().name().eq_ignore_ascii_case(ENTRY_UUID) {
+        let mut removed: Vec<String> = if reader.anchor().name().eq_ignore_ascii_case(ENTRY_UUID) {
             removed.into_iter().collect()
         } else {
             if !removed.is_empty() {
@@ -384,6 +426,7 @@ impl IncrementalSource {
             }
             Vec::new()
         };
+        removed.extend(left);
         let cursor = Cursor::SyncRepl {
             scope_key: reader.key(),
             cookie,
@@ -392,6 +435,51 @@ impl IncrementalSource {
             collected, removed, cursor,
         )))
     }
+}
+
+/// Where an AD cursor left off.
+struct UsnSince<'c> {
+    invocation_id: &'c str,
+    highest_usn: u64,
+    read_at: Timestamp,
+}
+
+/// The scope's membership read again after one of its groups changed: the
+/// anchors of `in_scope` the scope no longer matches (returned, and taken out
+/// of `collected`: this listing is newer than the changes read before it),
+/// and the users it matches that `in_scope` lacks, read into `collected`.
+async fn members_again(
+    session: &mut Session,
+    reader: &ScopeReader<'_>,
+    in_scope: &[String],
+    collected: &mut Collected,
+    now: Timestamp,
+) -> Result<Vec<String>, LdapError> {
+    let members = reader.anchors(session).await?;
+    let held: HashSet<&str> = in_scope.iter().map(String::as_str).collect();
+    let left: Vec<String> = held
+        .iter()
+        .filter(|a| !members.contains(**a))
+        .map(|a| (*a).to_owned())
+        .collect();
+    for anchor in &left {
+        collected.entries.remove(anchor);
+    }
+    let joined: Vec<&String> = members
+        .iter()
+        .filter(|a| !held.contains(a.as_str()) && !collected.entries.contains_key(*a))
+        .collect();
+    for any_anchor in reader.anchor_batches(joined.into_iter()) {
+        let read = reader.read(session, Some(&any_anchor), now).await?;
+        collected.entries.extend(read.entries);
+    }
+    tracing::info!(
+        base_dn = reader.base_dn(),
+        members = members.len(),
+        left = left.len(),
+        "a group of the scope changed; its membership was read again"
+    );
+    Ok(left)
 }
 
 fn incremental_read(collected: Collected, removed: Vec<String>, cursor: Cursor) -> IncrementalRead {
@@ -435,7 +523,7 @@ mod tests {
         .unwrap();
         assert_send_sync(&source);
         assert_send(&source.read_full_with_cursor(&scope, now));
-        assert_send(&source.read_incremental(&scope, &cursor, now));
+        assert_send(&source.read_incremental(&scope, &cursor, &[], now));
     }
 
     #[tokio::test]
@@ -450,7 +538,7 @@ mod tests {
         .unwrap();
         // Answered without contacting the (absent) server.
         let outcome = source
-            .read_incremental(&LdapScope::new("dc=x"), &cursor, Timestamp::UNIX_EPOCH)
+            .read_incremental(&LdapScope::new("dc=x"), &cursor, &[], Timestamp::UNIX_EPOCH)
             .await
             .unwrap();
         assert_eq!(
@@ -469,7 +557,7 @@ mod tests {
         )
         .unwrap();
         let outcome = source
-            .read_incremental(&LdapScope::new("dc=x"), &cursor, Timestamp::UNIX_EPOCH)
+            .read_incremental(&LdapScope::new("dc=x"), &cursor, &[], Timestamp::UNIX_EPOCH)
             .await
             .unwrap();
         assert_eq!(

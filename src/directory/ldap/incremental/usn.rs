@@ -9,10 +9,12 @@
 //!
 //! What this cannot see: an object that changed so that the scope no longer
 //! matches it (moved out, filtered out, deleted) is not in the search's
-//! results, and a member added to a `memberOf` group changes only the group
-//! (`memberOf` is a back link, which does not bump the member's USN). Both
-//! are found by the next full read; an AD incremental read reports no
-//! removals. DESIGN section 4: incremental runs are never the only source of
+//! results, and a member added to or removed from a `memberOf` group changes
+//! only the group (`memberOf` is a back link, which does not bump the
+//! member's USN). Membership is therefore read again when a group of the
+//! scope's tree has a later `uSNChanged` (module `groups`); the users who
+//! left are then reported as removed. Other removals are found by the next
+//! full read. DESIGN section 4: incremental runs are never the only source of
 //! "this user is gone".
 //!
 //! One change needs no write at all: an `accountExpires` moment passing. The

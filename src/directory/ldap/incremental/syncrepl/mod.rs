@@ -26,6 +26,39 @@ mod refresh;
 
 pub(super) use refresh::{Refresh, current_cookie, refresh_since};
 
+/// Whether an entry with CSN `entry_csn` changed after the cookie `sent`
+/// (a cookie that cannot be read: it may have).
+pub(super) fn changed_after(sent: &str, entry_csn: &str) -> bool {
+    cookie::OpenLdapCookie::parse(sent).is_none_or(|c| c.precedes(entry_csn))
+}
+
 /// A cookie as slapd 2.6 sends it, for the tests of the parts.
 #[cfg(test)]
 const COOKIE: &str = "rid=000,csn=20261123152306.390105Z#000000#000#000000";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_changed_after_the_cookie_only_when_its_csn_is_later() {
+        assert!(changed_after(
+            COOKIE,
+            "20261123152306.390106Z#000000#000#000000"
+        ));
+        assert!(!changed_after(
+            COOKIE,
+            "20261123152306.390105Z#000000#000#000000"
+        ));
+        assert!(!changed_after(
+            COOKIE,
+            "20250101000000.000000Z#000000#000#000000"
+        ));
+        // What cannot be compared may have changed.
+        assert!(changed_after(
+            "not a cookie",
+            "20250101000000.000000Z#000000#000#000000"
+        ));
+        assert!(changed_after(COOKIE, "garbage"));
+    }
+}
