@@ -1168,6 +1168,120 @@ async fn a_user_missing_only_from_an_eventual_filter_check_is_kept_until_a_later
     );
 }
 
+// --- full reads of eventually consistent scopes ---
+
+/// A full read as a run makes it, expecting the users the store holds.
+async fn full_expecting(
+    source: &GraphSource,
+    scope: &GraphScope,
+    expected: &[&String],
+) -> GraphRead {
+    let expected: Vec<String> = expected.iter().map(|s| (*s).clone()).collect();
+    let read = changes(source.read_full(scope, &expected).await.unwrap());
+    assert_eq!(read.view.read, ReadKind::Full);
+    read
+}
+
+#[tokio::test]
+async fn a_group_full_read_looks_up_a_missing_user_by_id_before_it_counts_as_out_of_scope() {
+    let em = GraphEmulator::start().await;
+    let source = source(&em);
+    let lagging = em.create_user("lag@contoso.example", "Lag");
+    let left = em.create_user("left@contoso.example", "Left");
+    let gone = em.create_user("gone@contoso.example", "Gone");
+    let stays = em.create_user("stays@contoso.example", "Stays");
+    let group = em.create_group("Staff");
+    for user in [&lagging, &left, &gone, &stays] {
+        em.add_member(&group, user);
+    }
+    let scope = groups(&[&group]);
+    let expected = [&lagging, &left, &gone, &stays];
+    assert_eq!(
+        anchors(&full_expecting(&source, &scope, &expected).await),
+        set(&expected)
+    );
+
+    // Edited a moment ago: the member listing's index has not caught up.
+    em.set_property(&lagging, "displayName", json!("Lag, renamed"));
+    em.lag_index(&lagging, 1);
+    em.remove_member(&group, &left);
+    em.delete_user(&gone);
+    em.clear_log();
+    let read = full_expecting(&source, &scope, &expected).await;
+
+    assert_eq!(anchors(&read), set(&[&lagging, &stays]));
+    assert_eq!(
+        entry(&read, &lagging).display_name.as_deref(),
+        Some("Lag, renamed"),
+        "the entry comes from the lookup by id"
+    );
+    // Each user the listing left out was asked for by id, and the ones that
+    // exist had their membership checked; the user still listed was not.
+    for id in [&lagging, &left, &gone] {
+        assert_eq!(
+            requests_to(&em, &format!("/v1.0/users/{id}")).len(),
+            1,
+            "{id}"
+        );
+    }
+    assert!(requests_to(&em, &format!("/v1.0/users/{stays}")).is_empty());
+    assert_eq!(requests_to(&em, "/checkMemberGroups").len(), 2);
+}
+
+#[tokio::test]
+async fn a_filter_full_read_gives_a_missing_user_a_second_targeted_look() {
+    let em = GraphEmulator::start().await;
+    let source = source(&em);
+    let lagging = em
+        .create_user_with(json!({"userPrincipalName": "a@contoso.example", "department": "Sales"}));
+    let moved = em
+        .create_user_with(json!({"userPrincipalName": "b@contoso.example", "department": "Sales"}));
+    let scope = filtered("department eq 'Sales'");
+    let expected = [&lagging, &moved];
+    full_expecting(&source, &scope, &expected).await;
+
+    em.set_property(&lagging, "displayName", json!("A, renamed"));
+    em.lag_index(&lagging, 1);
+    em.set_property(&moved, "department", json!("Eng"));
+    em.clear_log();
+    let read = full_expecting(&source, &scope, &expected).await;
+
+    assert_eq!(anchors(&read), set(&[&lagging]));
+    let filtered: Vec<_> = requests_to(&em, "/v1.0/users")
+        .into_iter()
+        .filter(|r| r.query.contains_key("$filter"))
+        .collect();
+    assert_eq!(filtered.len(), 2, "the scope's read and one targeted look");
+    let look = &filtered[1].query["$filter"];
+    assert!(
+        look.starts_with("(department eq 'Sales') and id in (")
+            && look.contains(&lagging)
+            && look.contains(&moved),
+        "{look}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_lookup_of_a_missing_user_fails_the_full_read() {
+    let em = GraphEmulator::start().await;
+    let source = source(&em);
+    let lagging = em.create_user("lag@contoso.example", "Lag");
+    let group = em.create_group("Staff");
+    em.add_member(&group, &lagging);
+    let scope = groups(&[&group]);
+    em.lag_index(&lagging, 1);
+    // Entra does not answer the membership check, however often asked.
+    em.lag_membership(&lagging, 100);
+
+    let error = source
+        .read_full(&scope, std::slice::from_ref(&lagging))
+        .await
+        .unwrap_err();
+
+    assert_eq!(error.reason(), "ReadFailed", "{error}");
+    assert!(error.to_string().contains(&lagging), "{error}");
+}
+
 // --- identity ---
 
 #[tokio::test]

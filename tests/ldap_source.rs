@@ -92,7 +92,7 @@ async fn try_read(
     now: Timestamp,
 ) -> Result<Read, SourceError> {
     let read = source(settings)
-        .read_with_cursor(&Scope::Ldap(scope.clone()), now)
+        .read_with_cursor(&Scope::Ldap(scope.clone()), &[], now)
         .await?;
     Ok(read.read)
 }

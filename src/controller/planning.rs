@@ -214,8 +214,7 @@ pub async fn prepare(
                 cursor = None;
             }
             let in_scope = core::anchors_in_scope(&snapshot, &context);
-            let cursor = cursor.as_deref().map(|c| (c, in_scope.as_slice()));
-            read_scope(&source, &scope, cursor, mapping, now).await
+            read_scope(&source, &scope, cursor.as_deref(), &in_scope, mapping, now).await
         }
     };
     let basis = Basis {
@@ -321,7 +320,8 @@ fn usable_cursor(
 async fn read_scope(
     source: &Source,
     scope: &Scope,
-    cursor: Option<(&str, &[String])>,
+    cursor: Option<&str>,
+    in_scope: &[String],
     mapping: &DirectoryMapping,
     now: jiff::Timestamp,
 ) -> (DirectoryView, Option<String>, ReadMode, Option<String>) {
@@ -334,7 +334,7 @@ async fn read_scope(
             None,
         )
     };
-    if let Some((cursor, in_scope)) = cursor {
+    if let Some(cursor) = cursor {
         match source.read_since(scope, cursor, in_scope, now).await {
             Ok(Incremental::Changes(changes)) => {
                 tracing::info!(
@@ -357,7 +357,7 @@ async fn read_scope(
             Err(e) => return failed(e, ReadMode::Incremental),
         }
     }
-    match source.read_with_cursor(scope, now).await {
+    match source.read_with_cursor(scope, in_scope, now).await {
         Ok(full) => {
             tracing::info!(
                 mapping = %mapping.name_any(),

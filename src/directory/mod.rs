@@ -119,10 +119,14 @@ impl Source {
 
     /// Read a whole scope, and mark where an incremental read can continue. Any
     /// failure is an error: the caller treats it as an incomplete read, which
-    /// changes no lifecycle state.
+    /// changes no lifecycle state. `in_scope` are the anchors the caller holds
+    /// as in scope: where the directory's answer is only eventually consistent
+    /// (Graph's advanced queries), one missing from it is looked up before it
+    /// is left out of the view.
     pub async fn read_with_cursor(
         &self,
         scope: &Scope,
+        in_scope: &[String],
         now: Timestamp,
     ) -> Result<CursorRead, SourceError> {
         match (self, scope) {
@@ -136,7 +140,7 @@ impl Source {
                     cursor: cursor.map(|c| c.to_string()),
                 })
             }
-            (Source::Graph(s), Scope::Graph(scope)) => match s.read_delta(scope, None).await? {
+            (Source::Graph(s), Scope::Graph(scope)) => match s.read_full(scope, in_scope).await? {
                 graph::DeltaOutcome::Changes(read) => Ok(CursorRead {
                     cursor: read.delta.as_ref().map(graph::DeltaLink::to_token),
                     read: Read {

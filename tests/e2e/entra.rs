@@ -208,3 +208,45 @@ async fn entra_runs_between_full_reads_use_delta_and_an_expired_delta_link_means
     );
     assert_eq!(run.unchanged, 2, "{run:?}");
 }
+
+#[tokio::test]
+async fn entra_a_user_missing_from_one_eventual_group_read_stays_active_and_one_gone_is_preserved()
+{
+    let em = GraphEmulator::start().await;
+    let lag = em.create_user("lag@contoso.example", "Lag");
+    let left = em.create_user("left@contoso.example", "Left");
+    let group = em.create_group("Staff");
+    em.add_member(&group, &lag);
+    em.add_member(&group, &left);
+    let s = entra(
+        "entra-lag",
+        &em,
+        json!({"incremental": false, "safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    let mapping = cloud_mapping(json!({"entraID": {"groups": [group]}}));
+    let first = s.mapping_with("cloud", mapping).await;
+    assert_eq!(first.imported, 2, "{first:?}");
+
+    // The member listing's index has not caught up with an edit of `lag`;
+    // `left` really left the group.
+    em.set_property(&lag, "displayName", json!("Lag, renamed"));
+    em.lag_index(&lag, 1);
+    em.remove_member(&group, &left);
+    let run = s.sync("cloud").await;
+    assert_eq!(
+        (run.result, run.preserved, run.updated),
+        (RunResult::Succeeded, 1, 1),
+        "{run:?}"
+    );
+    assert_eq!(s.state("lag@contoso.example").await, "Active");
+    assert_eq!(
+        s.user("lag@contoso.example")
+            .await
+            .spec
+            .display_name
+            .as_deref(),
+        Some("Lag, renamed")
+    );
+    assert_eq!(s.state("left@contoso.example").await, "Preserved/Unmapped");
+}

@@ -131,7 +131,21 @@ impl GraphSource {
         scope: &GraphScope,
         since: Option<&DeltaLink>,
     ) -> Result<DeltaOutcome, GraphError> {
-        let outcome = self.delta_round(scope, since).await;
+        let outcome = self.delta_round(scope, since, &[]).await;
+        self.log_throttling();
+        outcome
+    }
+
+    /// A first round (a full view of `scope` and the link for the next round)
+    /// that accounts for `expected`, the users the caller holds as in scope: one
+    /// the read leaves out is looked up by id before it counts as gone (see
+    /// [`GraphSource::confirm_missing`]).
+    pub async fn read_full(
+        &self,
+        scope: &GraphScope,
+        expected: &[String],
+    ) -> Result<DeltaOutcome, GraphError> {
+        let outcome = self.delta_round(scope, None, expected).await;
         self.log_throttling();
         outcome
     }
@@ -140,12 +154,13 @@ impl GraphSource {
         &self,
         scope: &GraphScope,
         since: Option<&DeltaLink>,
+        expected: &[String],
     ) -> Result<DeltaOutcome, GraphError> {
         scope.validate()?;
         let projection = Projection::new(&scope.attributes);
         let select = projection.select();
         let Some(since) = since else {
-            return self.first_round(scope, &projection).await;
+            return self.first_round(scope, &projection, expected).await;
         };
         if since.select != select {
             return Ok(DeltaOutcome::FullReadNeeded {
@@ -258,6 +273,7 @@ impl GraphSource {
         &self,
         scope: &GraphScope,
         projection: &Projection,
+        expected: &[String],
     ) -> Result<DeltaOutcome, GraphError> {
         let select = projection.select();
         // The delta query takes no `$top`: Graph chooses its page size.
@@ -294,7 +310,10 @@ impl GraphSource {
             }
             collected
         } else {
-            self.read_scope(scope, projection).await?
+            let mut collected = self.read_scope(scope, projection).await?;
+            self.confirm_missing(scope, &mut collected, expected)
+                .await?;
+            collected
         };
         Ok(DeltaOutcome::Changes(full_read(collected, Some(link))?))
     }

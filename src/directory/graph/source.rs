@@ -246,6 +246,48 @@ impl GraphSource {
         Ok(entries.into_values().collect())
     }
 
+    /// Put back into a full read of a group or filter scope the users of
+    /// `expected` it left out that are in scope after all.
+    ///
+    /// Such a scope is read as an advanced query (`ConsistencyLevel:
+    /// eventual`), whose index can lag behind an edit: a user edited a moment
+    /// ago can briefly be missing from the answer, and concluding from that
+    /// one answer that it left the scope would preserve it. So each expected
+    /// user the read left out is looked up as [`GraphSource::lookup`] does: by
+    /// `GET /users/{id}` (a user that is gone answers 404), by
+    /// `checkMemberGroups` for the groups (not eventual), and for a filter by
+    /// a second, targeted query `(filter) and id in (…)` (Graph has no
+    /// consistent way to test a filter). Only a user those leave out is absent
+    /// from the view; a lookup that fails fails the read.
+    pub(crate) async fn confirm_missing(
+        &self,
+        scope: &GraphScope,
+        collected: &mut Collected,
+        expected: &[String],
+    ) -> Result<(), GraphError> {
+        if scope.is_whole_tenant() {
+            return Ok(());
+        }
+        let missing: Vec<String> = expected
+            .iter()
+            .filter(|id| !collected.entries.contains_key(*id))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let found = self.lookup(scope, &missing).await?;
+        tracing::info!(
+            missing = missing.len(),
+            still_in_scope = found.len(),
+            "users the read left out were looked up by id"
+        );
+        for entry in found {
+            collected.add(Projected::User(entry));
+        }
+        Ok(())
+    }
+
     /// Every user of the scope, by anchor.
     pub(crate) async fn read_scope(
         &self,
