@@ -57,10 +57,8 @@ impl Recorder {
             involved_object: regarding.clone(),
             reason: Some(event.reason.clone()),
             message: event.note.clone(),
-            type_: Some(match event.type_ {
-                EventType::Normal => "Normal".into(),
-                EventType::Warning => "Warning".into(),
-            }),
+            // `Normal` or `Warning`, as the API spells them.
+            type_: Some(format!("{:?}", event.type_)),
             action: Some(event.action.clone()),
             first_timestamp: Some(Time(now)),
             last_timestamp: Some(Time(now)),
