@@ -65,8 +65,8 @@ pub async fn explain(
     query: &str,
     now: jiff::Timestamp,
 ) -> anyhow::Result<Report> {
-    let store = backend.open(client, namespace);
-    let mut snapshot = backend.open(client, namespace).snapshot().await?;
+    let mut store = backend.open(client, namespace);
+    let mut snapshot = store.snapshot().await?;
     snapshot.retain(|r| {
         r.name == query || r.anchor == query || r.fields.username.as_deref() == Some(query)
     });
@@ -94,26 +94,20 @@ pub async fn explain(
         let gate = connector.as_ref().map(|c| gate_of(Some(c)));
         let explanation = core::explain(&record, policy.as_ref(), gate.as_ref(), now);
         let history = store.history(&record.name).await?;
-        let connector = (!record.connector.is_empty()).then(|| Related {
-            name: record.connector.clone(),
-            exists: connector.is_some(),
-            conditions: connector
+        let connector = (!record.connector.is_empty()).then(|| {
+            let status = connector
                 .as_ref()
-                .and_then(|c| c.status.as_ref())
-                .map(|s| described(&s.conditions))
-                .unwrap_or_default(),
+                .map(|c| c.status.as_ref().map(|s| &s.conditions[..]));
+            Related::of(&record.connector, status)
         });
         let last_run = mapping
             .as_ref()
             .and_then(|m| m.status.as_ref()?.last_run.clone());
-        let mapping = record.mapping.clone().map(|name| Related {
-            name,
-            exists: mapping.is_some(),
-            conditions: mapping
+        let mapping = record.mapping.as_deref().map(|name| {
+            let status = mapping
                 .as_ref()
-                .and_then(|m| m.status.as_ref())
-                .map(|s| described(&s.conditions))
-                .unwrap_or_default(),
+                .map(|m| m.status.as_ref().map(|s| &s.conditions[..]));
+            Related::of(name, status)
         });
         records.push(Explained {
             record,
@@ -191,6 +185,18 @@ async fn why_not_imported(
         });
     }
     Ok(answers)
+}
+
+impl Related {
+    /// Object `name`: `None` when it does not exist, else its conditions (`None`
+    /// while it has no status).
+    fn of(name: &str, found: Option<Option<&[Condition]>>) -> Self {
+        Related {
+            name: name.to_string(),
+            exists: found.is_some(),
+            conditions: found.flatten().map(described).unwrap_or_default(),
+        }
+    }
 }
 
 fn described(conditions: &[Condition]) -> Vec<String> {
