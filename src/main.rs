@@ -59,6 +59,11 @@ enum Command {
         /// The Lease's namespace (default: POD_NAMESPACE, then the kubeconfig's namespace).
         #[arg(long, env = "USERSYNC_LEASE_NAMESPACE")]
         lease_namespace: Option<String>,
+        /// The ClusterRole a namespace binds (with a RoleBinding) to let the operator
+        /// read its Secrets; named in the condition of a connector whose namespace
+        /// has not.
+        #[arg(long, env = "USERSYNC_SECRET_READER_ROLE", default_value = usersync::controller::SECRET_READER_ROLE)]
+        secret_reader_role: String,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -227,12 +232,17 @@ async fn main() -> anyhow::Result<ExitCode> {
             leader_elect,
             lease_name,
             lease_namespace,
+            secret_reader_role,
             store,
         } => {
             let client = kube::Client::try_default().await?;
             let mut scope = usersync::controller::Scope {
                 namespaces,
                 max_concurrent_runs,
+                secret_grant: usersync::controller::SecretGrant {
+                    role: secret_reader_role,
+                    account: usersync::controller::whoami(&client).await,
+                },
                 ..Default::default()
             };
             // The endpoints come up first: /healthz answers (and /readyz says not
@@ -488,7 +498,7 @@ mod tests {
     fn the_deployment_args_parse() {
         let manifest = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/deploy/deployment.yaml"
+            "/deploy/base/deployment.yaml"
         ))
         .unwrap();
         let args: Vec<String> = manifest

@@ -9,7 +9,7 @@ fn committed_crds_match_the_rust_types() {
     let generated = usersync::api::crds_yaml();
     assert!(
         committed == generated,
-        "crds/usersync.dev.yaml is out of date with src/api: run `cargo run -- crd > crds/usersync.dev.yaml` and copy it to charts/usersync/crds/ and deploy/crds/"
+        "crds/usersync.dev.yaml is out of date with src/api: run `cargo run -- crd > crds/usersync.dev.yaml` and copy it to charts/usersync/crds/ and deploy/base/crds/"
     );
 }
 

@@ -33,7 +33,7 @@ fn chart_crds_are_the_repository_crds() {
 
 #[test]
 fn kustomize_crds_are_the_repository_crds() {
-    assert_same_file(REPO_CRDS, "deploy/crds/usersync.dev.yaml");
+    assert_same_file(REPO_CRDS, "deploy/base/crds/usersync.dev.yaml");
 }
 
 #[test]
@@ -53,18 +53,73 @@ fn kustomize_rbac_matches_the_chart() {
     let chart = helm_template("usersync", "usersync-system", &[]);
     let base = kustomize_build();
     for kind in ["ClusterRole", "Role"] {
-        let rules = |docs: &[Value]| {
-            docs.iter()
-                .filter(|d| d["kind"] == kind)
-                .map(|d| d["rules"].clone())
-                .collect::<Vec<_>>()
-        };
         assert_eq!(
-            rules(&chart),
-            rules(&base),
+            rules_by_name(&chart, kind),
+            rules_by_name(&base, kind),
             "the {kind} rules of deploy/ and of the chart differ"
         );
     }
+}
+
+#[test]
+fn kustomize_single_namespace_is_the_charts_namespace_mode_for_its_own_namespace() {
+    // deploy/single-namespace/ is the chart with watchNamespaces and secretNamespaces
+    // set to the release namespace, written out.
+    let ns = DEPLOY_NAMESPACE;
+    let chart = helm_template(
+        "usersync",
+        ns,
+        &[
+            "--set",
+            &format!("watchNamespaces={{{ns}}}"),
+            "--set",
+            &format!("secretNamespaces={{{ns}}}"),
+        ],
+    );
+    let overlay = kustomize_build_of("deploy/single-namespace/");
+    assert_eq!(
+        rules_by_name(&chart, "Role")["usersync"],
+        rules_by_name(&overlay, "Role")["usersync"],
+        "the Role rules of deploy/single-namespace/ and of the chart differ"
+    );
+    assert_eq!(
+        rules_by_name(&chart, "ClusterRole")["usersync-secret-reader"],
+        rules_by_name(&overlay, "ClusterRole")["usersync-secret-reader"],
+    );
+    assert!(kinds(&overlay, "ClusterRoleBinding").is_empty());
+    let bindings: Vec<_> = overlay
+        .iter()
+        .filter(|d| d["kind"] == "RoleBinding")
+        .map(|d| {
+            format!(
+                "{}/{}->{}",
+                d["metadata"]["namespace"].as_str().unwrap(),
+                d["metadata"]["name"].as_str().unwrap(),
+                d["roleRef"]["name"].as_str().unwrap()
+            )
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        bindings,
+        [
+            format!("{ns}/usersync->usersync"),
+            format!("{ns}/usersync-leader-election->usersync-leader-election"),
+            format!("{ns}/usersync-secrets->usersync-secret-reader"),
+        ]
+    );
+    let args =
+        strings(&only(&overlay, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]);
+    assert!(
+        args.iter().any(|a| a == "--namespace=$(POD_NAMESPACE)"),
+        "{args:?}"
+    );
+    assert!(
+        args.iter()
+            .any(|a| a == "--secret-reader-role=usersync-secret-reader"),
+        "{args:?}"
+    );
 }
 
 #[test]
@@ -173,6 +228,13 @@ fn chart_refuses_invalid_values() {
             vec!["replicas=2", "leaderElection.enabled=false"],
             "needs leaderElection.enabled",
         ),
+        (vec!["secretNamespaces={Team_A}"], "does not match pattern"),
+        (vec!["image.digest=latest"], "image/digest"),
+        (vec!["networkPolicy.enabled=yes"], "networkPolicy/enabled"),
+        (
+            vec!["watchNamespaces={a}", "secretNamespaces={a,b}"],
+            "secretNamespaces: b is not one of watchNamespaces",
+        ),
     ] {
         let mut args = vec!["template", "usersync", CHART];
         for v in &values {
@@ -211,6 +273,7 @@ fn default_install_watches_all_namespaces_with_two_replicas_and_a_lease() {
         "--log-format=json",
         "--log=info",
         "--metrics-addr=0.0.0.0:8080",
+        "--secret-reader-role=usersync-secret-reader",
         "--leader-elect",
         "--lease-name=usersync",
         "--lease-namespace=$(POD_NAMESPACE)",
@@ -222,9 +285,15 @@ fn default_install_watches_all_namespaces_with_two_replicas_and_a_lease() {
     }
     assert_eq!(
         kinds(&docs, "ClusterRole"),
-        ["usersync", "usersync-approver"]
+        ["usersync", "usersync-approver", "usersync-secret-reader"]
     );
+    // The custom resources everywhere, and Secrets nowhere until a namespace grants them.
     assert_eq!(kinds(&docs, "ClusterRoleBinding"), ["usersync"]);
+    assert!(
+        kinds(&docs, "RoleBinding")
+            .iter()
+            .all(|b| b == "usersync-leader-election")
+    );
     assert_eq!(
         kinds(&docs, "ValidatingAdmissionPolicy"),
         ["usersync-ops-runapproval-approver"]
@@ -235,7 +304,16 @@ fn default_install_watches_all_namespaces_with_two_replicas_and_a_lease() {
 
 #[test]
 fn several_namespaces_get_a_role_each_and_one_flag_each() {
-    let docs = helm_template("usersync", "ops", &["--set", "watchNamespaces={a,b}"]);
+    let docs = helm_template(
+        "usersync",
+        "ops",
+        &[
+            "--set",
+            "watchNamespaces={a,b}",
+            "--set",
+            "secretNamespaces={b}",
+        ],
+    );
     let args =
         strings(&only(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]);
     let namespaces: Vec<_> = args
@@ -243,7 +321,8 @@ fn several_namespaces_get_a_role_each_and_one_flag_each() {
         .filter(|a| a.starts_with("--namespace"))
         .collect();
     assert_eq!(namespaces, ["--namespace=a", "--namespace=b"]);
-    assert!(kinds(&docs, "ClusterRole").is_empty());
+    // The one ClusterRole is bound only in the namespace that grants its Secrets.
+    assert_eq!(kinds(&docs, "ClusterRole"), ["usersync-secret-reader"]);
     assert!(kinds(&docs, "ClusterRoleBinding").is_empty());
     let roles: BTreeSet<_> = docs
         .iter()
@@ -264,6 +343,7 @@ fn several_namespaces_get_a_role_each_and_one_flag_each() {
         "Role/b/usersync",
         "Role/b/usersync-approver",
         "RoleBinding/b/usersync",
+        "RoleBinding/b/usersync-secret-reader",
         "Role/ops/usersync-leader-election",
         "RoleBinding/ops/usersync-leader-election",
     ]
@@ -299,16 +379,11 @@ fn postgres_store_reads_its_dsn_from_a_secret_and_needs_no_user_rights() {
         .expect("USERSYNC_POSTGRES_DSN is set");
     assert_eq!(dsn["valueFrom"]["secretKeyRef"]["name"], "usersync-db");
     assert_eq!(dsn["valueFrom"]["secretKeyRef"]["key"], "dsn");
-    // The operator's own ClusterRole (the approvers' example role is the other one).
+    // The operator's own ClusterRole (the approvers' example role and the secret
+    // reader are the others).
     let operator: Vec<&Value> = docs
         .iter()
-        .filter(|d| d["kind"] == "ClusterRole")
-        .filter(|d| {
-            !d["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("approver")
-        })
+        .filter(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == "usersync")
         .collect();
     assert_eq!(operator.len(), 1, "one operator ClusterRole");
     let rules = &operator[0]["rules"];
@@ -543,7 +618,14 @@ fn every_rbac_rule_says_why() {
     // The sources a reviewer reads...
     let mut sources = vec![format!("{CHART}/templates/_rbac.tpl")];
     sources.extend(
-        ["rbac.yaml", "approver-rbac.yaml", "leader-election.yaml"].map(|f| format!("deploy/{f}")),
+        [
+            "all-namespaces/rbac.yaml",
+            "single-namespace/role.yaml",
+            "base/secret-reader.yaml",
+            "base/approver-rbac.yaml",
+            "base/leader-election.yaml",
+        ]
+        .map(|f| format!("deploy/{f}")),
     );
     for path in &sources {
         assert_rules_commented(path, &read(path));
@@ -563,12 +645,97 @@ fn every_rbac_rule_says_why() {
 fn rendered_chart_applies_server_side_for_all_namespaces() {
     let ns = Namespaces::create("install-all", 1);
     let release = unique("all");
-    let rendered = helm_template_text(&release, &ns[0], &["--include-crds"]);
+    let digest = format!("image.digest=sha256:{}", "0123456789abcdef".repeat(4));
+    let rendered = helm_template_text(
+        &release,
+        &ns[0],
+        &[
+            "--include-crds",
+            "--set",
+            "networkPolicy.enabled=true",
+            "--set",
+            &digest,
+        ],
+    );
     let out = kubectl_stdin(["apply", "--dry-run=server", "-f", "-"], &rendered);
     assert_applied(&out, "the all-namespaces chart");
-    assert!(stdout(&out).contains(&format!(
-        "clusterrole.rbac.authorization.k8s.io/{release}-usersync"
-    )));
+    for object in [
+        format!("clusterrole.rbac.authorization.k8s.io/{release}-usersync"),
+        format!("networkpolicy.networking.k8s.io/{release}-usersync"),
+        format!("poddisruptionbudget.policy/{release}-usersync"),
+    ] {
+        assert!(stdout(&out).contains(&object), "{object}: {}", stdout(&out));
+    }
+}
+
+#[test]
+fn the_chart_offers_a_metrics_only_network_policy_a_disruption_budget_and_a_pinned_image() {
+    // Off by default: a NetworkPolicy that nobody configured would cut the scrape.
+    let docs = helm_template("usersync", "ops", &[]);
+    assert!(kinds(&docs, "NetworkPolicy").is_empty());
+    let docs = helm_template(
+        "usersync",
+        "ops",
+        &[
+            "--set",
+            "networkPolicy.enabled=true",
+            "--set",
+            "networkPolicy.metricsFrom.namespaceSelector.matchLabels.team=monitoring",
+            "--set",
+            "networkPolicy.metricsFrom.podSelector.matchLabels.app=prometheus",
+        ],
+    );
+    let policy = &only(&docs, "NetworkPolicy")["spec"];
+    assert_eq!(
+        policy["podSelector"]["matchLabels"]["app.kubernetes.io/instance"],
+        "usersync"
+    );
+    // Ingress only (the operator's own connections are not restricted), one rule:
+    // the metrics port, from the configured scraper.
+    assert_eq!(policy["policyTypes"], serde_json::json!(["Ingress"]));
+    let rules = policy["ingress"].as_array().unwrap();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(
+        rules[0]["ports"],
+        serde_json::json!([{"port": "metrics", "protocol": "TCP"}])
+    );
+    assert_eq!(
+        rules[0]["from"],
+        serde_json::json!([{
+            "namespaceSelector": {"matchLabels": {"team": "monitoring"}},
+            "podSelector": {"matchLabels": {"app": "prometheus"}},
+        }])
+    );
+    let pod = &only(&docs, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["containers"][0]["ports"][0]["name"], "metrics");
+
+    // A disruption budget with a standby to keep, and none for a single pod.
+    let docs = helm_template("usersync", "ops", &[]);
+    let pdb = &only(&docs, "PodDisruptionBudget")["spec"];
+    assert_eq!(pdb["minAvailable"], 1);
+    assert_eq!(
+        pdb["selector"]["matchLabels"],
+        only(&docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    );
+    let single = helm_template("usersync", "ops", &["--set", "replicas=1"]);
+    assert!(kinds(&single, "PodDisruptionBudget").is_empty());
+
+    // A digest pins the image, and the tag is not used.
+    let digest = format!("sha256:{}", "0123456789abcdef".repeat(4));
+    let docs = helm_template(
+        "usersync",
+        "ops",
+        &[
+            "--set",
+            &format!("image.digest={digest}"),
+            "--set",
+            "image.tag=latest",
+        ],
+    );
+    assert_eq!(
+        only(&docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"],
+        format!("ghcr.io/usersync/usersync@{digest}")
+    );
 }
 
 #[test]
@@ -584,7 +751,20 @@ fn rendered_chart_applies_server_side_for_two_namespaces() {
         format!("role.rbac.authorization.k8s.io/{release}-usersync created (server dry run)");
     let roles = stdout(&out).lines().filter(|l| *l == role).count();
     assert_eq!(roles, 2, "{}", stdout(&out));
-    assert!(!stdout(&out).contains("clusterrole"), "{}", stdout(&out));
+    // The one ClusterRole is the secret reader, bound nowhere cluster-wide.
+    let cluster_wide: Vec<_> = stdout(&out)
+        .lines()
+        .filter(|l| l.starts_with("clusterrole"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        cluster_wide,
+        [format!(
+            "clusterrole.rbac.authorization.k8s.io/{release}-usersync-secret-reader created (server dry run)"
+        )],
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -596,7 +776,12 @@ fn helm_install_for_one_namespace_grants_least_privilege() {
     let _release = Release::install(
         &release,
         home,
-        &["--set", &format!("watchNamespaces={{{watched}}}")],
+        &[
+            "--set",
+            &format!("watchNamespaces={{{watched}}}"),
+            "--set",
+            &format!("secretNamespaces={{{watched}}}"),
+        ],
     );
     let sa = format!("system:serviceaccount:{home}:{release}-usersync");
     let lease = format!("leases/{release}-usersync");
@@ -631,6 +816,7 @@ fn helm_install_for_one_namespace_grants_least_privilege() {
             "{kind} status"
         );
     }
+    // Secrets only where a namespace granted them: here, by the chart's secretNamespaces.
     assert!(can(&["get", "secrets", "-n", watched]));
     assert!(can(&["watch", "secrets", "-n", watched]));
     assert!(can(&["create", "events", "-n", watched]));
@@ -721,8 +907,26 @@ fn helm_install_for_all_namespaces_uses_a_cluster_role() {
         "-n",
         "default"
     ]));
-    // The price of watching every namespace: it can read every Secret.
-    assert!(can(&["list", "secrets", "--all-namespaces"]));
+    // Watching every namespace does not mean reading every Secret: none at first,
+    let grant = ns[0].clone();
+    assert!(!can(&["list", "secrets", "--all-namespaces"]));
+    assert!(!can(&["get", "secrets", "-n", "kube-system"]));
+    assert!(!can(&["get", "secrets", "-n", &grant]));
+    // then those of a namespace that runs the README's one-line grant, and no others.
+    let out = kubectl([
+        "create",
+        "rolebinding",
+        "usersync-secrets",
+        "-n",
+        &grant,
+        &format!("--clusterrole={release}-usersync-secret-reader"),
+        &format!("--serviceaccount={grant}:{release}-usersync"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(can(&["get", "secrets", "-n", &grant]));
+    assert!(can(&["watch", "secrets", "-n", &grant]));
+    assert!(!can(&["get", "secrets", "-n", "kube-system"]));
+    assert!(!can(&["list", "secrets", "--all-namespaces"]));
     assert!(!can(&[
         "delete",
         "directoryusers.usersync.dev",
@@ -772,7 +976,7 @@ fn the_examples_are_a_kustomization_the_api_server_accepts() {
 #[test]
 fn kustomize_base_installs_for_real() {
     // The CRDs are shared with every other test: never apply a stale copy.
-    assert_same_file(REPO_CRDS, "deploy/crds/usersync.dev.yaml");
+    assert_same_file(REPO_CRDS, "deploy/base/crds/usersync.dev.yaml");
     let objects = kustomize_build();
     let _cleanup = KustomizeCleanup::new(&objects);
 
@@ -789,7 +993,7 @@ fn kustomize_base_installs_for_real() {
         stderr(&out)
     );
     // A server-side dry run needs the namespace its objects go to.
-    let out = kubectl(["apply", "-f", "deploy/namespace.yaml"]);
+    let out = kubectl(["apply", "-f", "deploy/base/namespace.yaml"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = kubectl(["apply", "-k", "deploy/", "--dry-run=server"]);
     assert_applied(&out, "kubectl apply -k deploy/ --dry-run=server");
@@ -834,6 +1038,38 @@ fn kustomize_base_installs_for_real() {
         "directoryusers.usersync.dev",
         "--all-namespaces"
     ]));
+    // No Secret anywhere until a namespace binds usersync-secret-reader.
+    assert!(!can(&["get", "secrets", "-n", "default"]));
+    assert!(!can(&["list", "secrets", "--all-namespaces"]));
+    assert!(!can(&["get", "secrets", "-n", DEPLOY_NAMESPACE]));
+    let reader = kubectl(["get", "clusterrole", "usersync-secret-reader"]);
+    assert!(reader.status.success(), "{}", stderr(&reader));
+
+    // The other mode, over the first: its own namespace only, Secrets there.
+    let out = kubectl(["delete", "clusterrolebinding", "usersync"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = kubectl(["apply", "-k", "deploy/single-namespace/"]);
+    assert_applied(&out, "kubectl apply -k deploy/single-namespace/");
+    assert!(can(&[
+        "list",
+        "directorymappings.usersync.dev",
+        "-n",
+        DEPLOY_NAMESPACE
+    ]));
+    assert!(!can(&[
+        "list",
+        "directorymappings.usersync.dev",
+        "--all-namespaces"
+    ]));
+    assert!(!can(&[
+        "create",
+        "directoryusers.usersync.dev",
+        "-n",
+        "default"
+    ]));
+    assert!(can(&["get", "secrets", "-n", DEPLOY_NAMESPACE]));
+    assert!(!can(&["get", "secrets", "-n", "default"]));
+    assert!(!can(&["list", "secrets", "--all-namespaces"]));
 }
 
 // ---------------------------------------------------------------------------
@@ -888,11 +1124,15 @@ fn only<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
     first
 }
 
+/// The names of the objects of `kind`, sorted.
 fn kinds(docs: &[Value], kind: &str) -> Vec<String> {
-    docs.iter()
+    let mut names: Vec<_> = docs
+        .iter()
         .filter(|d| d["kind"] == kind)
         .map(|d| d["metadata"]["name"].as_str().unwrap().to_string())
-        .collect()
+        .collect();
+    names.sort();
+    names
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -984,13 +1224,29 @@ where
 }
 
 fn kustomize_build() -> Vec<Value> {
-    let out = kubectl(["kustomize", "deploy/"]);
+    kustomize_build_of("deploy/")
+}
+
+/// What `kubectl kustomize dir` builds.
+fn kustomize_build_of(dir: &str) -> Vec<Value> {
+    let out = kubectl(["kustomize", dir]);
     assert!(
         out.status.success(),
-        "kubectl kustomize deploy/: {}",
+        "kubectl kustomize {dir}: {}",
         stderr(&out)
     );
     yaml_docs(&stdout(&out))
+}
+
+/// The rules of each object of `kind`, by name.
+fn rules_by_name(docs: &[Value], kind: &str) -> std::collections::BTreeMap<String, Value> {
+    docs.iter()
+        .filter(|d| d["kind"] == kind)
+        .map(|d| {
+            let name = d["metadata"]["name"].as_str().unwrap_or_default();
+            (name.to_string(), d["rules"].clone())
+        })
+        .collect()
 }
 
 /// The apply succeeded, and the restricted Pod Security Standard had nothing to say.

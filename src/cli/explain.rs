@@ -147,7 +147,17 @@ async fn why_not_imported(
     mappings.sort_by_key(|m| (m.spec.priority, m.name_any()));
     let mut answers = Vec::new();
     for mapping in &mappings {
-        let why = match prepare(client, backend, mapping, ViewFrom::FullRead, None, now).await {
+        let why = match prepare(
+            client,
+            &Default::default(),
+            backend,
+            mapping,
+            ViewFrom::FullRead,
+            None,
+            now,
+        )
+        .await
+        {
             Err(e) => format!("its scope could not be read: {e}"),
             Ok(prepared) => {
                 let view = prepared.basis.view();

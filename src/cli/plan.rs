@@ -20,6 +20,7 @@ pub async fn plan(
     let mapping = api.get(mapping).await?;
     let prepared = prepare(
         &client,
+        &Default::default(),
         backend,
         &mapping,
         ViewFrom::Directory,

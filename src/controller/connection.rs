@@ -2,9 +2,11 @@
 //! and its Secrets become a [`Source`], a DirectoryMapping a [`Scope`], converted once
 //! and validated here.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::{Api, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 
 use crate::api::{ConnectorHealth, DirectoryMapping, LdapFlavor, SearchScope, SecretKeyRef};
 use crate::core::parse_duration;
@@ -64,6 +66,105 @@ pub const CREDENTIAL_LABEL: &str = "usersync.dev/credential";
 /// names (comma-separated ConnectorHealth names of the Secret's namespace).
 pub const CONNECTORS_ANNOTATION: &str = "usersync.dev/connectors";
 
+/// The ClusterRole a namespace binds to let the operator read its Secrets, unless
+/// the operator is told another name.
+pub const SECRET_READER_ROLE: &str = "usersync-secret-reader";
+
+/// How a namespace grants the operator its Secrets: the ClusterRole to bind, and
+/// the account to bind it to (the operator's own, when it could learn it).
+#[derive(Clone, Debug)]
+pub struct SecretGrant {
+    /// The ClusterRole with the right to read Secrets.
+    pub role: String,
+    /// The operator's username, e.g. `system:serviceaccount:usersync-system:usersync`.
+    pub account: Option<String>,
+}
+
+impl Default for SecretGrant {
+    fn default() -> Self {
+        Self {
+            role: SECRET_READER_ROLE.into(),
+            account: None,
+        }
+    }
+}
+
+impl SecretGrant {
+    /// The one command that grants `namespace`'s Secrets to the operator.
+    pub fn command(&self, namespace: &str) -> String {
+        let subject = match &self.account {
+            Some(user) => match user.strip_prefix("system:serviceaccount:") {
+                Some(sa) => format!("--serviceaccount={sa}"),
+                None => format!("--user={user}"),
+            },
+            None => "--serviceaccount=<operator namespace>:<operator service account>".into(),
+        };
+        format!(
+            "kubectl create rolebinding usersync-secrets -n {namespace} --clusterrole={} {subject}",
+            self.role
+        )
+    }
+}
+
+/// What reading a connector's Secrets needs besides the client: how to name the
+/// grant when a namespace has not given it, and where to watch the Secrets of a
+/// namespace that has.
+#[derive(Clone, Default)]
+pub struct SecretAccess {
+    /// How a namespace grants its Secrets.
+    pub grant: Arc<SecretGrant>,
+    /// The watches of credential Secrets, per namespace; none in the CLI.
+    pub watches: Option<Arc<super::secret_watch::SecretWatches>>,
+}
+
+impl SecretAccess {
+    /// A reader of `namespace`'s Secrets.
+    pub fn reader(&self, client: &Client, namespace: &str) -> SecretReader {
+        SecretReader {
+            api: Api::namespaced(client.clone(), namespace),
+            namespace: namespace.to_string(),
+            access: self.clone(),
+        }
+    }
+}
+
+/// Reads the Secrets of one namespace for its connectors.
+pub struct SecretReader {
+    api: Api<Secret>,
+    namespace: String,
+    access: SecretAccess,
+}
+
+impl SecretReader {
+    /// The metadata of Secret `name`, or a refusal that names the grant when the
+    /// namespace has not given the operator its Secrets. A namespace that answers
+    /// gets its credential Secrets watched.
+    async fn metadata(
+        &self,
+        field: &str,
+        name: &str,
+    ) -> Result<Option<kube::core::PartialObjectMeta<Secret>>, ConnectionError> {
+        match self.api.get_metadata_opt(name).await {
+            Err(kube::Error::Api(e)) if e.code == 403 => Err(ConnectionError::NotAllowed {
+                reason: "SecretAccessNotGranted",
+                message: format!(
+                    "spec.{field}: Secret {name:?} cannot be read: namespace {ns} has not granted \
+                     the operator its Secrets; to grant it: {}",
+                    self.access.grant.command(&self.namespace),
+                    ns = self.namespace,
+                ),
+            }),
+            Err(e) => Err(e.into()),
+            Ok(found) => {
+                if let Some(watches) = &self.access.watches {
+                    watches.ensure(&self.namespace);
+                }
+                Ok(found)
+            }
+        }
+    }
+}
+
 /// Whether the Secret (by its metadata) may be used by `connector`; the error says
 /// how an admin allows it. Only names and metadata go into the message.
 pub fn credential_permitted(
@@ -120,7 +221,7 @@ pub fn credential_permitted(
 /// The value never leaves as text except through the returned bytes; errors name the
 /// Secret and key only.
 async fn secret_value(
-    secrets: &Api<Secret>,
+    secrets: &SecretReader,
     connector: &ConnectorHealth,
     field: &str,
     r: &SecretKeyRef,
@@ -144,11 +245,11 @@ async fn secret_value(
         connector.namespace().unwrap_or_default(),
     );
     let meta = secrets
-        .get_metadata_opt(&r.name)
+        .metadata(field, &r.name)
         .await?
         .ok_or_else(not_found)?;
     credential_permitted(&meta.metadata, &name, &namespace, field)?;
-    let secret = secrets.get_opt(&r.name).await?.ok_or_else(not_found)?;
+    let secret = secrets.api.get_opt(&r.name).await?.ok_or_else(not_found)?;
     // Checked again: the label may have gone between the two reads.
     credential_permitted(&secret.metadata, &name, &namespace, field)?;
     let value = secret
@@ -246,7 +347,7 @@ pub fn insecure_opt_ins(connector: &ConnectorHealth) -> Vec<(&'static str, &'sta
 /// The source a connector describes, with its Secrets read now (so a changed
 /// password is picked up by the next run or probe).
 pub async fn source_for(
-    secrets: &Api<Secret>,
+    secrets: &SecretReader,
     connector: &ConnectorHealth,
 ) -> Result<Source, ConnectionError> {
     let Some(spec) = &connector.spec.ldap else {
@@ -292,7 +393,7 @@ pub async fn source_for(
 
 /// Text from a Secret key (a password, a client secret, a PEM document).
 async fn secret_text(
-    secrets: &Api<Secret>,
+    secrets: &SecretReader,
     connector: &ConnectorHealth,
     field: &str,
     r: &SecretKeyRef,
@@ -309,7 +410,7 @@ async fn secret_text(
 
 /// The Graph source an `entraID` connector describes.
 async fn graph_source_for(
-    secrets: &Api<Secret>,
+    secrets: &SecretReader,
     connector: &ConnectorHealth,
 ) -> Result<Source, ConnectionError> {
     use crate::api::EntraCloud;
@@ -483,6 +584,33 @@ mod tests {
             }
             Ok(()) => panic!("{m:?} was permitted"),
         }
+    }
+
+    #[test]
+    fn the_grant_names_the_namespace_the_role_and_the_operators_account() {
+        let grant = SecretGrant {
+            role: "ops-usersync-secret-reader".into(),
+            account: Some("system:serviceaccount:ops:ops-usersync".into()),
+        };
+        assert_eq!(
+            grant.command("team-a"),
+            "kubectl create rolebinding usersync-secrets -n team-a \
+             --clusterrole=ops-usersync-secret-reader --serviceaccount=ops:ops-usersync"
+        );
+        let user = SecretGrant {
+            account: Some("alice".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            user.command("b"),
+            "kubectl create rolebinding usersync-secrets -n b \
+             --clusterrole=usersync-secret-reader --user=alice"
+        );
+        assert!(
+            SecretGrant::default()
+                .command("c")
+                .ends_with("--serviceaccount=<operator namespace>:<operator service account>")
+        );
     }
 
     #[test]

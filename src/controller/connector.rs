@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
@@ -26,6 +25,9 @@ pub const CONNECTED: &str = "Connected";
 /// connector's credentials travel.
 pub const INSECURE: &str = "Insecure";
 
+/// How often a connector whose namespace has not granted its Secrets looks again.
+const GRANT_RECHECK: Duration = Duration::from_secs(15);
+
 /// Reconcile one ConnectorHealth: `Resolved`, a probe when one is due, and its health.
 pub async fn reconcile(
     guard: Arc<DeserializeGuard<ConnectorHealth>>,
@@ -40,7 +42,7 @@ pub async fn reconcile(
     };
     let ns = connector.namespace().unwrap_or_default();
     let api: Api<ConnectorHealth> = Api::namespaced(ctx.client.clone(), &ns);
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let secrets = ctx.secrets(&ns);
     let now = ctx.now();
     let generation = connector.metadata.generation;
     let old = connector.status.clone().unwrap_or_default();
@@ -94,7 +96,11 @@ pub async fn reconcile(
                 generation,
                 now,
             );
-            return finish(&api, &connector, &old, status, generation, now, None).await;
+            // A grant of Secrets is a RoleBinding, which the operator may not watch:
+            // look again soon rather than wait for a change that would not show.
+            let again =
+                (e.reason() == "SecretAccessNotGranted").then(|| interval.min(GRANT_RECHECK));
+            return finish(&api, &connector, &old, status, generation, now, again).await;
         }
     };
 

@@ -75,6 +75,9 @@ pub struct Context {
     requeue: Option<mpsc::UnboundedSender<ObjectRef<DeserializeGuard<DirectoryMapping>>>>,
     /// The watched RunApprovals, which a mapping reconcile looks its approvals up in.
     approvals: Option<reflector::Store<DeserializeGuard<RunApproval>>>,
+    /// How connectors' Secrets are read: the grant to name where a namespace has
+    /// not given them, and the watches of those that have.
+    pub(crate) secret_access: super::connection::SecretAccess,
 }
 
 impl Context {
@@ -95,6 +98,7 @@ impl Context {
             run_slots: Arc::new(Semaphore::new(max_concurrent_runs.max(1))),
             requeue: None,
             approvals: None,
+            secret_access: Default::default(),
             clock: super::Clock::system(),
             fence: super::Fence::open(),
             stopping: Default::default(),
@@ -159,6 +163,26 @@ impl Context {
     /// The current time by this context's clock.
     pub fn now(&self) -> jiff::Timestamp {
         self.clock.now()
+    }
+
+    /// Name `grant` to a namespace that has not given the operator its Secrets.
+    pub fn with_secret_grant(mut self, grant: super::connection::SecretGrant) -> Self {
+        self.secret_access.grant = Arc::new(grant);
+        self
+    }
+
+    /// Watch the credential Secrets of namespaces that granted them with `watches`.
+    pub(crate) fn with_secret_watches(
+        mut self,
+        watches: Arc<super::secret_watch::SecretWatches>,
+    ) -> Self {
+        self.secret_access.watches = Some(watches);
+        self
+    }
+
+    /// A reader of `namespace`'s Secrets, for a connector there.
+    pub(crate) fn secrets(&self, namespace: &str) -> super::connection::SecretReader {
+        self.secret_access.reader(&self.client, namespace)
     }
 
     /// Route post-run reconciles to `sender`.

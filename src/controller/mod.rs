@@ -19,10 +19,12 @@ pub mod resolve;
 mod retention;
 mod run_id;
 mod run_status;
+mod secret_watch;
 mod status;
 mod sync;
 
 pub use clock::{Clock, Fence};
+pub use connection::{SECRET_READER_ROLE, SecretGrant};
 pub use context::{Context, FIELD_MANAGER};
 pub use error::{Error, Result};
 pub use readiness::{READY, Readiness};
@@ -32,9 +34,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::Secret;
 use kube::core::DeserializeGuard;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
@@ -60,6 +60,9 @@ pub struct Scope {
     /// Whether this process may write (holds the Lease); always open without
     /// leader election.
     pub fence: Fence,
+    /// How a namespace grants the operator its Secrets, for the message of a
+    /// connector whose namespace has not.
+    pub secret_grant: SecretGrant,
 }
 
 /// One set of controllers watches one namespace, or all of them.
@@ -74,6 +77,24 @@ impl Watched {
         match &self.0 {
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
+        }
+    }
+}
+
+/// The username the API server knows this process by (a SelfSubjectReview, which
+/// every authenticated account may make), to name in a grant; none if it cannot
+/// tell.
+pub async fn whoami(client: &Client) -> Option<String> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let api: Api<SelfSubjectReview> = Api::all(client.clone());
+    match api
+        .create(&Default::default(), &SelfSubjectReview::default())
+        .await
+    {
+        Ok(review) => review.status?.user_info?.username,
+        Err(e) => {
+            tracing::debug!(error = %e, "could not learn the operator's username");
+            None
         }
     }
 }
@@ -114,7 +135,8 @@ pub async fn run_until(
         scope.store.clone(),
     )
     .with_clock(scope.clock.clone())
-    .with_fence(scope.fence.clone());
+    .with_fence(scope.fence.clone())
+    .with_secret_grant(scope.secret_grant.clone());
     // Each controller waits on its own receiver: the controllers need a Sync trigger.
     // On shutdown the runs stop writing and end first; then the controllers stop.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -179,7 +201,14 @@ where
     )
     .default_backoff()
     .applied_objects();
-    let ctx = Arc::new(ctx.with_requeue(requeue_tx).with_approvals(approval_store));
+    // Credential Secrets are watched per namespace that granted them; a change
+    // reconciles the connectors that name the Secret.
+    let (secret_tx, secret_rx) = tokio::sync::mpsc::unbounded_channel();
+    let ctx = Arc::new(
+        ctx.with_requeue(requeue_tx)
+            .with_approvals(approval_store)
+            .with_secret_watches(secret_watch::SecretWatches::new(client.clone(), secret_tx)),
+    );
 
     // Mappings: the trigger stream skips status-only changes (our own writes) but keeps
     // spec and annotation changes, which carry on-demand requests and approvals, and
@@ -259,28 +288,29 @@ where
     )
     .for_each(log_outcome);
 
-    // Connectors watch Secrets by metadata only: the operator never caches Secret values.
+    // Connectors follow their credential Secrets (metadata only: the operator never
+    // caches Secret values), through the per-namespace watches.
     let connectors = Controller::new(
         scope.api::<DeserializeGuard<ConnectorHealth>>(&client),
         wc.clone(),
     );
     let by_secret = connectors.store();
+    let secret_changes = tokio_stream::wrappers::UnboundedReceiverStream::new(secret_rx).flat_map(
+        move |(ns, name): secret_watch::SecretChange| {
+            let naming: Vec<_> = by_secret
+                .state()
+                .into_iter()
+                .filter(|guard| {
+                    matches!(&guard.0, Ok(c) if c.namespace().as_deref() == Some(ns.as_str())
+                        && connector::secret_names(c).any(|s| s == name))
+                })
+                .map(|guard| ObjectRef::from_obj(guard.as_ref()))
+                .collect();
+            futures::stream::iter(naming)
+        },
+    );
     let connectors = connectors
-        .watches(
-            scope.api::<PartialObjectMeta<Secret>>(&client),
-            wc.clone(),
-            move |secret| {
-                let (ns, name) = (secret.namespace(), secret.name_any());
-                by_secret
-                    .state()
-                    .into_iter()
-                    .filter(|guard| {
-                        matches!(&guard.0, Ok(c) if c.namespace() == ns && connector::secret_names(c).any(|s| s == name))
-                    })
-                    .map(|guard| ObjectRef::from_obj(guard.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .reconcile_on(secret_changes)
         .graceful_shutdown_on(stopped())
         .run(
             |obj, ctx| guarded(obj, ctx, connector::reconcile),

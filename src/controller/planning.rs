@@ -3,10 +3,10 @@
 //! lookups in the connector's other mappings, and the pure plan. `usersync plan`
 //! and the runner share it, so the CLI shows exactly what a run would do.
 
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 
+pub use super::connection::SecretAccess;
 use super::connection::{scope_for, source_for};
 use super::resolve::{checked_reference, gate_of, mapping_context, policy_of};
 use crate::api::{APPROVE_RUN_ANNOTATION, ConnectorHealth, DirectoryMapping, ReadMode, SyncPolicy};
@@ -145,6 +145,7 @@ impl Basis {
 /// even be planned; the message says why in words an admin can act on.
 pub async fn prepare(
     client: &Client,
+    secrets: &SecretAccess,
     backend: &Backend,
     mapping: &DirectoryMapping,
     from: ViewFrom,
@@ -155,7 +156,7 @@ pub async fn prepare(
     let policies: Api<SyncPolicy> = Api::namespaced(client.clone(), &ns);
     let connectors: Api<ConnectorHealth> = Api::namespaced(client.clone(), &ns);
     let mappings: Api<DirectoryMapping> = Api::namespaced(client.clone(), &ns);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let secrets = secrets.reader(client, &ns);
     let spec = &mapping.spec;
     checked_reference("spec.policyRef", &spec.policy_ref).map_err(PlanningError::Reference)?;
     checked_reference("spec.connectorRef", &spec.connector_ref)

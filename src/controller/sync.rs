@@ -341,6 +341,7 @@ async fn execute(
         basis,
     } = match prepare(
         &ctx.client,
+        &ctx.secret_access,
         &ctx.backend,
         mapping,
         view_from(trigger),

@@ -56,6 +56,7 @@ const NEEDS_A_PERSON: &[&str] = &[
     "SecretNotFound",
     "SecretKeyNotFound",
     "SecretNotPermitted",
+    "SecretAccessNotGranted",
     "EndpointNotAllowed",
     "PlaintextBindRefused",
     "PolicyNotFound",

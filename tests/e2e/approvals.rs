@@ -69,10 +69,11 @@ fn editor_rules() -> serde_json::Value {
             "verbs": ["get", "list", "watch", "create", "update", "patch"]}])
 }
 
-/// What deploy/approver-rbac.yaml grants, here as a Role.
+/// What deploy/base/approver-rbac.yaml grants, here as a Role.
 fn approver_rules() -> serde_json::Value {
     let text =
-        std::fs::read_to_string(crate::support::repo().join("deploy/approver-rbac.yaml")).unwrap();
+        std::fs::read_to_string(crate::support::repo().join("deploy/base/approver-rbac.yaml"))
+            .unwrap();
     let role: serde_json::Value = serde_yaml::from_str(&text).unwrap();
     role["rules"].clone()
 }

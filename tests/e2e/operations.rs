@@ -9,7 +9,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
-use usersync::api::DirectoryMapping;
+use usersync::api::{ConnectorHealth, DirectoryMapping, find_condition};
 
 use crate::ldap_support::{Server, free_port};
 use crate::support::{cluster, eventually, stderr, stdout};
@@ -650,71 +650,128 @@ async fn with_the_postgres_store_the_charts_service_account_is_enough_too() {
     assert!(!log.contains(&password), "the database password was logged");
 }
 
+/// The chart installed for a world's namespace, and the operator running as the
+/// chart's ServiceAccount (with a token for it). Uninstalled when dropped.
+struct ChartOperator {
+    op: Operator,
+    ns: String,
+    kubeconfig: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// `helm` with the test cluster's kubeconfig, from the repository.
+fn helm(args: &[&str]) {
+    let c = cluster();
+    let out = std::process::Command::new(c.bin.join("helm"))
+        .args(args)
+        .env("KUBECONFIG", &c.kubeconfig)
+        .current_dir(crate::support::repo())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "helm {args:?}: {}", stderr(&out));
+}
+
+impl ChartOperator {
+    /// Install the chart for `w`'s namespace with `sets` (helm `--set` values) and
+    /// the postgres store when a DSN is given, and start the operator as its account.
+    fn start(w: &World<'_>, sets: &[String], dsn: Option<&str>) -> ChartOperator {
+        let ns = w.ns.name.clone();
+        let c = cluster();
+        let mut install: Vec<String> = [
+            "install",
+            "usersync",
+            "charts/usersync",
+            "-n",
+            &ns,
+            "--set",
+            &format!("watchNamespaces={{{ns}}}"),
+            "--set",
+            "replicas=1",
+        ]
+        .map(String::from)
+        .into();
+        for set in sets {
+            install.extend(["--set".to_string(), set.clone()]);
+        }
+        if dsn.is_some() {
+            install.extend(
+                [
+                    "--set",
+                    "store.type=postgres",
+                    "--set",
+                    "store.postgres.dsnSecretRef.name=usersync-db",
+                ]
+                .map(String::from),
+            );
+        }
+        helm(&install.iter().map(String::as_str).collect::<Vec<_>>());
+        let token = c.kubectl(["create", "token", "usersync", "-n", &ns, "--duration", "1h"]);
+        assert!(token.status.success(), "{}", stderr(&token));
+        let token = stdout(&token).trim().to_string();
+        let admin: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&c.kubeconfig).unwrap()).unwrap();
+        let cluster_entry = admin["clusters"][0]["cluster"].clone();
+        let kubeconfig = serde_yaml::to_string(&json!({
+            "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+            "clusters": [{"name": "test", "cluster": serde_json::to_value(&cluster_entry).unwrap()}],
+            "users": [{"name": "sa", "user": {"token": token}}],
+            "contexts": [{"name": "sa", "context": {"cluster": "test", "user": "sa", "namespace": ns}}],
+        }))
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sa.kubeconfig");
+        std::fs::write(&path, kubeconfig).unwrap();
+        let (args, env): (Vec<&str>, Vec<(&str, &str)>) = match dsn {
+            Some(dsn) => (
+                vec!["--store", "postgres"],
+                vec![("USERSYNC_POSTGRES_DSN", dsn)],
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        // The chart's own arguments that name its objects.
+        let args = [
+            &["--secret-reader-role", "usersync-secret-reader"],
+            &args[..],
+        ]
+        .concat();
+        let op = Operator::start_with("chart-sa", &ns, &path, dir.path(), &args, &env);
+        ChartOperator {
+            op,
+            ns,
+            kubeconfig: path,
+            _dir: dir,
+        }
+    }
+
+    /// `kubectl` as the operator's account.
+    fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(cluster().bin.join("kubectl"))
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .output()
+            .unwrap()
+    }
+
+    /// What the operator logged so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.op.log).unwrap()
+    }
+}
+
+impl Drop for ChartOperator {
+    fn drop(&mut self) {
+        helm(&["uninstall", "usersync", "-n", &self.ns]);
+    }
+}
+
 /// Install the chart for the world's namespace (with the postgres store when a DSN
-/// is given), run the operator as its ServiceAccount, sync, and check it was refused
-/// nothing it needs and is refused what it must not have. Returns the operator's log.
+/// is given) granting its Secrets, run the operator as its ServiceAccount, sync, and
+/// check it was refused nothing it needs and is refused what it must not have.
+/// Returns the operator's log.
 async fn full_sync_as_the_charts_service_account(w: &World<'_>, dsn: Option<&str>) -> String {
     w.add_user("rb1", false);
     w.add_user("rb2", false);
-    let ns = w.ns.name.clone();
-    let c = cluster();
-    let helm = |args: &[&str]| {
-        let out = std::process::Command::new(c.bin.join("helm"))
-            .args(args)
-            .env("KUBECONFIG", &c.kubeconfig)
-            .current_dir(crate::support::repo())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "helm {args:?}: {}", stderr(&out));
-    };
-    let mut install = vec![
-        "install".to_string(),
-        "usersync".into(),
-        "charts/usersync".into(),
-        "-n".into(),
-        ns.clone(),
-        "--set".into(),
-        format!("watchNamespaces={{{ns}}}"),
-        "--set".into(),
-        "replicas=1".into(),
-    ];
-    if dsn.is_some() {
-        install.extend(
-            [
-                "--set",
-                "store.type=postgres",
-                "--set",
-                "store.postgres.dsnSecretRef.name=usersync-db",
-            ]
-            .map(String::from),
-        );
-    }
-    helm(&install.iter().map(String::as_str).collect::<Vec<_>>());
-    // The operator runs as the chart's ServiceAccount, with a token for it.
-    let token = c.kubectl(["create", "token", "usersync", "-n", &ns, "--duration", "1h"]);
-    assert!(token.status.success(), "{}", stderr(&token));
-    let token = stdout(&token).trim().to_string();
-    let admin: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&c.kubeconfig).unwrap()).unwrap();
-    let cluster_entry = admin["clusters"][0]["cluster"].clone();
-    let kubeconfig = serde_yaml::to_string(&json!({
-        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
-        "clusters": [{"name": "test", "cluster": serde_json::to_value(&cluster_entry).unwrap()}],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "test", "user": "sa", "namespace": ns}}],
-    }))
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sa.kubeconfig");
-    std::fs::write(&path, kubeconfig).unwrap();
-    let (args, env): (Vec<&str>, Vec<(&str, &str)>) = match dsn {
-        Some(dsn) => (
-            vec!["--store", "postgres"],
-            vec![("USERSYNC_POSTGRES_DSN", dsn)],
-        ),
-        None => (Vec::new(), Vec::new()),
-    };
-    let op = Operator::start_with("chart-sa", &ns, &path, dir.path(), &args, &env);
+    let chart = ChartOperator::start(w, &[format!("secretNamespaces={{{}}}", w.ns.name)], dsn);
 
     let run = w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
     assert_eq!(
@@ -722,35 +779,120 @@ async fn full_sync_as_the_charts_service_account(w: &World<'_>, dsn: Option<&str
         (usersync::api::RunResult::Succeeded, 2),
         "{run:?}"
     );
-    let log = std::fs::read_to_string(&op.log).unwrap();
+    let log = chart.log();
     assert!(
         !log.contains("forbidden"),
         "the ServiceAccount was refused something it needs:\n{log}"
     );
 
     // Outside its rights: a Secret in another namespace, and Secrets cluster-wide.
-    let as_sa = |args: &[&str]| {
-        std::process::Command::new(c.bin.join("kubectl"))
-            .args(args)
-            .env("KUBECONFIG", &path)
-            .output()
-            .unwrap()
-    };
-    let out = as_sa(&["get", "secrets", "-n", "default"]);
-    assert!(
-        !out.status.success() && stderr(&out).contains("forbidden"),
-        "{}",
-        stderr(&out)
-    );
-    let out = as_sa(&["get", "secrets", "-A"]);
-    assert!(
-        !out.status.success() && stderr(&out).contains("forbidden"),
-        "{}",
-        stderr(&out)
-    );
-    drop(op);
-    helm(&["uninstall", "usersync", "-n", &ns]);
+    for args in [
+        &["get", "secrets", "-n", "default"][..],
+        &["get", "secrets", "-A"][..],
+    ] {
+        let out = chart.kubectl(args);
+        assert!(
+            !out.status.success() && stderr(&out).contains("forbidden"),
+            "{}",
+            stderr(&out)
+        );
+    }
     log
+}
+
+#[tokio::test]
+async fn a_namespace_that_has_not_granted_its_secrets_is_told_the_grant_and_syncs_once_granted() {
+    let w = World::without_operator("grant", Server::slapd(), json!({})).await;
+    w.add_user("gr1", false);
+    // Watched, but its Secrets not granted (no secretNamespaces).
+    let chart = ChartOperator::start(&w, &[], None);
+    let ns = w.ns.name.clone();
+    let api: Api<ConnectorHealth> = Api::namespaced(w.client.clone(), &ns);
+    let refused = |reason: &'static str| {
+        let api = api.clone();
+        move || {
+            let api = api.clone();
+            async move {
+                let c = api.get("corp").await.ok()?;
+                find_condition(&c.status?.conditions, "Resolved")
+                    .filter(|c| c.status == "False" && c.reason == reason)
+                    .cloned()
+            }
+        }
+    };
+    let c = eventually(
+        RUN_WAIT,
+        "SecretAccessNotGranted",
+        refused("SecretAccessNotGranted"),
+    )
+    .await;
+    let grant = format!(
+        "kubectl create rolebinding usersync-secrets -n {ns} --clusterrole=usersync-secret-reader --serviceaccount={ns}:usersync"
+    );
+    assert!(c.message.contains(&grant), "{}", c.message);
+    assert!(
+        c.message
+            .starts_with("spec.ldap.bindPasswordSecretRef: Secret \"corp-bind\" cannot be read"),
+        "the cause comes first: {}",
+        c.message
+    );
+    let ready = eventually(RUN_WAIT, "Ready=False naming the grant", || async {
+        let c = api.get("corp").await.ok()?;
+        find_condition(&c.status?.conditions, "Ready")
+            .filter(|c| c.status == "False" && c.reason == "SecretAccessNotGranted")
+            .cloned()
+    })
+    .await;
+    assert!(ready.message.contains(&grant), "{}", ready.message);
+
+    // The admin runs the line the condition gives, word for word.
+    let words: Vec<&str> = grant.split_whitespace().skip(1).collect();
+    let out = cluster().kubectl(words);
+    assert!(out.status.success(), "{}", stderr(&out));
+    eventually(RUN_WAIT, "Resolved once granted", || async {
+        let c = api.get("corp").await.ok()?;
+        find_condition(&c.status?.conditions, "Connected")
+            .filter(|c| c.status == "True")
+            .map(|_| ())
+    })
+    .await;
+    let run = w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    assert_eq!(
+        (run.result, run.imported),
+        (usersync::api::RunResult::Succeeded, 1),
+        "{run:?}"
+    );
+
+    // The granted namespace's credential Secrets are watched: with no probe due for
+    // an hour, taking the label off the bind Secret is seen at once.
+    let out = cluster().kubectl([
+        "patch",
+        "connectorhealth",
+        "corp",
+        "-n",
+        &ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"probeInterval":"1h"}}"#,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let out = cluster().kubectl([
+        "label",
+        "secret",
+        "corp-bind",
+        "-n",
+        &ns,
+        "usersync.dev/credential-",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    eventually(
+        Duration::from_secs(10),
+        "SecretNotPermitted after the label went",
+        refused("SecretNotPermitted"),
+    )
+    .await;
+    drop(chart);
 }
 
 #[tokio::test]

@@ -80,7 +80,7 @@ pub fn cluster() -> &'static Cluster {
             "--server-side",
             "--force-conflicts",
             "-f",
-            "deploy/admission-policy.yaml",
+            "deploy/base/admission-policy.yaml",
         ]);
         assert!(
             out.status.success(),

@@ -62,10 +62,22 @@ The leader-election Lease.
 {{- end }}
 
 {{/*
-The operator's image: repository:tag, the tag defaulting to the chart's appVersion.
+The ClusterRole that a namespace binds to let the operator read its Secrets.
+*/}}
+{{- define "usersync.secretReaderRole" -}}
+{{- printf "%s-secret-reader" (include "usersync.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The operator's image: repository@digest when a digest is given, else
+repository:tag, the tag defaulting to the chart's appVersion.
 */}}
 {{- define "usersync.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -74,6 +86,13 @@ Refuse settings that would make two operators sync the same mappings at once.
 {{- define "usersync.validate" -}}
 {{- if and (gt (int .Values.replicas) 1) (not .Values.leaderElection.enabled) }}
 {{- fail "replicas > 1 needs leaderElection.enabled: without the Lease every replica would run every sync" }}
+{{- end }}
+{{- if .Values.watchNamespaces }}
+{{- range .Values.secretNamespaces }}
+{{- if not (has . $.Values.watchNamespaces) }}
+{{- fail (printf "secretNamespaces: %s is not one of watchNamespaces; the operator would read Secrets of a namespace it does not manage" .) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -90,6 +109,7 @@ The arguments of `usersync run`.
 - {{ printf "--log-format=%s" .Values.logFormat | quote }}
 - {{ printf "--log=%s" .Values.logLevel | quote }}
 - {{ printf "--metrics-addr=0.0.0.0:%d" (int .Values.metrics.port) | quote }}
+- {{ printf "--secret-reader-role=%s" (include "usersync.secretReaderRole" .) | quote }}
 {{- if .Values.leaderElection.enabled }}
 - --leader-elect
 - {{ printf "--lease-name=%s" (include "usersync.leaseName" .) | quote }}

@@ -47,20 +47,29 @@ admin's objects are the admin's.
   resources: ["directoryusers/status"]
   verbs: ["patch"]
 {{- end }}
-# Bind passwords, client secrets and CA certificates that connectors name. `get`
-# reads a referenced Secret when a connector is probed or a run starts; `list`
-# and `watch` feed a metadata-only watch (values are never cached) so that a
-# rotated credential re-checks its connector. RBAC cannot tell a metadata-only
-# list from a full one: prefer watchNamespaces to keep this to a few namespaces.
-- apiGroups: [""]
-  resources: ["secrets"]
-  verbs: ["get", "list", "watch"]
 # Events on mappings, connectors and users (runs, blocked deletions, collisions),
 # one object per occurrence, through the core API so that they carry their first
 # and last time.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- end }}
+
+{{/*
+Reading Secrets: a right of its own, in a ClusterRole that is bound per namespace
+by a RoleBinding (never cluster-wide), so the operator reads the Secrets of only
+the namespaces that granted it. Even there it uses a Secret only when its owner
+labelled it usersync.dev/credential=true.
+*/}}
+{{- define "usersync.secretReaderRules" -}}
+# Bind passwords, client secrets and CA certificates that connectors name. `get`
+# reads a referenced Secret when a connector is probed or a run starts; `list`
+# and `watch` feed a metadata-only watch of the namespace's credential Secrets
+# (values are never cached), so that a rotated or newly allowed credential
+# re-checks its connector at once.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch"]
 {{- end }}
 
 {{/*
