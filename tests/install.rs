@@ -502,6 +502,70 @@ fn postgres_ca_is_mounted_read_only_and_named_to_the_operator() {
 }
 
 #[test]
+fn the_dashboard_is_an_opt_in_config_map_the_grafana_sidecar_finds() {
+    let docs = helm_template("usersync", "ops", &[]);
+    assert!(kinds(&docs, "ConfigMap").is_empty(), "off by default");
+    let docs = helm_template(
+        "usersync",
+        "ops",
+        &[
+            "--set",
+            "dashboard.enabled=true",
+            "--set",
+            "dashboard.namespace=monitoring",
+            "--set",
+            "dashboard.annotations.grafana_folder=Identity",
+        ],
+    );
+    let map = only(&docs, "ConfigMap");
+    assert_eq!(map["metadata"]["namespace"], "monitoring");
+    assert_eq!(map["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(map["metadata"]["annotations"]["grafana_folder"], "Identity");
+    // The file itself, whole, and a dashboard Grafana can load.
+    let shipped = read(&format!("{CHART}/dashboards/usersync.json"));
+    let data = map["data"]["usersync.json"].as_str().unwrap();
+    assert_eq!(data.trim_end(), shipped.trim_end());
+    let dashboard: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(dashboard["uid"], "usersync-overview");
+    let titles: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    for wanted in [
+        "Runs by result",
+        "Users by state per mapping",
+        "Last success against the interval",
+        "Deletions blocked",
+        "Connector health",
+        "Read and write durations (p95)",
+    ] {
+        assert!(
+            titles.contains(&wanted),
+            "no panel {wanted:?} in {titles:?}"
+        );
+    }
+    // Another sidecar label.
+    let docs = helm_template(
+        "usersync",
+        "ops",
+        &[
+            "--set",
+            "dashboard.enabled=true",
+            "--set",
+            "dashboard.label=grafana-dashboards",
+            "--set-string",
+            "dashboard.labelValue=usersync",
+        ],
+    );
+    assert_eq!(
+        only(&docs, "ConfigMap")["metadata"]["labels"]["grafana-dashboards"],
+        "usersync"
+    );
+}
+
+#[test]
 fn service_monitor_is_optional() {
     let docs = helm_template(
         "usersync",

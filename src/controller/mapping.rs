@@ -93,6 +93,10 @@ async fn reconcile_valid(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> 
     match (&policy, readiness.ready) {
         (Some(policy), true) if !policy.spec.suspend => {
             let interval = interval_of(policy).unwrap_or(std::time::Duration::from_secs(86_400));
+            ctx.metrics
+                .interval
+                .get_or_create(&super::metrics::mapping_labels(&ns, &mapping.name_any()))
+                .set(interval.as_secs_f64());
             let last_start = status
                 .last_sync_time
                 .as_ref()

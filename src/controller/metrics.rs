@@ -78,6 +78,18 @@ pub struct Metrics {
     pub last_success: Family<MappingLabels, Gauge<f64, AtomicU64>>,
     pub deletions_planned: Family<MappingLabels, Counter>,
     pub deletions_blocked: Family<MappingLabels, Counter>,
+    /// How often the mapping is due to run (its policy's interval), to compare the
+    /// last success against.
+    pub interval: Family<MappingLabels, Gauge<f64, AtomicU64>>,
+    /// How long a run's directory read took.
+    pub read_duration: Family<MappingLabels, Histogram>,
+    /// How long a run's writes to the registry took.
+    pub write_duration: Family<MappingLabels, Histogram>,
+}
+
+/// Duration buckets from 50 ms to about 7 minutes.
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.05, 2.0, 14))
 }
 
 impl Default for Metrics {
@@ -85,9 +97,8 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("usersync");
         let runs = Family::<RunLabels, Counter>::default();
         registry.register("runs", "Sync runs by result", runs.clone());
-        let run_duration = Family::<MappingLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.05, 2.0, 14))
-        });
+        let run_duration =
+            Family::<MappingLabels, Histogram>::new_with_constructor(duration_histogram);
         registry.register(
             "run_duration_seconds",
             "Duration of sync runs",
@@ -123,8 +134,31 @@ impl Default for Metrics {
             "Planned deletions that a safety rule or the connector gate withheld",
             deletions_blocked.clone(),
         );
+        let interval = Family::<MappingLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "sync_interval_seconds",
+            "How often the mapping is due to run (its policy's interval)",
+            interval.clone(),
+        );
+        let read_duration =
+            Family::<MappingLabels, Histogram>::new_with_constructor(duration_histogram);
+        registry.register(
+            "read_duration_seconds",
+            "Duration of a run's directory read",
+            read_duration.clone(),
+        );
+        let write_duration =
+            Family::<MappingLabels, Histogram>::new_with_constructor(duration_histogram);
+        registry.register(
+            "write_duration_seconds",
+            "Duration of a run's writes to the user registry",
+            write_duration.clone(),
+        );
         Self {
             registry,
+            interval,
+            read_duration,
+            write_duration,
             runs,
             run_duration,
             users,
@@ -143,6 +177,14 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// The labels of one mapping.
+pub(crate) fn mapping_labels(ns: &str, mapping: &str) -> MappingLabels {
+    MappingLabels {
+        namespace: ns.to_string(),
+        mapping: mapping.to_string(),
     }
 }
 

@@ -101,6 +101,8 @@ pub struct Prepared {
     /// What the plan was made from besides the snapshot, to plan again after a
     /// conflicting write.
     pub basis: Basis,
+    /// How long the directory read took (none when nothing was read).
+    pub read_took: Option<std::time::Duration>,
 }
 
 /// The resolved references and the directory read a plan is made from.
@@ -196,6 +198,7 @@ pub async fn prepare(
     let snapshot = store.snapshot().await?;
 
     // The read. Any failure leaves an incomplete view, which plans nothing.
+    let mut read_took = None;
     let (view, read_error, read_mode, next_cursor) = match from {
         ViewFrom::Nothing => (DirectoryView::full(Vec::new()), None, ReadMode::Full, None),
         ViewFrom::Directory | ViewFrom::FullRead => {
@@ -215,7 +218,11 @@ pub async fn prepare(
                 cursor = None;
             }
             let in_scope = core::anchors_in_scope(&snapshot, &context);
-            read_scope(&source, &scope, cursor.as_deref(), &in_scope, mapping, now).await
+            let started = std::time::Instant::now();
+            let read =
+                read_scope(&source, &scope, cursor.as_deref(), &in_scope, mapping, now).await;
+            read_took = Some(started.elapsed());
+            read
         }
     };
     let basis = Basis {
@@ -244,6 +251,7 @@ pub async fn prepare(
         policy: core_policy,
         context,
         basis,
+        read_took,
     })
 }
 

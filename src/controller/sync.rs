@@ -339,6 +339,7 @@ async fn execute(
         read_mode,
         next_cursor,
         basis,
+        read_took,
     } = match prepare(
         &ctx.client,
         &ctx.secret_access,
@@ -353,6 +354,13 @@ async fn execute(
         Ok(p) => p,
         Err(e) => return fail(e.to_string()),
     };
+    let labels = super::metrics::mapping_labels(&ns, &mapping.name_any());
+    if let Some(took) = read_took {
+        ctx.metrics
+            .read_duration
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+    }
 
     let blocked = plan.blocked.as_ref().and_then(|b| {
         let t = b.threshold.as_ref()?;
@@ -446,6 +454,7 @@ async fn execute(
         may_write: &may_write,
     };
     let planned = transitions.len();
+    let writing = Instant::now();
     let mut report = match store.apply(&transitions, info).await {
         Ok(r) => r,
         Err(e) => return fail(e.to_string()),
@@ -525,6 +534,10 @@ async fn execute(
         unchanged: counts.unchanged,
         ..core::tally(&transitions)
     };
+    ctx.metrics
+        .write_duration
+        .get_or_create(&labels)
+        .observe(writing.elapsed().as_secs_f64());
     let users = counts_after(&snapshot, &transitions, &context.connector, &context.name);
     drop(snapshot);
     user_events(ctx, mapping, &transitions, run_id).await;

@@ -438,6 +438,70 @@ async fn waiting_for_the_database_the_operator_is_alive_but_not_ready() {
 /// The deletion counters and run results on `/metrics` follow what the runs did:
 /// a delete withheld by `deletionsAllowed: false` counts as planned and blocked,
 /// the run as Blocked; once allowed, the delete counts as planned only.
+/// The metric names the chart's Grafana dashboard queries.
+fn dashboard_metrics() -> std::collections::BTreeSet<String> {
+    let path = crate::support::repo().join("charts/usersync/dashboards/usersync.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().clone())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect();
+    for variable in dashboard["templating"]["list"].as_array().unwrap() {
+        if let Some(query) = variable["query"]["query"].as_str() {
+            exprs.push(query.to_string());
+        }
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for expr in exprs {
+        let mut rest = expr.as_str();
+        while let Some(at) = rest.find("usersync_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            names.insert(name);
+        }
+    }
+    names
+}
+
+#[tokio::test]
+async fn every_metric_the_dashboard_queries_is_served_after_a_run() {
+    let w = World::without_operator("dashboard", Server::slapd(), json!({})).await;
+    w.add_user("db1", false);
+    let dir = tempfile::tempdir().unwrap();
+    let op = Operator::start("replica-a", &w.ns.name, &cluster().kubeconfig, dir.path());
+    let run = w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    assert_eq!(run.result, usersync::api::RunResult::Succeeded, "{run:?}");
+    let wanted = dashboard_metrics();
+    assert!(wanted.len() >= 8, "{wanted:?}");
+    let ns = format!("namespace=\"{}\"", w.ns.name);
+    let text = eventually(RUN_WAIT, "every dashboard metric", || async {
+        let (_, text) = http_get(op.metrics, "/metrics").await?;
+        let missing: Vec<_> = wanted
+            .iter()
+            .filter(|name| sample(&text, &format!("{name}{{"), &[&ns]).is_none())
+            .collect();
+        missing.is_empty().then_some(text)
+    })
+    .await;
+    // A sample of this mapping, not only a family: the interval the dashboard divides by.
+    assert_eq!(
+        sample(
+            &text,
+            "usersync_sync_interval_seconds{",
+            &[&ns, "mapping=\"staff\""]
+        ),
+        Some(86_400.0),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn metrics_count_planned_and_blocked_deletions_as_the_runs_did() {
     let w = World::without_operator(
