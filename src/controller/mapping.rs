@@ -35,17 +35,23 @@ pub async fn reconcile(
         Ok(mapping) => {
             let ns = mapping.namespace().unwrap_or_default();
             let api: Api<DirectoryMapping> = Api::namespaced(ctx.client.clone(), &ns);
-            finalizer(
-                &api,
-                USERS_FINALIZER,
-                Arc::new(mapping.clone()),
-                |event| async {
-                    match event {
-                        FinalizerEvent::Apply(mapping) => reconcile_valid(mapping, &ctx).await,
-                        FinalizerEvent::Cleanup(mapping) => release_users(mapping, &ctx).await,
-                    }
-                },
-            )
+            // Without our finalizer in the cached copy, the copy may predate our own
+            // adding of it (a second trigger right after the first reconcile): adding
+            // it from there would fail its precondition. Read the object itself.
+            let mapping = if mapping.finalizers().iter().any(|f| f == USERS_FINALIZER) {
+                mapping.clone()
+            } else {
+                match api.get_opt(&mapping.name_any()).await? {
+                    Some(fresh) => fresh,
+                    None => return Ok(Action::await_change()),
+                }
+            };
+            finalizer(&api, USERS_FINALIZER, Arc::new(mapping), |event| async {
+                match event {
+                    FinalizerEvent::Apply(mapping) => reconcile_valid(mapping, &ctx).await,
+                    FinalizerEvent::Cleanup(mapping) => release_users(mapping, &ctx).await,
+                }
+            })
             .await
             .map_err(|e| Error::Finalizer(Box::new(e)))
         }

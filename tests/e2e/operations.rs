@@ -503,6 +503,39 @@ async fn every_metric_the_dashboard_queries_is_served_after_a_run() {
 }
 
 #[tokio::test]
+async fn a_start_takes_up_existing_mappings_without_a_failed_reconcile() {
+    const MAPPINGS: [&str; 6] = ["st-a", "st-b", "st-c", "st-d", "st-e", "st-f"];
+    // What a restart finds: mappings and a connector that probes every 2 s, so that
+    // a mapping's first reconciles (its own, and its connector's status changes)
+    // come close together, the second on a cached copy from before the first wrote.
+    let w = World::without_operator("start", Server::slapd(), json!({})).await;
+    w.add_user("st1", false);
+    for name in MAPPINGS {
+        w.apply(&json!({
+            "apiVersion": "usersync.dev/v1alpha1", "kind": "DirectoryMapping", "metadata": {"name": name},
+            "spec": {"connectorRef": "corp", "policyRef": "default", "profile": name, "ldap": {"baseDN": w.ou.dn}},
+        }));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let op = Operator::start("replica-a", &w.ns.name, &cluster().kubeconfig, dir.path());
+    for name in MAPPINGS {
+        w.wait_run(name, None).await;
+    }
+    // A few more connector probes, each a trigger of every mapping.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let log = std::fs::read_to_string(&op.log).unwrap();
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("reconcile failed"))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "a start logged failed reconciles:\n{}",
+        failed.join("\n")
+    );
+}
+
+#[tokio::test]
 async fn metrics_count_planned_and_blocked_deletions_as_the_runs_did() {
     let w = World::without_operator(
         "metrics-del",
