@@ -212,6 +212,37 @@ enum Output {
     Json,
 }
 
+/// Write to stdout like `print!`; a reader that went away (`usersync users | head`)
+/// ends the command quietly instead of a panic.
+macro_rules! out {
+    ($($arg:tt)*) => { emit(format_args!($($arg)*), false) };
+}
+
+/// `println!` through [`emit`].
+macro_rules! outln {
+    ($($arg:tt)*) => { emit(format_args!($($arg)*), true) };
+}
+
+fn emit(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_fmt(args)
+        .and_then(|()| {
+            if newline {
+                stdout.write_all(b"\n")
+            } else {
+                Ok(())
+            }
+        })
+        .and_then(|()| stdout.flush());
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => panic!("writing to stdout failed: {e}"),
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     usersync::core::parse_duration(s).map_err(|e| e.to_string())
 }
@@ -222,7 +253,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     telemetry::init(cli.log_format, &cli.log);
     match cli.command {
         Command::Crd => {
-            print!("{}", usersync::api::crds_yaml());
+            out!("{}", usersync::api::crds_yaml());
             Ok(ExitCode::SUCCESS)
         }
         Command::Run {
@@ -321,7 +352,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 cli::approve::approve(client, &ns, &mapping, run.as_deref(), reason.as_deref())
                     .await?;
             let blocked = &approved.blocked;
-            println!(
+            outln!(
                 "approved run {} of {ns}/{mapping} as {} (RunApproval {}): it preserves {} and deletes {} users (of {} active); it starts now",
                 blocked.run_id,
                 approved.approved_by,
@@ -345,11 +376,11 @@ async fn main() -> anyhow::Result<ExitCode> {
                     .await?;
             match &outcome {
                 cli::sync::SyncOutcome::Requested(value) => {
-                    println!("requested a sync of {ns}/{mapping} ({value})")
+                    outln!("requested a sync of {ns}/{mapping} ({value})")
                 }
-                cli::sync::SyncOutcome::Refused(why) => println!("{ns}/{mapping}: {why}"),
+                cli::sync::SyncOutcome::Refused(why) => outln!("{ns}/{mapping}: {why}"),
                 cli::sync::SyncOutcome::Finished(run) => {
-                    println!(
+                    outln!(
                         "{ns}/{mapping}: run {} {:?}: {}",
                         run.id,
                         run.result,
@@ -370,8 +401,8 @@ async fn main() -> anyhow::Result<ExitCode> {
             let ns = namespace.unwrap_or_else(|| client.default_namespace().to_string());
             let plan = cli::plan::plan(client, &backend, &ns, &mapping).await?;
             match output {
-                Output::Text => print!("{}", cli::plan::render(&plan)),
-                Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+                Output::Text => out!("{}", cli::plan::render(&plan)),
+                Output::Json => outln!("{}", serde_json::to_string_pretty(&plan)?),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -387,8 +418,8 @@ async fn main() -> anyhow::Result<ExitCode> {
             let now = jiff::Timestamp::now();
             let report = cli::explain::explain(&client, &backend, &ns, &user, now).await?;
             match output {
-                Output::Text => print!("{}", cli::explain::render(&user, &report)),
-                Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Output::Text => out!("{}", cli::explain::render(&user, &report)),
+                Output::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -402,8 +433,8 @@ async fn main() -> anyhow::Result<ExitCode> {
             let ns = namespace.unwrap_or_else(|| client.default_namespace().to_string());
             let users = cli::users::list(&client, &backend, &ns).await?;
             match output {
-                Output::Text => print!("{}", cli::users::render(&users)),
-                Output::Json => println!("{}", serde_json::to_string_pretty(&users)?),
+                Output::Text => out!("{}", cli::users::render(&users)),
+                Output::Json => outln!("{}", serde_json::to_string_pretty(&users)?),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -432,12 +463,12 @@ async fn main() -> anyhow::Result<ExitCode> {
                 }
             };
             match outcome {
-                Ok(_) if dry_run => println!(
+                Ok(_) if dry_run => outln!(
                     "{}: {} rows valid; nothing written (dry run)",
                     file.display(),
                     users.len()
                 ),
-                Ok(report) => println!(
+                Ok(report) => outln!(
                     "{}: {} created, {} updated in {ns}",
                     file.display(),
                     report.created,
@@ -458,7 +489,7 @@ async fn set_preserve(args: PreserveArgs, preserve: bool) -> anyhow::Result<Exit
         .namespace
         .unwrap_or_else(|| client.default_namespace().to_string());
     cli::users::set_preserve(&client, &backend, &ns, &args.name, preserve).await?;
-    println!(
+    outln!(
         "{ns}/{}: {}; the next run of its mapping applies it (`usersync sync <mapping>` runs it now)",
         args.name,
         if preserve {

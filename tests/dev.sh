@@ -7,6 +7,9 @@
 #
 #   bash tests/dev.sh [down]
 #
+# USERSYNC_DEV_BIN=path runs that usersync binary instead of building the release one
+# (the README's docs test runs the debug build the test suite already has).
+#
 # USERSYNC_STORE=postgres keeps the users in a private PostgreSQL server
 # (tests/postgres.sh) instead of DirectoryUser objects; `usersync users --store postgres`
 # lists them.
@@ -38,9 +41,13 @@ fi
 
 # The release build takes minutes on a fresh machine: it comes first, with cargo's own
 # progress, so that nothing below waits in silence.
-usersync_log "building usersync (release); a first build takes several minutes"
-cargo build --release
-bin="$repo/target/release/usersync"
+if [[ -n ${USERSYNC_DEV_BIN:-} ]]; then
+	bin=$USERSYNC_DEV_BIN
+else
+	usersync_log "building usersync (release); a first build takes several minutes"
+	cargo build --release
+	bin="$repo/target/release/usersync"
+fi
 
 eval "$(bash "$here/cluster.sh" up)"
 slapd_dir="$(usersync_state_dir)/slapd"
@@ -55,7 +62,7 @@ if [[ $store == postgres ]]; then
 	bash "$here/postgres.sh" up >/dev/null
 	eval "$(bash "$here/postgres.sh" env)"
 	export USERSYNC_STORE=postgres
-	list_users="eval \"\$(bash tests/postgres.sh env)\"; target/release/usersync users --store postgres -n $ns"
+	list_users="eval \"\$(bash tests/postgres.sh env)\"; usersync users --store postgres -n $ns"
 fi
 
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
@@ -68,12 +75,14 @@ kubectl -n "$ns" create secret generic openldap-ca --from-file=ca.crt="$USERSYNC
 # Only Secrets an admin marked as credentials (for these connectors) are used.
 kubectl -n "$ns" label --overwrite secret openldap-bind openldap-ca usersync.dev/credential=true >/dev/null
 kubectl -n "$ns" annotate --overwrite secret openldap-bind openldap-ca usersync.dev/connectors=openldap >/dev/null
-kubectl -n "$ns" apply -k examples/ >/dev/null
+# examples/ points at the default port; this directory may listen on another.
+kubectl kustomize examples/ | sed "s#ldap://127.0.0.1:3389#$USERSYNC_SLAPD_URL#" |
+	kubectl -n "$ns" apply -f - >/dev/null
 
 cat >&2 <<MSG
 
 usersync is starting against namespace $ns. In another terminal:
-  export KUBECONFIG=$KUBECONFIG PATH=$(dirname "$(command -v kubectl)"):\$PATH
+  export KUBECONFIG=$KUBECONFIG PATH=$(dirname "$bin"):$(dirname "$(command -v kubectl)"):\$PATH
   kubectl -n $ns get conn,spol,dmap
   $list_users
 Ctrl-C stops the operator; \`bash tests/dev.sh down\` stops the servers.
