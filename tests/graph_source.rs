@@ -966,6 +966,98 @@ async fn delta_for_a_group_scope_checks_the_membership_of_changed_users() {
 }
 
 #[tokio::test]
+async fn delta_for_a_group_scope_sees_users_join_and_leave_directly_or_nested_with_nothing_else_changed()
+ {
+    let em = GraphEmulator::start().await;
+    let source = source(&em);
+    let direct = em.create_user("direct@contoso.example", "Direct");
+    let leaver = em.create_user("leaver@contoso.example", "Leaver");
+    let joins_team = em.create_user("joins.team@contoso.example", "Joins team");
+    let joins_group = em.create_user("joins.group@contoso.example", "Joins group");
+    let group = em.create_group("Staff");
+    let team = em.create_group("Team");
+    em.add_member(&group, &direct);
+    em.add_member(&group, &team);
+    em.add_member(&team, &leaver);
+    let scope = groups(&[&group]);
+    let (read, link) = first_round(&source, &scope).await;
+    assert_eq!(anchors(&read), set(&[&direct, &leaver]));
+
+    // Membership alone: no user object changes, so the users delta is silent.
+    em.add_member(&team, &joins_team);
+    em.add_member(&group, &joins_group);
+    em.remove_member(&team, &leaver);
+    let read = changes(source.read_delta(&scope, Some(&link)).await.unwrap());
+    assert_eq!(anchors(&read), set(&[&joins_team, &joins_group]));
+    let removed: BTreeSet<String> = read.view.removed.iter().cloned().collect();
+    assert_eq!(removed, set(&[&leaver]));
+    let rounds = requests_to(&em, "/v1.0/groups/delta");
+    assert_eq!(rounds.len(), 2, "one to start, one to follow");
+    let filter = rounds[0].query["$filter"].clone();
+    assert!(
+        filter.contains(&format!("id eq '{group}'")) && filter.contains(&format!("id eq '{team}'")),
+        "{filter}"
+    );
+
+    // Nothing since: nothing changed, and the next link works as well.
+    let read = changes(
+        source
+            .read_delta(&scope, Some(&read.delta.unwrap()))
+            .await
+            .unwrap(),
+    );
+    assert!(read.view.entries.is_empty() && read.view.removed.is_empty());
+}
+
+#[tokio::test]
+async fn a_group_added_to_or_removed_from_a_selected_group_means_a_full_read() {
+    let em = GraphEmulator::start().await;
+    let source = source(&em);
+    let user = em.create_user("member@contoso.example", "Member");
+    let group = em.create_group("Staff");
+    let team = em.create_group("Team");
+    em.add_member(&group, &team);
+    em.add_member(&team, &user);
+    let scope = groups(&[&group]);
+    let (_, link) = first_round(&source, &scope).await;
+    let other = em.create_group("Other");
+    em.add_member(&group, &other);
+    match source.read_delta(&scope, Some(&link)).await.unwrap() {
+        DeltaOutcome::FullReadNeeded { reason } => {
+            assert!(reason.contains("group was added to or removed"), "{reason}")
+        }
+        DeltaOutcome::Changes(read) => panic!("the tree changed, yet {read:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_first_round_of_a_narrow_scope_gets_its_link_without_walking_the_tenant() {
+    let em = GraphEmulator::start().await;
+    let source = source(&em);
+    for i in 0..250 {
+        em.create_user(&format!("u{i}@contoso.example"), "User");
+    }
+    let member = em.create_user("member@contoso.example", "Member");
+    let group = em.create_group("Staff");
+    em.add_member(&group, &member);
+    for scope in [groups(&[&group]), filtered("department eq 'Sales'")] {
+        let before = requests_to(&em, "/v1.0/users/delta").len();
+        first_round(&source, &scope).await;
+        let rounds = requests_to(&em, "/v1.0/users/delta");
+        assert_eq!(
+            rounds.len() - before,
+            1,
+            "one request, not a page per 100 users"
+        );
+        let last = rounds.last().unwrap();
+        assert_eq!(
+            last.query.get("$deltatoken").map(String::as_str),
+            Some("latest")
+        );
+    }
+}
+
+#[tokio::test]
 async fn delta_for_a_filter_scope_checks_changed_users_against_the_filter() {
     let em = GraphEmulator::start().await;
     let source = source(&em);

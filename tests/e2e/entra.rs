@@ -250,3 +250,45 @@ async fn entra_a_user_missing_from_one_eventual_group_read_stays_active_and_one_
     );
     assert_eq!(s.state("left@contoso.example").await, "Preserved/Unmapped");
 }
+
+#[tokio::test]
+async fn entra_leaving_or_joining_the_selected_group_nested_or_direct_is_seen_by_the_next_incremental_run()
+ {
+    use usersync::api::ReadMode;
+    let em = GraphEmulator::start().await;
+    let stays = em.create_user("stays@contoso.example", "Stays");
+    let leaves = em.create_user("leaves@contoso.example", "Leaves");
+    let joins = em.create_user("joins@contoso.example", "Joins");
+    let group = em.create_group("Staff");
+    let team = em.create_group("Team");
+    em.add_member(&group, &stays);
+    em.add_member(&group, &team);
+    em.add_member(&team, &leaves);
+    let s = entra(
+        "entra-members",
+        &em,
+        json!({"fullSyncInterval": "24h", "safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    let mapping = cloud_mapping(json!({"entraID": {"groups": [group]}}));
+    let first = s.mapping_with("cloud", mapping).await;
+    assert_eq!(
+        (first.read, first.imported),
+        (Some(ReadMode::Full), 2),
+        "{first:?}"
+    );
+
+    // Access revoked in the nested group, granted in the selected one: nothing
+    // else about either user changes.
+    em.remove_member(&team, &leaves);
+    em.add_member(&group, &joins);
+    let run = s.sync("cloud").await;
+    assert_eq!(
+        (run.result, run.read, run.preserved, run.imported),
+        (RunResult::Succeeded, Some(ReadMode::Incremental), 1, 1),
+        "{run:?}"
+    );
+    assert_eq!(s.state("leaves@contoso.example").await, "Preserved/Unmapped");
+    assert_eq!(s.state("joins@contoso.example").await, "Active");
+    assert_eq!(s.state("stays@contoso.example").await, "Active");
+}

@@ -140,6 +140,8 @@ struct State {
     reject_all_tokens: bool,
     listings: HashMap<String, Listing>,
     delta_tokens: HashMap<String, DeltaState>,
+    /// Groups delta tokens: the version and the groups (`$filter` by id) tracked.
+    group_delta_tokens: HashMap<String, (u64, Vec<String>, u64)>,
     delta_epoch: u64,
     expired_delta_code: &'static str,
     /// Per coming Graph request: a fault, or `None` to serve it.
@@ -192,6 +194,7 @@ impl GraphEmulator {
             reject_all_tokens: false,
             listings: HashMap::new(),
             delta_tokens: HashMap::new(),
+            group_delta_tokens: HashMap::new(),
             delta_epoch: 0,
             expired_delta_code: "syncStateNotFound",
             faults: VecDeque::new(),
@@ -212,6 +215,7 @@ impl GraphEmulator {
             .route("/{tenant}/oauth2/v2.0/token", post(token))
             .route("/v1.0/users", get(list_users))
             .route("/v1.0/users/delta", get(users_delta))
+            .route("/v1.0/groups/delta", get(groups_delta))
             .route("/v1.0/users/{id}", get(get_user))
             .route(
                 "/v1.0/users/{id}/checkMemberGroups",
@@ -220,6 +224,10 @@ impl GraphEmulator {
             .route(
                 "/v1.0/groups/{id}/transitiveMembers/microsoft.graph.user",
                 get(transitive_users),
+            )
+            .route(
+                "/v1.0/groups/{id}/transitiveMembers/microsoft.graph.group",
+                get(transitive_groups),
             )
             .with_state(emulator.clone());
         match pki {
@@ -347,7 +355,7 @@ impl GraphEmulator {
             id.clone(),
             tenant::Group {
                 display_name: display_name.into(),
-                members: BTreeSet::new(),
+                ..Default::default()
             },
         );
         id
@@ -359,23 +367,14 @@ impl GraphEmulator {
         let known =
             state.tenant.users.contains_key(member) || state.tenant.groups.contains_key(member);
         assert!(known, "no user or group {member}");
-        state
-            .tenant
-            .groups
-            .get_mut(group)
-            .expect("no such group")
-            .members
-            .insert(member.to_owned());
+        assert!(state.tenant.groups.contains_key(group), "no such group");
+        state.tenant.set_member(group, member, true);
     }
 
     pub fn remove_member(&self, group: &str, member: &str) {
-        self.state()
-            .tenant
-            .groups
-            .get_mut(group)
-            .expect("no such group")
-            .members
-            .remove(member);
+        let mut state = self.state();
+        assert!(state.tenant.groups.contains_key(group), "no such group");
+        state.tenant.set_member(group, member, false);
     }
 
     // --- delta tokens, faults, paging, the log ---
@@ -926,6 +925,55 @@ async fn transitive_users(
     start_listing(&mut state, &base, &path, ids, options, eventual)
 }
 
+/// The groups nested in a group, at any depth (one page: a tree of groups is small).
+async fn transitive_groups(
+    AxumState(emulator): AxumState<GraphEmulator>,
+    Path(group): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let query = parse_query(raw);
+    let base = emulator.base_url();
+    let path = format!("/v1.0/groups/{group}/transitiveMembers/microsoft.graph.group");
+    let mut state = emulator.state();
+    if let Err(r) = admit(
+        &mut state,
+        "GET",
+        &path,
+        &query,
+        &headers,
+        GROUP_MEMBER_READ_ALL,
+    ) {
+        return r.into_response();
+    }
+    if !state.tenant.groups.contains_key(&group) {
+        return graph_error(
+            StatusCode::NOT_FOUND,
+            "Request_ResourceNotFound",
+            &format!(
+                "Resource '{group}' does not exist or one of its queried reference-property objects are not present."
+            ),
+        ).into_response();
+    }
+    let mut nested = BTreeSet::new();
+    let mut stack = vec![group.clone()];
+    while let Some(g) = stack.pop() {
+        for member in &state.tenant.groups[&g].members {
+            if state.tenant.groups.contains_key(member) && nested.insert(member.clone()) {
+                stack.push(member.clone());
+            }
+        }
+    }
+    let value: Vec<Value> = nested
+        .into_iter()
+        .map(|id| json!({"@odata.type": "#microsoft.graph.group", "id": id}))
+        .collect();
+    json_response(json!({
+        "@odata.context": format!("{base}v1.0/$metadata#groups"),
+        "value": value,
+    }))
+}
+
 async fn get_user(
     AxumState(emulator): AxumState<GraphEmulator>,
     Path(id): Path<String>,
@@ -1036,6 +1084,23 @@ async fn users_delta(
     let page = 100.min(state.page_cap);
     let epoch = state.delta_epoch;
     let as_of = state.tenant.version;
+    if query.get("$deltatoken").map(String::as_str) == Some("latest") {
+        // Documented: no resources, only a deltaLink from now on.
+        let select = match parse_select(&query) {
+            Ok(s) => s,
+            Err(r) => return r.into_response(),
+        };
+        let listing = Listing {
+            items: Vec::new(),
+            offset: 0,
+            select,
+            page,
+            count: None,
+            delta: Some((as_of, epoch)),
+            path: "/v1.0/users/delta".into(),
+        };
+        return serve_page(&mut state, &base, listing);
+    }
     let (items, select) = if let Some(token) = query.get("$deltatoken") {
         let known = state
             .delta_tokens
@@ -1056,7 +1121,7 @@ async fn users_delta(
             .tenant
             .users
             .iter()
-            .filter(|(_, u)| u.changed > since)
+            .filter(|(_, u)| u.changed_since(since, select.as_deref()))
             .map(|(id, u)| (u.changed, Item::User(id.clone())))
             .collect();
         changed.extend(
@@ -1095,6 +1160,137 @@ async fn users_delta(
         path: "/v1.0/users/delta".into(),
     };
     serve_page(&mut state, &base, listing)
+}
+
+/// `GET /groups/delta?$select=members&$filter=id eq '…' or id eq '…'`: the
+/// first round lists each group with all its members in `members@delta`; a
+/// round from a deltaLink, the groups whose direct members changed since, with
+/// the members added and (`@removed`) removed; `$deltatoken=latest`, only a
+/// deltaLink. Members are typed: users and groups (nesting) alike, and only
+/// direct ones (Graph has no delta of transitive members).
+async fn groups_delta(
+    AxumState(emulator): AxumState<GraphEmulator>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let query = parse_query(raw);
+    let base = emulator.base_url();
+    let mut state = emulator.state();
+    if let Err(r) = admit(
+        &mut state,
+        "GET",
+        "/v1.0/groups/delta",
+        &query,
+        &headers,
+        GROUP_MEMBER_READ_ALL,
+    ) {
+        return r.into_response();
+    }
+    let as_of = state.tenant.version;
+    let epoch = state.delta_epoch;
+    let token = query.get("$deltatoken").cloned();
+    let (since, groups) = match token.as_deref() {
+        Some(token) if token != "latest" => {
+            let known = state
+                .group_delta_tokens
+                .get(token)
+                .filter(|(_, _, e)| *e == epoch)
+                .map(|(v, g, _)| (Some(*v), g.clone()));
+            match known {
+                Some(k) => k,
+                None => {
+                    let code = state.expired_delta_code;
+                    return graph_error(
+                        StatusCode::GONE,
+                        code,
+                        "The sync state is not found or has expired. Please restart the sync.",
+                    )
+                    .into_response();
+                }
+            }
+        }
+        _ => {
+            let ids = match query.get("$filter").map(|f| group_ids_of(f)) {
+                Some(Some(ids)) => ids,
+                Some(None) => {
+                    return graph_error(
+                        StatusCode::BAD_REQUEST,
+                        "Request_UnsupportedQuery",
+                        "Only filtering by id (id eq '…', joined by or) is supported on delta.",
+                    )
+                    .into_response();
+                }
+                None => state.tenant.groups.keys().cloned().collect(),
+            };
+            (None, ids)
+        }
+    };
+    let mut value = Vec::new();
+    if token.as_deref() != Some("latest") {
+        for id in &groups {
+            let Some(group) = state.tenant.groups.get(id) else {
+                continue;
+            };
+            let typed = |member: &str| {
+                if state.tenant.groups.contains_key(member) {
+                    "#microsoft.graph.group"
+                } else {
+                    "#microsoft.graph.user"
+                }
+            };
+            let members: Vec<Value> = match since {
+                None => group
+                    .members
+                    .iter()
+                    .map(|m| json!({"@odata.type": typed(m), "id": m}))
+                    .collect(),
+                Some(since) => {
+                    // The last change of each member since the token.
+                    let mut last: BTreeMap<&str, bool> = BTreeMap::new();
+                    for (v, member, added) in &group.log {
+                        if *v > since {
+                            last.insert(member, *added);
+                        }
+                    }
+                    last.into_iter()
+                        .map(|(m, added)| {
+                            let mut item = json!({"@odata.type": typed(m), "id": m});
+                            if !added {
+                                item["@removed"] = json!({"reason": "deleted"});
+                            }
+                            item
+                        })
+                        .collect()
+                }
+            };
+            if since.is_some() && members.is_empty() {
+                continue;
+            }
+            value.push(
+                json!({"id": id, "displayName": group.display_name, "members@delta": members}),
+            );
+        }
+    }
+    let next = random_token();
+    state
+        .group_delta_tokens
+        .insert(next.clone(), (as_of, groups, epoch));
+    json_response(json!({
+        "@odata.context": format!("{base}v1.0/$metadata#groups"),
+        "value": value,
+        "@odata.deltaLink": format!("{base}v1.0/groups/delta?$deltatoken={next}"),
+    }))
+}
+
+/// The ids of `id eq '…' or id eq '…'`, or `None` for any other filter.
+fn group_ids_of(filter: &str) -> Option<Vec<String>> {
+    filter
+        .split(" or ")
+        .map(|term| {
+            let id = term.trim().strip_prefix("id eq '")?.strip_suffix('\'')?;
+            (!id.is_empty() && !id.contains('\'')).then(|| id.to_owned())
+        })
+        .collect()
 }
 
 // --- identifiers ---

@@ -2,9 +2,11 @@
 //! log the delta query reads.
 //!
 //! Every change to a user object bumps the tenant's version and stamps the
-//! user with it; deletions are logged with their version and reason. Group
-//! membership is not a change of the user object (Graph's users delta does not
-//! report it either).
+//! user, and each property that changed, with it: the users delta reports a
+//! user only when a property it `$select`s changed, as Graph does. Deletions
+//! are logged with their version and reason. Group membership is not a change
+//! of the user object (Graph's users delta does not report it either); each
+//! group logs its own member changes, which the groups delta reports.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -67,12 +69,38 @@ pub struct User {
     pub props: Map<String, Value>,
     /// The tenant version of the user's last change.
     pub changed: u64,
+    /// The tenant version the user was created at.
+    pub created: u64,
+    /// Per property (lowercase name): the tenant version of its last change.
+    pub prop_changed: BTreeMap<String, u64>,
 }
 
+impl User {
+    /// Whether the users delta since `since` reports this user: created since,
+    /// or a selected property changed since (any property without `$select`).
+    pub fn changed_since(&self, since: u64, select: Option<&[String]>) -> bool {
+        if self.created > since {
+            return true;
+        }
+        match select {
+            None => self.changed > since,
+            Some(names) => names.iter().any(|n| {
+                self.prop_changed
+                    .get(&n.to_ascii_lowercase())
+                    .is_some_and(|v| *v > since)
+            }),
+        }
+    }
+}
+
+#[derive(Default)]
 pub struct Group {
     pub display_name: String,
     /// Direct members: user or group IDs.
     pub members: BTreeSet<String>,
+    /// Member changes, oldest first: the tenant version, the member, and
+    /// whether it was added (else removed).
+    pub log: Vec<(u64, String, bool)>,
 }
 
 /// A deleted user, as the delta query reports it.
@@ -104,8 +132,29 @@ impl Tenant {
             User {
                 props,
                 changed: self.version,
+                created: self.version,
+                prop_changed: BTreeMap::new(),
             },
         );
+    }
+
+    /// Add (or remove) a direct member of a group, logged for the groups delta;
+    /// `false` when nothing changed.
+    pub fn set_member(&mut self, group: &str, member: &str, present: bool) -> bool {
+        let version = self.version + 1;
+        let Some(g) = self.groups.get_mut(group) else {
+            return false;
+        };
+        let changed = if present {
+            g.members.insert(member.to_owned())
+        } else {
+            g.members.remove(member)
+        };
+        if changed {
+            g.log.push((version, member.to_owned(), present));
+            self.version = version;
+        }
+        changed
     }
 
     /// Change a user's properties; `false` when there is no such user.
@@ -114,8 +163,16 @@ impl Tenant {
             return false;
         };
         self.version += 1;
+        let before = user.props.clone();
         change(&mut user.props);
         user.changed = self.version;
+        let names: BTreeSet<&String> = before.keys().chain(user.props.keys()).collect();
+        for name in names {
+            if before.get(name) != user.props.get(name) {
+                user.prop_changed
+                    .insert(name.to_ascii_lowercase(), self.version);
+            }
+        }
         true
     }
 
@@ -125,7 +182,9 @@ impl Tenant {
         }
         self.version += 1;
         for group in self.groups.values_mut() {
-            group.members.remove(id);
+            if group.members.remove(id) {
+                group.log.push((self.version, id.to_owned(), false));
+            }
         }
         self.removals.push(Removal {
             id: id.to_owned(),

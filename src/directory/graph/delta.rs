@@ -11,14 +11,21 @@
 //! says changed are checked against the filter (`(filter) and id in (…)`) and
 //! their membership with `checkMemberGroups`; those no longer in scope are
 //! reported as removed, and go through the unmapped rules (a lookup in the
-//! other mappings first). The filter check is an advanced query
+//! other mappings first). The delta `$select`s the properties the filter
+//! tests too, so that a user whose `department` changes into or out of the
+//! filter is among the changed. The filter check is an advanced query
 //! (`ConsistencyLevel: eventual`), whose answer can miss a user edited a
 //! moment ago: a user it leaves out is kept in the delta link as unconfirmed,
 //! and reported removed only when the next round's check leaves it out too
-//! (`checkMemberGroups` is not eventual: no second look there). A membership change alone (a user added to or
-//! removed from a group, the user object unchanged) is not a change of the
-//! user, so it shows at the next full read: incremental reads are never the
-//! only source of "in scope" or "gone".
+//! (`checkMemberGroups` is not eventual: no second look there). A membership
+//! change alone (a user added to or removed from a group, the user object
+//! unchanged) is not a change of the user: a groups delta over the scope's
+//! groups and the groups nested in them brings it (see [`super::membership`]),
+//! and the users it names are checked like changed ones. Incremental reads
+//! are never the only source of "gone": the periodic full read stays.
+//!
+//! The first round of a scope with groups or a filter does not walk the
+//! tenant's users for a link: it asks for one at `$deltatoken=latest`.
 //!
 //! A delta link Graph no longer knows (410 Gone, `syncStateNotFound`,
 //! `resyncRequired`) is not an error but [`DeltaOutcome::FullReadNeeded`]; so
@@ -36,6 +43,7 @@ use url::Url;
 
 use super::api::{Call, parse_page, refusal};
 use super::error::{GraphError, Permission};
+use super::membership::{GroupsLink, MembershipRound, filter_properties};
 use super::query::with_query;
 use super::settings::GraphScope;
 use super::source::{Collected, GraphRead, GraphSource, full_read};
@@ -57,6 +65,27 @@ pub struct DeltaLink {
     /// out: not reported as gone until the next round's check confirms it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     unconfirmed: Vec<String>,
+    /// The groups delta of the scope's groups, for their membership changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    groups: Option<GroupsLink>,
+}
+
+/// The `$select` of a scope's users delta: the projection's properties, and
+/// those its filter tests.
+fn delta_select(projection: &Projection, scope: &GraphScope) -> String {
+    let mut select = projection.select();
+    for name in scope
+        .filter
+        .as_deref()
+        .map(filter_properties)
+        .unwrap_or_default()
+    {
+        if !select.split(',').any(|s| s.eq_ignore_ascii_case(&name)) {
+            select.push(',');
+            select.push_str(&name);
+        }
+    }
+    select
 }
 
 impl DeltaLink {
@@ -83,6 +112,7 @@ impl fmt::Debug for DeltaLink {
             .field("url", &self.url)
             .field("select", &self.select)
             .field("unconfirmed", &self.unconfirmed.len())
+            .field("groups", &self.groups.as_ref().map(|g| g.tracked.len()))
             .finish()
     }
 }
@@ -158,7 +188,7 @@ impl GraphSource {
     ) -> Result<DeltaOutcome, GraphError> {
         scope.validate()?;
         let projection = Projection::new(&scope.attributes);
-        let select = projection.select();
+        let select = delta_select(&projection, scope);
         let Some(since) = since else {
             return self.first_round(scope, &projection, expected).await;
         };
@@ -198,6 +228,31 @@ impl GraphSource {
                 ),
             });
         }
+        let mut changes = changes;
+        // Membership changes: the users they name are checked as changed ones.
+        let groups = match &since.groups {
+            None => None,
+            Some(link) => match self.membership_changes(link).await? {
+                MembershipRound::FullReadNeeded(reason) => {
+                    return Ok(DeltaOutcome::FullReadNeeded { reason });
+                }
+                MembershipRound::Changes { users, next } => {
+                    for id in users {
+                        if changes.contains_key(&id) {
+                            continue;
+                        }
+                        // Gone from the tenant: the users delta reports that.
+                        match self.get_user(&id, &projection).await? {
+                            Some(Projected::User(entry)) => {
+                                changes.insert(id, Change::Present(entry));
+                            }
+                            Some(Projected::WithoutAnchor) | None => {}
+                        }
+                    }
+                    Some(next)
+                }
+            },
+        };
         let mut entries = Vec::new();
         let mut removed = Vec::new();
         for (id, change) in changes {
@@ -264,6 +319,7 @@ impl GraphSource {
                 url: next.into(),
                 select,
                 unconfirmed,
+                groups,
             }),
             skipped_without_anchor: 0,
         }))
@@ -275,10 +331,15 @@ impl GraphSource {
         projection: &Projection,
         expected: &[String],
     ) -> Result<DeltaOutcome, GraphError> {
-        let select = projection.select();
-        // The delta query takes no `$top`: Graph chooses its page size.
-        let start = with_query(self.api.url("users/delta"), &[("$select", &select)]);
+        let select = delta_select(projection, scope);
         let whole_tenant = scope.is_whole_tenant();
+        // The delta query takes no `$top`: Graph chooses its page size. A
+        // narrower scope is read on its own below: it needs only the link.
+        let mut options = vec![("$select", select.as_str())];
+        if !whole_tenant {
+            options.push(("$deltatoken", "latest"));
+        }
+        let start = with_query(self.api.url("users/delta"), &options);
         let (changes, skipped, next) = match self.round(start, projection, whole_tenant).await? {
             Round::Complete {
                 changes,
@@ -293,10 +354,16 @@ impl GraphSource {
                 ));
             }
         };
+        let groups = if scope.groups.is_empty() {
+            None
+        } else {
+            self.groups_link(&scope.groups).await?
+        };
         let link = DeltaLink {
             url: next.into(),
             select,
             unconfirmed: Vec::new(),
+            groups,
         };
         let collected = if whole_tenant {
             let mut collected = Collected {
@@ -395,7 +462,7 @@ impl GraphSource {
 }
 
 /// Why a delta answer means "start over", if it does.
-fn expired(status: StatusCode, code: Option<&str>) -> Option<&'static str> {
+pub(super) fn expired(status: StatusCode, code: Option<&str>) -> Option<&'static str> {
     if status == StatusCode::GONE {
         return Some("the delta link has expired");
     }
@@ -425,6 +492,10 @@ mod tests {
             url: "https://graph.microsoft.com/v1.0/users/delta?$deltatoken=abc".into(),
             select: "id,accountEnabled".into(),
             unconfirmed: vec!["u".into()],
+            groups: Some(GroupsLink {
+                url: "https://graph.example/v1.0/groups/delta?$deltatoken=g".into(),
+                tracked: vec!["g".into()],
+            }),
         };
         assert_eq!(DeltaLink::from_token(&link.to_token()).unwrap(), link);
         assert!(DeltaLink::from_token("garbage").is_err());

@@ -5,6 +5,7 @@
 //! - [`user`]: one Graph user → a [`DirectoryEntry`](crate::core::DirectoryEntry);
 //! - [`source`]: [`GraphSource`] — probe, full read and lookup;
 //! - [`delta`]: incremental reads with the delta query, and [`DeltaOutcome`];
+//! - [`membership`]: the groups delta that brings membership changes to them;
 //! - [`error`]: [`GraphError`] and its condition reasons;
 //! - `transport`, `token`, `assertion`, `api`, `query` (internal): HTTP with
 //!   retries and backoff, the token cache, certificate client assertions,
@@ -18,6 +19,7 @@ mod assertion;
 pub mod cloud;
 pub mod delta;
 pub mod error;
+pub mod membership;
 mod query;
 pub mod settings;
 pub mod source;

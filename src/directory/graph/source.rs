@@ -391,7 +391,7 @@ impl GraphSource {
     }
 
     /// One user by ID; `None` when there is no such user.
-    async fn get_user(
+    pub(crate) async fn get_user(
         &self,
         id: &str,
         projection: &Projection,
