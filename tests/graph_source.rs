@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use usersync::core::{DirectoryEntry, ReadKind};
 use usersync::directory::graph::{
     Cloud, Credential, DeltaLink, DeltaOutcome, GraphError, GraphRead, GraphScope, GraphSettings,
-    GraphSource, RetryPolicy,
+    GraphSource, RetryPolicy, TokenCache,
 };
 use usersync::secret::SecretString;
 
@@ -405,6 +405,70 @@ async fn a_rejected_token_is_renewed_once_and_the_request_retried() {
     assert_eq!(read.view.entries.len(), 1);
     assert_eq!(em.token_requests(), 2);
     assert_eq!(em.graph_requests(), 3); // ok, 401, ok
+}
+
+#[tokio::test]
+async fn sources_of_one_owner_share_a_cached_token_until_the_credential_changes() {
+    let em = GraphEmulator::start().await;
+    em.create_user("a@contoso.example", "A");
+    let cache = TokenCache::default();
+    let shared = |settings: &GraphSettings, owner: &str| {
+        GraphSource::with_token_cache(settings, &cache, owner).unwrap()
+    };
+
+    for _ in 0..3 {
+        shared(&settings(&em), "team-a/corp").probe().await.unwrap();
+    }
+    shared(&settings(&em), "team-a/corp")
+        .read(&GraphScope::all_users())
+        .await
+        .unwrap();
+    assert_eq!(em.token_requests(), 1, "a new source asked for a new token");
+
+    // Another connector with the same app has a token of its own.
+    shared(&settings(&em), "team-b/corp").probe().await.unwrap();
+    assert_eq!(em.token_requests(), 2);
+
+    // A rotated secret gets a token of its own, then keeps it.
+    em.add_client_secret("rotated-secret-9Z~");
+    let rotated = settings_with(
+        &em,
+        Credential::Secret(SecretString::new("rotated-secret-9Z~")),
+    );
+    shared(&rotated, "team-a/corp").probe().await.unwrap();
+    shared(&rotated, "team-a/corp").probe().await.unwrap();
+    assert_eq!(em.token_requests(), 3);
+
+    // So does another tenant (here one the emulator refuses: it is asked).
+    let mut other_tenant = settings(&em);
+    other_tenant.tenant_id = "0d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6".into();
+    let refused = shared(&other_tenant, "team-a/corp").probe().await;
+    assert!(refused.is_err());
+    assert_eq!(em.token_requests(), 4);
+}
+
+#[tokio::test]
+async fn a_kept_token_graph_rejects_is_renewed_once_and_the_probe_succeeds() {
+    let em = GraphEmulator::start().await;
+    let cache = TokenCache::default();
+    let probe = || async {
+        GraphSource::with_token_cache(&settings(&em), &cache, "team-a/corp")
+            .unwrap()
+            .probe()
+            .await
+    };
+    probe().await.unwrap();
+
+    // Revoked while kept: the next source's request meets a 401.
+    em.invalidate_issued_tokens();
+    em.clear_log();
+    probe().await.unwrap();
+    assert_eq!(em.token_requests(), 2);
+    assert_eq!(em.graph_requests(), 2, "a 401, then the request again");
+
+    // The renewed token is the one kept.
+    probe().await.unwrap();
+    assert_eq!(em.token_requests(), 2);
 }
 
 #[tokio::test]

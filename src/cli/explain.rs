@@ -12,6 +12,7 @@ use crate::api::{ConnectorHealth, DirectoryMapping, RunSummary, SyncPolicy};
 use crate::controller::planning::{ViewFrom, prepare};
 use crate::controller::resolve::{gate_of, policy_of};
 use crate::core::{self, Explanation, TransitionKind, UserRecord};
+use crate::directory::graph::TokenCache;
 use crate::store::{Backend, HistoryEntry, UserStore};
 
 /// What `explain` found for one query.
@@ -146,8 +147,19 @@ async fn why_not_imported(
     let mut mappings = api.list(&ListParams::default()).await?.items;
     mappings.sort_by_key(|m| (m.spec.priority, m.name_any()));
     let mut answers = Vec::new();
+    // One token for every mapping's read.
+    let tokens = TokenCache::default();
     for mapping in &mappings {
-        let why = match prepare(client, backend, mapping, ViewFrom::FullRead, None, now).await {
+        let read = prepare(
+            client,
+            backend,
+            &tokens,
+            mapping,
+            ViewFrom::FullRead,
+            None,
+            now,
+        );
+        let why = match read.await {
             Err(e) => format!("its scope could not be read: {e}"),
             Ok(prepared) => {
                 let view = prepared.basis.view();

@@ -7,6 +7,7 @@ use kube::{Api, Client};
 use crate::api::DirectoryMapping;
 use crate::controller::planning::{ViewFrom, prepare};
 use crate::core::{Plan, TransitionKind};
+use crate::directory::graph::TokenCache;
 use crate::store::Backend;
 
 /// Plan one run of `mapping` exactly as the operator would, and apply nothing.
@@ -21,6 +22,7 @@ pub async fn plan(
     let prepared = prepare(
         &client,
         backend,
+        &TokenCache::default(),
         &mapping,
         ViewFrom::Directory,
         None,

@@ -8,6 +8,7 @@ use kube::{Api, ResourceExt};
 
 use crate::api::{ConnectorHealth, DirectoryMapping, LdapFlavor, SearchScope, SecretKeyRef};
 use crate::core::parse_duration;
+use crate::directory::graph::TokenCache;
 use crate::directory::ldap::{self, AttributeMap, Flavor, LdapScope, LdapSettings, LdapSource};
 use crate::directory::{Scope, Source, SourceError};
 use crate::secret::SecretString;
@@ -244,13 +245,16 @@ pub fn insecure_opt_ins(connector: &ConnectorHealth) -> Vec<(&'static str, &'sta
 }
 
 /// The source a connector describes, with its Secrets read now (so a changed
-/// password is picked up by the next run or probe).
+/// password is picked up by the next run or probe). An Entra ID source keeps its
+/// access token in `tokens`, for the connector's later sources with the same
+/// settings and credential.
 pub async fn source_for(
     secrets: &Api<Secret>,
     connector: &ConnectorHealth,
+    tokens: &TokenCache,
 ) -> Result<Source, ConnectionError> {
     let Some(spec) = &connector.spec.ldap else {
-        return graph_source_for(secrets, connector).await;
+        return graph_source_for(secrets, connector, tokens).await;
     };
     let flavor = match spec.flavor {
         LdapFlavor::ActiveDirectory => Flavor::ActiveDirectory,
@@ -311,6 +315,7 @@ async fn secret_text(
 async fn graph_source_for(
     secrets: &Api<Secret>,
     connector: &ConnectorHealth,
+    tokens: &TokenCache,
 ) -> Result<Source, ConnectionError> {
     use crate::api::EntraCloud;
     use crate::directory::graph::{Cloud, Credential, GraphSettings, GraphSource};
@@ -394,9 +399,18 @@ async fn graph_source_for(
     if let Some(r) = &spec.ca_secret_ref {
         settings.ca_pem = Some(secret_value(secrets, connector, "entraID.caSecretRef", r).await?);
     }
-    let source =
-        GraphSource::new(&settings).map_err(|e| ConnectionError::Invalid(e.to_string()))?;
+    let source = GraphSource::with_token_cache(&settings, tokens, &token_owner(connector))
+        .map_err(|e| ConnectionError::Invalid(e.to_string()))?;
     Ok(Source::Graph(Box::new(source)))
+}
+
+/// Whose token a connector's sources share: the connector, by namespace and name.
+pub fn token_owner(connector: &ConnectorHealth) -> String {
+    format!(
+        "{}/{}",
+        connector.namespace().unwrap_or_default(),
+        connector.name_any()
+    )
 }
 
 /// The scope a mapping describes.

@@ -62,6 +62,8 @@ pub struct Context {
     pub metrics: Arc<super::metrics::Metrics>,
     /// Where users are kept.
     pub backend: crate::store::Backend,
+    /// Access tokens of Entra ID connectors, kept across runs and probes.
+    pub tokens: Arc<crate::directory::graph::TokenCache>,
     /// Where the time comes from.
     pub clock: super::Clock,
     /// Whether this process holds the Lease.
@@ -101,6 +103,7 @@ impl Context {
             run_tasks: Default::default(),
             metrics,
             backend,
+            tokens: Default::default(),
         }
     }
 

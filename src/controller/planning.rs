@@ -15,6 +15,7 @@ use crate::core::{
     self, Approval, DirectoryView, MappingContext, OtherClaims, Plan, PlanInput, UserRecord,
     claim_lookups_needed,
 };
+use crate::directory::graph::TokenCache;
 use crate::directory::{Incremental, Scope, Source};
 use crate::store::{Backend, Store, UserStore};
 
@@ -146,6 +147,7 @@ impl Basis {
 pub async fn prepare(
     client: &Client,
     backend: &Backend,
+    tokens: &TokenCache,
     mapping: &DirectoryMapping,
     from: ViewFrom,
     approved: Option<&str>,
@@ -182,13 +184,12 @@ pub async fn prepare(
             kind: "ConnectorHealth",
             name: spec.connector_ref.clone(),
         })?;
-    let source =
-        source_for(&secrets, &connector)
-            .await
-            .map_err(|source| PlanningError::Connection {
-                name: spec.connector_ref.clone(),
-                source,
-            })?;
+    let source = source_for(&secrets, &connector, tokens)
+        .await
+        .map_err(|source| PlanningError::Connection {
+            name: spec.connector_ref.clone(),
+            source,
+        })?;
     let context = mapping_context(mapping, &policy);
 
     let mut store = backend.open(client, &ns);

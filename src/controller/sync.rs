@@ -342,6 +342,7 @@ async fn execute(
     } = match prepare(
         &ctx.client,
         &ctx.backend,
+        &ctx.tokens,
         mapping,
         view_from(trigger),
         approved,

@@ -1,11 +1,17 @@
 //! The lifecycle for Entra ID: the same rules, read through Microsoft Graph (here the
 //! Graph emulator, written from Microsoft's documented behaviour).
 
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use usersync::api::RunResult;
+use usersync::api::{ConnectorHealth, RunResult};
 
 use crate::graph_emulator::{CLIENT_ID, CLIENT_SECRET, Fault, GraphEmulator, TENANT_ID};
-use crate::world::Scene;
+use crate::support::eventually;
+use crate::world::{RUN_WAIT, Scene};
 
 /// A scene with an Entra ID connector `corp` on the emulator and the operator running.
 async fn entra(test: &str, em: &GraphEmulator, policy: serde_json::Value) -> Scene {
@@ -249,4 +255,59 @@ async fn entra_a_user_missing_from_one_eventual_group_read_stays_active_and_one_
         Some("Lag, renamed")
     );
     assert_eq!(s.state("left@contoso.example").await, "Preserved/Unmapped");
+}
+
+/// Wait until the connector `corp` has been probed `count` more times.
+async fn probes(s: &Scene, count: usize) {
+    let api: Api<ConnectorHealth> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let seen = std::sync::Mutex::new(BTreeSet::new());
+    eventually(RUN_WAIT, &format!("{count} more probes"), || async {
+        let probed = api.get("corp").await.ok()?.status?.last_probe_time?;
+        let mut seen = seen.lock().unwrap();
+        seen.insert(probed.0);
+        // The first value seen is the last probe before the wait.
+        (seen.len() > count).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn entra_one_token_serves_every_run_and_probe_until_the_secret_is_rotated() {
+    let em = GraphEmulator::start().await;
+    em.create_user("tok@contoso.example", "Tok");
+    let s = entra("entra-token", &em, json!({})).await;
+    s.connected(true).await;
+    s.mapping_with("cloud", cloud_mapping(json!({}))).await;
+    s.sync("cloud").await;
+    probes(&s, 3).await;
+    assert_eq!(
+        em.token_requests(),
+        1,
+        "two runs and several probes asked for more than one token"
+    );
+
+    // The client secret is rotated: the app gets a second secret, then the
+    // Secret the connector names is changed to it.
+    em.add_client_secret("rotated-graph-secret-4K~");
+    let secrets: Api<Secret> = Api::namespaced(s.client.clone(), &s.ns.name);
+    secrets
+        .patch(
+            "graph-app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"secret": "rotated-graph-secret-4K~"}})),
+        )
+        .await
+        .unwrap();
+    eventually(RUN_WAIT, "a token for the rotated secret", || async {
+        (em.token_requests() == 2).then_some(())
+    })
+    .await;
+    let run = s.sync("cloud").await;
+    assert_eq!(run.result, RunResult::Succeeded, "{run:?}");
+    probes(&s, 2).await;
+    assert_eq!(
+        em.token_requests(),
+        2,
+        "the rotated secret's token was not kept"
+    );
 }

@@ -262,6 +262,12 @@ impl GraphEmulator {
             .push(RegisteredCertificate::from_pem(pem));
     }
 
+    /// Add a client secret to the app registration (as a rotation does, before
+    /// the old one is removed).
+    pub fn add_client_secret(&self, secret: &str) {
+        self.state().app.secrets.push(secret.into());
+    }
+
     /// Withdraw an application permission from tokens issued from now on.
     pub fn revoke_permission(&self, role: &str) {
         self.state().app.roles.remove(role);
