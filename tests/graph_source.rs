@@ -861,7 +861,7 @@ async fn an_unreachable_host_is_unreachable() {
 // --- TLS ---
 
 #[tokio::test]
-async fn https_with_the_admins_ca_works_and_an_unknown_ca_is_unreachable() {
+async fn https_with_the_admins_ca_works_and_an_unknown_ca_fails_at_once_as_tls() {
     let em = GraphEmulator::start_tls().await;
     let id = em.create_user("a@contoso.example", "A");
     let read = source(&em).read(&GraphScope::all_users()).await.unwrap();
@@ -869,11 +869,28 @@ async fn https_with_the_admins_ca_works_and_an_unknown_ca_is_unreachable() {
 
     let mut s = settings(&em);
     s.ca_pem = None;
+    let before = em.tls_connections();
+    let started = Instant::now();
     let error = GraphSource::new(&s).unwrap().probe().await.unwrap_err();
-    assert_eq!(error.reason(), "Unreachable");
+    assert_eq!(error.reason(), "TLSError", "{error}");
+    let message = error.to_string();
+    let host = format!("127.0.0.1:{}", em.base_url().port().unwrap());
     assert!(
-        error.to_string().to_lowercase().contains("certificate"),
-        "{error}"
+        message.contains(&format!("the certificate of {host}")),
+        "{message}"
+    );
+    assert!(message.contains("UnknownIssuer"), "{message}");
+    assert!(message.contains("spec.entraID.caSecretRef"), "{message}");
+    assert!(!message.contains("insecureSkipVerify"), "{message}");
+    assert_eq!(
+        em.tls_connections() - before,
+        1,
+        "a refused certificate was asked again"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
     );
 }
 

@@ -311,3 +311,51 @@ async fn entra_one_token_serves_every_run_and_probe_until_the_secret_is_rotated(
         "the rotated secret's token was not kept"
     );
 }
+
+#[tokio::test]
+async fn entra_an_unknown_ca_is_reported_at_once_as_tls_naming_the_host_and_ca_secret_ref() {
+    let em = GraphEmulator::start_tls().await;
+    let started = std::time::Instant::now();
+    // No caSecretRef: the emulator's CA is no system root.
+    let s = entra("entra-tls", &em, json!({})).await;
+    let api: Api<ConnectorHealth> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let connected = eventually(RUN_WAIT, "Connected=False/TLSError", || async {
+        let status = api.get("corp").await.ok()?.status?;
+        usersync::api::find_condition(&status.conditions, "Connected")
+            .filter(|c| c.status == "False" && c.reason != "Probing")
+            .cloned()
+    })
+    .await;
+    let waited = started.elapsed();
+    assert_eq!(connected.reason, "TLSError", "{}", connected.message);
+    let host = format!("127.0.0.1:{}", em.base_url().port().unwrap());
+    for part in [
+        format!("the certificate of {host}"),
+        "UnknownIssuer".into(),
+        "spec.entraID.caSecretRef".into(),
+    ] {
+        assert!(
+            connected.message.contains(&part),
+            "{part}: {}",
+            connected.message
+        );
+    }
+    assert!(
+        !connected.message.contains("insecureSkipVerify"),
+        "{}",
+        connected.message
+    );
+    assert!(
+        waited < std::time::Duration::from_secs(8),
+        "reported after {waited:?}, as if retried to a timeout"
+    );
+
+    // One connection per probe (every 2s), no retries in between.
+    let before = em.tls_connections();
+    probes(&s, 2).await;
+    let opened = em.tls_connections() - before;
+    assert!(
+        (2..=3).contains(&opened),
+        "{opened} connections for 2 probes"
+    );
+}

@@ -33,6 +33,7 @@ mod tenant;
 mod tls;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -102,6 +103,8 @@ struct Shared {
     state: Mutex<State>,
     base: Url,
     ca_pem: Option<String>,
+    /// Connections opened to the HTTPS listener.
+    tls_connections: Arc<AtomicU64>,
 }
 
 struct Issued {
@@ -206,6 +209,7 @@ impl GraphEmulator {
                 state: Mutex::new(state),
                 base,
                 ca_pem: pki.as_ref().map(|p| p.ca_pem.clone()),
+                tls_connections: Arc::default(),
             }),
         };
         let router = Router::new()
@@ -223,7 +227,12 @@ impl GraphEmulator {
             )
             .with_state(emulator.clone());
         match pki {
-            Some(pki) => tls::serve_tls(listener, pki.server_config, router),
+            Some(pki) => tls::serve_tls(
+                listener,
+                pki.server_config,
+                router,
+                emulator.shared.tls_connections.clone(),
+            ),
             None => {
                 tokio::spawn(async move {
                     let _ = axum::serve(listener, router).await;
@@ -245,6 +254,12 @@ impl GraphEmulator {
     /// The CA that issued the HTTPS certificate (for [`GraphEmulator::start_tls`]).
     pub fn ca_pem(&self) -> Option<String> {
         self.shared.ca_pem.clone()
+    }
+
+    /// Connections clients opened to the HTTPS emulator, a failed handshake's
+    /// included.
+    pub fn tls_connections(&self) -> u64 {
+        self.shared.tls_connections.load(Ordering::SeqCst)
     }
 
     // --- the app registration and its tokens ---
