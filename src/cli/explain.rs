@@ -9,10 +9,10 @@ use kube::{Api, Client, ResourceExt};
 use serde::Serialize;
 
 use crate::api::{ConnectorHealth, DirectoryMapping, RunSummary, SyncPolicy};
+use crate::controller::Directories;
 use crate::controller::planning::{ViewFrom, prepare};
 use crate::controller::resolve::{gate_of, policy_of};
 use crate::core::{self, Explanation, TransitionKind, UserRecord};
-use crate::directory::graph::TokenCache;
 use crate::store::{Backend, HistoryEntry, UserStore};
 
 /// What `explain` found for one query.
@@ -148,12 +148,12 @@ async fn why_not_imported(
     mappings.sort_by_key(|m| (m.spec.priority, m.name_any()));
     let mut answers = Vec::new();
     // One token for every mapping's read.
-    let tokens = TokenCache::default();
+    let directories = Directories::default();
     for mapping in &mappings {
         let read = prepare(
             client,
             backend,
-            &tokens,
+            &directories,
             mapping,
             ViewFrom::FullRead,
             None,

@@ -5,9 +5,9 @@ use std::fmt::Write as _;
 use kube::{Api, Client};
 
 use crate::api::DirectoryMapping;
+use crate::controller::Directories;
 use crate::controller::planning::{ViewFrom, prepare};
 use crate::core::{Plan, TransitionKind};
-use crate::directory::graph::TokenCache;
 use crate::store::Backend;
 
 /// Plan one run of `mapping` exactly as the operator would, and apply nothing.
@@ -22,7 +22,7 @@ pub async fn plan(
     let prepared = prepare(
         &client,
         backend,
-        &TokenCache::default(),
+        &Directories::default(),
         &mapping,
         ViewFrom::Directory,
         None,

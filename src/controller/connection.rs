@@ -8,6 +8,9 @@ use kube::{Api, ResourceExt};
 
 use crate::api::{ConnectorHealth, DirectoryMapping, LdapFlavor, SearchScope, SecretKeyRef};
 use crate::core::parse_duration;
+use std::sync::Arc;
+
+use super::metrics::{ConnectorLabels, Metrics};
 use crate::directory::graph::TokenCache;
 use crate::directory::ldap::{self, AttributeMap, Flavor, LdapScope, LdapSettings, LdapSource};
 use crate::directory::{Scope, Source, SourceError};
@@ -244,17 +247,25 @@ pub fn insecure_opt_ins(connector: &ConnectorHealth) -> Vec<(&'static str, &'sta
     found
 }
 
+/// What the sources made for connectors share across runs and probes: the
+/// Entra ID access tokens, and the metrics their throttling is counted in.
+#[derive(Clone, Debug, Default)]
+pub struct Directories {
+    pub tokens: Arc<TokenCache>,
+    pub metrics: Option<Arc<Metrics>>,
+}
+
 /// The source a connector describes, with its Secrets read now (so a changed
 /// password is picked up by the next run or probe). An Entra ID source keeps its
-/// access token in `tokens`, for the connector's later sources with the same
-/// settings and credential.
+/// access token in `directories`, for the connector's later sources with the
+/// same settings and credential, and counts its throttling there when dropped.
 pub async fn source_for(
     secrets: &Api<Secret>,
     connector: &ConnectorHealth,
-    tokens: &TokenCache,
+    directories: &Directories,
 ) -> Result<Source, ConnectionError> {
     let Some(spec) = &connector.spec.ldap else {
-        return graph_source_for(secrets, connector, tokens).await;
+        return graph_source_for(secrets, connector, directories).await;
     };
     let flavor = match spec.flavor {
         LdapFlavor::ActiveDirectory => Flavor::ActiveDirectory,
@@ -315,7 +326,7 @@ async fn secret_text(
 async fn graph_source_for(
     secrets: &Api<Secret>,
     connector: &ConnectorHealth,
-    tokens: &TokenCache,
+    directories: &Directories,
 ) -> Result<Source, ConnectionError> {
     use crate::api::EntraCloud;
     use crate::directory::graph::{Cloud, Credential, GraphSettings, GraphSource};
@@ -399,8 +410,17 @@ async fn graph_source_for(
     if let Some(r) = &spec.ca_secret_ref {
         settings.ca_pem = Some(secret_value(secrets, connector, "entraID.caSecretRef", r).await?);
     }
-    let source = GraphSource::with_token_cache(&settings, tokens, &token_owner(connector))
-        .map_err(|e| ConnectionError::Invalid(e.to_string()))?;
+    let mut source =
+        GraphSource::with_token_cache(&settings, &directories.tokens, &token_owner(connector))
+            .map_err(|e| ConnectionError::Invalid(e.to_string()))?;
+    if let Some(metrics) = &directories.metrics {
+        let metrics = metrics.clone();
+        let labels = ConnectorLabels {
+            namespace: connector.namespace().unwrap_or_default(),
+            connector: connector.name_any(),
+        };
+        source = source.report_throttling(move |t| metrics.record_throttling(&labels, t));
+    }
     Ok(Source::Graph(Box::new(source)))
 }
 

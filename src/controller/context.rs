@@ -62,8 +62,8 @@ pub struct Context {
     pub metrics: Arc<super::metrics::Metrics>,
     /// Where users are kept.
     pub backend: crate::store::Backend,
-    /// Access tokens of Entra ID connectors, kept across runs and probes.
-    pub tokens: Arc<crate::directory::graph::TokenCache>,
+    /// What the directory sources share across runs and probes.
+    pub directories: super::connection::Directories,
     /// Where the time comes from.
     pub clock: super::Clock,
     /// Whether this process holds the Lease.
@@ -101,9 +101,12 @@ impl Context {
             fence: super::Fence::open(),
             stopping: Default::default(),
             run_tasks: Default::default(),
+            directories: super::connection::Directories {
+                tokens: Default::default(),
+                metrics: Some(metrics.clone()),
+            },
             metrics,
             backend,
-            tokens: Default::default(),
         }
     }
 

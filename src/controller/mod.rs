@@ -23,6 +23,7 @@ mod status;
 mod sync;
 
 pub use clock::{Clock, Fence};
+pub use connection::Directories;
 pub use context::{Context, FIELD_MANAGER};
 pub use error::{Error, Result};
 pub use readiness::{READY, Readiness};

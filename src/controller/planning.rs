@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 
-use super::connection::{scope_for, source_for};
+use super::connection::{Directories, scope_for, source_for};
 use super::resolve::{checked_reference, gate_of, mapping_context, policy_of};
 use crate::api::{APPROVE_RUN_ANNOTATION, ConnectorHealth, DirectoryMapping, ReadMode, SyncPolicy};
 use crate::core::parse_duration;
@@ -15,7 +15,6 @@ use crate::core::{
     self, Approval, DirectoryView, MappingContext, OtherClaims, Plan, PlanInput, UserRecord,
     claim_lookups_needed,
 };
-use crate::directory::graph::TokenCache;
 use crate::directory::{Incremental, Scope, Source};
 use crate::store::{Backend, Store, UserStore};
 
@@ -147,7 +146,7 @@ impl Basis {
 pub async fn prepare(
     client: &Client,
     backend: &Backend,
-    tokens: &TokenCache,
+    directories: &Directories,
     mapping: &DirectoryMapping,
     from: ViewFrom,
     approved: Option<&str>,
@@ -184,7 +183,7 @@ pub async fn prepare(
             kind: "ConnectorHealth",
             name: spec.connector_ref.clone(),
         })?;
-    let source = source_for(&secrets, &connector, tokens)
+    let source = source_for(&secrets, &connector, directories)
         .await
         .map_err(|source| PlanningError::Connection {
             name: spec.connector_ref.clone(),

@@ -342,7 +342,7 @@ async fn execute(
     } = match prepare(
         &ctx.client,
         &ctx.backend,
-        &ctx.tokens,
+        &ctx.directories,
         mapping,
         view_from(trigger),
         approved,

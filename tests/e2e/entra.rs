@@ -16,6 +16,13 @@ use crate::world::{RUN_WAIT, Scene};
 /// A scene with an Entra ID connector `corp` on the emulator and the operator running.
 async fn entra(test: &str, em: &GraphEmulator, policy: serde_json::Value) -> Scene {
     let scene = Scene::new(test, policy).await;
+    entra_connector(&scene, em).await;
+    scene.start_operator();
+    scene
+}
+
+/// The Entra ID connector `corp` on the emulator, and its Secret.
+pub(crate) async fn entra_connector(scene: &Scene, em: &GraphEmulator) {
     scene.secret("graph-app", "secret", CLIENT_SECRET).await;
     let base = em.base_url().to_string();
     scene.apply(&json!({
@@ -30,11 +37,9 @@ async fn entra(test: &str, em: &GraphEmulator, policy: serde_json::Value) -> Sce
             "probeInterval": "2s", "staleAfter": "1m",
         }
     }));
-    scene.start_operator();
-    scene
 }
 
-fn cloud_mapping(extra: serde_json::Value) -> serde_json::Value {
+pub(crate) fn cloud_mapping(extra: serde_json::Value) -> serde_json::Value {
     let mut spec =
         json!({"connectorRef": "corp", "policyRef": "default", "profile": "cloud", "entraID": {}});
     spec.as_object_mut()

@@ -39,6 +39,18 @@ pub(crate) const MEMBERSHIP_ATTEMPTS: u32 = 3;
 pub struct GraphSource {
     pub(crate) api: Api,
     endpoints: Endpoints,
+    /// Told this source's throttling when it is dropped.
+    on_drop: Option<ThrottlingReport>,
+}
+
+type ThrottlingReport = Box<dyn Fn(Throttling) + Send + Sync>;
+
+impl Drop for GraphSource {
+    fn drop(&mut self) {
+        if let Some(report) = &self.on_drop {
+            report(self.throttling());
+        }
+    }
 }
 
 impl std::fmt::Debug for GraphSource {
@@ -167,7 +179,19 @@ impl GraphSource {
         Ok(Self {
             api: Api::new(transport, tokens, endpoints.graph.clone()),
             endpoints,
+            on_drop: None,
         })
+    }
+
+    /// Hand how much this source was throttled to `report` when it is
+    /// dropped: once, after every read, probe or lookup made with it,
+    /// whether they succeeded or not.
+    pub fn report_throttling(
+        mut self,
+        report: impl Fn(Throttling) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_drop = Some(Box::new(report));
+        self
     }
 
     /// Where requests go.
