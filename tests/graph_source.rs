@@ -363,6 +363,29 @@ async fn a_missing_permission_is_forbidden_and_names_the_permission() {
 // --- tokens ---
 
 #[tokio::test]
+async fn a_permission_granted_after_a_403_is_used_by_the_next_source_of_the_owner() {
+    let em = GraphEmulator::start().await;
+    let group = em.create_group("G");
+    em.revoke_permission(GROUP_MEMBER_READ_ALL);
+    let cache = TokenCache::default();
+    let read = || async {
+        GraphSource::with_token_cache(&settings(&em), &cache, "team-a/corp")
+            .unwrap()
+            .read(&groups(&[&group]))
+            .await
+    };
+    assert_eq!(read().await.unwrap_err().reason(), "Forbidden");
+
+    // The admin grants it: the next run has it, not only the next token after
+    // the kept one expires.
+    em.grant_permission(GROUP_MEMBER_READ_ALL);
+    read().await.unwrap();
+    assert_eq!(em.token_requests(), 2);
+    read().await.unwrap();
+    assert_eq!(em.token_requests(), 2, "a token that works is kept");
+}
+
+#[tokio::test]
 async fn token_is_cached_and_reused() {
     let em = GraphEmulator::start().await;
     em.create_user("a@contoso.example", "A");

@@ -283,6 +283,11 @@ impl GraphEmulator {
         self.state().app.secrets.push(secret.into());
     }
 
+    /// Grant an application permission (with consent) to tokens issued from now on.
+    pub fn grant_permission(&self, role: &str) {
+        self.state().app.roles.insert(role.into());
+    }
+
     /// Withdraw an application permission from tokens issued from now on.
     pub fn revoke_permission(&self, role: &str) {
         self.state().app.roles.remove(role);

@@ -5,11 +5,14 @@
 //! before it expires. A [`TokenCache`] keeps that token beyond the source, so
 //! the sources a controller makes anew for every run and probe of one
 //! connector share it: a tenant sees one token request an hour per connector,
-//! not one per run (each lands in its sign-in logs). Requests for a token are serialised, so a burst of
-//! concurrent Graph requests asks for one token, not one each. When Graph
-//! rejects a token (401), the requester invalidates that token (by its
-//! generation, so a token another request already renewed is kept) and asks
-//! again once.
+//! not one per run (each lands in its sign-in logs).
+//!
+//! Requests for a token are serialised, so a burst of concurrent Graph
+//! requests asks for one token, not one each. When Graph rejects a token
+//! (401), the requester invalidates that token (by its generation, so a token
+//! another request already renewed is kept) and asks again once. A 403
+//! invalidates it too, without asking again: the permission the admin grants
+//! in answer shows only in a new token.
 
 use std::collections::HashMap;
 use std::fmt;
