@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use usersync::core::{DirectoryEntry, ReadKind};
 use usersync::directory::graph::{
     Cloud, Credential, DeltaLink, DeltaOutcome, GraphError, GraphRead, GraphScope, GraphSettings,
-    GraphSource, RetryPolicy,
+    GraphSource, RetryPolicy, TokenCache,
 };
 use usersync::secret::SecretString;
 
@@ -363,6 +363,29 @@ async fn a_missing_permission_is_forbidden_and_names_the_permission() {
 // --- tokens ---
 
 #[tokio::test]
+async fn a_permission_granted_after_a_403_is_used_by_the_next_source_of_the_owner() {
+    let em = GraphEmulator::start().await;
+    let group = em.create_group("G");
+    em.revoke_permission(GROUP_MEMBER_READ_ALL);
+    let cache = TokenCache::default();
+    let read = || async {
+        GraphSource::with_token_cache(&settings(&em), &cache, "team-a/corp")
+            .unwrap()
+            .read(&groups(&[&group]))
+            .await
+    };
+    assert_eq!(read().await.unwrap_err().reason(), "Forbidden");
+
+    // The admin grants it: the next run has it, not only the next token after
+    // the kept one expires.
+    em.grant_permission(GROUP_MEMBER_READ_ALL);
+    read().await.unwrap();
+    assert_eq!(em.token_requests(), 2);
+    read().await.unwrap();
+    assert_eq!(em.token_requests(), 2, "a token that works is kept");
+}
+
+#[tokio::test]
 async fn token_is_cached_and_reused() {
     let em = GraphEmulator::start().await;
     em.create_user("a@contoso.example", "A");
@@ -405,6 +428,70 @@ async fn a_rejected_token_is_renewed_once_and_the_request_retried() {
     assert_eq!(read.view.entries.len(), 1);
     assert_eq!(em.token_requests(), 2);
     assert_eq!(em.graph_requests(), 3); // ok, 401, ok
+}
+
+#[tokio::test]
+async fn sources_of_one_owner_share_a_cached_token_until_the_credential_changes() {
+    let em = GraphEmulator::start().await;
+    em.create_user("a@contoso.example", "A");
+    let cache = TokenCache::default();
+    let shared = |settings: &GraphSettings, owner: &str| {
+        GraphSource::with_token_cache(settings, &cache, owner).unwrap()
+    };
+
+    for _ in 0..3 {
+        shared(&settings(&em), "team-a/corp").probe().await.unwrap();
+    }
+    shared(&settings(&em), "team-a/corp")
+        .read(&GraphScope::all_users())
+        .await
+        .unwrap();
+    assert_eq!(em.token_requests(), 1, "a new source asked for a new token");
+
+    // Another connector with the same app has a token of its own.
+    shared(&settings(&em), "team-b/corp").probe().await.unwrap();
+    assert_eq!(em.token_requests(), 2);
+
+    // A rotated secret gets a token of its own, then keeps it.
+    em.add_client_secret("rotated-secret-9Z~");
+    let rotated = settings_with(
+        &em,
+        Credential::Secret(SecretString::new("rotated-secret-9Z~")),
+    );
+    shared(&rotated, "team-a/corp").probe().await.unwrap();
+    shared(&rotated, "team-a/corp").probe().await.unwrap();
+    assert_eq!(em.token_requests(), 3);
+
+    // So does another tenant (here one the emulator refuses: it is asked).
+    let mut other_tenant = settings(&em);
+    other_tenant.tenant_id = "0d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6".into();
+    let refused = shared(&other_tenant, "team-a/corp").probe().await;
+    assert!(refused.is_err());
+    assert_eq!(em.token_requests(), 4);
+}
+
+#[tokio::test]
+async fn a_kept_token_graph_rejects_is_renewed_once_and_the_probe_succeeds() {
+    let em = GraphEmulator::start().await;
+    let cache = TokenCache::default();
+    let probe = || async {
+        GraphSource::with_token_cache(&settings(&em), &cache, "team-a/corp")
+            .unwrap()
+            .probe()
+            .await
+    };
+    probe().await.unwrap();
+
+    // Revoked while kept: the next source's request meets a 401.
+    em.invalidate_issued_tokens();
+    em.clear_log();
+    probe().await.unwrap();
+    assert_eq!(em.token_requests(), 2);
+    assert_eq!(em.graph_requests(), 2, "a 401, then the request again");
+
+    // The renewed token is the one kept.
+    probe().await.unwrap();
+    assert_eq!(em.token_requests(), 2);
 }
 
 #[tokio::test]
@@ -797,7 +884,7 @@ async fn an_unreachable_host_is_unreachable() {
 // --- TLS ---
 
 #[tokio::test]
-async fn https_with_the_admins_ca_works_and_an_unknown_ca_is_unreachable() {
+async fn https_with_the_admins_ca_works_and_an_unknown_ca_fails_at_once_as_tls() {
     let em = GraphEmulator::start_tls().await;
     let id = em.create_user("a@contoso.example", "A");
     let read = source(&em).read(&GraphScope::all_users()).await.unwrap();
@@ -805,11 +892,28 @@ async fn https_with_the_admins_ca_works_and_an_unknown_ca_is_unreachable() {
 
     let mut s = settings(&em);
     s.ca_pem = None;
+    let before = em.tls_connections();
+    let started = Instant::now();
     let error = GraphSource::new(&s).unwrap().probe().await.unwrap_err();
-    assert_eq!(error.reason(), "Unreachable");
+    assert_eq!(error.reason(), "TLSError", "{error}");
+    let message = error.to_string();
+    let host = format!("127.0.0.1:{}", em.base_url().port().unwrap());
     assert!(
-        error.to_string().to_lowercase().contains("certificate"),
-        "{error}"
+        message.contains(&format!("the certificate of {host}")),
+        "{message}"
+    );
+    assert!(message.contains("UnknownIssuer"), "{message}");
+    assert!(message.contains("spec.entraID.caSecretRef"), "{message}");
+    assert!(!message.contains("insecureSkipVerify"), "{message}");
+    assert_eq!(
+        em.tls_connections() - before,
+        1,
+        "a refused certificate was asked again"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
     );
 }
 

@@ -540,13 +540,28 @@ async fn ldaps_without_the_ca_fails_with_tls_error() {
     settings.url = server.ldaps_url.clone();
     let error = source(&settings).probe().await.unwrap_err();
     assert_eq!(error.reason, "TLSError", "{error}");
-    assert!(error.to_string().contains("UnknownIssuer"), "{error}");
+    let host = settings
+        .url
+        .trim_start_matches("ldaps://")
+        .trim_end_matches('/');
+    for part in [
+        &format!("the certificate of {host}"),
+        "UnknownIssuer",
+        "spec.ldap.caSecretRef",
+    ] {
+        assert!(error.to_string().contains(part), "{part}: {error}");
+    }
 
     // StartTLS checks the certificate the same way.
     let mut settings = server.settings(Flavor::OpenLdap);
     settings.start_tls = true;
     let error = source(&settings).probe().await.unwrap_err();
     assert_eq!(error.reason, "TLSError", "{error}");
+    assert!(error.to_string().contains("UnknownIssuer"), "{error}");
+    assert!(
+        error.to_string().contains("spec.ldap.caSecretRef"),
+        "{error}"
+    );
 }
 
 #[tokio::test]

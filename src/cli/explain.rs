@@ -9,6 +9,7 @@ use kube::{Api, Client, ResourceExt};
 use serde::Serialize;
 
 use crate::api::{ConnectorHealth, DirectoryMapping, RunSummary, SyncPolicy};
+use crate::controller::Directories;
 use crate::controller::planning::{ViewFrom, prepare};
 use crate::controller::resolve::{gate_of, policy_of};
 use crate::core::{self, Explanation, TransitionKind, UserRecord};
@@ -146,18 +147,19 @@ async fn why_not_imported(
     let mut mappings = api.list(&ListParams::default()).await?.items;
     mappings.sort_by_key(|m| (m.spec.priority, m.name_any()));
     let mut answers = Vec::new();
+    // One token for every mapping's read.
+    let directories = Directories::default();
     for mapping in &mappings {
-        let why = match prepare(
+        let read = prepare(
             client,
-            &Default::default(),
             backend,
+            &directories,
             mapping,
             ViewFrom::FullRead,
             None,
             now,
-        )
-        .await
-        {
+        );
+        let why = match read.await {
             Err(e) => format!("its scope could not be read: {e}"),
             Ok(prepared) => {
                 let view = prepared.basis.view();

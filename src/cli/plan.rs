@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use kube::{Api, Client};
 
 use crate::api::DirectoryMapping;
+use crate::controller::Directories;
 use crate::controller::planning::{ViewFrom, prepare};
 use crate::core::{Plan, TransitionKind};
 use crate::store::Backend;
@@ -20,8 +21,8 @@ pub async fn plan(
     let mapping = api.get(mapping).await?;
     let prepared = prepare(
         &client,
-        &Default::default(),
         backend,
+        &Directories::default(),
         &mapping,
         ViewFrom::Directory,
         None,

@@ -10,6 +10,9 @@ use kube::{Api, Client, ResourceExt};
 
 use crate::api::{ConnectorHealth, DirectoryMapping, LdapFlavor, SearchScope, SecretKeyRef};
 use crate::core::parse_duration;
+
+use super::metrics::{ConnectorLabels, Metrics};
+use crate::directory::graph::TokenCache;
 use crate::directory::ldap::{self, AttributeMap, Flavor, LdapScope, LdapSettings, LdapSource};
 use crate::directory::{Scope, Source, SourceError};
 use crate::secret::SecretString;
@@ -344,14 +347,27 @@ pub fn insecure_opt_ins(connector: &ConnectorHealth) -> Vec<(&'static str, &'sta
     found
 }
 
+/// What the sources made for connectors share across runs and probes: how their
+/// Secrets are read, the Entra ID access tokens, and the metrics their
+/// throttling is counted in.
+#[derive(Clone, Default)]
+pub struct Directories {
+    pub secrets: SecretAccess,
+    pub tokens: Arc<TokenCache>,
+    pub metrics: Option<Arc<Metrics>>,
+}
+
 /// The source a connector describes, with its Secrets read now (so a changed
-/// password is picked up by the next run or probe).
+/// password is picked up by the next run or probe). An Entra ID source keeps its
+/// access token in `directories`, for the connector's later sources with the
+/// same settings and credential, and counts its throttling there when dropped.
 pub async fn source_for(
     secrets: &SecretReader,
     connector: &ConnectorHealth,
+    directories: &Directories,
 ) -> Result<Source, ConnectionError> {
     let Some(spec) = &connector.spec.ldap else {
-        return graph_source_for(secrets, connector).await;
+        return graph_source_for(secrets, connector, directories).await;
     };
     let flavor = match spec.flavor {
         LdapFlavor::ActiveDirectory => Flavor::ActiveDirectory,
@@ -412,6 +428,7 @@ async fn secret_text(
 async fn graph_source_for(
     secrets: &SecretReader,
     connector: &ConnectorHealth,
+    directories: &Directories,
 ) -> Result<Source, ConnectionError> {
     use crate::api::EntraCloud;
     use crate::directory::graph::{Cloud, Credential, GraphSettings, GraphSource};
@@ -495,9 +512,27 @@ async fn graph_source_for(
     if let Some(r) = &spec.ca_secret_ref {
         settings.ca_pem = Some(secret_value(secrets, connector, "entraID.caSecretRef", r).await?);
     }
-    let source =
-        GraphSource::new(&settings).map_err(|e| ConnectionError::Invalid(e.to_string()))?;
+    let mut source =
+        GraphSource::with_token_cache(&settings, &directories.tokens, &token_owner(connector))
+            .map_err(|e| ConnectionError::Invalid(e.to_string()))?;
+    if let Some(metrics) = &directories.metrics {
+        let metrics = metrics.clone();
+        let labels = ConnectorLabels {
+            namespace: connector.namespace().unwrap_or_default(),
+            connector: connector.name_any(),
+        };
+        source = source.report_throttling(move |t| metrics.record_throttling(&labels, t));
+    }
     Ok(Source::Graph(Box::new(source)))
+}
+
+/// Whose token a connector's sources share: the connector, by namespace and name.
+pub fn token_owner(connector: &ConnectorHealth) -> String {
+    format!(
+        "{}/{}",
+        connector.namespace().unwrap_or_default(),
+        connector.name_any()
+    )
 }
 
 /// The scope a mapping describes.

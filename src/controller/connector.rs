@@ -64,7 +64,7 @@ pub async fn reconcile(
             return finish(&api, &connector, &old, status, generation, now, None).await;
         }
     };
-    let source = match source_for(&secrets, &connector).await {
+    let source = match source_for(&secrets, &connector, &ctx.directories).await {
         Ok(source) => {
             set(
                 &mut status,

@@ -62,6 +62,8 @@ pub struct Context {
     pub metrics: Arc<super::metrics::Metrics>,
     /// Where users are kept.
     pub backend: crate::store::Backend,
+    /// What the directory sources share across runs and probes.
+    pub directories: super::connection::Directories,
     /// Where the time comes from.
     pub clock: super::Clock,
     /// Whether this process holds the Lease.
@@ -75,9 +77,6 @@ pub struct Context {
     requeue: Option<mpsc::UnboundedSender<ObjectRef<DeserializeGuard<DirectoryMapping>>>>,
     /// The watched RunApprovals, which a mapping reconcile looks its approvals up in.
     approvals: Option<reflector::Store<DeserializeGuard<RunApproval>>>,
-    /// How connectors' Secrets are read: the grant to name where a namespace has
-    /// not given them, and the watches of those that have.
-    pub(crate) secret_access: super::connection::SecretAccess,
 }
 
 impl Context {
@@ -98,11 +97,15 @@ impl Context {
             run_slots: Arc::new(Semaphore::new(max_concurrent_runs.max(1))),
             requeue: None,
             approvals: None,
-            secret_access: Default::default(),
             clock: super::Clock::system(),
             fence: super::Fence::open(),
             stopping: Default::default(),
             run_tasks: Default::default(),
+            directories: super::connection::Directories {
+                secrets: Default::default(),
+                tokens: Default::default(),
+                metrics: Some(metrics.clone()),
+            },
             metrics,
             backend,
         }
@@ -167,7 +170,7 @@ impl Context {
 
     /// Name `grant` to a namespace that has not given the operator its Secrets.
     pub fn with_secret_grant(mut self, grant: super::connection::SecretGrant) -> Self {
-        self.secret_access.grant = Arc::new(grant);
+        self.directories.secrets.grant = Arc::new(grant);
         self
     }
 
@@ -176,13 +179,13 @@ impl Context {
         mut self,
         watches: Arc<super::secret_watch::SecretWatches>,
     ) -> Self {
-        self.secret_access.watches = Some(watches);
+        self.directories.secrets.watches = Some(watches);
         self
     }
 
     /// A reader of `namespace`'s Secrets, for a connector there.
     pub(crate) fn secrets(&self, namespace: &str) -> super::connection::SecretReader {
-        self.secret_access.reader(&self.client, namespace)
+        self.directories.secrets.reader(&self.client, namespace)
     }
 
     /// Route post-run reconciles to `sender`.

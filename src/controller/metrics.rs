@@ -78,6 +78,8 @@ pub struct Metrics {
     pub last_success: Family<MappingLabels, Gauge<f64, AtomicU64>>,
     pub deletions_planned: Family<MappingLabels, Counter>,
     pub deletions_blocked: Family<MappingLabels, Counter>,
+    pub graph_throttled: Family<ConnectorLabels, Counter>,
+    pub graph_throttled_wait: Family<ConnectorLabels, Counter<f64, AtomicU64>>,
     /// How often the mapping is due to run (its policy's interval), to compare the
     /// last success against.
     pub interval: Family<MappingLabels, Gauge<f64, AtomicU64>>,
@@ -154,11 +156,25 @@ impl Default for Metrics {
             "Duration of a run's writes to the user registry",
             write_duration.clone(),
         );
+        let graph_throttled = Family::<ConnectorLabels, Counter>::default();
+        registry.register(
+            "graph_throttled_requests",
+            "Microsoft Graph and token requests answered 429, or 503 with Retry-After",
+            graph_throttled.clone(),
+        );
+        let graph_throttled_wait = Family::<ConnectorLabels, Counter<f64, AtomicU64>>::default();
+        registry.register(
+            "graph_throttled_wait_seconds",
+            "Time requests to Microsoft Graph waited because of throttling",
+            graph_throttled_wait.clone(),
+        );
         Self {
             registry,
             interval,
             read_duration,
             write_duration,
+            graph_throttled,
+            graph_throttled_wait,
             runs,
             run_duration,
             users,
@@ -171,6 +187,23 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Count how much Graph throttled one source of `connector`.
+    pub fn record_throttling(
+        &self,
+        connector: &ConnectorLabels,
+        throttling: crate::directory::graph::Throttling,
+    ) {
+        if throttling.throttled_requests == 0 && throttling.waited.is_zero() {
+            return;
+        }
+        self.graph_throttled
+            .get_or_create(connector)
+            .inc_by(throttling.throttled_requests);
+        self.graph_throttled_wait
+            .get_or_create(connector)
+            .inc_by(throttling.waited.as_secs_f64());
+    }
+
     /// The metrics in the Prometheus text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -24,7 +24,7 @@ mod status;
 mod sync;
 
 pub use clock::{Clock, Fence};
-pub use connection::{SECRET_READER_ROLE, SecretGrant};
+pub use connection::{Directories, SECRET_READER_ROLE, SecretGrant};
 pub use context::{Context, FIELD_MANAGER};
 pub use error::{Error, Result};
 pub use readiness::{READY, Readiness};

@@ -6,8 +6,7 @@
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 
-pub use super::connection::SecretAccess;
-use super::connection::{scope_for, source_for};
+use super::connection::{Directories, scope_for, source_for};
 use super::resolve::{checked_reference, gate_of, mapping_context, policy_of};
 use crate::api::{APPROVE_RUN_ANNOTATION, ConnectorHealth, DirectoryMapping, ReadMode, SyncPolicy};
 use crate::core::parse_duration;
@@ -147,8 +146,8 @@ impl Basis {
 /// even be planned; the message says why in words an admin can act on.
 pub async fn prepare(
     client: &Client,
-    secrets: &SecretAccess,
     backend: &Backend,
+    directories: &Directories,
     mapping: &DirectoryMapping,
     from: ViewFrom,
     approved: Option<&str>,
@@ -158,7 +157,7 @@ pub async fn prepare(
     let policies: Api<SyncPolicy> = Api::namespaced(client.clone(), &ns);
     let connectors: Api<ConnectorHealth> = Api::namespaced(client.clone(), &ns);
     let mappings: Api<DirectoryMapping> = Api::namespaced(client.clone(), &ns);
-    let secrets = secrets.reader(client, &ns);
+    let secrets = directories.secrets.reader(client, &ns);
     let spec = &mapping.spec;
     checked_reference("spec.policyRef", &spec.policy_ref).map_err(PlanningError::Reference)?;
     checked_reference("spec.connectorRef", &spec.connector_ref)
@@ -185,13 +184,12 @@ pub async fn prepare(
             kind: "ConnectorHealth",
             name: spec.connector_ref.clone(),
         })?;
-    let source =
-        source_for(&secrets, &connector)
-            .await
-            .map_err(|source| PlanningError::Connection {
-                name: spec.connector_ref.clone(),
-                source,
-            })?;
+    let source = source_for(&secrets, &connector, directories)
+        .await
+        .map_err(|source| PlanningError::Connection {
+            name: spec.connector_ref.clone(),
+            source,
+        })?;
     let context = mapping_context(mapping, &policy);
 
     let mut store = backend.open(client, &ns);

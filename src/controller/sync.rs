@@ -342,8 +342,8 @@ async fn execute(
         read_took,
     } = match prepare(
         &ctx.client,
-        &ctx.secret_access,
         &ctx.backend,
+        &ctx.directories,
         mapping,
         view_from(trigger),
         approved,

@@ -5,6 +5,7 @@
 
 pub mod graph;
 pub mod ldap;
+pub mod tls;
 
 use std::time::Duration;
 

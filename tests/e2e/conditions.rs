@@ -88,6 +88,43 @@ fn connector(scene: &Scene, url: &str, stale_after: &str) {
 }
 
 #[tokio::test]
+async fn ldaps_to_a_server_of_an_unknown_ca_is_a_tls_failure_naming_the_host_and_ca_secret_ref() {
+    let server = Server::slapd();
+    let scene = Scene::new("health-tls", json!({})).await;
+    scene.start_operator();
+    let started = std::time::Instant::now();
+    // No caSecretRef: slapd's certificate comes from the tests' private CA.
+    connector(&scene, &server.ldaps_url, "1m");
+    let api: Api<ConnectorHealth> = Api::namespaced(scene.client.clone(), &scene.ns.name);
+    let c = until(&api, "corp", "Connected", "False", "TLSError", WAIT).await;
+    let waited = started.elapsed();
+    let host = server.ldaps_url.trim_start_matches("ldaps://");
+    for part in [
+        &format!("the certificate of {host}"),
+        "UnknownIssuer",
+        "spec.ldap.caSecretRef",
+    ] {
+        assert!(c.message.contains(part), "{part}: {}", c.message);
+    }
+    assert!(!c.message.contains("insecureSkipVerify"), "{}", c.message);
+    assert!(
+        waited < Duration::from_secs(6),
+        "reported after {waited:?}, as if retried to a timeout"
+    );
+    // Probed once a second, not in a loop: the failures count the probes.
+    let failures = |c: ConnectorHealth| c.status.unwrap_or_default().consecutive_failures;
+    let before = failures(api.get("corp").await.unwrap());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let during = failures(api.get("corp").await.unwrap()) - before;
+    assert!(
+        (2..=6).contains(&during),
+        "{during} failed probes in 4s at a probe interval of 1s"
+    );
+    let c = until(&api, "corp", "Stalled", "True", "TLSError", WAIT).await;
+    assert!(c.message.contains("caSecretRef"), "{}", c.message);
+}
+
+#[tokio::test]
 async fn an_unreachable_connector_is_reconciling_and_stalled_once_past_stale_after() {
     let scene = Scene::new("health-down", json!({})).await;
     scene.start_operator();

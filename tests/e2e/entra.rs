@@ -1,15 +1,28 @@
 //! The lifecycle for Entra ID: the same rules, read through Microsoft Graph (here the
 //! Graph emulator, written from Microsoft's documented behaviour).
 
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use usersync::api::RunResult;
+use usersync::api::{ConnectorHealth, RunResult};
 
 use crate::graph_emulator::{CLIENT_ID, CLIENT_SECRET, Fault, GraphEmulator, TENANT_ID};
-use crate::world::Scene;
+use crate::support::eventually;
+use crate::world::{RUN_WAIT, Scene};
 
 /// A scene with an Entra ID connector `corp` on the emulator and the operator running.
 async fn entra(test: &str, em: &GraphEmulator, policy: serde_json::Value) -> Scene {
     let scene = Scene::new(test, policy).await;
+    entra_connector(&scene, em).await;
+    scene.start_operator();
+    scene
+}
+
+/// The Entra ID connector `corp` on the emulator, and its Secret.
+pub(crate) async fn entra_connector(scene: &Scene, em: &GraphEmulator) {
     scene.secret("graph-app", "secret", CLIENT_SECRET).await;
     let base = em.base_url().to_string();
     scene.apply(&json!({
@@ -24,11 +37,9 @@ async fn entra(test: &str, em: &GraphEmulator, policy: serde_json::Value) -> Sce
             "probeInterval": "2s", "staleAfter": "1m",
         }
     }));
-    scene.start_operator();
-    scene
 }
 
-fn cloud_mapping(extra: serde_json::Value) -> serde_json::Value {
+pub(crate) fn cloud_mapping(extra: serde_json::Value) -> serde_json::Value {
     let mut spec =
         json!({"connectorRef": "corp", "policyRef": "default", "profile": "cloud", "entraID": {}});
     spec.as_object_mut()
@@ -288,7 +299,113 @@ async fn entra_leaving_or_joining_the_selected_group_nested_or_direct_is_seen_by
         (RunResult::Succeeded, Some(ReadMode::Incremental), 1, 1),
         "{run:?}"
     );
-    assert_eq!(s.state("leaves@contoso.example").await, "Preserved/Unmapped");
+    assert_eq!(
+        s.state("leaves@contoso.example").await,
+        "Preserved/Unmapped"
+    );
     assert_eq!(s.state("joins@contoso.example").await, "Active");
     assert_eq!(s.state("stays@contoso.example").await, "Active");
+}
+
+/// Wait until the connector `corp` has been probed `count` more times.
+async fn probes(s: &Scene, count: usize) {
+    let api: Api<ConnectorHealth> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let seen = std::sync::Mutex::new(BTreeSet::new());
+    eventually(RUN_WAIT, &format!("{count} more probes"), || async {
+        let probed = api.get("corp").await.ok()?.status?.last_probe_time?;
+        let mut seen = seen.lock().unwrap();
+        seen.insert(probed.0);
+        // The first value seen is the last probe before the wait.
+        (seen.len() > count).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn entra_one_token_serves_every_run_and_probe_until_the_secret_is_rotated() {
+    let em = GraphEmulator::start().await;
+    em.create_user("tok@contoso.example", "Tok");
+    let s = entra("entra-token", &em, json!({})).await;
+    s.connected(true).await;
+    s.mapping_with("cloud", cloud_mapping(json!({}))).await;
+    s.sync("cloud").await;
+    probes(&s, 3).await;
+    assert_eq!(
+        em.token_requests(),
+        1,
+        "two runs and several probes asked for more than one token"
+    );
+
+    // The client secret is rotated: the app gets a second secret, then the
+    // Secret the connector names is changed to it.
+    em.add_client_secret("rotated-graph-secret-4K~");
+    let secrets: Api<Secret> = Api::namespaced(s.client.clone(), &s.ns.name);
+    secrets
+        .patch(
+            "graph-app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"secret": "rotated-graph-secret-4K~"}})),
+        )
+        .await
+        .unwrap();
+    eventually(RUN_WAIT, "a token for the rotated secret", || async {
+        (em.token_requests() == 2).then_some(())
+    })
+    .await;
+    let run = s.sync("cloud").await;
+    assert_eq!(run.result, RunResult::Succeeded, "{run:?}");
+    probes(&s, 2).await;
+    assert_eq!(
+        em.token_requests(),
+        2,
+        "the rotated secret's token was not kept"
+    );
+}
+
+#[tokio::test]
+async fn entra_an_unknown_ca_is_reported_at_once_as_tls_naming_the_host_and_ca_secret_ref() {
+    let em = GraphEmulator::start_tls().await;
+    let started = std::time::Instant::now();
+    // No caSecretRef: the emulator's CA is no system root.
+    let s = entra("entra-tls", &em, json!({})).await;
+    let api: Api<ConnectorHealth> = Api::namespaced(s.client.clone(), &s.ns.name);
+    let connected = eventually(RUN_WAIT, "Connected=False/TLSError", || async {
+        let status = api.get("corp").await.ok()?.status?;
+        usersync::api::find_condition(&status.conditions, "Connected")
+            .filter(|c| c.status == "False" && c.reason != "Probing")
+            .cloned()
+    })
+    .await;
+    let waited = started.elapsed();
+    assert_eq!(connected.reason, "TLSError", "{}", connected.message);
+    let host = format!("127.0.0.1:{}", em.base_url().port().unwrap());
+    for part in [
+        format!("the certificate of {host}"),
+        "UnknownIssuer".into(),
+        "spec.entraID.caSecretRef".into(),
+    ] {
+        assert!(
+            connected.message.contains(&part),
+            "{part}: {}",
+            connected.message
+        );
+    }
+    assert!(
+        !connected.message.contains("insecureSkipVerify"),
+        "{}",
+        connected.message
+    );
+    assert!(
+        waited < std::time::Duration::from_secs(8),
+        "reported after {waited:?}, as if retried to a timeout"
+    );
+
+    // One connection per probe (every 2s), no retries in between.
+    let before = em.tls_connections();
+    probes(&s, 2).await;
+    let opened = em.tls_connections() - before;
+    assert!(
+        (2..=3).contains(&opened),
+        "{opened} connections for 2 probes"
+    );
 }

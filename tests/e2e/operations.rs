@@ -163,6 +163,61 @@ async fn the_new_leader_syncs(w: &World<'_>, leader: &Operator, uid: &str) {
 }
 
 #[tokio::test]
+async fn graph_throttling_shows_in_the_metrics_by_connector() {
+    use crate::entra::{cloud_mapping, entra_connector};
+    use crate::graph_emulator::{Fault, GraphEmulator};
+    let em = GraphEmulator::start().await;
+    for i in 0..3 {
+        em.create_user(&format!("th{i}@contoso.example"), &format!("Th{i}"));
+    }
+    let scene = crate::world::Scene::new("ops-throttle", json!({})).await;
+    entra_connector(&scene, &em).await;
+    let dir = tempfile::tempdir().unwrap();
+    let op = Operator::start(
+        "throttled",
+        &scene.ns.name,
+        &cluster().kubeconfig,
+        dir.path(),
+    );
+    scene.connected(true).await;
+
+    // The next two Graph requests (the run's, or a probe's) are throttled, as
+    // Microsoft documents it.
+    let throttled = Fault::Throttled {
+        status: 429,
+        retry_after: Some("2.128".into()),
+    };
+    em.inject(throttled, 2);
+    let run = scene.mapping_with("cloud", cloud_mapping(json!({}))).await;
+    assert_eq!(run.imported, 3, "{run:?}");
+
+    let ns = format!("namespace=\"{}\"", scene.ns.name);
+    let labels = [ns.as_str(), "connector=\"corp\""];
+    let metrics = eventually(RUN_WAIT, "throttling in the metrics", || async {
+        let (_, text) = http_get(op.metrics, "/metrics").await?;
+        sample(&text, "usersync_graph_throttled_requests_total", &labels)
+            .is_some_and(|n| n >= 2.0)
+            .then_some(text)
+    })
+    .await;
+    assert_eq!(
+        sample(&metrics, "usersync_graph_throttled_requests_total", &labels),
+        Some(2.0),
+        "{metrics}"
+    );
+    let waited = sample(
+        &metrics,
+        "usersync_graph_throttled_wait_seconds_total",
+        &labels,
+    )
+    .unwrap_or_default();
+    assert!(
+        (4.2..30.0).contains(&waited),
+        "waited {waited}s for two Retry-After: 2.128: {metrics}"
+    );
+}
+
+#[tokio::test]
 async fn two_replicas_one_leader_failover_and_metrics_that_match_the_run() {
     let w = World::without_operator("ha", Server::slapd(), json!({})).await;
     for uid in ["ha1", "ha2", "ha3"] {

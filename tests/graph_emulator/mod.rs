@@ -33,6 +33,7 @@ mod tenant;
 mod tls;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -102,6 +103,8 @@ struct Shared {
     state: Mutex<State>,
     base: Url,
     ca_pem: Option<String>,
+    /// Connections opened to the HTTPS listener.
+    tls_connections: Arc<AtomicU64>,
 }
 
 struct Issued {
@@ -209,6 +212,7 @@ impl GraphEmulator {
                 state: Mutex::new(state),
                 base,
                 ca_pem: pki.as_ref().map(|p| p.ca_pem.clone()),
+                tls_connections: Arc::default(),
             }),
         };
         let router = Router::new()
@@ -231,7 +235,12 @@ impl GraphEmulator {
             )
             .with_state(emulator.clone());
         match pki {
-            Some(pki) => tls::serve_tls(listener, pki.server_config, router),
+            Some(pki) => tls::serve_tls(
+                listener,
+                pki.server_config,
+                router,
+                emulator.shared.tls_connections.clone(),
+            ),
             None => {
                 tokio::spawn(async move {
                     let _ = axum::serve(listener, router).await;
@@ -255,6 +264,12 @@ impl GraphEmulator {
         self.shared.ca_pem.clone()
     }
 
+    /// Connections clients opened to the HTTPS emulator, a failed handshake's
+    /// included.
+    pub fn tls_connections(&self) -> u64 {
+        self.shared.tls_connections.load(Ordering::SeqCst)
+    }
+
     // --- the app registration and its tokens ---
 
     /// How long new access tokens live (`expires_in`).
@@ -268,6 +283,17 @@ impl GraphEmulator {
             .app
             .certificates
             .push(RegisteredCertificate::from_pem(pem));
+    }
+
+    /// Add a client secret to the app registration (as a rotation does, before
+    /// the old one is removed).
+    pub fn add_client_secret(&self, secret: &str) {
+        self.state().app.secrets.push(secret.into());
+    }
+
+    /// Grant an application permission (with consent) to tokens issued from now on.
+    pub fn grant_permission(&self, role: &str) {
+        self.state().app.roles.insert(role.into());
     }
 
     /// Withdraw an application permission from tokens issued from now on.

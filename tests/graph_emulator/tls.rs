@@ -2,6 +2,7 @@
 //! made with rcgen for each emulator, and a hyper server over tokio-rustls.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use hyper_util::rt::TokioIo;
@@ -54,11 +55,19 @@ pub fn test_pki() -> TestPki {
     }
 }
 
-/// Serve `router` over TLS on `listener` until the runtime ends.
-pub fn serve_tls(listener: TcpListener, config: Arc<ServerConfig>, router: Router) {
+/// Serve `router` over TLS on `listener` until the runtime ends, counting in
+/// `connections` every connection a client opened (whether or not its
+/// handshake succeeds).
+pub fn serve_tls(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    router: Router,
+    connections: Arc<AtomicU64>,
+) {
     let acceptor = TlsAcceptor::from(config);
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
+            connections.fetch_add(1, Ordering::SeqCst);
             let acceptor = acceptor.clone();
             let router = router.clone();
             tokio::spawn(async move {

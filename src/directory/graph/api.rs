@@ -122,6 +122,13 @@ impl Api {
                 request
             };
             let reply = self.transport.send(call.what, url, build).await?;
+            if reply.status == StatusCode::FORBIDDEN {
+                // A token carries the permissions granted when it was issued:
+                // once the admin grants the one missing, only a new token has
+                // it. The next operation asks for one rather than keep failing
+                // on this one until it expires.
+                self.tokens.invalidate(token.generation).await;
+            }
             if !is_token_rejected(reply.status) {
                 return Ok(reply);
             }

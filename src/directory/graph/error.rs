@@ -9,8 +9,9 @@
 //! [`SecretString`](crate::secret::SecretString) and are never formatted.
 
 /// The reasons a Graph operation fails, as used in the `Connected` condition.
-pub const REASONS: [&str; 7] = [
+pub const REASONS: [&str; 8] = [
     "AuthFailed",
+    "TLSError",
     "Forbidden",
     "Unreachable",
     "Throttled",
@@ -64,8 +65,13 @@ pub enum GraphError {
         detail: String,
     },
 
-    /// No answer: the host did not resolve, refused, the TLS handshake failed,
-    /// or the service kept answering that it is unavailable.
+    /// The server's certificate was refused (an unknown CA, another name,
+    /// expired): not retried, since asking again cannot change it.
+    #[error("TLS with {endpoint} failed: {detail}")]
+    Tls { endpoint: String, detail: String },
+
+    /// No answer: the host did not resolve, refused, the TLS handshake failed
+    /// for a passing reason, or the service kept answering that it is unavailable.
     #[error("cannot reach {endpoint}: {detail}")]
     Unreachable { endpoint: String, detail: String },
 
@@ -91,6 +97,7 @@ impl GraphError {
             GraphError::AuthFailed { .. } => "AuthFailed",
             GraphError::Forbidden { .. } => "Forbidden",
             GraphError::Unreachable { .. } => "Unreachable",
+            GraphError::Tls { .. } => "TLSError",
             GraphError::Throttled { .. } => "Throttled",
             GraphError::Timeout { .. } => "Timeout",
             GraphError::ReadFailed { .. } => "ReadFailed",
@@ -134,6 +141,10 @@ mod tests {
             },
             GraphError::Throttled {
                 what: s(),
+                detail: s(),
+            },
+            GraphError::Tls {
+                endpoint: s(),
                 detail: s(),
             },
             GraphError::Timeout {

@@ -34,4 +34,5 @@ pub use settings::{
     Credential, DEFAULT_TIMEOUT, Endpoints, GraphAttributes, GraphScope, GraphSettings, RetryPolicy,
 };
 pub use source::{CONCURRENCY, GraphRead, GraphSource, ProbeReport};
+pub use token::{TokenCache, TokenFingerprint};
 pub use transport::Throttling;

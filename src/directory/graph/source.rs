@@ -10,6 +10,7 @@
 //! lifecycle state.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, stream};
@@ -22,7 +23,7 @@ use super::delta::DeltaLink;
 use super::error::{GraphError, Permission};
 use super::query::{GROUPS_PER_CHECK, IDS_PER_FILTER, PAGE_SIZE, filter_with_ids, with_query};
 use super::settings::{Credential, Endpoints, GraphScope, GraphSettings, is_graph_id};
-use super::token::{ClientAuth, Tokens};
+use super::token::{ClientAuth, TokenCache, TokenFingerprint, TokenSlot, Tokens};
 use super::transport::{Throttling, Transport};
 use super::user::{Projected, Projection};
 use crate::core::{DirectoryEntry, DirectoryView};
@@ -38,6 +39,18 @@ pub(crate) const MEMBERSHIP_ATTEMPTS: u32 = 3;
 pub struct GraphSource {
     pub(crate) api: Api,
     endpoints: Endpoints,
+    /// Told this source's throttling when it is dropped.
+    on_drop: Option<ThrottlingReport>,
+}
+
+type ThrottlingReport = Box<dyn Fn(Throttling) + Send + Sync>;
+
+impl Drop for GraphSource {
+    fn drop(&mut self) {
+        if let Some(report) = &self.on_drop {
+            report(self.throttling());
+        }
+    }
 }
 
 impl std::fmt::Debug for GraphSource {
@@ -124,7 +137,31 @@ impl GraphSource {
     /// certificate. No network traffic: an unreachable tenant shows in the
     /// first operation.
     pub fn new(settings: &GraphSettings) -> Result<Self, GraphError> {
+        Self::build(settings, |_| Arc::new(TokenSlot::default()))
+    }
+
+    /// As [`GraphSource::new`], with its token kept in `cache` for `owner` (a
+    /// connector): a later source of the same owner and settings uses the token
+    /// until shortly before it expires, instead of asking for another.
+    pub fn with_token_cache(
+        settings: &GraphSettings,
+        cache: &TokenCache,
+        owner: &str,
+    ) -> Result<Self, GraphError> {
+        Self::build(settings, |fingerprint| cache.slot(owner, fingerprint))
+    }
+
+    fn build(
+        settings: &GraphSettings,
+        slot: impl FnOnce(TokenFingerprint) -> Arc<TokenSlot>,
+    ) -> Result<Self, GraphError> {
         let endpoints = settings.validate()?;
+        let fingerprint = TokenFingerprint::of(
+            &endpoints.token,
+            &settings.client_id,
+            &endpoints.scope,
+            &credential_bytes(&settings.credential),
+        );
         let auth = match &settings.credential {
             Credential::Secret(secret) => ClientAuth::Secret(secret.clone()),
             Credential::Certificate { cert_pem, key_pem } => {
@@ -137,11 +174,24 @@ impl GraphSource {
             settings.client_id.clone(),
             endpoints.scope.clone(),
             auth,
+            slot(fingerprint),
         );
         Ok(Self {
             api: Api::new(transport, tokens, endpoints.graph.clone()),
             endpoints,
+            on_drop: None,
         })
+    }
+
+    /// Hand how much this source was throttled to `report` when it is
+    /// dropped: once, after every read, probe or lookup made with it,
+    /// whether they succeeded or not.
+    pub fn report_throttling(
+        mut self,
+        report: impl Fn(Throttling) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_drop = Some(Box::new(report));
+        self
     }
 
     /// Where requests go.
@@ -545,6 +595,20 @@ impl GraphSource {
                 }
             }
         }
+    }
+}
+
+/// The credential as bytes, for its fingerprint only.
+fn credential_bytes(credential: &Credential) -> Vec<u8> {
+    match credential {
+        Credential::Secret(secret) => [b"secret:", secret.expose().as_bytes()].concat(),
+        Credential::Certificate { cert_pem, key_pem } => [
+            b"certificate:",
+            cert_pem.as_bytes(),
+            b"\0",
+            key_pem.expose().as_bytes(),
+        ]
+        .concat(),
     }
 }
 

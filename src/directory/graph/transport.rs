@@ -31,6 +31,7 @@ use url::Url;
 
 use super::error::GraphError;
 use super::settings::{GraphSettings, RetryPolicy};
+use crate::directory::tls::{CertificateProblem, certificate_problem};
 
 /// The longest server error text kept in a message.
 const MAX_DETAIL: usize = 400;
@@ -207,7 +208,11 @@ impl Transport {
                         chain(&e)
                     )));
                 }
-                Err(e) => (Passing::Connection(chain(&e)), None),
+                Err(e) => match certificate_problem(&e) {
+                    // Asking again meets the same certificate.
+                    Some(problem) => return Err(tls_failure(endpoint, &problem)),
+                    None => (Passing::Connection(chain(&e)), None),
+                },
             };
             let throttled = failure.is_throttling(retry_after.is_some());
             if throttled {
@@ -371,6 +376,19 @@ fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 }
 
 /// `scheme://host:port` of a URL: enough to name an endpoint in a message.
+/// The error for a refused certificate of `endpoint`'s host.
+fn tls_failure(endpoint: &Url, problem: &CertificateProblem) -> GraphError {
+    let host = match (endpoint.host_str(), endpoint.port_or_known_default()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        _ => origin(endpoint),
+    };
+    tracing::debug!(host, ?problem, "the server's certificate was refused");
+    GraphError::Tls {
+        endpoint: origin(endpoint),
+        detail: problem.describe(&host, "spec.entraID.caSecretRef"),
+    }
+}
+
 pub(crate) fn origin(url: &Url) -> String {
     url.origin().ascii_serialization()
 }

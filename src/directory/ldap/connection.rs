@@ -86,7 +86,7 @@ impl Connector {
             Err(e) if self.tls.is_some() => {
                 return Err(LdapError::Tls {
                     url: s.url.clone(),
-                    detail: describe_tls_failure(&e),
+                    detail: describe_tls_failure(&e, &format!("{}:{}", s.host, s.port)),
                     source: Some(Box::new(e)),
                 });
             }

@@ -11,6 +11,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use super::error::LdapError;
+use crate::directory::tls::certificate_problem;
 
 /// The system's trusted roots, loaded once per process. Certificates the
 /// platform store holds but rustls cannot use are skipped.
@@ -126,9 +127,13 @@ impl ServerCertVerifier for AnyServerCertificate {
     }
 }
 
-/// A TLS failure in words: the rustls error when there is one, with a hint for
-/// the usual causes.
-pub fn describe_tls_failure(error: &ldap3::LdapError) -> String {
+/// A TLS failure with `host` in words: a refused certificate as
+/// [`CertificateProblem::describe`] says it (naming `spec.ldap.caSecretRef`),
+/// else the rustls error, else what the server did instead of TLS.
+pub fn describe_tls_failure(error: &ldap3::LdapError, host: &str) -> String {
+    if let Some(problem) = certificate_problem(error) {
+        return problem.describe(host, "spec.ldap.caSecretRef");
+    }
     let rustls_error = match error {
         ldap3::LdapError::Rustls { source } => Some(source),
         ldap3::LdapError::Io { source } => source
@@ -137,24 +142,6 @@ pub fn describe_tls_failure(error: &ldap3::LdapError) -> String {
         _ => None,
     };
     match rustls_error {
-        Some(rustls::Error::InvalidCertificate(cert_error)) => {
-            let hint = match cert_error {
-                rustls::CertificateError::UnknownIssuer
-                | rustls::CertificateError::BadSignature => {
-                    "; the server's certificate is not signed by a trusted CA (set the CA bundle to the issuing CA)"
-                }
-                rustls::CertificateError::NotValidForName
-                | rustls::CertificateError::NotValidForNameContext { .. } => {
-                    "; the certificate does not name the host in the URL"
-                }
-                rustls::CertificateError::Expired
-                | rustls::CertificateError::ExpiredContext { .. } => {
-                    "; the server's certificate has expired"
-                }
-                _ => "",
-            };
-            format!("invalid server certificate: {cert_error:?}{hint}")
-        }
         Some(other) => other.to_string(),
         None => match error {
             ldap3::LdapError::LdapResult { result } => format!(
@@ -162,7 +149,7 @@ pub fn describe_tls_failure(error: &ldap3::LdapError) -> String {
                 super::error::describe_result(result.rc, &result.text)
             ),
             ldap3::LdapError::Io { source } => {
-                format!("{source} (is this a TLS port, and does the server support TLS?)")
+                format!("{source} (is {host} a TLS port, and does the server support TLS?)")
             }
             other => other.to_string(),
         },
