@@ -266,6 +266,7 @@ pub async fn source_for(
     settings.page_size = spec.page_size;
     settings.timeout = parse_duration(&spec.timeout)
         .map_err(|e| ConnectionError::Invalid(format!("spec.ldap.timeout: {e}")))?;
+    settings.max_entries = spec.max_entries;
     if let (Some(dn), Some(r)) = (&spec.bind_dn, &spec.bind_password_secret_ref) {
         let password = secret_value(secrets, connector, "ldap.bindPasswordSecretRef", r).await?;
         let password = String::from_utf8(password).map_err(|_| ConnectionError::Secret {
@@ -391,6 +392,9 @@ async fn graph_source_for(
     settings.graph_host = graph_host;
     settings.timeout = parse_duration(&spec.timeout)
         .map_err(|e| ConnectionError::Invalid(format!("spec.entraID.timeout: {e}")))?;
+    settings.max_response_bytes = u64::from(spec.max_response_mib) * 1024 * 1024;
+    settings.read_budget = parse_duration(&spec.read_budget)
+        .map_err(|e| ConnectionError::Invalid(format!("spec.entraID.readBudget: {e}")))?;
     if let Some(r) = &spec.ca_secret_ref {
         settings.ca_pem = Some(secret_value(secrets, connector, "entraID.caSecretRef", r).await?);
     }
