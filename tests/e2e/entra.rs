@@ -8,7 +8,7 @@ use crate::graph_emulator::{CLIENT_ID, CLIENT_SECRET, Fault, GraphEmulator, TENA
 use crate::world::Scene;
 
 /// A scene with an Entra ID connector `corp` on the emulator and the operator running.
-async fn entra(test: &str, em: &GraphEmulator, policy: serde_json::Value) -> Scene {
+pub(crate) async fn entra(test: &str, em: &GraphEmulator, policy: serde_json::Value) -> Scene {
     let scene = Scene::new(test, policy).await;
     scene.secret("graph-app", "secret", CLIENT_SECRET).await;
     let base = em.base_url().to_string();
@@ -28,7 +28,7 @@ async fn entra(test: &str, em: &GraphEmulator, policy: serde_json::Value) -> Sce
     scene
 }
 
-fn cloud_mapping(extra: serde_json::Value) -> serde_json::Value {
+pub(crate) fn cloud_mapping(extra: serde_json::Value) -> serde_json::Value {
     let mut spec =
         json!({"connectorRef": "corp", "policyRef": "default", "profile": "cloud", "entraID": {}});
     spec.as_object_mut()
