@@ -167,7 +167,11 @@ fn parse_request(content: &[u8]) -> Request {
 enum Misbehaviour {
     /// Three pages as a server should: cookies `p1`, `p2`, then the end.
     Honest,
-    /// Cookies `A`, `B`, then `A` again.
+    /// Three pages with one cookie for all of them, as Samba pages: `ctx`,
+    /// `ctx`, then the end.
+    OneCookieForAllPages,
+    /// Pages `""` → `A` → `B` → `A` …, each page the same whenever its
+    /// cookie is sent: the pages go round in a cycle.
     CookieCycle,
     /// Ten entries a page, and always a new cookie.
     EndlessPages,
@@ -230,6 +234,7 @@ async fn serve(fake: Arc<Fake>, mut socket: TcpStream) {
 async fn answer(fake: &Fake, socket: &mut TcpStream, request: &Request) -> std::io::Result<()> {
     let page = fake.searches.fetch_add(1, Ordering::SeqCst);
     let id = request.id;
+    // New users, numbered on from the last one sent.
     let send_users = async |socket: &mut TcpStream, count: u64| -> std::io::Result<()> {
         for _ in 0..count {
             let n = fake.entries.fetch_add(1, Ordering::SeqCst);
@@ -237,6 +242,15 @@ async fn answer(fake: &Fake, socket: &mut TcpStream, request: &Request) -> std::
         }
         Ok(())
     };
+    // Users `first..first + count`, the same ones whenever asked.
+    let send_range =
+        async |socket: &mut TcpStream, first: u64, count: u64| -> std::io::Result<()> {
+            for n in first..first + count {
+                fake.entries.fetch_add(1, Ordering::SeqCst);
+                socket.write_all(&user(id, n)).await?;
+            }
+            Ok(())
+        };
     match fake.misbehaviour {
         Misbehaviour::Honest => {
             send_users(socket, 5).await?;
@@ -247,12 +261,18 @@ async fn answer(fake: &Fake, socket: &mut TcpStream, request: &Request) -> std::
             };
             socket.write_all(&done(id, next)).await
         }
-        Misbehaviour::CookieCycle => {
+        Misbehaviour::OneCookieForAllPages => {
             send_users(socket, 5).await?;
-            let next: &[u8] = match request.cookie.as_slice() {
-                b"" | b"B" => b"A",
-                _ => b"B",
+            let next: &[u8] = if page < 2 { b"ctx" } else { b"" };
+            socket.write_all(&done(id, next)).await
+        }
+        Misbehaviour::CookieCycle => {
+            let (first, next): (u64, &[u8]) = match request.cookie.as_slice() {
+                b"" => (0, b"A"),
+                b"A" => (5, b"B"),
+                _ => (10, b"A"),
             };
+            send_range(socket, first, 5).await?;
             socket.write_all(&done(id, next)).await
         }
         Misbehaviour::EndlessPages => {
@@ -334,20 +354,30 @@ async fn pages_are_followed_cookie_by_cookie_to_the_end() {
 }
 
 #[tokio::test]
-async fn a_paging_cookie_the_search_already_used_fails_the_read() {
+async fn one_cookie_for_every_page_is_no_cycle_while_the_pages_differ() {
+    let fake = start(Misbehaviour::OneCookieForAllPages).await;
+
+    let users = full_read(&fake, 1000).await.unwrap();
+
+    assert_eq!(users, 15);
+    assert_eq!(fake.searches.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_paging_cookie_the_search_already_used_after_the_same_page_fails_the_read() {
     let fake = start(Misbehaviour::CookieCycle).await;
 
     let error = full_read(&fake, 1000).await.unwrap_err();
 
     assert!(
-        matches!(&error, LdapError::CookieRepeated { base_dn, pages: 3, .. } if base_dn == BASE_DN),
+        matches!(&error, LdapError::CookieRepeated { base_dn, pages: 4, .. } if base_dn == BASE_DN),
         "{error:?}"
     );
     assert_eq!(error.reason(), "CookieRepeated");
     assert!(error.to_string().contains("cycle"), "{error}");
-    // Pages "", A and B; the second A is not asked for.
+    // Pages "", A, B and A again, which ends in B again: nothing more is asked for.
     let (searches, _) = assert_stopped(&fake).await;
-    assert_eq!(searches, 3);
+    assert_eq!(searches, 4);
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ use ldap3::adapters::{Adapter, EntriesOnly};
 use ldap3::controls::{Control, ControlType, PagedResults, RawControl};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapResult, ResultEntry, Scope, StdStream};
 use rustls::ClientConfig;
+use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
@@ -182,19 +183,21 @@ impl Session {
     ///
     /// The pages are asked for one by one, each with the cookie the last one
     /// ended with, so that a broken or hostile server cannot keep the read
-    /// going: a cookie it sent before in this search is
-    /// [`LdapError::CookieRepeated`] (the pages would go round in a cycle),
-    /// and the entries over all pages are bounded by `maxEntries`
-    /// ([`LdapError::EntryLimitExceeded`]).
+    /// going: a cookie it sent before in this search, at the end of the same
+    /// page, is [`LdapError::CookieRepeated`] (the pages go round in a
+    /// cycle), and the entries over all pages are bounded by `maxEntries`
+    /// ([`LdapError::EntryLimitExceeded`]). The page counts because a cookie
+    /// alone may repeat: Samba sends one cookie for every page of a search.
     pub async fn paged_search(
         &mut self,
         search: &SearchRequest<'_>,
         mut on_entry: impl FnMut(RawEntry),
     ) -> Result<(), LdapError> {
         let mut count = EntryCount::default();
-        let mut cookies = SeenCookies::default();
+        let mut pages = SeenPages::default();
         let mut cookie = Vec::new();
         loop {
+            let mut page_digest = Sha256::new();
             let page = ControlSearch {
                 base_dn: search.base_dn,
                 scope: search.scope.into(),
@@ -214,7 +217,11 @@ impl Session {
                 vec![Box::new(EntriesOnly::new())];
             let outcome = self
                 .stream(adapters, page, &mut count, |raw| {
-                    RawEntry::from_result(raw).map(&mut on_entry)
+                    RawEntry::from_result(raw).map(|entry| {
+                        page_digest.update(entry.dn.as_bytes());
+                        page_digest.update([0u8]);
+                        on_entry(entry)
+                    })
                 })
                 .await?;
             let result = match outcome {
@@ -236,11 +243,12 @@ impl Session {
                 None => return Ok(()),
                 Some(next) if next.is_empty() => return Ok(()),
                 Some(next) => {
-                    if !cookies.first_time(&next) {
+                    page_digest.update(&next);
+                    if !pages.first_time(page_digest.finalize().into()) {
                         return Err(LdapError::CookieRepeated {
                             base_dn: search.base_dn.to_owned(),
                             url: self.url.clone(),
-                            pages: cookies.pages(),
+                            pages: pages.count() + 1,
                         });
                     }
                     cookie = next;
@@ -423,23 +431,23 @@ struct EntryCount {
     entries: u64,
 }
 
-/// The paged-results cookies one search has been sent, as digests: a cookie
-/// sent again means the pages go round in a cycle.
+/// The pages one search has read, each as a digest of its entries' DNs and
+/// the cookie it ended with: the same page ending in the same cookie again
+/// means the pages go round in a cycle.
 #[derive(Default)]
-struct SeenCookies {
+struct SeenPages {
     seen: HashSet<[u8; 32]>,
 }
 
-impl SeenCookies {
-    /// Record `cookie`; false when this search was sent it before.
-    fn first_time(&mut self, cookie: &[u8]) -> bool {
-        use sha2::{Digest, Sha256};
-        self.seen.insert(Sha256::digest(cookie).into())
+impl SeenPages {
+    /// Record a page; false when this search read it before.
+    fn first_time(&mut self, page: [u8; 32]) -> bool {
+        self.seen.insert(page)
     }
 
-    /// Pages read so far: the first, and one per cookie.
-    fn pages(&self) -> u64 {
-        self.seen.len() as u64 + 1
+    /// Pages read so far that ended with a cookie.
+    fn count(&self) -> u64 {
+        self.seen.len() as u64
     }
 }
 

@@ -70,10 +70,11 @@ pub enum LdapError {
         text: String,
     },
 
-    /// The server sent a paged-results cookie that this search had already
-    /// used: its pages go round in a cycle, and following them would never end.
+    /// The server answered a page of this search a second time, ending in the
+    /// paged-results cookie it had sent after it before: its pages go round in
+    /// a cycle, and following them would never end.
     #[error(
-        "{url} sent a paged-results cookie for {base_dn} that this search had already used, after {pages} page(s): the pages go round in a cycle, so the read stopped and changes nothing; this is a fault of the server, not a setting"
+        "{url} sent a paged-results cookie for {base_dn} that this search had already used, after the same page, at page {pages}: the pages go round in a cycle, so the read stopped and changes nothing; this is a fault of the server, not a setting"
     )]
     CookieRepeated {
         base_dn: String,
