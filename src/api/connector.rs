@@ -94,6 +94,15 @@ fn default_page_size() -> u32 {
 fn default_timeout() -> String {
     "30s".into()
 }
+fn default_max_entries() -> u64 {
+    2_000_000
+}
+fn default_max_response_mib() -> u32 {
+    64
+}
+fn default_read_budget() -> String {
+    "30m".into()
+}
 
 /// Presets for the anchor attribute and the "disabled" signal of an LDAP server.
 #[derive(
@@ -182,6 +191,14 @@ pub struct LdapConnection {
     #[x_kube(validation = duration_minimum_rule("timeout", MIN_TIMEOUT))]
     #[schemars(length(max = 64))]
     pub timeout: String,
+
+    /// The most entries one search may return, over all its pages. A server that sends
+    /// more (a broken or hostile one that never ends) fails the read with
+    /// `EntryLimitExceeded`, and the run changes nothing. Raise it for a directory whose
+    /// scope really holds more users. Default 2000000.
+    #[serde(default = "default_max_entries")]
+    #[x_kube(validation = Rule::new("self >= 1").message("maxEntries must be at least 1"))]
+    pub max_entries: u64,
 }
 
 /// The national cloud a tenant lives in; it chooses the login and Graph hosts.
@@ -266,6 +283,24 @@ pub struct EntraIdConnection {
     #[x_kube(validation = duration_minimum_rule("timeout", MIN_TIMEOUT))]
     #[schemars(length(max = 64))]
     pub timeout: String,
+
+    /// The largest answer read from Microsoft Graph or the token endpoint, in MiB
+    /// (1 to 1024). An answer past it is dropped as soon as that much has arrived, and
+    /// the read fails with `ResponseTooLarge`: the run changes nothing. A page of 999
+    /// users is a few MiB. Default 64.
+    #[serde(rename = "maxResponseMiB", default = "default_max_response_mib")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 1024").message("maxResponseMiB must be between 1 and 1024"))]
+    pub max_response_mib: u32,
+
+    /// The most time one whole read of a mapping's users may take (every page, every
+    /// retry and throttling wait included; a throttled request has its own budget too).
+    /// A read past it fails with `ReadBudgetExceeded`, and the run changes nothing.
+    /// At least 1s. Default 30m.
+    #[serde(default = "default_read_budget")]
+    #[x_kube(validation = duration_rule("readBudget"))]
+    #[x_kube(validation = duration_minimum_rule("readBudget", MIN_TIMEOUT))]
+    #[schemars(length(max = 64))]
+    pub read_budget: String,
 }
 
 /// What the prober last saw.

@@ -152,7 +152,7 @@ mod tests {
             .iter()
             .filter(|messages| messages.iter().any(|m| m.contains("must be a duration")))
             .collect();
-        assert_eq!(durations.len(), 7, "the duration fields of the API");
+        assert_eq!(durations.len(), 8, "the duration fields of the API");
         for messages in durations {
             assert!(
                 messages.iter().any(|m| m.contains("must be at least")),

@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::{ConnectorHealth, DirectoryMapping, LdapFlavor, SearchScope, SecretKeyRef};
+use crate::core::duration::{MIN_TIMEOUT, check_minimum};
 use crate::core::parse_duration;
 
 use super::metrics::{ConnectorLabels, Metrics};
@@ -383,6 +384,7 @@ pub async fn source_for(
     settings.page_size = spec.page_size;
     settings.timeout = parse_duration(&spec.timeout)
         .map_err(|e| ConnectionError::Invalid(format!("spec.ldap.timeout: {e}")))?;
+    settings.max_entries = spec.max_entries;
     if let (Some(dn), Some(r)) = (&spec.bind_dn, &spec.bind_password_secret_ref) {
         let password = secret_value(secrets, connector, "ldap.bindPasswordSecretRef", r).await?;
         let password = String::from_utf8(password).map_err(|_| ConnectionError::Secret {
@@ -509,6 +511,7 @@ async fn graph_source_for(
     settings.graph_host = graph_host;
     settings.timeout = parse_duration(&spec.timeout)
         .map_err(|e| ConnectionError::Invalid(format!("spec.entraID.timeout: {e}")))?;
+    (settings.max_response_bytes, settings.read_budget) = read_bounds(spec)?;
     if let Some(r) = &spec.ca_secret_ref {
         settings.ca_pem = Some(secret_value(secrets, connector, "entraID.caSecretRef", r).await?);
     }
@@ -533,6 +536,22 @@ pub fn token_owner(connector: &ConnectorHealth) -> String {
         connector.namespace().unwrap_or_default(),
         connector.name_any()
     )
+}
+
+/// The response cap in bytes and the read budget of an `entraID` connector,
+/// checked again here for objects stored before the schema bounded them.
+fn read_bounds(
+    spec: &crate::api::EntraIdConnection,
+) -> Result<(u64, std::time::Duration), ConnectionError> {
+    if !(1..=1024).contains(&spec.max_response_mib) {
+        return Err(ConnectionError::Invalid(format!(
+            "spec.entraID.maxResponseMiB is {}; it must be between 1 and 1024",
+            spec.max_response_mib
+        )));
+    }
+    let budget = check_minimum("spec.entraID.readBudget", &spec.read_budget, MIN_TIMEOUT)
+        .map_err(ConnectionError::Invalid)?;
+    Ok((u64::from(spec.max_response_mib) * 1024 * 1024, budget))
 }
 
 /// The scope a mapping describes.
@@ -689,6 +708,43 @@ mod tests {
             spec["bindPasswordSecretRef"] = serde_json::json!({"name": "s", "key": "k"});
         }
         serde_json::from_value(spec).unwrap()
+    }
+
+    #[test]
+    fn read_bounds_default_to_64_mib_and_30_minutes_and_are_checked() {
+        let entra = |extra: serde_json::Value| -> crate::api::EntraIdConnection {
+            let mut spec = serde_json::json!({
+                "tenantID": "3f9a1c52-6d1e-4b7a-9c0d-2e5f8a7b6c41",
+                "clientID": "b7d2e4f1-0a3c-4e5b-8f6d-1c2b3a4d5e6f",
+                "clientSecretRef": {"name": "s", "key": "k"},
+            });
+            spec.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().cloned().unwrap_or_default());
+            serde_json::from_value(spec).unwrap()
+        };
+        assert_eq!(
+            read_bounds(&entra(serde_json::json!({}))).unwrap(),
+            (64 * 1024 * 1024, std::time::Duration::from_secs(1800))
+        );
+        assert_eq!(
+            read_bounds(&entra(
+                serde_json::json!({"maxResponseMiB": 2, "readBudget": "90s"})
+            ))
+            .unwrap(),
+            (2 * 1024 * 1024, std::time::Duration::from_secs(90))
+        );
+        for (bad, field) in [
+            (serde_json::json!({"maxResponseMiB": 0}), "maxResponseMiB"),
+            (serde_json::json!({"readBudget": "0s"}), "readBudget"),
+            (serde_json::json!({"readBudget": "soon"}), "readBudget"),
+        ] {
+            let e = read_bounds(&entra(bad)).unwrap_err().to_string();
+            assert!(e.contains(&format!("spec.entraID.{field}")), "{e}");
+        }
+        let ldap: crate::api::LdapConnection =
+            serde_json::from_value(serde_json::json!({"url": "ldaps://dc1"})).unwrap();
+        assert_eq!(ldap.max_entries, 2_000_000);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::support::eventually;
 use crate::world::{RUN_WAIT, Scene};
 
 /// A scene with an Entra ID connector `corp` on the emulator and the operator running.
-async fn entra(test: &str, em: &GraphEmulator, policy: serde_json::Value) -> Scene {
+pub(crate) async fn entra(test: &str, em: &GraphEmulator, policy: serde_json::Value) -> Scene {
     let scene = Scene::new(test, policy).await;
     entra_connector(&scene, em).await;
     scene.start_operator();

@@ -16,6 +16,7 @@ mod ad;
 mod admin_actions;
 mod admission;
 mod approvals;
+mod bounds;
 mod cli;
 mod conditions;
 mod credentials;

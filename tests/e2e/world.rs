@@ -325,8 +325,14 @@ impl Scene {
 
     /// The admin's freeze switch on connector `corp`: `deletionsAllowed`.
     pub async fn set_deletions_allowed(&self, allowed: bool) {
+        self.patch_connector(serde_json::json!({"deletionsAllowed": allowed}))
+            .await;
+    }
+
+    /// A merge patch of connector `corp`'s spec, e.g. `{"ldap": {"maxEntries": 2}}`.
+    pub async fn patch_connector(&self, spec: serde_json::Value) {
         let api: Api<ConnectorHealth> = Api::namespaced(self.client.clone(), &self.ns.name);
-        let patch = serde_json::json!({"spec": {"deletionsAllowed": allowed}});
+        let patch = serde_json::json!({ "spec": spec });
         api.patch("corp", &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .unwrap();

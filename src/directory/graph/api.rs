@@ -2,8 +2,11 @@
 //! renewal and retry when Graph rejects the token, advanced-query headers,
 //! paging, and the classification of refusals.
 
+use std::collections::HashSet;
+
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use url::Url;
 
@@ -184,6 +187,7 @@ impl Api {
         call: Call<'_>,
         mut each: impl FnMut(Map<String, Value>) -> Result<(), GraphError>,
     ) -> Result<(), GraphError> {
+        let mut followed = FollowedLinks::starting_at(&first);
         let mut url = first;
         loop {
             let page = self.page(&url, call).await?;
@@ -191,17 +195,46 @@ impl Api {
                 each(item)?;
             }
             match page.next {
-                Some(next) if next == url => {
-                    return Err(GraphError::read_failed(
-                        call.what,
-                        "Graph returned the same page link twice",
-                    ));
+                Some(next) => {
+                    followed.follow(&next, call.what)?;
+                    url = next;
                 }
-                Some(next) => url = next,
                 None => return Ok(()),
             }
         }
     }
+}
+
+/// The pages one listing has read, by link: a link met again means the pages
+/// go round in a cycle, which would never end. Kept as digests, so an endless
+/// chain of long links costs 32 bytes a page (the read budget ends it).
+pub(crate) struct FollowedLinks {
+    seen: HashSet<[u8; 32]>,
+}
+
+impl FollowedLinks {
+    /// A listing that starts at `first`.
+    pub(crate) fn starting_at(first: &Url) -> Self {
+        let mut seen = HashSet::new();
+        seen.insert(digest(first));
+        Self { seen }
+    }
+
+    /// Record that the listing goes on to `next`; a [`GraphError::LinkCycle`]
+    /// when it was read before.
+    pub(crate) fn follow(&mut self, next: &Url, what: &str) -> Result<(), GraphError> {
+        if self.seen.insert(digest(next)) {
+            return Ok(());
+        }
+        Err(GraphError::LinkCycle {
+            what: what.to_owned(),
+            pages: self.seen.len() as u64,
+        })
+    }
+}
+
+fn digest(url: &Url) -> [u8; 32] {
+    Sha256::digest(url.as_str().as_bytes()).into()
 }
 
 /// A page's items and links.
@@ -289,6 +322,33 @@ mod tests {
         assert!(page.delta.is_none());
         assert!(parse_page(serde_json::json!({"value": 3}), "x").is_err());
         assert!(parse_page(serde_json::json!([]), "x").is_err());
+    }
+
+    #[test]
+    fn a_link_met_again_is_a_cycle_and_new_links_are_not() {
+        let link = |n: u32| {
+            Url::parse(&format!(
+                "https://graph.microsoft.com/v1.0/users?$skiptoken={n}"
+            ))
+            .unwrap()
+        };
+        let mut followed = FollowedLinks::starting_at(&link(0));
+        for n in 1..100 {
+            followed.follow(&link(n), "reading users").unwrap();
+        }
+        // Back to the first page, or to any page read since.
+        for n in [0, 50] {
+            let mut again = FollowedLinks {
+                seen: followed.seen.clone(),
+            };
+            assert_eq!(
+                again.follow(&link(n), "reading users"),
+                Err(GraphError::LinkCycle {
+                    what: "reading users".into(),
+                    pages: 100
+                })
+            );
+        }
     }
 
     #[test]

@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
-use super::api::{Call, parse_page, refusal};
+use super::api::{Call, FollowedLinks, parse_page, refusal};
 use super::error::{GraphError, Permission};
 use super::membership::{GroupsLink, MembershipRound, filter_properties};
 use super::query::with_query;
@@ -161,7 +161,12 @@ impl GraphSource {
         scope: &GraphScope,
         since: Option<&DeltaLink>,
     ) -> Result<DeltaOutcome, GraphError> {
-        let outcome = self.delta_round(scope, since, &[]).await;
+        let outcome = self
+            .within_budget(
+                "reading user changes (delta query)",
+                self.delta_round(scope, since, &[]),
+            )
+            .await;
         self.log_throttling();
         outcome
     }
@@ -175,7 +180,9 @@ impl GraphSource {
         scope: &GraphScope,
         expected: &[String],
     ) -> Result<DeltaOutcome, GraphError> {
-        let outcome = self.delta_round(scope, None, expected).await;
+        let outcome = self
+            .within_budget("reading users", self.delta_round(scope, None, expected))
+            .await;
         self.log_throttling();
         outcome
     }
@@ -400,6 +407,7 @@ impl GraphSource {
         };
         let mut changes = BTreeMap::new();
         let mut skipped = 0;
+        let mut followed = FollowedLinks::starting_at(&start);
         let mut url = start;
         loop {
             let reply = self.api.send(Method::GET, &url, None, call).await?;
@@ -430,13 +438,10 @@ impl GraphSource {
                 }
             }
             match (page.next, page.delta) {
-                (Some(next), _) if next == url => {
-                    return Err(GraphError::read_failed(
-                        call.what,
-                        "Graph returned the same page link twice",
-                    ));
+                (Some(next), _) => {
+                    followed.follow(&next, call.what)?;
+                    url = next;
                 }
-                (Some(next), _) => url = next,
                 (None, Some(delta)) => {
                     if !self.api.is_own(&delta) {
                         return Err(GraphError::read_failed(

@@ -9,7 +9,7 @@
 //! [`SecretString`](crate::secret::SecretString) and are never formatted.
 
 /// The reasons a Graph operation fails, as used in the `Connected` condition.
-pub const REASONS: [&str; 8] = [
+pub const REASONS: [&str; 11] = [
     "AuthFailed",
     "TLSError",
     "Forbidden",
@@ -18,6 +18,9 @@ pub const REASONS: [&str; 8] = [
     "Timeout",
     "InvalidConfig",
     "ReadFailed",
+    "ResponseTooLarge",
+    "LinkCycle",
+    "ReadBudgetExceeded",
 ];
 
 /// An application permission the app registration needs, named in
@@ -87,6 +90,46 @@ pub enum GraphError {
     /// that does not exist, a malformed page.
     #[error("{what} failed: {detail}")]
     ReadFailed { what: String, detail: String },
+
+    /// An answer grew past the response size cap: reading on would let one
+    /// broken or hostile answer take the operator's memory.
+    #[error(
+        "the answer to {what} from {endpoint} is larger than the response cap of {}, so the read stopped there and changes nothing; if Graph really sends pages this large, raise spec.entraID.maxResponseMiB",
+        describe_size(*.limit)
+    )]
+    ResponseTooLarge {
+        what: String,
+        endpoint: String,
+        limit: u64,
+    },
+
+    /// A page link pointed back to a page this listing had already read: the
+    /// pages go round in a cycle, and following them would never end.
+    #[error(
+        "Graph sent a page link (@odata.nextLink) that {what} had already followed, after {pages} page(s): the links go round in a cycle, so the read stopped and changes nothing; this is a fault of the Graph endpoint, not a setting"
+    )]
+    LinkCycle { what: String, pages: u64 },
+
+    /// The whole read took longer than its time budget (an endless chain of
+    /// page links, or a server that answers ever so slowly).
+    #[error(
+        "{what} did not finish within the read budget of {}, so the read stopped and changes nothing; if the tenant is large enough to need longer, raise spec.entraID.readBudget",
+        crate::core::duration::format_duration(*.budget)
+    )]
+    ReadBudgetExceeded {
+        what: String,
+        budget: std::time::Duration,
+    },
+}
+
+/// A byte count in MiB when it is a whole number of them, else in bytes.
+fn describe_size(bytes: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{bytes} bytes")
+    }
 }
 
 impl GraphError {
@@ -101,6 +144,9 @@ impl GraphError {
             GraphError::Throttled { .. } => "Throttled",
             GraphError::Timeout { .. } => "Timeout",
             GraphError::ReadFailed { .. } => "ReadFailed",
+            GraphError::ResponseTooLarge { .. } => "ResponseTooLarge",
+            GraphError::LinkCycle { .. } => "LinkCycle",
+            GraphError::ReadBudgetExceeded { .. } => "ReadBudgetExceeded",
         }
     }
 
@@ -154,6 +200,19 @@ mod tests {
             GraphError::ReadFailed {
                 what: s(),
                 detail: s(),
+            },
+            GraphError::ResponseTooLarge {
+                what: s(),
+                endpoint: s(),
+                limit: 1,
+            },
+            GraphError::LinkCycle {
+                what: s(),
+                pages: 2,
+            },
+            GraphError::ReadBudgetExceeded {
+                what: s(),
+                budget: std::time::Duration::from_secs(1),
             },
         ];
         let mut seen: Vec<&str> = errors.iter().map(GraphError::reason).collect();

@@ -31,7 +31,8 @@ pub use cloud::Cloud;
 pub use delta::{DeltaLink, DeltaOutcome};
 pub use error::{GraphError, Permission, REASONS};
 pub use settings::{
-    Credential, DEFAULT_TIMEOUT, Endpoints, GraphAttributes, GraphScope, GraphSettings, RetryPolicy,
+    Credential, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_READ_BUDGET, DEFAULT_TIMEOUT, Endpoints,
+    GraphAttributes, GraphScope, GraphSettings, RetryPolicy,
 };
 pub use source::{CONCURRENCY, GraphRead, GraphSource, ProbeReport};
 pub use token::{TokenCache, TokenFingerprint};

@@ -18,6 +18,15 @@ use crate::secret::SecretString;
 /// The per-request timeout when none is configured.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The largest answer read when none is configured: a page of 999 users with
+/// every property the projection can select is a few MiB, so this leaves
+/// ample room while keeping a hostile answer far from the operator's memory limit.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The time one whole read may take when none is configured: a tenant of a
+/// million users is about a thousand pages, minutes even when throttled.
+pub const DEFAULT_READ_BUDGET: Duration = Duration::from_secs(30 * 60);
+
 /// How to reach and authenticate to one Entra ID tenant (a ConnectorHealth's
 /// `spec.entraID`, with its Secrets resolved).
 #[derive(Clone)]
@@ -38,6 +47,12 @@ pub struct GraphSettings {
     pub timeout: Duration,
     /// Retries of throttled and failed requests.
     pub retry: RetryPolicy,
+    /// The largest answer (token or Graph) read, in bytes: one past it fails
+    /// the read as soon as that many bytes have arrived.
+    pub max_response_bytes: u64,
+    /// The most time one whole read may take (every page of a scope, or a
+    /// delta round), its retries and waits included.
+    pub read_budget: Duration,
 }
 
 /// The app registration's credential.
@@ -100,6 +115,8 @@ impl GraphSettings {
             ca_pem: None,
             timeout: DEFAULT_TIMEOUT,
             retry: RetryPolicy::default(),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            read_budget: DEFAULT_READ_BUDGET,
         }
     }
 
@@ -159,6 +176,16 @@ impl GraphSettings {
                 "timeout must be more than zero".into(),
             ));
         }
+        if self.max_response_bytes == 0 {
+            return Err(GraphError::InvalidConfig(
+                "the response size cap must be more than zero".into(),
+            ));
+        }
+        if self.read_budget.is_zero() {
+            return Err(GraphError::InvalidConfig(
+                "the read budget must be more than zero".into(),
+            ));
+        }
         if self.retry.max_attempts == 0 {
             return Err(GraphError::InvalidConfig(
                 "retries need at least one attempt".into(),
@@ -183,6 +210,8 @@ impl fmt::Debug for GraphSettings {
             .field("ca_pem_bytes", &self.ca_pem.as_ref().map(Vec::len))
             .field("timeout", &self.timeout)
             .field("retry", &self.retry)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("read_budget", &self.read_budget)
             .finish()
     }
 }

@@ -39,6 +39,8 @@ pub(crate) const MEMBERSHIP_ATTEMPTS: u32 = 3;
 pub struct GraphSource {
     pub(crate) api: Api,
     endpoints: Endpoints,
+    /// The most time one whole read may take.
+    read_budget: Duration,
     /// Told this source's throttling when it is dropped.
     on_drop: Option<ThrottlingReport>,
 }
@@ -180,6 +182,7 @@ impl GraphSource {
             api: Api::new(transport, tokens, endpoints.graph.clone()),
             endpoints,
             on_drop: None,
+            read_budget: settings.read_budget,
         })
     }
 
@@ -228,9 +231,36 @@ impl GraphSource {
     pub async fn read(&self, scope: &GraphScope) -> Result<GraphRead, GraphError> {
         scope.validate()?;
         let projection = Projection::new(&scope.attributes);
-        let collected = self.read_scope(scope, &projection).await;
+        let collected = self
+            .within_budget("reading users", self.read_scope(scope, &projection))
+            .await;
         self.log_throttling();
         full_read(collected?, None)
+    }
+
+    /// `read`, stopped with [`GraphError::ReadBudgetExceeded`] when it takes
+    /// longer than the read budget: an endless chain of page links, or a
+    /// server that answers ever so slowly, ends there. Dropping the read
+    /// cancels its requests in flight.
+    pub(crate) async fn within_budget<T>(
+        &self,
+        what: &str,
+        read: impl Future<Output = Result<T, GraphError>>,
+    ) -> Result<T, GraphError> {
+        match tokio::time::timeout(self.read_budget, read).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(
+                    what,
+                    budget_s = self.read_budget.as_secs(),
+                    "a Graph read ran past its time budget"
+                );
+                Err(GraphError::ReadBudgetExceeded {
+                    what: what.to_owned(),
+                    budget: self.read_budget,
+                })
+            }
+        }
     }
 
     /// The users of `scope` whose anchor is one of `anchors` (rule 9: before a
@@ -238,6 +268,15 @@ impl GraphSource {
     /// that are not users, not in the scope, or cannot be a Graph object ID are
     /// simply not in the result.
     pub async fn lookup(
+        &self,
+        scope: &GraphScope,
+        anchors: &[String],
+    ) -> Result<Vec<DirectoryEntry>, GraphError> {
+        self.within_budget("looking users up", self.lookup_unbounded(scope, anchors))
+            .await
+    }
+
+    async fn lookup_unbounded(
         &self,
         scope: &GraphScope,
         anchors: &[String],

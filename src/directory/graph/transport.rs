@@ -54,6 +54,8 @@ pub(crate) struct Transport {
     client: reqwest::Client,
     retry: RetryPolicy,
     timeout: Duration,
+    /// The largest body read from one answer.
+    max_response_bytes: u64,
     /// No request is sent before this instant: the latest `Retry-After`.
     hold: Mutex<Option<Instant>>,
     throttled: AtomicU64,
@@ -96,6 +98,13 @@ impl Reply {
     }
 }
 
+/// Why a body could not be read whole.
+enum BodyError {
+    /// It is, or grew, larger than the cap.
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
 /// Why one attempt failed in a way worth retrying.
 enum Passing {
     Status { status: StatusCode, detail: String },
@@ -118,6 +127,7 @@ impl Transport {
             client,
             retry: settings.retry,
             timeout: settings.timeout,
+            max_response_bytes: settings.max_response_bytes,
             hold: Mutex::new(None),
             throttled: AtomicU64::new(0),
             waited_ms: AtomicU64::new(0),
@@ -183,11 +193,15 @@ impl Transport {
                 Ok(response) => {
                     let status = response.status();
                     let retry_after = retry_after(response.headers(), SystemTime::now());
-                    match response.bytes().await {
+                    match self.read_body(response).await {
                         Ok(body) if !is_passing(status) => {
-                            return Ok(Reply {
-                                status,
-                                body: body.to_vec(),
+                            return Ok(Reply { status, body });
+                        }
+                        Err(BodyError::TooLarge) => {
+                            return Err(GraphError::ResponseTooLarge {
+                                what: what.to_owned(),
+                                endpoint: origin(endpoint),
+                                limit: self.max_response_bytes,
                             });
                         }
                         Ok(body) => (
@@ -197,8 +211,8 @@ impl Transport {
                             },
                             retry_after,
                         ),
-                        Err(e) if e.is_timeout() => (Passing::Timeout, None),
-                        Err(e) => (Passing::Connection(chain(&e)), None),
+                        Err(BodyError::Transport(e)) if e.is_timeout() => (Passing::Timeout, None),
+                        Err(BodyError::Transport(e)) => (Passing::Connection(chain(&e)), None),
                     }
                 }
                 Err(e) if e.is_timeout() => (Passing::Timeout, None),
@@ -245,6 +259,25 @@ impl Transport {
                 tokio::time::sleep(wait).await;
             }
         }
+    }
+
+    /// The body of `response`, chunk by chunk as it arrives, never more than
+    /// the cap: a `Content-Length` past it is refused before anything is
+    /// read, and a body without one (chunked, or lying) is dropped as soon as
+    /// it grows past it. So an endless or huge answer costs the cap at most.
+    async fn read_body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
+        let cap = self.max_response_bytes;
+        if response.content_length().is_some_and(|length| length > cap) {
+            return Err(BodyError::TooLarge);
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+            if (body.len() + chunk.len()) as u64 > cap {
+                return Err(BodyError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     /// The backoff before attempt `attempt + 1`: doubling from the initial

@@ -7,19 +7,21 @@
 //! failure to reach the host (Unreachable) is told apart from a failed TLS
 //! handshake on a host that answered (TLSError).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
-use ldap3::controls::RawControl;
+use ldap3::adapters::{Adapter, EntriesOnly};
+use ldap3::controls::{Control, ControlType, PagedResults, RawControl};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapResult, ResultEntry, Scope, StdStream};
 use rustls::ClientConfig;
+use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use super::entry::RawEntry;
+use super::entry::{RawEntry, entry_bytes};
 use super::error::{LdapError, describe_result};
-use super::settings::{LdapSettings, SearchScope, Transport, ValidSettings};
+use super::settings::{LdapSettings, MAX_ENTRY_BYTES, SearchScope, Transport, ValidSettings};
 use super::tls::{client_config, describe_tls_failure};
 use crate::secret::SecretString;
 
@@ -102,6 +104,7 @@ impl Connector {
             driver,
             url: s.url.clone(),
             timeout,
+            max_entries: s.max_entries,
         };
         if let Some((dn, password)) = &self.bind {
             session.bind(dn, password).await?;
@@ -133,6 +136,8 @@ pub struct Session {
     driver: JoinHandle<()>,
     url: String,
     timeout: Duration,
+    /// The most entries one search may return, over all its pages.
+    max_entries: u64,
 }
 
 impl Drop for Session {
@@ -175,33 +180,80 @@ impl Session {
     /// search: a size or time limit, a lost connection or any other error
     /// mid-read is an `Err`, and the entries seen so far must not be taken
     /// for the whole scope.
+    ///
+    /// The pages are asked for one by one, each with the cookie the last one
+    /// ended with, so that a broken or hostile server cannot keep the read
+    /// going: a cookie it sent before in this search, at the end of the same
+    /// page, is [`LdapError::CookieRepeated`] (the pages go round in a
+    /// cycle), and the entries over all pages are bounded by `maxEntries`
+    /// ([`LdapError::EntryLimitExceeded`]). The page counts because a cookie
+    /// alone may repeat: Samba sends one cookie for every page of a search.
     pub async fn paged_search(
         &mut self,
         search: &SearchRequest<'_>,
         mut on_entry: impl FnMut(RawEntry),
     ) -> Result<(), LdapError> {
-        let adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>> = vec![
+        let mut count = EntryCount::default();
+        let mut pages = SeenPages::default();
+        let mut cookie = Vec::new();
+        loop {
+            let mut page_digest = Sha256::new();
+            let page = ControlSearch {
+                base_dn: search.base_dn,
+                scope: search.scope.into(),
+                filter: search.filter,
+                attributes: search.attributes,
+                controls: vec![
+                    PagedResults {
+                        size: search.page_size,
+                        cookie: std::mem::take(&mut cookie),
+                    }
+                    .into(),
+                ],
+            };
             // Referrals (AD's continuation references to other partitions) are
             // not followed: the scope is what this server holds.
-            Box::new(EntriesOnly::new()),
-            Box::new(PagedResults::new(search.page_size)),
-        ];
-        let plain = ControlSearch {
-            base_dn: search.base_dn,
-            scope: search.scope.into(),
-            filter: search.filter,
-            attributes: search.attributes,
-            controls: Vec::new(),
-        };
-        let outcome = self
-            .stream(adapters, plain, |raw| {
-                RawEntry::from_result(raw).map(&mut on_entry)
-            })
-            .await?;
-        match outcome {
-            Err(detail) => Err(self.malformed(search.base_dn, detail)),
-            Ok(result) if result.rc == 0 => Ok(()),
-            Ok(result) => Err(self.result_error(search.base_dn, result.rc, result.text)),
+            let adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>> =
+                vec![Box::new(EntriesOnly::new())];
+            let outcome = self
+                .stream(adapters, page, &mut count, |raw| {
+                    RawEntry::from_result(raw).map(|entry| {
+                        page_digest.update(entry.dn.as_bytes());
+                        page_digest.update([0u8]);
+                        on_entry(entry)
+                    })
+                })
+                .await?;
+            let result = match outcome {
+                Err(detail) => return Err(self.malformed(search.base_dn, detail)),
+                Ok(result) if result.rc == 0 => result,
+                Ok(result) => {
+                    return Err(self.result_error(search.base_dn, result.rc, result.text));
+                }
+            };
+            let next = result.ctrls.iter().find_map(|control| match control {
+                Control(Some(ControlType::PagedResults), raw) => {
+                    Some(raw.parse::<PagedResults>().cookie)
+                }
+                _ => None,
+            });
+            match next {
+                // The last page; or a server that does not page (the control
+                // is not critical) and sent the whole result at once.
+                None => return Ok(()),
+                Some(next) if next.is_empty() => return Ok(()),
+                Some(next) => {
+                    page_digest.update(&next);
+                    if !pages.first_time(page_digest.finalize().into()) {
+                        return Err(LdapError::CookieRepeated {
+                            base_dn: search.base_dn.to_owned(),
+                            url: self.url.clone(),
+                            pages: pages.count() + 1,
+                        });
+                    }
+                    cookie = next;
+                }
+            }
         }
     }
 
@@ -219,18 +271,25 @@ impl Session {
         search: ControlSearch<'_>,
         on_message: impl FnMut(ResultEntry) -> Result<(), E>,
     ) -> Result<Result<LdapResult, E>, LdapError> {
-        self.stream(Vec::new(), search, on_message).await
+        let mut count = EntryCount::default();
+        self.stream(Vec::new(), search, &mut count, on_message)
+            .await
     }
 
     /// One streaming search through `adapters`, every message handed to
     /// `on_message` until it stops the read (the inner `Err`) or the server's
-    /// result arrives.
+    /// result arrives. Each entry is checked first: one larger than
+    /// [`MAX_ENTRY_BYTES`] is [`LdapError::EntryTooLarge`], and one past the
+    /// session's `maxEntries` (counted in `count`, across the pages of a
+    /// paged search) is [`LdapError::EntryLimitExceeded`].
     async fn stream<E>(
         &mut self,
         adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>>,
         search: ControlSearch<'_>,
+        count: &mut EntryCount,
         mut on_message: impl FnMut(ResultEntry) -> Result<(), E>,
     ) -> Result<Result<LdapResult, E>, LdapError> {
+        let max_entries = self.max_entries;
         let base_dn = search.base_dn;
         let ldap = self.ldap.with_timeout(self.timeout);
         if !search.controls.is_empty() {
@@ -249,6 +308,23 @@ impl Session {
         loop {
             match stream.next().await {
                 Ok(Some(message)) => {
+                    if !message.is_ref() && !message.is_intermediate() {
+                        count.entries += 1;
+                        if count.entries > max_entries {
+                            return Err(LdapError::EntryLimitExceeded {
+                                base_dn: base_dn.to_owned(),
+                                limit: max_entries,
+                            });
+                        }
+                        let size = entry_bytes(&message.0);
+                        if size > MAX_ENTRY_BYTES {
+                            return Err(LdapError::EntryTooLarge {
+                                base_dn: base_dn.to_owned(),
+                                size,
+                                limit: MAX_ENTRY_BYTES,
+                            });
+                        }
+                    }
                     if let Err(stop) = on_message(message) {
                         return Ok(Err(stop));
                     }
@@ -346,6 +422,32 @@ impl Session {
                 source: None,
             },
         }
+    }
+}
+
+/// The entries one search has returned so far, over all its pages.
+#[derive(Default)]
+struct EntryCount {
+    entries: u64,
+}
+
+/// The pages one search has read, each as a digest of its entries' DNs and
+/// the cookie it ended with: the same page ending in the same cookie again
+/// means the pages go round in a cycle.
+#[derive(Default)]
+struct SeenPages {
+    seen: HashSet<[u8; 32]>,
+}
+
+impl SeenPages {
+    /// Record a page; false when this search read it before.
+    fn first_time(&mut self, page: [u8; 32]) -> bool {
+        self.seen.insert(page)
+    }
+
+    /// Pages read so far that ended with a cookie.
+    fn count(&self) -> u64 {
+        self.seen.len() as u64
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use ldap3::ResultEntry;
-use ldap3::asn1::StructureTag;
+use ldap3::asn1::{PL, StructureTag};
 
 use super::account::ad_account_disabled;
 use super::anchor::AnchorAttribute;
@@ -143,6 +143,15 @@ impl Projection {
                 })
                 .collect(),
         })
+    }
+}
+
+/// The bytes of every primitive value in a message (the DN, attribute names
+/// and values): what an entry costs to hold, whatever attributes it carries.
+pub(crate) fn entry_bytes(tag: &StructureTag) -> usize {
+    match &tag.payload {
+        PL::P(bytes) => bytes.len(),
+        PL::C(children) => children.iter().map(entry_bytes).sum(),
     }
 }
 

@@ -7,7 +7,7 @@
 //! [`SecretString`](crate::secret::SecretString) and is never formatted.
 
 /// The reasons an LDAP operation fails, as used in the `Connected` condition.
-pub const REASONS: [&str; 7] = [
+pub const REASONS: [&str; 10] = [
     "Unreachable",
     "TLSError",
     "BindFailed",
@@ -15,6 +15,9 @@ pub const REASONS: [&str; 7] = [
     "SizeLimitExceeded",
     "SearchFailed",
     "InvalidConfig",
+    "CookieRepeated",
+    "EntryLimitExceeded",
+    "EntryTooLarge",
 ];
 
 /// An LDAP operation that did not succeed.
@@ -67,6 +70,35 @@ pub enum LdapError {
         text: String,
     },
 
+    /// The server answered a page of this search a second time, ending in the
+    /// paged-results cookie it had sent after it before: its pages go round in
+    /// a cycle, and following them would never end.
+    #[error(
+        "{url} sent a paged-results cookie for {base_dn} that this search had already used, after the same page, at page {pages}: the pages go round in a cycle, so the read stopped and changes nothing; this is a fault of the server, not a setting"
+    )]
+    CookieRepeated {
+        base_dn: String,
+        url: String,
+        pages: u64,
+    },
+
+    /// A search returned more entries than `maxEntries`: a server that never
+    /// stops sending them, or a scope larger than the limit.
+    #[error(
+        "the search of {base_dn} returned more than {limit} entries, so the read stopped and changes nothing; if the scope really holds more entries, raise spec.ldap.maxEntries"
+    )]
+    EntryLimitExceeded { base_dn: String, limit: u64 },
+
+    /// One entry carried more attribute data than any user entry holds.
+    #[error(
+        "an entry of the search of {base_dn} carries {size} bytes of attributes, more than the {limit} bytes an entry may have, so the read stopped and changes nothing; a user entry holds a few KiB of the attributes a mapping reads: check the server, or map a smaller attribute"
+    )]
+    EntryTooLarge {
+        base_dn: String,
+        size: usize,
+        limit: usize,
+    },
+
     /// Any other failure of a search, including a connection lost mid-read.
     #[error("search of {base_dn} failed: {detail}")]
     SearchFailed {
@@ -88,6 +120,9 @@ impl LdapError {
             LdapError::Timeout { .. } => "Timeout",
             LdapError::SizeLimitExceeded { .. } => "SizeLimitExceeded",
             LdapError::SearchFailed { .. } => "SearchFailed",
+            LdapError::CookieRepeated { .. } => "CookieRepeated",
+            LdapError::EntryLimitExceeded { .. } => "EntryLimitExceeded",
+            LdapError::EntryTooLarge { .. } => "EntryTooLarge",
         }
     }
 
@@ -197,9 +232,25 @@ mod tests {
                 detail: String::new(),
                 source: None,
             },
+            LdapError::CookieRepeated {
+                base_dn: String::new(),
+                url: String::new(),
+                pages: 2,
+            },
+            LdapError::EntryLimitExceeded {
+                base_dn: String::new(),
+                limit: 1,
+            },
+            LdapError::EntryTooLarge {
+                base_dn: String::new(),
+                size: 2,
+                limit: 1,
+            },
         ];
-        for e in errors {
-            assert!(REASONS.contains(&e.reason()), "{}", e.reason());
-        }
+        let mut seen: Vec<&str> = errors.iter().map(LdapError::reason).collect();
+        seen.sort_unstable();
+        let mut all = REASONS.to_vec();
+        all.sort_unstable();
+        assert_eq!(seen, all);
     }
 }

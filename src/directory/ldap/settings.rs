@@ -22,6 +22,18 @@ pub const DEFAULT_PAGE_SIZE: u32 = 1000;
 /// The timeout when none is configured.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The most entries one search may return when none is configured: well above
+/// the largest directories a mapping reads, far below what would take the
+/// operator's memory (a projection is a few hundred bytes).
+pub const DEFAULT_MAX_ENTRIES: u64 = 2_000_000;
+
+/// The most bytes of attribute values (names included) one entry may carry.
+/// A search asks only for the attributes its projection reads (names, mail,
+/// the anchor, the disabled signal, a few extras): a real entry holds a few
+/// KiB of them, and even a large `member`-like extra stays well below this.
+/// An entry past it is a broken or hostile server, and fails the read.
+pub const MAX_ENTRY_BYTES: usize = 1024 * 1024;
+
 /// How to reach and read one LDAP directory (a ConnectorHealth's `spec.ldap`).
 #[derive(Clone)]
 pub struct LdapSettings {
@@ -45,6 +57,8 @@ pub struct LdapSettings {
     pub page_size: u32,
     /// Limit for connecting and for each operation (each reply of a search).
     pub timeout: Duration,
+    /// The most entries one search may return, over all its pages.
+    pub max_entries: u64,
 }
 
 impl LdapSettings {
@@ -62,6 +76,7 @@ impl LdapSettings {
             disabled_filter: None,
             page_size: DEFAULT_PAGE_SIZE,
             timeout: DEFAULT_TIMEOUT,
+            max_entries: DEFAULT_MAX_ENTRIES,
         }
     }
 
@@ -127,6 +142,9 @@ impl LdapSettings {
         if self.timeout.is_zero() {
             return invalid("timeout must be more than zero".into());
         }
+        if self.max_entries == 0 {
+            return invalid("maxEntries must be at least 1".into());
+        }
         let anchor_name = match self
             .anchor_attribute
             .as_deref()
@@ -164,6 +182,7 @@ impl LdapSettings {
             disabled_filter,
             page_size: self.page_size as i32,
             timeout: self.timeout,
+            max_entries: self.max_entries,
         })
     }
 }
@@ -181,6 +200,7 @@ impl fmt::Debug for LdapSettings {
             .field("disabled_filter", &self.disabled_filter)
             .field("page_size", &self.page_size)
             .field("timeout", &self.timeout)
+            .field("max_entries", &self.max_entries)
             .finish()
     }
 }
@@ -206,6 +226,7 @@ pub struct ValidSettings {
     pub disabled_filter: Option<String>,
     pub page_size: i32,
     pub timeout: Duration,
+    pub max_entries: u64,
 }
 
 impl ValidSettings {
