@@ -35,7 +35,9 @@ pub const PROFILE_LABEL: &str = "usersync.dev/profile";
     printcolumn = r#"{"name":"Origin","type":"string","jsonPath":".spec.origin"}"#,
     printcolumn = r#"{"name":"Mapping","type":"string","jsonPath":".spec.mappingRef"}"#,
     printcolumn = r#"{"name":"Email","type":"string","priority":1,"jsonPath":".spec.email"}"#,
-    printcolumn = r#"{"name":"Delete After","type":"date","priority":1,"jsonPath":".status.deleteAfterTime"}"#,
+    // A string, not a date: kubectl shows a date column as an age, and a deadline
+    // in the future as `<invalid>`.
+    printcolumn = r#"{"name":"Delete After","type":"string","priority":1,"jsonPath":".status.deleteAfterTime"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("self.origin != 'Directory' || (has(self.connectorRef) && has(self.anchor))").message("a Directory user needs connectorRef and anchor"))]

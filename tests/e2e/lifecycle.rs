@@ -945,3 +945,45 @@ async fn a_full_read_comes_round_every_full_sync_interval() {
     w.clock.advance(Duration::from_secs(61));
     assert_eq!(w.sync("staff").await.read, Some(ReadMode::Full));
 }
+
+#[tokio::test]
+async fn kubectl_get_duser_wide_shows_a_preserved_users_reason_and_deadline() {
+    let w = World::new(
+        "wide",
+        Server::slapd(),
+        json!({"preservation": {"deleteAfter": "30d"}, "safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    w.add_user("wd1", false);
+    w.add_user("wd2", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.set_disabled("wd1", true);
+    let run = w.sync("staff").await;
+    assert_eq!(run.preserved, 1, "{run:?}");
+    let user = w.user("wd1").await;
+    let deadline = user
+        .status
+        .as_ref()
+        .and_then(|s| s.delete_after_time.as_ref())
+        .expect("a preserved user has a deadline")
+        .0
+        .to_string();
+    let out = cluster().kubectl(["get", "duser", "-o", "wide", "-n", &w.ns.name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    let header = table.lines().next().unwrap_or_default();
+    assert!(header.contains("DELETE AFTER"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.split_whitespace().any(|w| w == "wd1"))
+        .unwrap_or_else(|| panic!("no row for wd1:\n{table}"));
+    assert!(
+        row.contains("Preserved") && row.contains("DisabledInDirectory"),
+        "{row}"
+    );
+    assert!(
+        row.contains(&deadline),
+        "the deadline {deadline} is not in {row:?}"
+    );
+    assert!(!row.contains("<invalid>"), "{row}");
+}
