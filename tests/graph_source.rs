@@ -1135,6 +1135,30 @@ async fn a_group_added_to_or_removed_from_a_selected_group_means_a_full_read() {
 }
 
 #[tokio::test]
+async fn a_scope_of_more_groups_than_one_groups_delta_tracks_reads_in_full_every_run() {
+    let em = GraphEmulator::start().await;
+    let source = source(&em);
+    let user = em.create_user("member@contoso.example", "Member");
+    let top = em.create_group("Top");
+    em.add_member(&top, &user);
+    // 50 groups nested in the selected one: 51 to track.
+    for i in 0..50 {
+        let nested = em.create_group(&format!("Nested {i}"));
+        em.add_member(&top, &nested);
+    }
+    let scope = groups(&[&top]);
+    let (read, link) = first_round(&source, &scope).await;
+    assert_eq!(anchors(&read), set(&[&user]));
+    assert!(requests_to(&em, "/v1.0/groups/delta").is_empty());
+    match source.read_delta(&scope, Some(&link)).await.unwrap() {
+        DeltaOutcome::FullReadNeeded { reason } => {
+            assert!(reason.contains("at most 50"), "{reason}")
+        }
+        DeltaOutcome::Changes(read) => panic!("membership changes would go unseen: {read:?}"),
+    }
+}
+
+#[tokio::test]
 async fn the_first_round_of_a_narrow_scope_gets_its_link_without_walking_the_tenant() {
     let em = GraphEmulator::start().await;
     let source = source(&em);

@@ -43,7 +43,7 @@ use url::Url;
 
 use super::api::{Call, FollowedLinks, parse_page, refusal};
 use super::error::{GraphError, Permission};
-use super::membership::{GroupsLink, MembershipRound, filter_properties};
+use super::membership::{GroupsLink, MAX_TRACKED_GROUPS, MembershipRound, filter_properties};
 use super::query::with_query;
 use super::settings::GraphScope;
 use super::source::{Collected, GraphRead, GraphSource, full_read};
@@ -204,6 +204,16 @@ impl GraphSource {
                 reason: "the mapping's attributes changed since the delta link was made".into(),
             });
         }
+        if !scope.groups.is_empty() && since.groups.is_none() {
+            // No groups delta for this scope (more groups than one delta tracks,
+            // or a link from before groups were tracked): only a full read sees
+            // who joined or left them, so every run reads in full.
+            return Ok(DeltaOutcome::FullReadNeeded {
+                reason: format!(
+                    "no groups delta tracks the mapping's groups (at most {MAX_TRACKED_GROUPS}, nested ones included): only a full read sees their membership changes"
+                ),
+            });
+        }
         let url = match Url::parse(&since.url) {
             Ok(url) if self.api.is_own(&url) => url,
             _ => {
@@ -248,12 +258,20 @@ impl GraphSource {
                         if changes.contains_key(&id) {
                             continue;
                         }
-                        // Gone from the tenant: the users delta reports that.
                         match self.get_user(&id, &projection).await? {
                             Some(Projected::User(entry)) => {
                                 changes.insert(id, Change::Present(entry));
                             }
-                            Some(Projected::WithoutAnchor) | None => {}
+                            Some(Projected::WithoutAnchor) => {
+                                return Ok(DeltaOutcome::FullReadNeeded {
+                                    reason: "a user a membership change names came without an id"
+                                        .into(),
+                                });
+                            }
+                            // Gone from the tenant: the users delta reports that.
+                            None => {
+                                tracing::debug!(user = %id, "a user a membership change names is not found");
+                            }
                         }
                     }
                     Some(next)

@@ -59,9 +59,9 @@ impl GraphSource {
             tracked.extend(self.nested_groups(group).await?);
         }
         if tracked.len() > MAX_TRACKED_GROUPS {
-            tracing::info!(
+            tracing::warn!(
                 groups = tracked.len(),
-                "the scope's groups are more than one groups delta tracks; membership changes show at the next full read"
+                "the scope's groups are more than one groups delta tracks; every run of this mapping reads in full"
             );
             return Ok(None);
         }
