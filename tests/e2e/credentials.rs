@@ -247,50 +247,82 @@ async fn an_entra_connector_cannot_send_an_unmarked_secret_or_use_an_unknown_hos
 async fn an_insecure_opt_in_shows_as_a_condition_a_column_and_one_event() {
     let scene = Scene::new("cred-insecure", json!({})).await;
     let port = crate::support::silent_server().await;
-    scene.apply(&json!({
-        "apiVersion": "usersync.dev/v1alpha1", "kind": "ConnectorHealth", "metadata": {"name": "lab"},
-        "spec": {
-            "ldap": {"url": format!("ldaps://127.0.0.1:{port}"), "insecureSkipVerify": true, "flavor": "OpenLDAP", "timeout": "1s"},
-            "probeInterval": "1s", "staleAfter": "1m",
-        },
-    }));
+    scene.secret("lab-bind", "password", "lab-password").await;
+    scene.secret("lab-app", "secret", "lab-client-secret").await;
+    let host = format!("http://127.0.0.1:{port}");
+    // Each opt-in, on a connector of its own (to a server that never answers).
+    let opt_ins = [
+        (
+            "skip",
+            json!({"ldap": {"url": format!("ldaps://127.0.0.1:{port}"), "insecureSkipVerify": true, "flavor": "OpenLDAP", "timeout": "1s"}}),
+            "InsecureSkipVerify",
+            "insecureSkipVerify: true",
+        ),
+        (
+            "plain",
+            json!({"ldap": {
+                "url": format!("ldap://127.0.0.1:{port}"), "allowPlaintextBind": true, "flavor": "OpenLDAP", "timeout": "1s",
+                "bindDN": "cn=lab", "bindPasswordSecretRef": {"name": "lab-bind", "key": "password"},
+            }}),
+            "PlaintextBind",
+            "allowPlaintextBind: true",
+        ),
+        (
+            "custom",
+            json!({"entraID": {
+                "tenantID": TENANT_ID, "clientID": CLIENT_ID, "clientSecretRef": {"name": "lab-app", "key": "secret"},
+                "authorityHost": host, "graphHost": host, "allowCustomEndpoints": true, "timeout": "1s",
+            }}),
+            "CustomEndpoints",
+            "allowCustomEndpoints: true",
+        ),
+    ];
+    for (name, settings, _, _) in &opt_ins {
+        let mut spec = settings.clone();
+        spec["probeInterval"] = json!("1s");
+        spec["staleAfter"] = json!("1m");
+        scene.apply(&json!({
+            "apiVersion": "usersync.dev/v1alpha1", "kind": "ConnectorHealth", "metadata": {"name": name},
+            "spec": spec,
+        }));
+    }
     scene.start_operator();
     let api: Api<ConnectorHealth> = Api::namespaced(scene.client.clone(), &scene.ns.name);
-    let c = until(&api, "lab", "Insecure", "True", "InsecureSkipVerify").await;
-    assert!(
-        c.message.contains("insecureSkipVerify: true"),
-        "{}",
-        c.message
-    );
-    let out = cluster().kubectl(["get", "conn", "lab", "-n", &scene.ns.name]);
-    let table = stdout(&out);
-    assert!(
-        table.lines().next().is_some_and(|h| h.contains("INSECURE"))
-            && table.contains("InsecureSkipVerify"),
-        "{table}"
-    );
+    for (name, _, reason, opt_in) in &opt_ins {
+        let c = until(&api, name, "Insecure", "True", reason).await;
+        assert!(c.message.contains(opt_in), "{name}: {}", c.message);
+        let out = cluster().kubectl(["get", "conn", name, "-n", &scene.ns.name]);
+        let table = stdout(&out);
+        assert!(
+            table.lines().next().is_some_and(|h| h.contains("INSECURE")) && table.contains(reason),
+            "{table}"
+        );
+    }
 
-    // Several probes later, still one Event.
+    // Several probes later, still one Warning Event for each.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let out = cluster().kubectl(["get", "events", "-n", &scene.ns.name, "-o", "json"]);
     let events: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let insecure: Vec<_> = events["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["reason"] == "InsecureSkipVerify")
-        .collect();
-    assert_eq!(insecure.len(), 1, "{insecure:?}");
-    assert_eq!(insecure[0]["type"], "Warning");
-    assert!(
-        insecure[0]["count"].as_i64().unwrap_or(1) <= 1,
-        "{insecure:?}"
-    );
+    for (name, _, reason, _) in &opt_ins {
+        let insecure: Vec<_> = events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["reason"] == *reason)
+            .collect();
+        assert_eq!(insecure.len(), 1, "{name}: {insecure:?}");
+        assert_eq!(insecure[0]["type"], "Warning");
+        assert_eq!(insecure[0]["involvedObject"]["name"], *name);
+        assert!(
+            insecure[0]["count"].as_i64().unwrap_or(1) <= 1,
+            "{insecure:?}"
+        );
+    }
 
     // Turned off: the condition says so.
     let patch = json!({"spec": {"ldap": {"insecureSkipVerify": false}}});
-    api.patch("lab", &PatchParams::default(), &Patch::Merge(&patch))
+    api.patch("skip", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    until(&api, "lab", "Insecure", "False", "Secure").await;
+    until(&api, "skip", "Insecure", "False", "Secure").await;
 }
