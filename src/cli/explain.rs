@@ -147,6 +147,9 @@ async fn why_not_imported(
     let mut mappings = api.list(&ListParams::default()).await?.items;
     mappings.sort_by_key(|m| (m.spec.priority, m.name_any()));
     let mut answers = Vec::new();
+    // The mappings so far (the first claim wins) whose scope holds the user
+    // enabled: (name, priority, connector).
+    let mut claimants: Vec<(String, i32, String)> = Vec::new();
     // One token for every mapping's read.
     let directories = Directories::default();
     for mapping in &mappings {
@@ -176,6 +179,16 @@ async fn why_not_imported(
                     Some(e) => {
                         let anchor = e.anchor.as_str();
                         let plan = &prepared.plan;
+                        let connector = &mapping.spec.connector_ref;
+                        let claimant = claimants
+                            .iter()
+                            .find(|(_, _, c)| c == connector)
+                            .cloned();
+                        claimants.push((
+                            mapping.name_any(),
+                            mapping.spec.priority,
+                            connector.clone(),
+                        ));
                         if let Some(skip) = plan.skips.iter().find(|s| s.anchor == anchor) {
                             format!("in its scope, but not imported: {skip}")
                         } else if plan.transitions.iter().any(|t| {
@@ -184,8 +197,12 @@ async fn why_not_imported(
                         }) {
                             "in its scope and enabled: the next run of this mapping imports it"
                                 .into()
+                        } else if let Some((name, priority, _)) = claimant {
+                            format!(
+                                "in its scope and enabled, but mapping {name} of the same connector (priority {priority}, a lower number) comes first and claims it"
+                            )
                         } else {
-                            "in its scope and enabled, but another mapping of the connector with a lower priority number owns it".into()
+                            "in its scope and enabled, but the plan does not import it".into()
                         }
                     }
                 }
