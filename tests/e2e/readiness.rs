@@ -132,21 +132,26 @@ spec:
         "{message}"
     );
 
-    // A connector whose bind password Secret is missing: both objects say so.
+    // A connector whose bind password Secret is missing: both objects say so. Its
+    // port is free (nothing listens: below, the probe is refused), not a default
+    // a developer's directory may be using.
+    let port = crate::ldap_support::free_port();
     apply(
         ns,
-        r#"
+        &format!(
+            r#"
 apiVersion: usersync.dev/v1alpha1
 kind: ConnectorHealth
-metadata: {name: corp}
+metadata: {{name: corp}}
 spec:
   ldap:
-    url: ldap://127.0.0.1:3389
+    url: ldap://127.0.0.1:{port}
     allowPlaintextBind: true
     flavor: OpenLDAP
     bindDN: cn=usersync,ou=Service,dc=example,dc=org
-    bindPasswordSecretRef: {name: corp-bind, key: password}
-"#,
+    bindPasswordSecretRef: {{name: corp-bind, key: password}}
+"#
+        ),
     );
     let connectors: Api<ConnectorHealth> = Api::namespaced(client.clone(), ns);
     let message = ready_is(
