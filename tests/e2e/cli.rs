@@ -176,8 +176,23 @@ async fn explain_says_why_a_user_is_in_its_state_and_why_one_is_not_imported() {
         text.contains("Directory record: Active")
             && text.contains("Active while its directory account is enabled")
             && text.contains("mapping staff:")
-            && text.contains("Synced=True"),
+            && text.contains("Synced=True")
+            && text.contains("connector corp:")
+            && text.contains("Connected=True"),
         "{text}"
+    );
+    // By anchor, the same record.
+    let anchor = w
+        .user("ann")
+        .await
+        .spec
+        .anchor
+        .clone()
+        .expect("a directory user has an anchor");
+    let report = explain(&ns, &anchor);
+    assert_eq!(
+        report["records"][0]["record"]["fields"]["username"], "ann",
+        "{report}"
     );
 
     // Preserved, by record name: the deadline not reached, the connector permits
