@@ -899,6 +899,18 @@ async fn list_users(
     start_listing(&mut state, &base, "/v1.0/users", ids, options, eventual)
 }
 
+/// Graph's answer for a group that does not exist.
+fn group_not_found(group: &str) -> Response {
+    graph_error(
+        StatusCode::NOT_FOUND,
+        "Request_ResourceNotFound",
+        &format!(
+            "Resource '{group}' does not exist or one of its queried reference-property objects are not present."
+        ),
+    )
+    .into_response()
+}
+
 async fn transitive_users(
     AxumState(emulator): AxumState<GraphEmulator>,
     Path(group): Path<String>,
@@ -923,13 +935,7 @@ async fn transitive_users(
         return r.into_response();
     }
     if !state.tenant.groups.contains_key(&group) {
-        return graph_error(
-            StatusCode::NOT_FOUND,
-            "Request_ResourceNotFound",
-            &format!(
-                "Resource '{group}' does not exist or one of its queried reference-property objects are not present."
-            ),
-        ).into_response();
+        return group_not_found(&group);
     }
     let page_cap = state.page_cap;
     let options = match list_options(&query, &headers, page_cap, true) {
@@ -973,13 +979,7 @@ async fn transitive_groups(
         return r.into_response();
     }
     if !state.tenant.groups.contains_key(&group) {
-        return graph_error(
-            StatusCode::NOT_FOUND,
-            "Request_ResourceNotFound",
-            &format!(
-                "Resource '{group}' does not exist or one of its queried reference-property objects are not present."
-            ),
-        ).into_response();
+        return group_not_found(&group);
     }
     let mut nested = BTreeSet::new();
     let mut stack = vec![group.clone()];
