@@ -25,8 +25,14 @@ const PAGED_RESULTS_OID: &str = "1.2.840.113556.1.4.319";
 // --- BER, as much as the fake needs ---
 
 fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = tlv_header(tag, content.len());
+    out.extend_from_slice(content);
+    out
+}
+
+/// The tag and length of an element whose content is `len` bytes.
+fn tlv_header(tag: u8, len: usize) -> Vec<u8> {
     let mut out = vec![tag];
-    let len = content.len();
     if len < 0x80 {
         out.push(len as u8);
     } else {
@@ -38,8 +44,33 @@ fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
         out.push(0x80 | bytes.len() as u8);
         out.extend(bytes);
     }
-    out.extend_from_slice(content);
     out
+}
+
+/// The bytes of an entry (`uid=huge`) up to its `uid` value of `size` bytes, which
+/// the caller then sends in chunks: the fake never holds the value whole.
+fn huge_entry_head(id: i64, size: usize) -> Vec<u8> {
+    let dn = octets(format!("uid=huge,{BASE_DN}").as_bytes());
+    let uuid = {
+        let mut a = octets(b"entryUUID");
+        a.extend(tlv(0x31, &octets(b"00000000-0000-4000-8000-000000000001")));
+        tlv(0x30, &a)
+    };
+    let value = tlv_header(0x04, size);
+    let set = tlv_header(0x31, value.len() + size);
+    let name = octets(b"uid");
+    let attribute_len = name.len() + set.len() + value.len() + size;
+    let attribute = tlv_header(0x30, attribute_len);
+    let list_len = uuid.len() + attribute.len() + attribute_len;
+    let list = tlv_header(0x30, list_len);
+    let op_len = dn.len() + list.len() + list_len;
+    let op = tlv_header(0x64, op_len);
+    let id = integer(id);
+    let mut head = tlv_header(0x30, id.len() + op.len() + op_len);
+    for part in [id, op, dn, list, uuid, attribute, name, set, value] {
+        head.extend(part);
+    }
+    head
 }
 
 fn integer(n: i64) -> Vec<u8> {
@@ -285,17 +316,14 @@ async fn answer(fake: &Fake, socket: &mut TcpStream, request: &Request) -> std::
             send_users(socket, 100).await?;
         },
         Misbehaviour::HugeEntry(size) => {
-            let huge = vec![b'x'; size];
-            socket
-                .write_all(&entry(
-                    id,
-                    &format!("uid=huge,{BASE_DN}"),
-                    &[
-                        ("entryUUID", b"00000000-0000-4000-8000-000000000001"),
-                        ("uid", &huge),
-                    ],
-                ))
-                .await?;
+            socket.write_all(&huge_entry_head(id, size)).await?;
+            let chunk = vec![b'x'; 64 * 1024];
+            let mut left = size;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                socket.write_all(&chunk[..n]).await?;
+                left -= n;
+            }
             fake.entries.fetch_add(1, Ordering::SeqCst);
             socket.write_all(&done(id, b"")).await
         }
@@ -426,13 +454,40 @@ async fn an_entry_larger_than_the_cap_fails_the_read() {
     let error = full_read(&fake, 1000).await.unwrap_err();
 
     let after = peak_rss_mib();
+    // Known whole (it fits the relay's allowance of twice the cap), or stopped
+    // on the way: too large either way.
     assert!(
-        matches!(&error, LdapError::EntryTooLarge { limit, size, .. } if *limit == 1024 * 1024 && *size > 2 * 1024 * 1024),
+        matches!(&error, LdapError::EntryTooLarge { limit, size, .. } if *limit == 1024 * 1024 && size.is_none_or(|s| s > 2 * 1024 * 1024)),
         "{error:?}"
     );
     assert_eq!(error.reason(), "EntryTooLarge");
     println!(
         "2 MiB entry, cap 1 MiB: peak RSS {} MiB before, {} MiB after",
+        before, after
+    );
+}
+
+#[tokio::test]
+async fn an_entry_far_past_the_cap_is_stopped_before_it_is_held_whole() {
+    // 256 MiB of one attribute: without the relay, ldap3 would hold all of it.
+    let fake = start(Misbehaviour::HugeEntry(256 * 1024 * 1024)).await;
+    let before = peak_rss_mib();
+
+    let error = full_read(&fake, 1000).await.unwrap_err();
+
+    let after = peak_rss_mib();
+    assert!(
+        matches!(&error, LdapError::EntryTooLarge { size: None, .. }),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("more data than the connection lets one message carry"),
+        "{error}"
+    );
+    println!(
+        "256 MiB entry, cap 1 MiB: peak RSS {} MiB before, {} MiB after",
         before, after
     );
 }

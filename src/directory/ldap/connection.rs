@@ -67,6 +67,11 @@ impl Connector {
             Ok(Err(e)) => return Err(self.unreachable(e)),
             Ok(Ok(tcp)) => tcp,
         };
+        // Through the relay that stops a message far past the entry cap before
+        // ldap3 holds it whole: twice the cap leaves room for BER and TLS framing.
+        let (tcp, gauge) = super::relay::relay(tcp, 2 * MAX_ENTRY_BYTES)
+            .await
+            .map_err(|e| self.unreachable(e))?;
         let std_stream = tcp.into_std().map_err(|e| self.unreachable(e))?;
         let mut conn_settings = LdapConnSettings::new()
             .set_conn_timeout(timeout)
@@ -101,6 +106,7 @@ impl Connector {
         });
         let mut session = Session {
             ldap,
+            gauge,
             driver,
             url: s.url.clone(),
             timeout,
@@ -133,6 +139,8 @@ impl Connector {
 /// ends a search given up half-way.
 pub struct Session {
     ldap: Ldap,
+    /// The relay's count of what the server sent since the last message taken.
+    gauge: Arc<super::relay::Gauge>,
     driver: JoinHandle<()>,
     url: String,
     timeout: Duration,
@@ -291,6 +299,8 @@ impl Session {
     ) -> Result<Result<LdapResult, E>, LdapError> {
         let max_entries = self.max_entries;
         let base_dn = search.base_dn;
+        // What earlier operations received is spent.
+        self.gauge.took();
         let ldap = self.ldap.with_timeout(self.timeout);
         if !search.controls.is_empty() {
             ldap.with_controls(search.controls);
@@ -320,16 +330,24 @@ impl Session {
                         if size > MAX_ENTRY_BYTES {
                             return Err(LdapError::EntryTooLarge {
                                 base_dn: base_dn.to_owned(),
-                                size,
+                                size: Some(size),
                                 limit: MAX_ENTRY_BYTES,
                             });
                         }
                     }
+                    self.gauge.took();
                     if let Err(stop) = on_message(message) {
                         return Ok(Err(stop));
                     }
                 }
                 Ok(None) => break,
+                Err(_) if self.gauge.oversized() => {
+                    return Err(LdapError::EntryTooLarge {
+                        base_dn: base_dn.to_owned(),
+                        size: None,
+                        limit: MAX_ENTRY_BYTES,
+                    });
+                }
                 Err(e) => return Err(self.search_error(base_dn, e)),
             }
         }
@@ -338,6 +356,7 @@ impl Session {
 
     /// A base search of the root DSE: proves the server answers searches.
     pub async fn root_dse(&mut self, attributes: &[&str]) -> Result<RawEntry, LdapError> {
+        self.gauge.took();
         let result = self
             .ldap
             .with_timeout(self.timeout)

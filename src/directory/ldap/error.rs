@@ -89,13 +89,16 @@ pub enum LdapError {
     )]
     EntryLimitExceeded { base_dn: String, limit: u64 },
 
-    /// One entry carried more attribute data than any user entry holds.
+    /// One entry carried more attribute data than any user entry holds. Its
+    /// size is known when it arrived whole; one far past the limit is stopped
+    /// on the way, before it is held in memory.
     #[error(
-        "an entry of the search of {base_dn} carries {size} bytes of attributes, more than the {limit} bytes an entry may have, so the read stopped and changes nothing; a user entry holds a few KiB of the attributes a mapping reads: check the server, or map a smaller attribute"
+        "an entry of the search of {base_dn} carries {}, more than the {limit} bytes an entry may have, so the read stopped and changes nothing; a user entry holds a few KiB of the attributes a mapping reads: check the server, or map a smaller attribute",
+        match size { Some(size) => format!("{size} bytes of attributes"), None => "more data than the connection lets one message carry".to_string() }
     )]
     EntryTooLarge {
         base_dn: String,
-        size: usize,
+        size: Option<usize>,
         limit: usize,
     },
 
@@ -243,7 +246,7 @@ mod tests {
             },
             LdapError::EntryTooLarge {
                 base_dn: String::new(),
-                size: 2,
+                size: Some(2),
                 limit: 1,
             },
         ];

@@ -28,6 +28,7 @@ pub mod filter;
 pub mod flavor;
 mod groups;
 pub mod incremental;
+mod relay;
 mod scope_read;
 pub mod settings;
 pub mod source;
