@@ -210,6 +210,9 @@ enum Misbehaviour {
     EndlessEntries,
     /// One entry with a value of this many bytes.
     HugeEntry(usize),
+    /// As `Honest`, but it never lets a connection go: not on an unbind, not
+    /// when the client closes its side.
+    NeverCloses,
 }
 
 struct Fake {
@@ -245,8 +248,9 @@ async fn serve(fake: Arc<Fake>, mut socket: TcpStream) {
             let consumed = buf.len() - rest.len();
             // An UnbindRequest ends the session; a SearchRequest is answered
             // (until the client goes away); anything else is ignored.
+            let holds = matches!(fake.misbehaviour, Misbehaviour::NeverCloses);
             let ended = match request.op {
-                0x42 => true,
+                0x42 => !holds,
                 0x63 => answer(&fake, &mut socket, &request).await.is_err(),
                 _ => false,
             };
@@ -256,10 +260,30 @@ async fn serve(fake: Arc<Fake>, mut socket: TcpStream) {
             buf.drain(..consumed);
         }
         match socket.read(&mut chunk).await {
+            Ok(0) | Err(_) if matches!(fake.misbehaviour, Misbehaviour::NeverCloses) => {
+                // Keep the socket open, and silent, for as long as the test runs.
+                std::future::pending::<()>().await;
+            }
             Ok(0) | Err(_) => return,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
+}
+
+/// Sockets of this process connected to `port` (of the peer) that the process
+/// still holds: an orphaned socket, closed by its owner and only lingering in
+/// the kernel, has inode 0 in /proc/net/tcp.
+fn held_connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let remote_port = fields[2].rsplit(':').next().unwrap_or_default();
+            u16::from_str_radix(remote_port, 16) == Ok(port) && fields[9] != "0"
+        })
+        .count()
 }
 
 async fn answer(fake: &Fake, socket: &mut TcpStream, request: &Request) -> std::io::Result<()> {
@@ -283,7 +307,7 @@ async fn answer(fake: &Fake, socket: &mut TcpStream, request: &Request) -> std::
             Ok(())
         };
     match fake.misbehaviour {
-        Misbehaviour::Honest => {
+        Misbehaviour::Honest | Misbehaviour::NeverCloses => {
             send_users(socket, 5).await?;
             let next: &[u8] = match request.cookie.as_slice() {
                 b"" => b"p1",
@@ -369,6 +393,27 @@ async fn assert_stopped(fake: &Fake) -> (u64, u64) {
         "the search went on"
     );
     seen
+}
+
+#[tokio::test]
+async fn a_finished_session_lets_go_of_a_server_that_never_closes() {
+    let fake = start(Misbehaviour::NeverCloses).await;
+    for _ in 0..10 {
+        assert_eq!(full_read(&fake, 1000).await.unwrap(), 15);
+    }
+    // The fake holds its ends open; the operator holds none of its own.
+    let mut held = usize::MAX;
+    for _ in 0..50 {
+        held = held_connections_to(fake.port);
+        if held == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        held, 0,
+        "connections to the server still held after the sessions ended"
+    );
 }
 
 #[tokio::test]

@@ -63,9 +63,14 @@ pub async fn relay(upstream: TcpStream, cap: usize) -> std::io::Result<(TcpStrea
     let gauge = Arc::new(Gauge::default());
     let (mut from_server, mut to_server) = upstream.into_split();
     let (mut from_ldap3, mut to_ldap3) = local.into_split();
+    // When ldap3 lets the connection go, the relay lets the server go too, even
+    // one that never sends another byte.
+    let closed = Arc::new(Notify::new());
+    let on_close = closed.clone();
     tokio::spawn(async move {
         let _ = tokio::io::copy(&mut from_ldap3, &mut to_server).await;
         let _ = to_server.shutdown().await;
+        on_close.notify_one();
     });
     let shared = gauge.clone();
     tokio::spawn(async move {
@@ -77,14 +82,21 @@ pub async fn relay(upstream: TcpStream, cap: usize) -> std::io::Result<(TcpStrea
                 if shared.pending.load(Ordering::SeqCst) <= cap {
                     break;
                 }
-                if tokio::time::timeout(STALL, taken).await.is_err() {
-                    shared.oversized.store(true, Ordering::SeqCst);
-                    return;
+                tokio::select! {
+                    () = taken => {}
+                    () = closed.notified() => return,
+                    () = tokio::time::sleep(STALL) => {
+                        shared.oversized.store(true, Ordering::SeqCst);
+                        return;
+                    }
                 }
             }
-            let n = match from_server.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
+            let n = tokio::select! {
+                read = from_server.read(&mut buf) => match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                },
+                () = closed.notified() => return,
             };
             if to_ldap3.write_all(&buf[..n]).await.is_err() {
                 break;
