@@ -76,21 +76,24 @@ pub async fn explain(
     let connectors: Api<ConnectorHealth> = Api::namespaced(client.clone(), namespace);
     let policies: Api<SyncPolicy> = Api::namespaced(client.clone(), namespace);
     let mut records = Vec::new();
+    // A name reaches the API server only once it is a name (a record of the
+    // PostgreSQL store, say, was never checked by a CRD schema).
+    let named = |name: &str| crate::api::is_dns1123_subdomain(name);
     for record in snapshot {
         let mapping = match &record.mapping {
-            Some(name) => mappings.get_opt(name).await?,
-            None => None,
+            Some(name) if named(name) => mappings.get_opt(name).await?,
+            _ => None,
         };
         let policy = match &mapping {
-            Some(m) => policies
+            Some(m) if named(&m.spec.policy_ref) => policies
                 .get_opt(&m.spec.policy_ref)
                 .await?
                 .and_then(|p| policy_of(&p).ok()),
-            None => None,
+            _ => None,
         };
         let connector = match record.connector.as_str() {
-            "" => None,
-            name => connectors.get_opt(name).await?,
+            name if named(name) => connectors.get_opt(name).await?,
+            _ => None,
         };
         let gate = connector.as_ref().map(|c| gate_of(Some(c)));
         let explanation = core::explain(&record, policy.as_ref(), gate.as_ref(), now);
