@@ -981,16 +981,9 @@ async fn transitive_groups(
     if !state.tenant.groups.contains_key(&group) {
         return group_not_found(&group);
     }
-    let mut nested = BTreeSet::new();
-    let mut stack = vec![group.clone()];
-    while let Some(g) = stack.pop() {
-        for member in &state.tenant.groups[&g].members {
-            if state.tenant.groups.contains_key(member) && nested.insert(member.clone()) {
-                stack.push(member.clone());
-            }
-        }
-    }
-    let value: Vec<Value> = nested
+    let value: Vec<Value> = state
+        .tenant
+        .nested_groups(&group)
         .into_iter()
         .map(|id| json!({"@odata.type": "#microsoft.graph.group", "id": id}))
         .collect();

@@ -197,24 +197,35 @@ impl Tenant {
     /// The users a group holds directly or through nested groups, once each.
     pub fn transitive_users(&self, group: &str) -> Vec<String> {
         let mut users = BTreeSet::new();
-        let mut seen = BTreeSet::new();
+        for g in std::iter::once(group.to_owned()).chain(self.nested_groups(group)) {
+            if let Some(g) = self.groups.get(&g) {
+                users.extend(
+                    g.members
+                        .iter()
+                        .filter(|m| self.users.contains_key(*m))
+                        .cloned(),
+                );
+            }
+        }
+        users.into_iter().collect()
+    }
+
+    /// The groups nested in a group, at any depth, once each (not the group
+    /// itself, unless a cycle leads back to it).
+    pub fn nested_groups(&self, group: &str) -> BTreeSet<String> {
+        let mut nested = BTreeSet::new();
         let mut stack = vec![group.to_owned()];
         while let Some(g) = stack.pop() {
-            if !seen.insert(g.clone()) {
-                continue;
-            }
-            let Some(group) = self.groups.get(&g) else {
+            let Some(g) = self.groups.get(&g) else {
                 continue;
             };
-            for member in &group.members {
-                if self.users.contains_key(member) {
-                    users.insert(member.clone());
-                } else if self.groups.contains_key(member) {
+            for member in &g.members {
+                if self.groups.contains_key(member) && nested.insert(member.clone()) {
                     stack.push(member.clone());
                 }
             }
         }
-        users.into_iter().collect()
+        nested
     }
 
     /// Which of `groups` the user is a transitive member of.
