@@ -359,14 +359,18 @@ pub struct Directories {
 }
 
 /// The source a connector describes, with its Secrets read now (so a changed
-/// password is picked up by the next run or probe). An Entra ID source keeps its
-/// access token in `directories`, for the connector's later sources with the
-/// same settings and credential, and counts its throttling there when dropped.
+/// password is picked up by the next run or probe), as `directories` reads them.
+/// An Entra ID source keeps its access token in `directories`, for the
+/// connector's later sources with the same settings and credential, and counts
+/// its throttling there when dropped.
 pub async fn source_for(
-    secrets: &SecretReader,
+    client: &Client,
     connector: &ConnectorHealth,
     directories: &Directories,
 ) -> Result<Source, ConnectionError> {
+    let secrets = &directories
+        .secrets
+        .reader(client, &connector.namespace().unwrap_or_default());
     let Some(spec) = &connector.spec.ldap else {
         return graph_source_for(secrets, connector, directories).await;
     };

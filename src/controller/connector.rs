@@ -42,7 +42,6 @@ pub async fn reconcile(
     };
     let ns = connector.namespace().unwrap_or_default();
     let api: Api<ConnectorHealth> = Api::namespaced(ctx.client.clone(), &ns);
-    let secrets = ctx.secrets(&ns);
     let now = ctx.now();
     let generation = connector.metadata.generation;
     let old = connector.status.clone().unwrap_or_default();
@@ -64,7 +63,7 @@ pub async fn reconcile(
             return finish(&api, &connector, &old, status, generation, now, None).await;
         }
     };
-    let source = match source_for(&secrets, &connector, &ctx.directories).await {
+    let source = match source_for(&ctx.client, &connector, &ctx.directories).await {
         Ok(source) => {
             set(
                 &mut status,

@@ -183,11 +183,6 @@ impl Context {
         self
     }
 
-    /// A reader of `namespace`'s Secrets, for a connector there.
-    pub(crate) fn secrets(&self, namespace: &str) -> super::connection::SecretReader {
-        self.directories.secrets.reader(&self.client, namespace)
-    }
-
     /// Route post-run reconciles to `sender`.
     pub(crate) fn with_requeue(
         mut self,

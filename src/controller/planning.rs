@@ -157,7 +157,6 @@ pub async fn prepare(
     let policies: Api<SyncPolicy> = Api::namespaced(client.clone(), &ns);
     let connectors: Api<ConnectorHealth> = Api::namespaced(client.clone(), &ns);
     let mappings: Api<DirectoryMapping> = Api::namespaced(client.clone(), &ns);
-    let secrets = directories.secrets.reader(client, &ns);
     let spec = &mapping.spec;
     checked_reference("spec.policyRef", &spec.policy_ref).map_err(PlanningError::Reference)?;
     checked_reference("spec.connectorRef", &spec.connector_ref)
@@ -184,7 +183,7 @@ pub async fn prepare(
             kind: "ConnectorHealth",
             name: spec.connector_ref.clone(),
         })?;
-    let source = source_for(&secrets, &connector, directories)
+    let source = source_for(client, &connector, directories)
         .await
         .map_err(|source| PlanningError::Connection {
             name: spec.connector_ref.clone(),
