@@ -230,12 +230,9 @@ pub(crate) fn record_run(
     report: &super::sync::RunReport,
     took: std::time::Duration,
 ) {
-    use super::metrics::{MappingLabels, RunLabels, StateLabel, UserLabels};
+    use super::metrics::{RunLabels, StateLabel, UserLabels};
     let m = &ctx.metrics;
-    let labels = MappingLabels {
-        namespace: ns.to_string(),
-        mapping: mapping.to_string(),
-    };
+    let labels = mapping_labels(ns, mapping);
     m.runs
         .get_or_create(&RunLabels {
             namespace: ns.into(),

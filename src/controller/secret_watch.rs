@@ -41,19 +41,6 @@ impl SecretWatches {
         })
     }
 
-    /// The namespaces watched now.
-    pub fn namespaces(&self) -> Vec<String> {
-        let mut found: Vec<_> = self
-            .running
-            .lock()
-            .expect("secret watches lock poisoned")
-            .iter()
-            .cloned()
-            .collect();
-        found.sort();
-        found
-    }
-
     /// Watch `namespace`'s credential Secrets, unless that is already done.
     pub fn ensure(self: &Arc<Self>, namespace: &str) {
         let fresh = self
