@@ -425,53 +425,75 @@ impl GraphSource {
         };
         let mut changes = BTreeMap::new();
         let mut skipped = 0;
+        let followed = self
+            .follow_delta(start, call, |item| {
+                if !keep {
+                    return Ok(());
+                }
+                if item.contains_key("@removed") {
+                    match item.get("id").and_then(Value::as_str) {
+                        Some(id) if !id.is_empty() => {
+                            changes.insert(id.to_owned(), Change::Removed);
+                        }
+                        _ => skipped += 1,
+                    }
+                    return Ok(());
+                }
+                match projection.project(&item, call.what)? {
+                    Projected::User(entry) => {
+                        changes.insert(entry.anchor.clone(), Change::Present(entry));
+                    }
+                    Projected::WithoutAnchor => skipped += 1,
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(match followed {
+            Ok(next) => Round::Complete {
+                changes,
+                skipped,
+                next,
+            },
+            Err(reason) => Round::Expired(reason),
+        })
+    }
+
+    /// Follow a delta round (of users or of groups) from `start` page by page,
+    /// each item to `each`, to its deltaLink; `Err` with the reason when Graph
+    /// says the link can no longer be followed. A page link seen before in the
+    /// round is a [`GraphError::LinkCycle`], and a deltaLink must point into
+    /// this connector's Graph endpoint.
+    pub(super) async fn follow_delta(
+        &self,
+        start: Url,
+        call: Call<'_>,
+        mut each: impl FnMut(serde_json::Map<String, Value>) -> Result<(), GraphError>,
+    ) -> Result<Result<Url, String>, GraphError> {
         let mut followed = FollowedLinks::starting_at(&start);
         let mut url = start;
         loop {
             let reply = self.api.send(Method::GET, &url, None, call).await?;
             if let Some(reason) = expired(reply.status, reply.error_code().as_deref()) {
-                return Ok(Round::Expired(format!("{reason} ({})", reply.describe())));
+                return Ok(Err(format!("{reason} ({})", reply.describe())));
             }
             if !reply.status.is_success() {
                 return Err(refusal(&reply, call));
             }
             let page = parse_page(reply.json(call.what)?, call.what)?;
-            if keep {
-                for item in page.items {
-                    if item.contains_key("@removed") {
-                        match item.get("id").and_then(Value::as_str) {
-                            Some(id) if !id.is_empty() => {
-                                changes.insert(id.to_owned(), Change::Removed);
-                            }
-                            _ => skipped += 1,
-                        }
-                        continue;
-                    }
-                    match projection.project(&item, call.what)? {
-                        Projected::User(entry) => {
-                            changes.insert(entry.anchor.clone(), Change::Present(entry));
-                        }
-                        Projected::WithoutAnchor => skipped += 1,
-                    }
-                }
+            for item in page.items {
+                each(item)?;
             }
             match (page.next, page.delta) {
                 (Some(next), _) => {
                     followed.follow(&next, call.what)?;
                     url = next;
                 }
-                (None, Some(delta)) => {
-                    if !self.api.is_own(&delta) {
-                        return Err(GraphError::read_failed(
-                            call.what,
-                            "the deltaLink points outside this connector's Graph endpoint",
-                        ));
-                    }
-                    return Ok(Round::Complete {
-                        changes,
-                        skipped,
-                        next: delta,
-                    });
+                (None, Some(delta)) if self.api.is_own(&delta) => return Ok(Ok(delta)),
+                (None, Some(_)) => {
+                    return Err(GraphError::read_failed(
+                        call.what,
+                        "the deltaLink points outside this connector's Graph endpoint",
+                    ));
                 }
                 (None, None) => {
                     return Err(GraphError::read_failed(
@@ -485,7 +507,7 @@ impl GraphSource {
 }
 
 /// Why a delta answer means "start over", if it does.
-pub(super) fn expired(status: StatusCode, code: Option<&str>) -> Option<&'static str> {
+fn expired(status: StatusCode, code: Option<&str>) -> Option<&'static str> {
     if status == StatusCode::GONE {
         return Some("the delta link has expired");
     }

@@ -13,12 +13,11 @@
 
 use std::collections::BTreeSet;
 
-use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
-use super::api::{Call, refusal};
+use super::api::Call;
 use super::error::{GraphError, Permission};
 use super::query::with_query;
 use super::source::GraphSource;
@@ -140,34 +139,18 @@ impl GraphSource {
             advanced: false,
         };
         let mut users = BTreeSet::new();
-        let mut seen = BTreeSet::new();
-        let mut url = start;
-        loop {
-            if !seen.insert(url.to_string()) {
-                return Err(GraphError::read_failed(
-                    call.what,
-                    "Graph returned a page link seen before in this round",
-                ));
-            }
-            let reply = self.api.send(Method::GET, &url, None, call).await?;
-            if let Some(reason) = super::delta::expired(reply.status, reply.error_code().as_deref())
-            {
-                return Ok(MembershipRound::FullReadNeeded(format!(
-                    "{reason} ({})",
-                    reply.describe()
-                )));
-            }
-            if !reply.status.is_success() {
-                return Err(refusal(&reply, call));
-            }
-            let body = reply.json(call.what)?;
-            for group in body["value"].as_array().into_iter().flatten() {
-                for member in group["members@delta"].as_array().into_iter().flatten() {
+        // The first change that only a full read can take in, if any.
+        let mut full_read: Option<&'static str> = None;
+        let followed = self
+            .follow_delta(start, call, |group| {
+                let members = group.get("members@delta").and_then(Value::as_array);
+                for member in members.into_iter().flatten() {
                     let Some(id) = member["id"].as_str().filter(|id| !id.is_empty()) else {
                         // A change that names nobody: the round cannot be applied.
-                        return Ok(MembershipRound::FullReadNeeded(
-                            "a group membership change came without the member's id".into(),
-                        ));
+                        full_read.get_or_insert(
+                            "a group membership change came without the member's id",
+                        );
+                        continue;
                     };
                     match member["@odata.type"].as_str() {
                         Some("#microsoft.graph.user") => {
@@ -176,50 +159,27 @@ impl GraphSource {
                         // A nested group added or removed changes the tree; a
                         // device or contact is nobody a mapping reads.
                         Some("#microsoft.graph.group") => {
-                            return Ok(MembershipRound::FullReadNeeded(
-                                "a group was added to or removed from a group the mapping selects"
-                                    .into(),
-                            ));
+                            full_read.get_or_insert(
+                                "a group was added to or removed from a group the mapping selects",
+                            );
                         }
                         _ => {}
                     }
                 }
-            }
-            let link = |key: &str| {
-                body[key]
-                    .as_str()
-                    .map(|l| {
-                        Url::parse(l).map_err(|_| {
-                            GraphError::read_failed(call.what, format!("{key} is not a URL"))
-                        })
-                    })
-                    .transpose()
-            };
-            match (link("@odata.nextLink")?, link("@odata.deltaLink")?) {
-                (Some(next), _) => url = next,
-                (None, Some(delta)) if self.api.is_own(&delta) => {
-                    return Ok(MembershipRound::Changes {
-                        users,
-                        next: GroupsLink {
-                            url: delta.into(),
-                            tracked: tracked.to_vec(),
-                        },
-                    });
-                }
-                (None, Some(_)) => {
-                    return Err(GraphError::read_failed(
-                        call.what,
-                        "the deltaLink points outside this connector's Graph endpoint",
-                    ));
-                }
-                (None, None) => {
-                    return Err(GraphError::read_failed(
-                        call.what,
-                        "a delta page had neither a nextLink nor a deltaLink",
-                    ));
-                }
-            }
-        }
+                Ok(())
+            })
+            .await?;
+        Ok(match (followed, full_read) {
+            (Err(reason), _) => MembershipRound::FullReadNeeded(reason),
+            (Ok(_), Some(reason)) => MembershipRound::FullReadNeeded(reason.into()),
+            (Ok(delta), None) => MembershipRound::Changes {
+                users,
+                next: GroupsLink {
+                    url: delta.into(),
+                    tracked: tracked.to_vec(),
+                },
+            },
+        })
     }
 }
 
