@@ -10,6 +10,7 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod core;
+pub mod delivery;
 pub mod directory;
 pub mod secret;
 pub mod server;

@@ -24,6 +24,7 @@ use super::common::{MAX_LABEL_VALUE_LEN, label_reference_rule};
     namespaced,
     status = "RunApprovalStatus",
     printcolumn = r#"{"name":"Mapping","type":"string","jsonPath":".spec.mappingRef"}"#,
+    printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.targetRef"}"#,
     printcolumn = r#"{"name":"Run","type":"string","jsonPath":".spec.runId"}"#,
     printcolumn = r#"{"name":"Approved By","type":"string","jsonPath":".spec.approvedBy"}"#,
     printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
@@ -32,12 +33,21 @@ use super::common::{MAX_LABEL_VALUE_LEN, label_reference_rule};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("a RunApproval's spec is immutable; create a new one instead"))]
+#[x_kube(validation = Rule::new("[has(self.mappingRef), has(self.targetRef)].exists_one(x, x)").message("a RunApproval names exactly one of mappingRef or targetRef"))]
 #[serde(rename_all = "camelCase")]
 pub struct RunApprovalSpec {
     /// Name of the DirectoryMapping (same namespace) whose blocked run is approved.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[x_kube(validation = label_reference_rule("mappingRef", "DirectoryMapping"))]
     #[schemars(length(max = MAX_LABEL_VALUE_LEN))]
     pub mapping_ref: String,
+
+    /// Name of the ProvisioningTarget (same namespace) whose blocked cycle is
+    /// approved (`status.blockedCycle.runId`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[x_kube(validation = label_reference_rule("targetRef", "ProvisioningTarget"))]
+    #[schemars(length(max = MAX_LABEL_VALUE_LEN))]
+    pub target_ref: String,
 
     /// The id of the blocked run (`status.blockedRun.runId` of the mapping). An
     /// approval of any other run id is Stale and does nothing.

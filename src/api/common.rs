@@ -198,11 +198,12 @@ mod tests {
     use super::*;
     use crate::core::duration::{
         MIN_DELETE_AFTER, MIN_FULL_SYNC_INTERVAL, MIN_INTERVAL, MIN_PROBE_INTERVAL,
-        MIN_STALE_AFTER, MIN_TIMEOUT, check_minimum, parse_duration,
+        MIN_STALE_AFTER, MIN_TARGET_INTERVAL, MIN_TIMEOUT, check_minimum, parse_duration,
     };
     use proptest::prelude::*;
 
-    const MINIMUMS: [(&str, Duration); 6] = [
+    const MINIMUMS: [(&str, Duration); 7] = [
+        ("targetInterval", MIN_TARGET_INTERVAL),
         ("interval", MIN_INTERVAL),
         ("fullSyncInterval", MIN_FULL_SYNC_INTERVAL),
         ("deleteAfter", MIN_DELETE_AFTER),

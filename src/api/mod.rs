@@ -6,6 +6,7 @@ mod common;
 mod connector;
 mod mapping;
 mod policy;
+mod target;
 mod user;
 
 pub use approval::*;
@@ -13,6 +14,7 @@ pub use common::*;
 pub use connector::*;
 pub use mapping::*;
 pub use policy::*;
+pub use target::*;
 pub use user::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -28,7 +30,7 @@ pub const FIELD_MANAGER: &str = "usersync";
 /// the runner's fields from removing each other under server-side apply.
 pub const RUNNER_FIELD_MANAGER: &str = "usersync-runner";
 
-/// The five CustomResourceDefinitions, in a stable order, labelled as parts of usersync
+/// The six CustomResourceDefinitions, in a stable order, labelled as parts of usersync
 /// so that tools can select them.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     let mut crds = vec![
@@ -37,6 +39,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         SyncPolicy::crd(),
         DirectoryUser::crd(),
         RunApproval::crd(),
+        ProvisioningTarget::crd(),
     ];
     for crd in &mut crds {
         crd.metadata
@@ -152,7 +155,7 @@ mod tests {
             .iter()
             .filter(|messages| messages.iter().any(|m| m.contains("must be a duration")))
             .collect();
-        assert_eq!(durations.len(), 8, "the duration fields of the API");
+        assert_eq!(durations.len(), 10, "the duration fields of the API");
         for messages in durations {
             assert!(
                 messages.iter().any(|m| m.contains("must be at least")),

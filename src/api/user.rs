@@ -168,6 +168,12 @@ pub struct DirectoryUserStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_record: Option<String>,
 
+    /// What each ProvisioningTarget last delivered of this user, one entry per target.
+    /// Each entry is written by its target alone (a field manager of its own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["target".into()]))]
+    pub deliveries: Vec<Delivery>,
+
     /// Conditions, for tools that read them (none are required today).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
@@ -176,4 +182,39 @@ pub struct DirectoryUserStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// What one ProvisioningTarget delivered of a user: the account's id in the
+/// application and a digest of what was last sent, so an unchanged user costs no
+/// request and no write.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    /// The ProvisioningTarget's name.
+    pub target: String,
+    /// The account's `id` in the application, once it was created or adopted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_id: Option<String>,
+    /// `Provisioned`, `Disabled`, `Deleted`, `Failed` or `Left`
+    /// (deprovision None: the account is left as it is).
+    pub state: String,
+    /// A digest of the attributes last delivered.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub digest: String,
+    /// When this entry last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
+    /// The application's last refusal or failure, cause first (its scimType and detail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Failed attempts in a row; the next is not before `retryAfterTime`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures: u32,
+    /// When the next attempt after a failure is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_time: Option<Time>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

@@ -52,6 +52,7 @@ pub async fn approve(
     let approvals: Api<RunApproval> = Api::namespaced(client, namespace);
     let spec = RunApprovalSpec {
         mapping_ref: mapping.to_string(),
+        target_ref: String::new(),
         run_id: blocked.run_id.clone(),
         approved_by: approved_by.clone(),
         reason: reason.map(str::to_owned),

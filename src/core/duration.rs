@@ -28,6 +28,8 @@ pub const MIN_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 pub const MIN_STALE_AFTER: Duration = Duration::from_secs(1);
 /// The shortest connection and request `timeout` of a connector: zero fails every call.
 pub const MIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// The shortest `interval` of a ProvisioningTarget: a shorter one sends cycles back to back.
+pub const MIN_TARGET_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What the API says when `field` is shorter than `min`; the CRD's rule and
 /// [`check_minimum`] say the same words.

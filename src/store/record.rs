@@ -113,6 +113,7 @@ pub(crate) fn status_of(
         last_seen_time: Some(Time(now)),
         last_sync_run: Some(run_id.to_string()),
         previous_record,
+        deliveries: Vec::new(),
         conditions: Vec::new(),
         observed_generation: generation,
     }

@@ -157,6 +157,110 @@ fn object(kind: &str, name: &str, spec: Value) -> String {
         .to_string()
 }
 
+/// A valid ProvisioningTarget spec with `extra` merged into it.
+fn target(extra: Value) -> Value {
+    let mut spec = json!({
+        "endpoint": "https://app.example/scim/v2",
+        "auth": {"bearerTokenSecretRef": {"name": "app-token", "key": "token"}},
+        "users": {"mappings": ["staff"]},
+    });
+    for (k, v) in extra.as_object().expect("an object") {
+        spec[k] = v.clone();
+    }
+    spec
+}
+
+#[tokio::test]
+async fn invalid_provisioning_targets_are_refused_by_kubectl_apply() {
+    let client = cluster().client().await;
+    let ns = TestNamespace::new(&client, "ptarget-admission").await;
+    let ns = ns.name.as_str();
+    let refused = |extra: Value, message: &str| {
+        assert_refused(
+            ns,
+            &object("ProvisioningTarget", "app", target(extra)),
+            message,
+        )
+    };
+    refused(
+        json!({"endpoint": "http://app.example/scim"}),
+        "needs allowInsecureHttp: true",
+    );
+    refused(
+        json!({"endpoint": "https://app.example/scim?x=1"}),
+        "endpoint must be an http(s) URL with no query or fragment",
+    );
+    refused(
+        json!({"users": {}}),
+        "users must name at least one of mappings, profiles or selector",
+    );
+    refused(
+        json!({"users": {"mappings": ["Staff"]}}),
+        "spec.users.mappings[0]",
+    );
+    refused(
+        json!({"auth": {}}),
+        "auth must set exactly one of bearerTokenSecretRef or oauth2",
+    );
+    refused(
+        json!({"auth": {
+            "bearerTokenSecretRef": {"name": "t", "key": "k"},
+            "oauth2": {"tokenURL": "https://login.example/token", "clientID": "c", "clientSecretRef": {"name": "s", "key": "k"}},
+        }}),
+        "auth must set exactly one of bearerTokenSecretRef or oauth2",
+    );
+    refused(
+        json!({"auth": {"oauth2": {"tokenURL": "http://login.example/token", "clientID": "c", "clientSecretRef": {"name": "s", "key": "k"}}}}),
+        "tokenURL must be an https:// URL",
+    );
+    refused(
+        json!({"attributes": [{"from": "email", "to": "emails[type eq \"work\"].value"}]}),
+        "attributes must map some field to userName",
+    );
+    refused(
+        json!({"attributes": [{"from": "username", "to": "userName"}, {"from": "email", "to": "userName"}]}),
+        "each SCIM path may appear only once",
+    );
+    refused(
+        json!({"attributes": [{"from": "username", "to": "userName"}, {"from": "password", "to": "password"}]}),
+        "from must be username, email",
+    );
+    refused(
+        json!({"attributes": [{"from": "username", "to": "userName"}, {"from": "email", "to": "active"}]}),
+        "to must not be id, meta, schemas or active",
+    );
+    refused(
+        json!({"attributes": [{"from": "username", "to": "userName"}, {"from": "email", "to": "emails[type eq work].value"}]}),
+        "to must be a SCIM path",
+    );
+    refused(json!({"deprovision": "Purge"}), "Unsupported value");
+    refused(
+        json!({"safety": {"maxDisablePercent": 101}}),
+        "maxDisablePercent must be between 0 and 100",
+    );
+    refused(json!({"matchAttribute": "email"}), "Unsupported value");
+
+    // The opt-in admits plain http; the defaults fill in the rest.
+    assert_applied(
+        ns,
+        &object(
+            "ProvisioningTarget",
+            "local",
+            target(json!({
+                "endpoint": "http://127.0.0.1:8080/scim/v2",
+                "allowInsecureHttp": true,
+                "attributes": [
+                    {"from": "username", "to": "userName"},
+                    {"from": "attributes.employeeNumber", "to": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber"},
+                    {"from": "email", "to": "emails[type eq \"work\"].value"},
+                ],
+            })),
+        ),
+    );
+    let out = cluster().kubectl(["-n", ns, "get", "ptarget", "local", "-o", "jsonpath={.spec.deprovision} {.spec.matchAttribute} {.spec.interval} {.spec.safety.maxDisablePercent}"]);
+    assert_eq!(stdout(&out), "Disable userName 5m 10");
+}
+
 /// An LDAP connector spec with `extra` merged into `spec` and `ldap` into `spec.ldap`.
 fn ldap_connector(ldap: Value, extra: Value) -> Value {
     let mut spec = json!({"ldap": {"url": "ldap://dc1"}});
@@ -194,7 +298,24 @@ async fn durations_below_their_minimum_are_refused() {
     //  values just below the minimum, values at or above it); the sums and the
     //  days check the rule's arithmetic, not only its single groups.
     type Spec = fn(&str) -> (&'static str, Value);
-    let cases: [(Spec, &str, &[&str], &[&str]); 7] = [
+    let cases: [(Spec, &str, &[&str], &[&str]); 9] = [
+        (
+            |v| ("ProvisioningTarget", target(json!({"interval": v}))),
+            "interval must be at least 10s",
+            &["9s", "9999ms", "0s"],
+            &["10s", "5s5s", "5m"],
+        ),
+        (
+            |v| {
+                (
+                    "ProvisioningTarget",
+                    target(json!({"fullReconcileInterval": v})),
+                )
+            },
+            "fullReconcileInterval must be at least 1m",
+            &["59s"],
+            &["1m", "24h"],
+        ),
         (
             |v| ("SyncPolicy", json!({"interval": v})),
             "interval must be at least 1m",
@@ -489,6 +610,6 @@ fn creating_the_crds_prints_no_warnings() {
     ]);
     std::fs::remove_file(&file).ok();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out).lines().count(), 5, "{}", stdout(&out));
+    assert_eq!(stdout(&out).lines().count(), 6, "{}", stdout(&out));
     assert_eq!(stderr(&out), "", "creating the CRDs warned");
 }

@@ -9,7 +9,7 @@ admin's objects are the admin's.
 # The admin's objects: the controllers watch them and a run reads its mapping,
 # policy and connector when it starts. The operator never writes their spec.
 - apiGroups: ["usersync.dev"]
-  resources: ["connectorhealths", "directorymappings", "syncpolicies"]
+  resources: ["connectorhealths", "directorymappings", "syncpolicies", "provisioningtargets"]
   verbs: ["get", "list", "watch"]
 # A mapping's metadata: the operator adds and removes its finalizer on a
 # DirectoryMapping with a patch (metadata only; the spec stays the admin's).
@@ -24,7 +24,7 @@ admin's objects are the admin's.
 # Status is the operator's: Ready/Connected conditions, run results, counts,
 # written by server-side apply (the `patch` verb) to the status subresource only.
 - apiGroups: ["usersync.dev"]
-  resources: ["connectorhealths/status", "directorymappings/status", "syncpolicies/status"]
+  resources: ["connectorhealths/status", "directorymappings/status", "syncpolicies/status", "provisioningtargets/status"]
   verbs: ["patch"]
 # Approvals of blocked runs: the mapping controller watches them and reads one
 # again before it uses it. The operator never creates or edits an approval.

@@ -1,0 +1,12 @@
+//! Downstream delivery (DESIGN section 5b): the registry's users and their
+//! lifecycle, sent to applications over SCIM 2.0.
+//!
+//! - [`select`]: which users a target receives;
+//! - [`resource`]: a user as a SCIM User resource, and its digest;
+//! - [`plan`](mod@plan): desired + delivered (+ actual) → one cycle's requests.
+//!
+//! These are pure, like `core`; only the client does HTTP.
+
+pub mod plan;
+pub mod resource;
+pub mod select;
