@@ -180,7 +180,13 @@ async fn the_schema_migrates_on_an_empty_database_and_again_on_restart() {
     .unwrap();
     assert_eq!(
         tables,
-        ["_sqlx_migrations", "runs", "transitions", "users"],
+        [
+            "_sqlx_migrations",
+            "deliveries",
+            "runs",
+            "transitions",
+            "users"
+        ],
         "{tables:?}"
     );
     let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
@@ -1094,4 +1100,97 @@ async fn a_database_of_the_first_schema_upgrades_and_then_writes_conditionally()
     let (record, version, _) = stored(&db, &name).await;
     assert_eq!(record.fields.email.as_deref(), Some("ann.b@example.org"));
     assert_eq!(version, 2);
+}
+
+/// A target's ledger survives in the `deliveries` table, per namespace and target,
+/// and outlives its user's row; forgetting an entry removes only that entry.
+#[tokio::test]
+async fn a_targets_ledger_round_trips_and_outlives_the_user_row() {
+    use usersync::delivery::plan::{Delivered, DeliveredState};
+    use usersync::store::Backend;
+    let (db, _) = fresh_database("ledger").await;
+    let mut store = db.store("team-a");
+    let now = t0();
+    run(
+        &mut store,
+        DirectoryView::full([entry("a1", true, "ann@example.org")]),
+        now,
+        "run-1",
+    )
+    .await;
+    let name = record_name(CONNECTOR, "a1", 1);
+    let delivered = Delivered {
+        remote_id: Some("remote-1".into()),
+        state: Some(DeliveredState::Provisioned),
+        digest: "d1".into(),
+        time: Some(now),
+        last_error: Some("scimType uniqueness: taken".into()),
+        failures: 2,
+        retry_after: Some(now + 30.seconds()),
+    };
+    let backend = Backend::Postgres(db.clone());
+    let client =
+        kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+    let mut store = backend.open(&client, "team-a");
+    let writes = store
+        .record_deliveries(
+            "app",
+            &[
+                (name.clone(), Some(delivered.clone())),
+                ("gone-user".into(), Some(delivered.clone())),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(writes, 1, "one statement for the batch");
+    let view = store.delivery_view("app").await.unwrap();
+    assert_eq!(view.records.len(), 1);
+    assert_eq!(
+        view.records[0]
+            .1
+            .get("usersync.dev/mapping")
+            .map(String::as_str),
+        Some("staff")
+    );
+    assert_eq!(view.ledger.get(&name), Some(&delivered));
+    assert!(
+        view.ledger.contains_key("gone-user"),
+        "an entry outlives its user's row"
+    );
+    assert!(
+        store
+            .delivery_view("other-app")
+            .await
+            .unwrap()
+            .ledger
+            .is_empty()
+    );
+    assert!(
+        db.store("team-b")
+            .deliveries_of("app")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // An update overwrites; None forgets.
+    let disabled = Delivered {
+        state: Some(DeliveredState::Disabled),
+        failures: 0,
+        last_error: None,
+        retry_after: None,
+        ..delivered
+    };
+    store
+        .record_deliveries(
+            "app",
+            &[
+                (name.clone(), Some(disabled.clone())),
+                ("gone-user".into(), None),
+            ],
+        )
+        .await
+        .unwrap();
+    let ledger = store.delivery_view("app").await.unwrap().ledger;
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger.get(&name), Some(&disabled));
 }

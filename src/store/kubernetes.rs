@@ -76,6 +76,11 @@ impl KubernetesStore {
         }
     }
 
+    /// The namespace's DirectoryUsers.
+    pub(crate) fn api(&self) -> &Api<DirectoryUser> {
+        &self.api
+    }
+
     /// Whether `mapping` of `connector` still owns a user that is not a tombstone.
     pub async fn owns_live_users(
         &self,

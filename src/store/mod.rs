@@ -3,6 +3,7 @@
 //! external database, for large directories).
 
 pub mod kubernetes;
+pub mod ledger;
 pub mod postgres;
 mod record;
 

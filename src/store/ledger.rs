@@ -1,0 +1,165 @@
+//! Where each ProvisioningTarget keeps what it delivered of each user (the
+//! ledger): in the Kubernetes store, one `status.deliveries` entry per target on
+//! the DirectoryUser, written by server-side apply under a field manager of the
+//! target's own, so targets and sync never remove each other's fields; in
+//! PostgreSQL, the `deliveries` table. Both survive restarts and failover, and a
+//! cycle writes only the entries that changed.
+
+use std::collections::{BTreeMap, HashMap};
+
+use futures::{StreamExt, TryStreamExt};
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams};
+
+use super::record::{labels_of, record_from_user};
+use super::{Store, StoreError};
+use crate::api::{Delivery, DirectoryUser};
+use crate::core::UserRecord;
+use crate::delivery::plan::{Delivered, DeliveredState};
+
+/// The registry as a target's cycle reads it: every record with its registry
+/// labels, and the target's ledger by record name (entries of records that are
+/// gone included, where the store keeps them).
+#[derive(Debug, Default)]
+pub struct DeliveryView {
+    pub records: Vec<(UserRecord, BTreeMap<String, String>)>,
+    pub ledger: HashMap<String, Delivered>,
+}
+
+/// The field manager of target `target`'s ledger entries.
+pub fn target_field_manager(target: &str) -> String {
+    format!("usersync-target-{target}")
+}
+
+const LIST_PAGE: u32 = 500;
+const WRITE_CONCURRENCY: usize = 16;
+
+fn from_api(d: &Delivery) -> Delivered {
+    Delivered {
+        remote_id: d.remote_id.clone(),
+        state: DeliveredState::parse(&d.state),
+        digest: d.digest.clone(),
+        time: d.time.as_ref().map(|t| t.0),
+        last_error: d.last_error.clone(),
+        failures: d.failures,
+        retry_after: d.retry_after_time.as_ref().map(|t| t.0),
+    }
+}
+
+fn to_api(target: &str, d: &Delivered) -> Delivery {
+    Delivery {
+        target: target.to_string(),
+        remote_id: d.remote_id.clone(),
+        state: d.state.map(|s| s.as_str()).unwrap_or("Pending").to_string(),
+        digest: d.digest.clone(),
+        time: d.time.map(Time),
+        last_error: d.last_error.clone(),
+        failures: d.failures,
+        retry_after_time: d.retry_after.map(Time),
+    }
+}
+
+impl Store {
+    /// The registry and `target`'s ledger, read once per cycle.
+    pub async fn delivery_view(&mut self, target: &str) -> Result<DeliveryView, StoreError> {
+        match self {
+            Store::Kubernetes(s) => {
+                let api: &Api<DirectoryUser> = s.api();
+                let mut view = DeliveryView::default();
+                let mut params = ListParams::default().limit(LIST_PAGE);
+                loop {
+                    let page = api.list(&params).await?;
+                    for user in &page.items {
+                        let record = record_from_user(user);
+                        if let Some(d) = user
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.deliveries.iter().find(|d| d.target == target))
+                        {
+                            view.ledger.insert(record.name.clone(), from_api(d));
+                        }
+                        let labels = labels_of(&record);
+                        view.records.push((record, labels));
+                    }
+                    match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                        Some(token) => params = params.continue_token(&token),
+                        None => break,
+                    }
+                }
+                Ok(view)
+            }
+            Store::Postgres(s) => {
+                let records = super::UserStore::snapshot(s).await?;
+                let ledger = s.deliveries_of(target).await?;
+                Ok(DeliveryView {
+                    records: records
+                        .into_iter()
+                        .map(|r| {
+                            let labels = labels_of(&r);
+                            (r, labels)
+                        })
+                        .collect(),
+                    ledger,
+                })
+            }
+        }
+    }
+
+    /// Write `changes` to `target`'s ledger: a new entry for a user, or `None` to
+    /// forget it. Returns the write requests issued; a user whose record is gone
+    /// (Kubernetes store) has nowhere to keep an entry, and is skipped.
+    pub async fn record_deliveries(
+        &self,
+        target: &str,
+        changes: &[(String, Option<Delivered>)],
+    ) -> Result<u64, StoreError> {
+        if changes.is_empty() {
+            return Ok(0);
+        }
+        match self {
+            Store::Kubernetes(s) => {
+                let api = s.api().clone();
+                let params = PatchParams::apply(&target_field_manager(target)).force();
+                let writes = futures::stream::iter(changes.iter().map(|(name, delivered)| {
+                    let api = api.clone();
+                    let params = params.clone();
+                    let entries: Vec<Delivery> =
+                        delivered.iter().map(|d| to_api(target, d)).collect();
+                    async move {
+                        let patch = serde_json::json!({
+                            "apiVersion": "usersync.dev/v1alpha1",
+                            "kind": "DirectoryUser",
+                            "status": { "deliveries": entries },
+                        });
+                        match api.patch_status(name, &params, &Patch::Apply(&patch)).await {
+                            Ok(_) => Ok(1),
+                            Err(kube::Error::Api(e)) if e.code == 404 => Ok(0),
+                            Err(e) => Err(StoreError::from(e)),
+                        }
+                    }
+                }))
+                .buffer_unordered(WRITE_CONCURRENCY)
+                .try_fold(0u64, |n, w| async move { Ok(n + w) });
+                writes.await
+            }
+            Store::Postgres(s) => s.record_deliveries(target, changes).await,
+        }
+    }
+}
+
+/// Whether the DirectoryUser has an entry of `target` (for tests and the CLI).
+pub fn delivery_of<'a>(user: &'a DirectoryUser, target: &str) -> Option<&'a Delivery> {
+    user.status
+        .as_ref()?
+        .deliveries
+        .iter()
+        .find(|d| d.target == target)
+}
+
+/// When an entry last changed, for an entry written now.
+pub fn stamped(mut d: Delivered, now: Timestamp) -> Delivered {
+    d.time = Some(now);
+    d
+}
