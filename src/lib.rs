@@ -4,6 +4,7 @@
 //! The crate is one library with a thin binary (`src/main.rs`):
 //! - [`api`]: the custom resources, the only place they are defined;
 //! - [`core`]: the lifecycle rules as pure functions, with the clock passed in;
+//! - [`delivery`]: the applications that receive the users' lifecycle (SCIM 2.0);
 //! - [`controller`]: the reconcilers that tie the resources to the rules.
 
 pub mod api;
@@ -12,6 +13,7 @@ pub mod controller;
 pub mod core;
 pub mod delivery;
 pub mod directory;
+mod http;
 pub mod secret;
 pub mod server;
 pub mod store;

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it:
-#   installs what the real servers need (Debian packages; Go modules for the control plane
-#   and the kstatus tool),
-#   starts a real kube-apiserver (tests/cluster.sh), the directories and PostgreSQL, then runs
-#   formatting and lint checks and every Rust test, and stops what it started.
+#   installs what the real servers need (Debian packages, the SCIM server from PyPI; Go
+#   modules for the control plane and the kstatus tool),
+#   starts a real kube-apiserver (tests/cluster.sh), the directories, PostgreSQL and a SCIM
+#   server, then runs formatting and lint checks and every Rust test, and stops what it
+#   started.
 #
 #   bash tests/run.sh [extra cargo test arguments]
 set -euo pipefail
@@ -21,6 +22,7 @@ export USERSYNC_SLAPD_PORT=${USERSYNC_TEST_SLAPD_PORT:-13389}
 export USERSYNC_SLAPD_LDAPS_PORT=${USERSYNC_TEST_SLAPD_LDAPS_PORT:-13636}
 export USERSYNC_AD_ADDR=${USERSYNC_TEST_AD_ADDR:-127.0.0.3}
 export USERSYNC_POSTGRES_PORT=${USERSYNC_TEST_POSTGRES_PORT:-25432}
+export USERSYNC_SCIM_PORT=${USERSYNC_TEST_SCIM_PORT:-28080}
 started=()
 cleanup() {
 	local status=$?
@@ -58,6 +60,11 @@ step "starting PostgreSQL"
 started+=(postgres)
 bash "$here/postgres.sh" up >/dev/null
 eval "$(bash "$here/postgres.sh" env)"
+
+step "starting the SCIM server"
+started+=(scim)
+bash "$here/scim.sh" up >/dev/null
+eval "$(bash "$here/scim.sh" env)"
 
 step "formatting and lints"
 cargo fmt --all -- --check

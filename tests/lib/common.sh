@@ -7,6 +7,19 @@ usersync_cache_dir() {
 	printf '%s\n' "${USERSYNC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/usersync}"
 }
 
+# usersync_scim_venv: the virtual environment that holds the SCIM server of the
+# tests (tests/lib/deps.sh scim makes it), keyed by its pinned requirements and
+# the Python that runs it, so a new pin or a new Python makes a new one.
+usersync_scim_venv() {
+	local lib key
+	lib=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+	key=$({
+		(cd "$lib" && usersync_hash scim-requirements.txt)
+		python3 -c 'import sys; print(sys.version)' 2>/dev/null || true
+	} | sha256sum | cut -c1-16)
+	printf '%s\n' "$(usersync_cache_dir)/scim-venv/$key"
+}
+
 # Where running test services keep their state (data, logs, pid files).
 usersync_state_dir() {
 	printf '%s\n' "${USERSYNC_STATE:-/tmp/usersync-dev}"

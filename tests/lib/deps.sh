@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the test suite's real servers need.
+# Installs what the test suite's real servers need: Debian packages, and the
+# SCIM server (scim2-server from PyPI) in a virtual environment.
 #
-#   tests/lib/deps.sh [all|slapd|samba|postgres]...     (default: all)
+#   tests/lib/deps.sh [all|slapd|samba|postgres|scim]...     (default: all)
 #
-# Idempotent and quiet when everything is present. When something is missing it
+# Idempotent and quiet when everything is present. The SCIM server's virtual
+# environment lives in the cache outside the checkout (usersync_scim_venv in
+# common.sh), keyed by tests/lib/scim-requirements.txt, whose exact pins pip
+# installs; an interrupted install never leaves a half-made one. When something is missing it
 # runs `apt-get update` once and installs with --no-install-recommends. Debian's
 # maintainer scripts would start slapd, samba and postgres as system daemons
 # (taking ports 389, 445, 5432 ...); a policy-rc.d that exits 101 stops that
@@ -11,6 +15,10 @@
 # daemon the install did start is stopped. The tests run their own private
 # instances (tests/slapd.sh, tests/samba.sh) and never use the system ones.
 set -euo pipefail
+
+lib=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=common.sh
+source "$lib/common.sh"
 
 log() { printf 'deps: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -22,24 +30,34 @@ pkgs_slapd=(slapd ldap-utils openssl python3 iproute2 procps)
 pkgs_samba=(samba samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules
 	winbind python3-samba ldb-tools ldap-utils openssl iproute2 procps)
 pkgs_postgres=(postgresql postgresql-client)
+# The SCIM server runs in a virtual environment of the system's python3.
+pkgs_scim=(python3 python3-venv curl)
 
 # System services these packages register, stopped and disabled after an install.
 services=(slapd samba-ad-dc samba smbd nmbd winbind postgresql)
 daemons=(slapd samba smbd nmbd winbindd postgres)
 
 want=()
+scim=false
 [[ $# -eq 0 ]] && set -- all
 for group in "$@"; do
 	case "$group" in
-	all) want+=("${pkgs_slapd[@]}" "${pkgs_samba[@]}" "${pkgs_postgres[@]}") ;;
+	all)
+		want+=("${pkgs_slapd[@]}" "${pkgs_samba[@]}" "${pkgs_postgres[@]}" "${pkgs_scim[@]}")
+		scim=true
+		;;
 	slapd | ldap | openldap) want+=("${pkgs_slapd[@]}") ;;
 	samba | ad) want+=("${pkgs_samba[@]}") ;;
 	postgres | postgresql) want+=("${pkgs_postgres[@]}") ;;
+	scim)
+		want+=("${pkgs_scim[@]}")
+		scim=true
+		;;
 	-h | --help)
-		sed -n '2,12p' "$0"
+		sed -n '2,17p' "$0"
 		exit 0
 		;;
-	*) die "unknown package group '$group' (all, slapd, samba, postgres)" ;;
+	*) die "unknown package group '$group' (all, slapd, samba, postgres, scim)" ;;
 	esac
 done
 
@@ -50,7 +68,34 @@ for p in "${want[@]}"; do
 		[[ " ${missing[*]-} " == *" $p "* ]] || missing+=("$p")
 	fi
 done
-[[ ${#missing[@]} -eq 0 ]] && exit 0
+# install_scim: the virtual environment with the pinned SCIM server. A venv
+# cannot be moved once made (its scripts name their directory), so it is made
+# in place under a lock and counts only once its stamp is written.
+install_scim() {
+	local venv
+	venv=$(usersync_scim_venv)
+	[[ -e $venv/.complete ]] && return 0
+	mkdir -p "$(dirname "$venv")"
+	(
+		flock 9
+		[[ -e $venv/.complete ]] && exit 0
+		log "installing the SCIM server ($(grep -m1 '^scim2-server==' "$lib/scim-requirements.txt")) into $venv"
+		rm -rf "$venv"
+		python3 -m venv "$venv" || die "python3 -m venv failed (is python3-venv installed?)"
+		"$venv/bin/pip" install --quiet --disable-pip-version-check --no-input \
+			-r "$lib/scim-requirements.txt" >"$venv/pip.log" 2>&1 || {
+			tail -n 20 "$venv/pip.log" >&2
+			die "pip could not install tests/lib/scim-requirements.txt (full log: $venv/pip.log)"
+		}
+		"$venv/bin/scim2-server" --help >/dev/null || die "scim2-server does not start from $venv"
+		touch "$venv/.complete"
+	) 9>"$venv.lock"
+}
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+	if $scim; then install_scim; fi
+	exit 0
+fi
 
 SUDO=()
 if [[ $(id -u) -ne 0 ]]; then
@@ -119,4 +164,5 @@ for d in "${daemons[@]}"; do
 	done
 done
 
+if $scim; then install_scim; fi
 log "done in $((SECONDS - started))s"

@@ -16,34 +16,22 @@
 //! other status is handed back to the caller to classify. The source counts
 //! throttled answers and the time spent waiting ([`Throttling`]).
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
-use ring::rand::{SecureRandom, SystemRandom};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
-use rustls::{ClientConfig, RootCertStore};
 use serde_json::Value;
 use url::Url;
 
 use super::error::GraphError;
 use super::settings::{GraphSettings, RetryPolicy};
 use crate::directory::tls::{CertificateProblem, certificate_problem};
+use crate::http::chain;
+use crate::http::{first_line, jitter, retry_after};
 
 /// The longest server error text kept in a message.
 const MAX_DETAIL: usize = 400;
-
-/// The system's trusted roots, loaded once per process.
-static SYSTEM_ROOTS: LazyLock<Vec<CertificateDer<'static>>> = LazyLock::new(|| {
-    let loaded = rustls_native_certs::load_native_certs();
-    for error in &loaded.errors {
-        tracing::warn!(%error, "could not load some system CA certificates");
-    }
-    loaded.certs
-});
 
 /// The most jitter added to a server's `Retry-After`, and its share of it.
 const MAX_JITTER: Duration = Duration::from_millis(500);
@@ -115,7 +103,10 @@ enum Passing {
 impl Transport {
     pub(crate) fn new(settings: &GraphSettings) -> Result<Self, GraphError> {
         let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls_config(settings.ca_pem.as_deref())?)
+            .tls_backend_preconfigured(
+                crate::http::tls_config(settings.ca_pem.as_deref())
+                    .map_err(GraphError::InvalidConfig)?,
+            )
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
             // A redirect would carry the bearer token to wherever it points.
@@ -339,16 +330,6 @@ impl Transport {
     }
 }
 
-/// A random duration between zero and `most`.
-fn jitter(most: Duration) -> Duration {
-    let mut b = [0u8; 4];
-    let fraction = match SystemRandom::new().fill(&mut b) {
-        Ok(()) => f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX),
-        Err(_) => 0.5,
-    };
-    most.mul_f64(fraction)
-}
-
 impl Passing {
     /// 429, or a 503 that says when to come back (Graph throttles with both);
     /// a 503 without `Retry-After` is an outage, retried a bounded number of times.
@@ -381,33 +362,6 @@ fn is_passing(status: StatusCode) -> bool {
     )
 }
 
-/// The longest `Retry-After` taken as it is (a day): past it, the value is
-/// nonsense, but still longer than any budget, so the request fails at once.
-const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(86_400);
-
-/// `Retry-After` as a wait from `now`: seconds, whole or fractional (Graph
-/// documents `Retry-After: 2.128`), or an HTTP-date (RFC 9110; a date past is
-/// no wait). `None` when absent or unreadable: then the caller's backoff.
-fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if value.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        let seconds: f64 = value.parse().ok()?;
-        return Some(
-            Duration::try_from_secs_f64(seconds)
-                .map_or(LONGEST_RETRY_AFTER, |d| d.min(LONGEST_RETRY_AFTER)),
-        );
-    }
-    let date = jiff::fmt::rfc2822::DateTimeParser::new()
-        .parse_timestamp(value)
-        .ok()?;
-    let at = SystemTime::from(date);
-    Some(
-        at.duration_since(now)
-            .unwrap_or(Duration::ZERO)
-            .min(LONGEST_RETRY_AFTER),
-    )
-}
-
 /// `scheme://host:port` of a URL: enough to name an endpoint in a message.
 /// The error for a refused certificate of `endpoint`'s host.
 fn tls_failure(endpoint: &Url, problem: &CertificateProblem) -> GraphError {
@@ -429,7 +383,8 @@ pub(crate) fn origin(url: &Url) -> String {
 fn describe_status(status: StatusCode, body: &[u8]) -> String {
     let mut text = format!("HTTP {status}");
     if let Some((code, message)) = error_parts(body) {
-        let message = first_line(&message);
+        // AADSTS descriptions carry trace and correlation IDs on further lines.
+        let message = first_line(&message, MAX_DETAIL);
         if message.is_empty() {
             text += &format!(" ({code})");
         } else {
@@ -452,71 +407,6 @@ fn error_parts(body: &[u8]) -> Option<(String, String)> {
     }
 }
 
-/// The first line of a server message, shortened: AADSTS descriptions carry
-/// trace and correlation IDs on further lines.
-fn first_line(message: &str) -> String {
-    let line = message.lines().next().unwrap_or_default().trim();
-    if line.len() <= MAX_DETAIL {
-        line.to_owned()
-    } else {
-        let mut end = MAX_DETAIL;
-        while !line.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}…", &line[..end])
-    }
-}
-
-/// An error and its sources, joined: reqwest's own text alone rarely says
-/// what went wrong (a refused connection, an unknown CA).
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let next = e.to_string();
-        if !text.contains(&next) {
-            text += ": ";
-            text += &next;
-        }
-        source = e.source();
-    }
-    text
-}
-
-/// TLS with the ring provider (as the rest of the program), trusting the
-/// system roots and the admin's CA bundle.
-fn tls_config(ca_pem: Option<&[u8]>) -> Result<ClientConfig, GraphError> {
-    let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(SYSTEM_ROOTS.iter().cloned());
-    if let Some(pem) = ca_pem {
-        let mut added = 0;
-        for cert in CertificateDer::pem_slice_iter(pem) {
-            let cert = cert.map_err(|e| {
-                GraphError::InvalidConfig(format!("the CA bundle is not valid PEM: {e}"))
-            })?;
-            roots.add(cert).map_err(|e| {
-                GraphError::InvalidConfig(format!(
-                    "the CA bundle holds an unusable certificate: {e}"
-                ))
-            })?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(GraphError::InvalidConfig(
-                "the CA bundle holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
-            ));
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| GraphError::InvalidConfig(format!("TLS setup: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -537,40 +427,6 @@ mod tests {
             describe_status(StatusCode::BAD_GATEWAY, b"<html>"),
             "HTTP 502 Bad Gateway"
         );
-    }
-
-    #[test]
-    fn retry_after_is_read_in_seconds_fractional_seconds_and_http_dates() {
-        let now = SystemTime::from(jiff::Timestamp::from_second(1_445_412_470).unwrap());
-        let read = |value: &str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(RETRY_AFTER, value.parse().unwrap());
-            retry_after(&headers, now)
-        };
-        assert_eq!(retry_after(&HeaderMap::new(), now), None);
-        assert_eq!(read("7"), Some(Duration::from_secs(7)));
-        assert_eq!(read("2.128"), Some(Duration::from_millis(2128)));
-        assert_eq!(read(" 0.5 "), Some(Duration::from_millis(500)));
-        // 2015-10-21 07:28:00 UTC is 10 s after `now`.
-        assert_eq!(
-            read("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::from_secs(10))
-        );
-        assert_eq!(read("Wed, 21 Oct 2015 07:27:00 GMT"), Some(Duration::ZERO));
-        assert_eq!(read("99999999999999999999"), Some(LONGEST_RETRY_AFTER));
-        assert_eq!(read("soon"), None);
-        assert_eq!(read("1.2.3"), None);
-    }
-
-    #[test]
-    fn a_ca_bundle_without_certificates_is_invalid_config() {
-        for pem in [&b""[..], b"not pem"] {
-            assert!(matches!(
-                tls_config(Some(pem)),
-                Err(GraphError::InvalidConfig(m)) if m.contains("CA bundle")
-            ));
-        }
-        assert!(tls_config(None).is_ok());
     }
 
     #[test]
