@@ -320,6 +320,11 @@ pub struct ProvisioningTargetStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked_cycle: Option<BlockedCycle>,
 
+    /// The last value of the `usersync.dev/sync-requested-at` annotation that a
+    /// cycle answered; a new value starts a cycle at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_request: Option<String>,
+
     /// How many cycles in a row were quarantined (they slow down as it grows).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub quarantined_cycles: u32,

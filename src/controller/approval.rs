@@ -141,7 +141,7 @@ pub async fn report_stale(ctx: &Context, mapping: &DirectoryMapping) -> Result<(
 
 /// Write the approval's outcome, conditional on the version read. `false` when
 /// the approval changed in the meantime (nothing was written).
-async fn decide(
+pub(crate) async fn decide(
     ctx: &Context,
     api: &Api<RunApproval>,
     approval: &RunApproval,

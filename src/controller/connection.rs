@@ -169,11 +169,58 @@ impl SecretReader {
     }
 }
 
+/// An annotation on a credential Secret that restricts it to the ProvisioningTargets
+/// it names (comma-separated names of the Secret's namespace).
+pub const TARGETS_ANNOTATION: &str = "usersync.dev/targets";
+
+/// The kind of object that uses a credential Secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holder {
+    Connector,
+    Target,
+}
+
+impl Holder {
+    fn annotation(self) -> &'static str {
+        match self {
+            Holder::Connector => CONNECTORS_ANNOTATION,
+            Holder::Target => TARGETS_ANNOTATION,
+        }
+    }
+
+    fn plural(self) -> &'static str {
+        match self {
+            Holder::Connector => "connectors",
+            Holder::Target => "targets",
+        }
+    }
+
+    fn singular(self) -> &'static str {
+        match self {
+            Holder::Connector => "connector",
+            Holder::Target => "target",
+        }
+    }
+}
+
 /// Whether the Secret (by its metadata) may be used by `connector`; the error says
 /// how an admin allows it. Only names and metadata go into the message.
+#[cfg(test)]
 pub fn credential_permitted(
     meta: &ObjectMeta,
     connector: &str,
+    namespace: &str,
+    field: &str,
+) -> Result<(), ConnectionError> {
+    credential_permitted_to(meta, Holder::Connector, connector, namespace, field)
+}
+
+/// Whether the Secret (by its metadata) may be used by `holder` (a connector or a
+/// target) named `name`.
+pub fn credential_permitted_to(
+    meta: &ObjectMeta,
+    holder: Holder,
+    name_of_holder: &str,
     namespace: &str,
     field: &str,
 ) -> Result<(), ConnectionError> {
@@ -188,32 +235,52 @@ pub fn credential_permitted(
             reason: "SecretNotPermitted",
             message: format!(
                 "spec.{field}: Secret {name:?} is not marked as a usersync credential, so it is not used; \
-                 if it is meant for this connector, allow it with: \
-                 kubectl label secret {name} -n {namespace} {CREDENTIAL_LABEL}=true"
+                 if it is meant for this {}, allow it with: \
+                 kubectl label secret {name} -n {namespace} {CREDENTIAL_LABEL}=true",
+                holder.singular()
             ),
         });
     }
-    let Some(allowed) = meta
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(CONNECTORS_ANNOTATION))
-    else {
+    let annotation = holder.annotation();
+    let Some(allowed) = meta.annotations.as_ref().and_then(|a| a.get(annotation)) else {
+        // A Secret restricted to some connectors is not for targets, and the
+        // other way round.
+        let other = match holder {
+            Holder::Connector => TARGETS_ANNOTATION,
+            Holder::Target => CONNECTORS_ANNOTATION,
+        };
+        if meta
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(other))
+        {
+            return Err(ConnectionError::NotAllowed {
+                reason: "SecretNotPermitted",
+                message: format!(
+                    "spec.{field}: Secret {name:?} is restricted by its annotation {other} to other objects, \
+                     so no {} may use it; to allow {name_of_holder:?}: \
+                     kubectl annotate secret {name} -n {namespace} {annotation}={name_of_holder}",
+                    holder.singular()
+                ),
+            });
+        }
         return Ok(());
     };
-    if allowed.split(',').any(|c| c.trim() == connector) {
+    if allowed.split(',').any(|c| c.trim() == name_of_holder) {
         return Ok(());
     }
     Err(ConnectionError::NotAllowed {
         reason: "SecretNotPermitted",
         message: format!(
-            "spec.{field}: Secret {name:?} may be used only by the connectors its annotation \
-             {CONNECTORS_ANNOTATION} names ({allowed:?}), not by {connector:?}; to allow this one too: \
-             kubectl annotate secret {name} -n {namespace} --overwrite {CONNECTORS_ANNOTATION}={}",
+            "spec.{field}: Secret {name:?} may be used only by the {} its annotation \
+             {annotation} names ({allowed:?}), not by {name_of_holder:?}; to allow this one too: \
+             kubectl annotate secret {name} -n {namespace} --overwrite {annotation}={}",
+            holder.plural(),
             allowed
                 .split(',')
                 .map(str::trim)
                 .filter(|c| !c.is_empty())
-                .chain([connector])
+                .chain([name_of_holder])
                 .collect::<Vec<_>>()
                 .join(",")
         ),
@@ -227,6 +294,18 @@ pub fn credential_permitted(
 async fn secret_value(
     secrets: &SecretReader,
     connector: &ConnectorHealth,
+    field: &str,
+    r: &SecretKeyRef,
+) -> Result<Vec<u8>, ConnectionError> {
+    credential_value(secrets, Holder::Connector, &connector.name_any(), field, r).await
+}
+
+/// Read one key of a Secret of the reader's namespace for `holder` named `name`,
+/// checked as [`credential_permitted_to`] says before its value is fetched.
+pub async fn credential_value(
+    secrets: &SecretReader,
+    holder: Holder,
+    name: &str,
     field: &str,
     r: &SecretKeyRef,
 ) -> Result<Vec<u8>, ConnectionError> {
@@ -244,18 +323,15 @@ async fn secret_value(
             r.name
         ),
     };
-    let (name, namespace) = (
-        connector.name_any(),
-        connector.namespace().unwrap_or_default(),
-    );
+    let namespace = secrets.namespace.clone();
     let meta = secrets
         .metadata(field, &r.name)
         .await?
         .ok_or_else(not_found)?;
-    credential_permitted(&meta.metadata, &name, &namespace, field)?;
+    credential_permitted_to(&meta.metadata, holder, name, &namespace, field)?;
     let secret = secrets.api.get_opt(&r.name).await?.ok_or_else(not_found)?;
     // Checked again: the label may have gone between the two reads.
-    credential_permitted(&secret.metadata, &name, &namespace, field)?;
+    credential_permitted_to(&secret.metadata, holder, name, &namespace, field)?;
     let value = secret
         .data
         .and_then(|mut d| d.remove(&r.key).map(|b| b.0))

@@ -203,6 +203,32 @@ impl Context {
 
     /// The RunApprovals of `mapping` not yet used or found stale, oldest first, as
     /// the watch cache has them.
+    /// The undecided approvals in `namespace` that name target `target`, oldest first.
+    pub(crate) fn undecided_target_approvals(
+        &self,
+        namespace: &str,
+        target: &str,
+    ) -> Vec<RunApproval> {
+        let Some(store) = &self.approvals else {
+            return Vec::new();
+        };
+        let mut found: Vec<RunApproval> = store
+            .state()
+            .iter()
+            .filter_map(|g| g.0.as_ref().ok())
+            .filter(|a| {
+                a.namespace().as_deref() == Some(namespace)
+                    && a.spec.target_ref == target
+                    && !a.decided()
+            })
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| {
+            (a.creation_timestamp(), a.name_any()).cmp(&(b.creation_timestamp(), b.name_any()))
+        });
+        found
+    }
+
     pub(crate) fn undecided_approvals(&self, mapping: &DirectoryMapping) -> Vec<RunApproval> {
         let Some(store) = &self.approvals else {
             return Vec::new();

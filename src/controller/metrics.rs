@@ -67,10 +67,41 @@ pub struct ConnectorLabels {
     pub connector: String,
 }
 
+/// The labels of a ProvisioningTarget's series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    pub namespace: String,
+    pub target: String,
+}
+
+/// The labels of a request to a SCIM application.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetRequestLabels {
+    pub namespace: String,
+    pub target: String,
+    pub method: String,
+    /// The HTTP status class (`2xx`, `4xx`, `5xx`), or `error` without an answer.
+    pub result: String,
+}
+
+/// The labels of a target's accounts by delivered state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetAccountLabels {
+    pub namespace: String,
+    pub target: String,
+    /// `provisioned`, `disabled`, `deleted` or `failed`.
+    pub state: String,
+}
+
 /// The operator's metrics.
 #[derive(Debug)]
 pub struct Metrics {
     pub registry: Registry,
+    pub target_requests: Family<TargetRequestLabels, Counter>,
+    pub target_request_duration: Family<TargetLabels, Histogram>,
+    pub target_accounts: Family<TargetAccountLabels, Gauge>,
+    pub target_quarantined: Family<TargetLabels, Gauge>,
+    pub target_throttled_wait: Family<TargetLabels, Counter<f64, AtomicU64>>,
     pub runs: Family<RunLabels, Counter>,
     pub run_duration: Family<MappingLabels, Histogram>,
     pub users: Family<UserLabels, Gauge>,
@@ -168,8 +199,44 @@ impl Default for Metrics {
             "Time requests to Microsoft Graph waited because of throttling",
             graph_throttled_wait.clone(),
         );
+        let target_requests = Family::<TargetRequestLabels, Counter>::default();
+        registry.register(
+            "target_requests",
+            "Requests to SCIM applications by method and result",
+            target_requests.clone(),
+        );
+        let target_request_duration =
+            Family::<TargetLabels, Histogram>::new_with_constructor(duration_histogram);
+        registry.register(
+            "target_request_duration_seconds",
+            "Duration of requests to a SCIM application",
+            target_request_duration.clone(),
+        );
+        let target_accounts = Family::<TargetAccountLabels, Gauge>::default();
+        registry.register(
+            "target_accounts",
+            "A target's accounts by delivered state",
+            target_accounts.clone(),
+        );
+        let target_quarantined = Family::<TargetLabels, Gauge>::default();
+        registry.register(
+            "target_quarantined",
+            "Whether the target is quarantined (1) or not (0)",
+            target_quarantined.clone(),
+        );
+        let target_throttled_wait = Family::<TargetLabels, Counter<f64, AtomicU64>>::default();
+        registry.register(
+            "target_throttled_wait_seconds",
+            "Time requests to a SCIM application waited on 429, 5xx or Retry-After",
+            target_throttled_wait.clone(),
+        );
         Self {
             registry,
+            target_requests,
+            target_request_duration,
+            target_accounts,
+            target_quarantined,
+            target_throttled_wait,
             interval,
             read_duration,
             write_duration,

@@ -22,6 +22,7 @@ mod run_status;
 mod secret_watch;
 mod status;
 mod sync;
+pub mod target;
 
 pub use clock::{Clock, Fence};
 pub use connection::{Directories, SECRET_READER_ROLE, SecretGrant};
@@ -40,7 +41,7 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::api::{ConnectorHealth, DirectoryMapping, RunApproval, SyncPolicy};
+use crate::api::{ConnectorHealth, DirectoryMapping, ProvisioningTarget, RunApproval, SyncPolicy};
 
 /// What the operator runs against.
 #[derive(Clone, Debug, Default)]
@@ -245,7 +246,10 @@ where
             },
         )
         .watches_stream(approval_trigger, |guard: DeserializeGuard<RunApproval>| {
-            let approval = guard.0.ok().filter(|a| !a.decided())?;
+            let approval = guard
+                .0
+                .ok()
+                .filter(|a| !a.decided() && !a.spec.mapping_ref.is_empty())?;
             let ns = approval.namespace()?;
             Some(
                 ObjectRef::<DeserializeGuard<DirectoryMapping>>::new(&approval.spec.mapping_ref)
@@ -319,7 +323,35 @@ where
         )
         .for_each(log_outcome);
 
-    futures::join!(mappings, policies, connectors);
+    // Targets run a cycle per interval; an approval of a blocked cycle starts one.
+    let targets = Controller::new(
+        scope.api::<DeserializeGuard<ProvisioningTarget>>(&client),
+        wc.clone(),
+    )
+    .watches(
+        scope.api::<DeserializeGuard<RunApproval>>(&client),
+        wc.clone(),
+        |guard| {
+            let approval = guard
+                .0
+                .ok()
+                .filter(|a| !a.decided() && !a.spec.target_ref.is_empty())?;
+            let ns = approval.namespace()?;
+            Some(
+                ObjectRef::<DeserializeGuard<ProvisioningTarget>>::new(&approval.spec.target_ref)
+                    .within(&ns),
+            )
+        },
+    )
+    .graceful_shutdown_on(stopped())
+    .run(
+        |obj, ctx| guarded(obj, ctx, target::reconcile),
+        error_policy,
+        ctx.clone(),
+    )
+    .for_each(log_outcome);
+
+    futures::join!(mappings, policies, connectors, targets);
 }
 
 /// Mappings in the object's namespace whose reference (`field`) names it.

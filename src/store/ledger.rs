@@ -122,30 +122,47 @@ impl Store {
             Store::Kubernetes(s) => {
                 let api = s.api().clone();
                 let params = PatchParams::apply(&target_field_manager(target)).force();
-                let writes = futures::stream::iter(changes.iter().map(|(name, delivered)| {
-                    let api = api.clone();
-                    let params = params.clone();
+                let mut pending = Vec::with_capacity(changes.len());
+                for (name, delivered) in changes {
                     let entries: Vec<Delivery> =
                         delivered.iter().map(|d| to_api(target, d)).collect();
-                    async move {
-                        let patch = serde_json::json!({
-                            "apiVersion": "usersync.dev/v1alpha1",
-                            "kind": "DirectoryUser",
-                            "status": { "deliveries": entries },
-                        });
-                        match api.patch_status(name, &params, &Patch::Apply(&patch)).await {
-                            Ok(_) => Ok(1),
-                            Err(kube::Error::Api(e)) if e.code == 404 => Ok(0),
-                            Err(e) => Err(StoreError::from(e)),
-                        }
-                    }
-                }))
-                .buffer_unordered(WRITE_CONCURRENCY)
-                .try_fold(0u64, |n, w| async move { Ok(n + w) });
-                writes.await
+                    pending.push(write_entry(
+                        api.clone(),
+                        params.clone(),
+                        name.clone(),
+                        entries,
+                    ));
+                }
+                futures::stream::iter(pending)
+                    .buffer_unordered(WRITE_CONCURRENCY)
+                    .try_fold(0u64, |n, w| async move { Ok(n + w) })
+                    .await
             }
             Store::Postgres(s) => s.record_deliveries(target, changes).await,
         }
+    }
+}
+
+/// Apply one user's entries of a target (none: forget it). A user whose object is
+/// gone has nowhere to keep an entry: nothing is written.
+async fn write_entry(
+    api: Api<DirectoryUser>,
+    params: PatchParams,
+    name: String,
+    entries: Vec<Delivery>,
+) -> Result<u64, StoreError> {
+    let patch = serde_json::json!({
+        "apiVersion": "usersync.dev/v1alpha1",
+        "kind": "DirectoryUser",
+        "status": { "deliveries": entries },
+    });
+    match api
+        .patch_status(&name, &params, &Patch::Apply(&patch))
+        .await
+    {
+        Ok(_) => Ok(1),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(0),
+        Err(e) => Err(StoreError::from(e)),
     }
 }
 

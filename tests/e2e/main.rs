@@ -20,6 +20,7 @@ mod bounds;
 mod cli;
 mod conditions;
 mod credentials;
+mod delivery;
 mod entra;
 mod health;
 mod lifecycle;

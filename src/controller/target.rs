@@ -1,0 +1,1516 @@
+//! The ProvisioningTarget reconciler: one delivery cycle per `interval`. A cycle
+//! reads the registry and the target's ledger, plans what the application should
+//! receive (src/delivery/plan.rs), and only when there is something to send asks
+//! the application (a probe, its capabilities, and on a full reconcile its
+//! accounts) and sends it. Every answer updates the ledger entry of its user; a
+//! cycle with nothing to do sends no request and writes nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use super::connection::{ConnectionError, Holder, credential_value};
+use super::context::Context;
+use super::error::Result;
+use super::metrics::{TargetAccountLabels, TargetLabels, TargetRequestLabels};
+use super::ready::STALLED;
+use super::run_id::new_run_id;
+use super::status::apply_status;
+use crate::api::{
+    AccountCounts, BlockedCycle, CycleSummary, Deprovision as ApiDeprovision,
+    MatchAttribute as ApiMatch, ProvisioningTarget, ProvisioningTargetStatus, RunApproval,
+    TargetCapabilities, set_condition,
+};
+use crate::core::Approval;
+use crate::core::duration::parse_duration;
+use crate::core::health::{Health, Verdict};
+use crate::delivery::plan::{
+    self as dplan, Delivered, DeliveredState, Deprovision, Entry, Remote, Settings, Step,
+};
+use crate::delivery::resource::{AttributeRule, digest, match_value, resource};
+use crate::delivery::scim::{
+    Auth, ClientConfig, Exchange, MatchAttribute, Observer, PatchOp, RemoteUser, ScimClient,
+    ScimError,
+};
+use crate::delivery::select::{Requirement, Selection};
+
+/// Condition types of a target.
+pub const CONNECTED: &str = "Connected";
+pub const QUARANTINED: &str = "Quarantined";
+pub const DELETIONS_BLOCKED: &str = "DeletionsBlocked";
+pub const INSECURE: &str = "Insecure";
+
+/// Requests in flight at once against one application.
+const CONCURRENCY: usize = 8;
+/// Failure Events per cycle; the rest are counted in the summary.
+const MAX_FAILURE_EVENTS: usize = 10;
+/// A cycle whose requests fail more often than this (with at least
+/// [`MIN_ATTEMPTS_FOR_RATIO`] sent) quarantines the target.
+const MAX_FAILURE_RATIO: f64 = 0.5;
+const MIN_ATTEMPTS_FOR_RATIO: usize = 4;
+/// The slowest a quarantined target cycles.
+const MAX_QUARANTINE_INTERVAL: Duration = Duration::from_secs(3600);
+/// Accounts per page of a full reconcile's read.
+const LIST_PAGE: u32 = 100;
+
+/// Reconcile one ProvisioningTarget: run a cycle when one is due.
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<ProvisioningTarget>>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    let target = match &guard.0 {
+        Ok(t) => t.clone(),
+        Err(invalid) => {
+            super::ready::report_unreadable(&ctx.client, guard.as_ref(), invalid).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    if target.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let now = ctx.now();
+    let old = target.status.clone().unwrap_or_default();
+    let spec = &target.spec;
+    let (Ok(interval), Ok(full_every)) = (
+        parse_duration(&spec.interval),
+        parse_duration(&spec.full_reconcile_interval),
+    ) else {
+        let mut status = old.clone();
+        stalled(
+            &mut status,
+            &target,
+            "InvalidSpec",
+            "interval or fullReconcileInterval is not a duration".into(),
+            now,
+        );
+        write(&ctx, &target, &old, &status).await?;
+        return Ok(Action::await_change());
+    };
+    let interval = slowed(interval, old.quarantined_cycles);
+    let generation = target.metadata.generation;
+    let approval = pending_approval(&ctx, &target).await;
+    let last = old.last_sync_time.as_ref().map(|t| t.0);
+    let due_at = last.map(|t| t + signed(interval));
+    let requested = target
+        .annotations()
+        .get(crate::api::SYNC_REQUESTED_ANNOTATION)
+        .filter(|r| old.last_sync_request.as_ref() != Some(*r))
+        .cloned();
+    let due = old.observed_generation != generation
+        || approval.is_some()
+        || requested.is_some()
+        || due_at.is_none_or(|at| at <= now);
+    if !due {
+        let wait = due_at
+            .map(|at| at.duration_since(now).unsigned_abs())
+            .unwrap_or(interval);
+        return Ok(Action::requeue(wait.max(Duration::from_secs(1))));
+    }
+    if !ctx.may_write() {
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    let full = old.observed_generation != generation
+        || old
+            .last_full_reconcile_time
+            .as_ref()
+            .is_none_or(|t| t.0 + signed(full_every) <= now);
+    let mut status = cycle(&ctx, &target, &old, approval, full, now).await?;
+    status.last_sync_time = Some(Time(now));
+    let next = slowed(
+        parse_duration(&spec.interval).unwrap_or(interval),
+        status.quarantined_cycles,
+    );
+    status.next_sync_time = Some(Time(now + signed(next)));
+    status.observed_generation = generation;
+    if let Some(r) = requested {
+        status.last_sync_request = Some(r);
+    }
+    write(&ctx, &target, &old, &status).await?;
+    Ok(Action::requeue(next))
+}
+
+/// A quarantined target's interval: doubled per quarantined cycle in a row, up to
+/// an hour (or the interval, when that is longer).
+fn slowed(interval: Duration, quarantined_cycles: u32) -> Duration {
+    if quarantined_cycles == 0 {
+        return interval;
+    }
+    interval
+        .saturating_mul(1 << quarantined_cycles.min(8))
+        .min(MAX_QUARANTINE_INTERVAL.max(interval))
+}
+
+fn signed(d: Duration) -> jiff::SignedDuration {
+    jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX)
+}
+
+/// What one cycle found and did, as the target's new status.
+async fn cycle(
+    ctx: &Context,
+    target: &ProvisioningTarget,
+    old: &ProvisioningTargetStatus,
+    approval: Option<(RunApproval, Approval)>,
+    full: bool,
+    now: jiff::Timestamp,
+) -> Result<ProvisioningTargetStatus> {
+    let mut status = old.clone();
+    let name = target.name_any();
+    let ns = target.namespace().unwrap_or_default();
+    let generation = target.metadata.generation;
+    insecure(ctx, target, &mut status, now).await;
+    let id = new_run_id(now);
+    let mut summary = CycleSummary {
+        id: id.clone(),
+        full_reconcile: full,
+        ..Default::default()
+    };
+
+    // The desired state, before anything is asked of the application.
+    let mut store = ctx.backend.open(&ctx.client, &ns);
+    let view = match store.delivery_view(&name).await {
+        Ok(v) => v,
+        Err(e) => {
+            let message = format!("reading the registry failed: {e}; the next cycle tries again");
+            reconciling(
+                &mut status,
+                generation,
+                "RegistryUnavailable",
+                &message,
+                now,
+            );
+            summary.result = "Failed".into();
+            summary.message = message;
+            status.last_cycle = Some(summary);
+            return Ok(status);
+        }
+    };
+    let entries = entries(target, &view);
+    let settings_approval = approval.as_ref().map(|(_, a)| a.clone());
+    let settings = Settings {
+        max_disable_percent: u8::try_from(target.spec.safety.max_disable_percent.min(100))
+            .unwrap_or(100),
+        max_deletes: target.spec.safety.max_deletes_per_cycle,
+        now,
+        approval: settings_approval.as_ref(),
+    };
+    let quiet = dplan::plan(&entries, None, &settings);
+    let quarantined = old.quarantined_cycles > 0;
+    if !full
+        && !quarantined
+        && quiet.steps.is_empty()
+        && quiet.blocked.is_none()
+        && quiet.invalid.is_empty()
+    {
+        // Nothing to send: no request, and only counts that changed get written.
+        summary.result = "Succeeded".into();
+        summary.message = "nothing changed".into();
+        finish(
+            ctx,
+            target,
+            &mut status,
+            &view.ledger,
+            summary,
+            None,
+            &quiet,
+            now,
+        )
+        .await;
+        return Ok(status);
+    }
+
+    // From here the application is asked.
+    let observer = Arc::new(Recorded::new(ctx, &ns, &name));
+    let client = match client_for(ctx, target).await {
+        Ok(c) => c.with_observer(observer.clone()),
+        Err(e) => {
+            let reason = e.reason();
+            let message = e.to_string();
+            set_condition(
+                &mut status.conditions,
+                CONNECTED,
+                false,
+                "NotProbed",
+                "the target's settings do not resolve; see Ready".into(),
+                generation,
+                now,
+            );
+            failed(&mut status, target, summary, reason, message, now);
+            return Ok(status);
+        }
+    };
+    let started = Instant::now();
+    if let Err(e) = client.probe().await {
+        connected(&mut status, generation, Some(&e), started.elapsed(), now);
+        return Ok(failed_cycle(ctx, target, status, summary, &e, observer.requests(), now).await);
+    }
+    connected(&mut status, generation, None, started.elapsed(), now);
+    let (capabilities, actual) =
+        match prepare(&client, old, full, &view.ledger, match_attribute(target)).await {
+            Ok(found) => found,
+            Err(e) => {
+                let requests = observer.requests();
+                return Ok(failed_cycle(ctx, target, status, summary, &e, requests, now).await);
+            }
+        };
+    status.capabilities = Some(capabilities.clone());
+    let plan = dplan::plan(&entries, actual.as_ref(), &settings);
+
+    let mut changes: Vec<(String, Option<Delivered>)> = Vec::new();
+    let mut failures: Vec<(String, String)> = Vec::new();
+    for (user, why) in &plan.invalid {
+        let previous = view.ledger.get(user).cloned().unwrap_or_default();
+        let entry = failed_entry(previous, why, now, user);
+        failures.push((user.clone(), why.clone()));
+        changes.push((user.clone(), Some(entry)));
+    }
+    let mut credentials_refused: Option<ScimError> = None;
+    if target.spec.dry_run {
+        summary.result = "DryRun".into();
+        summary.message = describe_dry_run(&plan.steps);
+        tally(&plan.steps, &mut summary);
+    } else {
+        let executor = Executor {
+            client: &client,
+            patch: capabilities.patch,
+            by: match_attribute(target),
+            match_path: match_path(target),
+        };
+        for phase in plan.steps.chunk_by(|a, b| a.phase() == b.phase()) {
+            if !ctx.may_write() || credentials_refused.is_some() {
+                break;
+            }
+            let results: Vec<(Step, std::result::Result<Done, ScimError>)> =
+                futures::StreamExt::collect(futures::StreamExt::buffered(
+                    futures::stream::iter(phase.iter().cloned().map(|step| {
+                        let executor = &executor;
+                        async move {
+                            let out = executor.run(&step).await;
+                            (step, out)
+                        }
+                    })),
+                    CONCURRENCY,
+                ))
+                .await;
+            for (step, out) in results {
+                let user = step.name().to_string();
+                let previous = view.ledger.get(&user).cloned().unwrap_or_default();
+                match out {
+                    Ok(done) => {
+                        count(&done, &mut summary);
+                        changes.push((user, done.entry(previous, now)));
+                    }
+                    Err(e) => {
+                        if e.is_credentials() {
+                            credentials_refused.get_or_insert(e.clone());
+                        }
+                        let why = e.to_string();
+                        failures.push((user.clone(), why.clone()));
+                        changes
+                            .push((user.clone(), Some(failed_entry(previous, &why, now, &user))));
+                    }
+                }
+            }
+        }
+    }
+    // Entries of users that succeeded after earlier failures, or whose failure is
+    // new, are written; nothing else.
+    let writes = match store.record_deliveries(&name, &changes).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(target = %name, namespace = %ns, error = %e, "recording deliveries failed");
+            0
+        }
+    };
+    tracing::debug!(target = %name, writes, "ledger written");
+    let mut ledger = view.ledger.clone();
+    for (user, entry) in &changes {
+        match entry {
+            Some(e) => ledger.insert(user.clone(), e.clone()),
+            None => ledger.remove(user),
+        };
+    }
+    summary.failed = u32::try_from(failures.len()).unwrap_or(u32::MAX);
+    summary.requests = observer.requests();
+    for (user, why) in failures.iter().take(MAX_FAILURE_EVENTS) {
+        event(
+            ctx,
+            target,
+            EventType::Warning,
+            "DeliveryFailed",
+            format!("user {user}: {why}"),
+        )
+        .await;
+    }
+    if let Some(e) = &credentials_refused {
+        return Ok(quarantine(
+            ctx,
+            target,
+            status,
+            summary,
+            "BadCredentials",
+            e.to_string(),
+            &ledger,
+            now,
+        )
+        .await);
+    }
+    let attempted = summary.created
+        + summary.adopted
+        + summary.updated
+        + summary.enabled
+        + summary.disabled
+        + summary.deleted
+        + summary.failed;
+    if attempted as usize >= MIN_ATTEMPTS_FOR_RATIO
+        && f64::from(summary.failed) > MAX_FAILURE_RATIO * f64::from(attempted)
+    {
+        let message = format!(
+            "{} of {attempted} requests of cycle {id} failed (more than half); cycles slow down until one succeeds; the first failure: {}",
+            summary.failed,
+            failures
+                .first()
+                .map(|(u, w)| format!("{u}: {w}"))
+                .unwrap_or_default()
+        );
+        return Ok(quarantine(
+            ctx,
+            target,
+            status,
+            summary,
+            "HighFailureRate",
+            message,
+            &ledger,
+            now,
+        )
+        .await);
+    }
+    if summary.result.is_empty() {
+        summary.result = match (plan.blocked.is_some(), summary.failed) {
+            (true, _) => "Blocked",
+            (false, 0) => "Succeeded",
+            _ => "PartiallyFailed",
+        }
+        .into();
+        summary.message = cycle_message(&summary, plan.deferred);
+    }
+    if full && summary.result != "DryRun" {
+        status.last_full_reconcile_time = Some(Time(now));
+    }
+    if let Some((approval, _)) = &approval
+        && plan.blocked.is_none()
+    {
+        let message = format!("cycle {id} of target {name} sent the withheld disables and deletes");
+        let api: Api<RunApproval> = Api::namespaced(ctx.client.clone(), &ns);
+        let _ = super::approval::decide(
+            ctx,
+            &api,
+            approval,
+            crate::api::ApprovalState::Used,
+            Some(&id),
+            message,
+        )
+        .await;
+    }
+    status.quarantined_cycles = 0;
+    set_condition(
+        &mut status.conditions,
+        QUARANTINED,
+        false,
+        "Healthy",
+        "the application accepts the target's requests".into(),
+        generation,
+        now,
+    );
+    finish(
+        ctx,
+        target,
+        &mut status,
+        &ledger,
+        summary,
+        Some(&old.blocked_cycle),
+        &plan,
+        now,
+    )
+    .await;
+    Ok(status)
+}
+
+/// The registry's users as the planner's entries: the selected ones, and every
+/// user of the ledger (gone from the registry, or no longer selected).
+fn entries(target: &ProvisioningTarget, view: &crate::store::ledger::DeliveryView) -> Vec<Entry> {
+    let selection = selection(target);
+    let rules: Vec<AttributeRule> = target
+        .spec
+        .attributes
+        .iter()
+        .map(|a| AttributeRule {
+            from: a.from.clone(),
+            to: a.to.clone(),
+        })
+        .collect();
+    let deprovision = match target.spec.deprovision {
+        ApiDeprovision::Disable => Deprovision::Disable,
+        ApiDeprovision::Delete => Deprovision::Delete,
+        ApiDeprovision::None => Deprovision::Leave,
+    };
+    let path = match_path(target);
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for (record, labels) in &view.records {
+        let delivered = view.ledger.get(&record.name).cloned();
+        let selected = selection.selects(record, labels);
+        if !selected && delivered.is_none() {
+            continue;
+        }
+        seen.insert(record.name.as_str());
+        let want = dplan::want(Some(record), selected, deprovision);
+        let resource = resource(record, &rules);
+        out.push(Entry {
+            name: record.name.clone(),
+            want,
+            digest: digest(&resource),
+            match_value: match_value(&resource, path).map(str::to_owned),
+            resource,
+            delivered,
+        });
+    }
+    for (user, delivered) in &view.ledger {
+        if seen.contains(user.as_str()) {
+            continue;
+        }
+        out.push(Entry {
+            name: user.clone(),
+            want: dplan::want(None, false, deprovision),
+            resource: Value::Null,
+            digest: String::new(),
+            match_value: None,
+            delivered: Some(delivered.clone()),
+        });
+    }
+    out
+}
+
+fn selection(target: &ProvisioningTarget) -> Selection {
+    let users = &target.spec.users;
+    let mut s = Selection {
+        mappings: users.mappings.clone(),
+        profiles: users.profiles.clone(),
+        has_selector: users.selector.is_some(),
+        ..Default::default()
+    };
+    if let Some(sel) = &users.selector {
+        s.match_labels = sel.match_labels.clone().unwrap_or_default();
+        for e in sel.match_expressions.iter().flatten() {
+            let values = e.values.clone().unwrap_or_default();
+            s.requirements.push(match e.operator.as_str() {
+                "In" => Requirement::In(e.key.clone(), values),
+                "NotIn" => Requirement::NotIn(e.key.clone(), values),
+                "Exists" => Requirement::Exists(e.key.clone()),
+                // DoesNotExist, and anything the API server let through: no user
+                // has an unknown operator's key, so it selects nobody by mistake.
+                "DoesNotExist" => Requirement::DoesNotExist(e.key.clone()),
+                _ => Requirement::In(e.key.clone(), Vec::new()),
+            });
+        }
+    }
+    s
+}
+
+fn match_attribute(target: &ProvisioningTarget) -> MatchAttribute {
+    match target.spec.match_attribute {
+        ApiMatch::UserName => MatchAttribute::UserName,
+        ApiMatch::ExternalId => MatchAttribute::ExternalId,
+    }
+}
+
+fn match_path(target: &ProvisioningTarget) -> &'static str {
+    match target.spec.match_attribute {
+        ApiMatch::UserName => "userName",
+        ApiMatch::ExternalId => "externalId",
+    }
+}
+
+/// What a cycle reads of the application before it sends: its capabilities (read
+/// again on a full reconcile, else kept from status) and, on a full reconcile, its
+/// accounts.
+async fn prepare(
+    client: &ScimClient,
+    old: &ProvisioningTargetStatus,
+    full: bool,
+    ledger: &HashMap<String, Delivered>,
+    by: MatchAttribute,
+) -> std::result::Result<(TargetCapabilities, Option<HashMap<String, Remote>>), ScimError> {
+    let capabilities = match (&old.capabilities, full) {
+        (Some(known), false) => known.clone(),
+        _ => {
+            let c = client.capabilities().await?;
+            TargetCapabilities {
+                patch: c.patch,
+                filter: c.filter,
+                etag: c.etag,
+            }
+        }
+    };
+    let actual = match full {
+        true => Some(read_back(client, ledger, by).await?),
+        false => None,
+    };
+    Ok((capabilities, actual))
+}
+
+/// The accounts of the ledger as the application holds them now, by id. The
+/// application is read page by page; accounts it holds that this target never
+/// created or adopted are not kept.
+async fn read_back(
+    client: &ScimClient,
+    ledger: &HashMap<String, Delivered>,
+    by: MatchAttribute,
+) -> std::result::Result<HashMap<String, Remote>, ScimError> {
+    let ours: std::collections::HashSet<&str> = ledger
+        .values()
+        .filter_map(|d| d.remote_id.as_deref())
+        .collect();
+    let mut found = HashMap::new();
+    if ours.is_empty() {
+        return Ok(found);
+    }
+    let mut start = 1;
+    loop {
+        let page = client.list(start, LIST_PAGE).await?;
+        let n = page.users.len() as u64;
+        for user in page.users {
+            if ours.contains(user.id.as_str()) {
+                let value = match by {
+                    MatchAttribute::UserName => user.user_name.clone(),
+                    MatchAttribute::ExternalId => user.external_id.clone(),
+                };
+                found.insert(
+                    user.id.clone(),
+                    Remote {
+                        active: user.active.unwrap_or(true),
+                        match_value: value,
+                    },
+                );
+            }
+        }
+        start += n;
+        if n == 0 || start > page.total_results {
+            break;
+        }
+    }
+    Ok(found)
+}
+
+/// What a step did, for its ledger entry and the cycle's counts.
+enum Done {
+    Created {
+        id: String,
+        digest: String,
+    },
+    Adopted {
+        id: String,
+        digest: String,
+    },
+    Updated {
+        id: String,
+        digest: String,
+        enabled: bool,
+    },
+    Disabled,
+    Deleted,
+    /// The account is gone (or none is wanted): the entry is dropped.
+    Forgotten,
+}
+
+impl Done {
+    fn entry(&self, previous: Delivered, now: jiff::Timestamp) -> Option<Delivered> {
+        let ok = |remote_id: Option<String>, state, digest: String| {
+            Some(Delivered {
+                remote_id,
+                state: Some(state),
+                digest,
+                time: Some(now),
+                last_error: None,
+                failures: 0,
+                retry_after: None,
+            })
+        };
+        match self {
+            Done::Created { id, digest }
+            | Done::Adopted { id, digest }
+            | Done::Updated { id, digest, .. } => ok(
+                Some(id.clone()),
+                DeliveredState::Provisioned,
+                digest.clone(),
+            ),
+            Done::Disabled => ok(
+                previous.remote_id,
+                DeliveredState::Disabled,
+                previous.digest,
+            ),
+            Done::Deleted => ok(previous.remote_id, DeliveredState::Deleted, previous.digest),
+            Done::Forgotten => None,
+        }
+    }
+}
+
+fn count(done: &Done, s: &mut CycleSummary) {
+    match done {
+        Done::Created { .. } => s.created += 1,
+        Done::Adopted { .. } => s.adopted += 1,
+        Done::Updated { enabled: true, .. } => s.enabled += 1,
+        Done::Updated { .. } => s.updated += 1,
+        Done::Disabled => s.disabled += 1,
+        Done::Deleted => s.deleted += 1,
+        Done::Forgotten => {}
+    }
+}
+
+fn tally(steps: &[Step], s: &mut CycleSummary) {
+    for step in steps {
+        match step {
+            Step::Create { .. } => s.created += 1,
+            Step::Update { enable: true, .. } => s.enabled += 1,
+            Step::Update { .. } => s.updated += 1,
+            Step::Disable { .. } => s.disabled += 1,
+            Step::Delete { .. } => s.deleted += 1,
+            Step::Forget { .. } => {}
+        }
+    }
+}
+
+fn failed_entry(previous: Delivered, why: &str, now: jiff::Timestamp, user: &str) -> Delivered {
+    let failures = previous.failures.saturating_add(1);
+    Delivered {
+        last_error: Some(why.to_string()),
+        failures,
+        retry_after: Some(dplan::retry_after(now, failures, user)),
+        time: Some(now),
+        ..previous
+    }
+}
+
+/// Sends the steps of a plan.
+struct Executor<'a> {
+    client: &'a ScimClient,
+    patch: bool,
+    by: MatchAttribute,
+    match_path: &'static str,
+}
+
+impl Executor<'_> {
+    async fn run(&self, step: &Step) -> std::result::Result<Done, ScimError> {
+        match step {
+            Step::Create {
+                resource,
+                digest,
+                match_value,
+                ..
+            } => self.create(resource, digest, match_value).await,
+            Step::Update {
+                remote_id,
+                resource,
+                digest,
+                enable,
+                ..
+            } => match self.send(remote_id, resource, true).await? {
+                Some(()) => Ok(Done::Updated {
+                    id: remote_id.clone(),
+                    digest: digest.clone(),
+                    enabled: *enable,
+                }),
+                None => Ok(Done::Forgotten),
+            },
+            Step::Disable { remote_id, .. } => match self.disable(remote_id).await? {
+                Some(()) => Ok(Done::Disabled),
+                None => Ok(Done::Forgotten),
+            },
+            Step::Delete { remote_id, .. } => {
+                self.client.delete(remote_id).await?;
+                Ok(Done::Deleted)
+            }
+            Step::Forget { .. } => Ok(Done::Forgotten),
+        }
+    }
+
+    /// Match before create: an account whose match attribute equals the user's
+    /// exactly is adopted (and brought up to date); otherwise one is created, and a
+    /// 409 means one appeared meanwhile: look again and adopt it.
+    async fn create(
+        &self,
+        resource: &Value,
+        digest: &str,
+        value: &str,
+    ) -> std::result::Result<Done, ScimError> {
+        if let Some(existing) = self.exact(value).await? {
+            self.send(&existing.id, resource, true).await?;
+            return Ok(Done::Adopted {
+                id: existing.id,
+                digest: digest.to_string(),
+            });
+        }
+        let mut body = resource.clone();
+        body["active"] = json!(true);
+        match self.client.create(&body).await {
+            Ok(created) => Ok(Done::Created {
+                id: created.id,
+                digest: digest.to_string(),
+            }),
+            Err(ScimError::Conflict { detail }) => match self.exact(value).await? {
+                Some(existing) => {
+                    self.send(&existing.id, resource, true).await?;
+                    Ok(Done::Adopted {
+                        id: existing.id,
+                        digest: digest.to_string(),
+                    })
+                }
+                None => Err(ScimError::Rejected {
+                    status: 409,
+                    scim_type: Some("uniqueness".into()),
+                    detail: Some(format!(
+                        "an account holds a unique attribute of this user, but its {} is not exactly {value:?}, so it is not adopted{}",
+                        self.match_path,
+                        detail.map(|d| format!(" ({d})")).unwrap_or_default()
+                    )),
+                }),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The account whose match attribute is exactly `value` (filters compare
+    /// userName without case; adoption does not).
+    async fn exact(&self, value: &str) -> std::result::Result<Option<RemoteUser>, ScimError> {
+        let found = self.client.find(self.by, value).await?;
+        Ok(found.into_iter().find(|u| {
+            let theirs = match self.by {
+                MatchAttribute::UserName => u.user_name.as_deref(),
+                MatchAttribute::ExternalId => u.external_id.as_deref(),
+            };
+            theirs == Some(value)
+        }))
+    }
+
+    /// Send the user's attributes (and `active`) to account `id`: one PATCH, or a
+    /// PUT of the whole resource where PATCH is not supported. `None` when the
+    /// account is gone.
+    async fn send(
+        &self,
+        id: &str,
+        resource: &Value,
+        active: bool,
+    ) -> std::result::Result<Option<()>, ScimError> {
+        if self.patch {
+            let mut ops: Vec<PatchOp> = resource
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| k.as_str() != "schemas")
+                .map(|(k, v)| PatchOp::replace(k, v.clone()))
+                .collect();
+            ops.push(PatchOp::replace("active", json!(active)));
+            return match self.client.patch(id, &ops).await {
+                Ok(_) => Ok(Some(())),
+                Err(ScimError::Rejected { status: 404, .. }) => Ok(None),
+                Err(e) => Err(e),
+            };
+        }
+        let mut body = resource.clone();
+        body["id"] = json!(id);
+        body["active"] = json!(active);
+        match self.client.replace(id, &body).await {
+            Ok(_) => Ok(Some(())),
+            Err(ScimError::Rejected { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Set account `id` inactive: a PATCH of `active` alone, or without PATCH, a
+    /// PUT of the account as the application holds it with `active: false`.
+    async fn disable(&self, id: &str) -> std::result::Result<Option<()>, ScimError> {
+        if self.patch {
+            return match self
+                .client
+                .patch(id, &[PatchOp::replace("active", json!(false))])
+                .await
+            {
+                Ok(_) => Ok(Some(())),
+                Err(ScimError::Rejected { status: 404, .. }) => Ok(None),
+                Err(e) => Err(e),
+            };
+        }
+        let Some(current) = self.client.get(id).await? else {
+            return Ok(None);
+        };
+        let mut body = current.raw.clone();
+        if let Some(map) = body.as_object_mut() {
+            map.remove("meta");
+        }
+        body["active"] = json!(false);
+        match self.client.replace(id, &body).await {
+            Ok(_) => Ok(Some(())),
+            Err(ScimError::Rejected { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The client of the target's application, from its spec and Secrets.
+pub async fn client_for(
+    ctx: &Context,
+    target: &ProvisioningTarget,
+) -> std::result::Result<ScimClient, ConnectionError> {
+    let spec = &target.spec;
+    let name = target.name_any();
+    let ns = target.namespace().unwrap_or_default();
+    let base = url::Url::parse(&spec.endpoint).map_err(|e| {
+        ConnectionError::Invalid(format!(
+            "spec.endpoint {:?} is not a URL: {e}",
+            spec.endpoint
+        ))
+    })?;
+    if base.scheme() == "http" && !spec.allow_insecure_http {
+        return Err(ConnectionError::NotAllowed {
+            reason: "EndpointNotAllowed",
+            message: format!(
+                "spec.endpoint {} is plain http, which would send the credential in clear text; use https:// or opt in with allowInsecureHttp: true",
+                spec.endpoint
+            ),
+        });
+    }
+    let secrets = ctx.directories.secrets.reader(&ctx.client, &ns);
+    let text = |bytes: Vec<u8>, field: &str| {
+        String::from_utf8(bytes)
+            .map(|s| s.trim().to_string())
+            .map_err(|_| ConnectionError::Secret {
+                reason: "InvalidSecret",
+                message: format!("spec.{field}: the Secret's value is not UTF-8 text"),
+            })
+    };
+    let auth = if let Some(r) = &spec.auth.bearer_token_secret_ref {
+        let field = "auth.bearerTokenSecretRef";
+        Auth::Bearer(text(
+            credential_value(&secrets, Holder::Target, &name, field, r).await?,
+            field,
+        )?)
+    } else if let Some(o) = &spec.auth.oauth2 {
+        let field = "auth.oauth2.clientSecretRef";
+        let secret = text(
+            credential_value(&secrets, Holder::Target, &name, field, &o.client_secret_ref).await?,
+            field,
+        )?;
+        Auth::ClientCredentials {
+            token_url: url::Url::parse(&o.token_url).map_err(|e| {
+                ConnectionError::Invalid(format!("spec.auth.oauth2.tokenURL is not a URL: {e}"))
+            })?,
+            client_id: o.client_id.clone(),
+            client_secret: secret,
+            scope: o.scope.clone(),
+        }
+    } else {
+        return Err(ConnectionError::Invalid(
+            "spec.auth sets no credentials; set bearerTokenSecretRef or oauth2".into(),
+        ));
+    };
+    let mut config = ClientConfig::new(base, auth);
+    if let Some(r) = &spec.ca_secret_ref {
+        config.ca_pem =
+            Some(credential_value(&secrets, Holder::Target, &name, "caSecretRef", r).await?);
+    }
+    ScimClient::new(config).map_err(|e| ConnectionError::Invalid(e.to_string()))
+}
+
+/// Counts requests for the cycle and the metrics, and keeps the exchanges for
+/// a dry run or `usersync provision`.
+pub struct Recorded {
+    metrics: Arc<super::metrics::Metrics>,
+    labels: TargetLabels,
+    requests: std::sync::atomic::AtomicU32,
+    pub exchanges: Option<Mutex<Vec<Exchange>>>,
+}
+
+impl Recorded {
+    pub fn new(ctx: &Context, namespace: &str, target: &str) -> Self {
+        Self {
+            metrics: ctx.metrics.clone(),
+            labels: TargetLabels {
+                namespace: namespace.into(),
+                target: target.into(),
+            },
+            requests: Default::default(),
+            exchanges: None,
+        }
+    }
+
+    pub fn requests(&self) -> u32 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Observer for Recorded {
+    fn response(&self, method: &str, status: Option<u16>, elapsed: Duration) {
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let result = match status {
+            Some(s) => format!("{}xx", s / 100),
+            None => "error".into(),
+        };
+        self.metrics
+            .target_requests
+            .get_or_create(&TargetRequestLabels {
+                namespace: self.labels.namespace.clone(),
+                target: self.labels.target.clone(),
+                method: method.into(),
+                result,
+            })
+            .inc();
+        self.metrics
+            .target_request_duration
+            .get_or_create(&self.labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    fn throttled(&self, wait: Duration) {
+        self.metrics
+            .target_throttled_wait
+            .get_or_create(&self.labels)
+            .inc_by(wait.as_secs_f64());
+    }
+
+    fn exchange(&self, e: &Exchange) {
+        if let Some(all) = &self.exchanges {
+            all.lock().expect("not poisoned").push(e.clone());
+        }
+    }
+}
+
+/// The `Connected` condition from the probe.
+fn connected(
+    status: &mut ProvisioningTargetStatus,
+    generation: Option<i64>,
+    error: Option<&ScimError>,
+    took: Duration,
+    now: jiff::Timestamp,
+) {
+    let (ok, reason, message) = match error {
+        None => (
+            true,
+            "Connected",
+            format!(
+                "the application answered a filter for a user that does not exist with an empty list in {} ms",
+                took.as_millis()
+            ),
+        ),
+        Some(e) => (false, reason_of(e), e.to_string()),
+    };
+    set_condition(
+        &mut status.conditions,
+        CONNECTED,
+        ok,
+        reason,
+        message,
+        generation,
+        now,
+    );
+}
+
+fn reason_of(e: &ScimError) -> &'static str {
+    match e {
+        ScimError::Unauthorized { .. } => "AuthFailed",
+        ScimError::Tls { .. } => "TLSError",
+        ScimError::Transport(_) => "Unreachable",
+        ScimError::Server { .. } | ScimError::Throttled { .. } => "ApplicationUnavailable",
+        ScimError::InvalidConfig(_) => "InvalidConfig",
+        ScimError::Protocol(_) | ScimError::Conflict { .. } | ScimError::Rejected { .. } => {
+            "ProtocolError"
+        }
+    }
+}
+
+/// A cycle that stopped at the application's first answer.
+async fn failed_cycle(
+    ctx: &Context,
+    target: &ProvisioningTarget,
+    mut status: ProvisioningTargetStatus,
+    mut summary: CycleSummary,
+    e: &ScimError,
+    requests: u32,
+    now: jiff::Timestamp,
+) -> ProvisioningTargetStatus {
+    summary.requests = requests;
+    if e.is_credentials() {
+        let no_ledger = HashMap::new();
+        return quarantine(
+            ctx,
+            target,
+            status,
+            summary,
+            "BadCredentials",
+            e.to_string(),
+            &no_ledger,
+            now,
+        )
+        .await;
+    }
+    let message = format!("{e}; the next cycle tries again");
+    failed(&mut status, target, summary, reason_of(e), message, now);
+    status
+}
+
+/// A failed cycle: Stalled when only a person can help, else Reconciling.
+fn failed(
+    status: &mut ProvisioningTargetStatus,
+    target: &ProvisioningTarget,
+    mut summary: CycleSummary,
+    reason: &str,
+    message: String,
+    now: jiff::Timestamp,
+) {
+    if crate::core::health::needs_a_person(reason) {
+        stalled(status, target, reason, message.clone(), now);
+    } else {
+        reconciling(status, target.metadata.generation, reason, &message, now);
+    }
+    summary.result = "Failed".into();
+    summary.message = message;
+    status.last_cycle = Some(summary);
+}
+
+/// Quarantine the target: cycles slow down until one succeeds.
+#[allow(clippy::too_many_arguments)]
+async fn quarantine(
+    ctx: &Context,
+    target: &ProvisioningTarget,
+    mut status: ProvisioningTargetStatus,
+    mut summary: CycleSummary,
+    reason: &str,
+    message: String,
+    ledger: &HashMap<String, Delivered>,
+    now: jiff::Timestamp,
+) -> ProvisioningTargetStatus {
+    let generation = target.metadata.generation;
+    let first = status.quarantined_cycles == 0;
+    status.quarantined_cycles = status.quarantined_cycles.saturating_add(1);
+    let next = slowed(
+        parse_duration(&target.spec.interval).unwrap_or(Duration::from_secs(300)),
+        status.quarantined_cycles,
+    );
+    let message = format!(
+        "{message}; quarantined: the next cycle in {}",
+        crate::core::format_duration(next)
+    );
+    set_condition(
+        &mut status.conditions,
+        QUARANTINED,
+        true,
+        reason,
+        message.clone(),
+        generation,
+        now,
+    );
+    if first
+        || !matches!(crate::api::find_condition(&status.conditions, STALLED), Some(c) if c.reason == reason)
+    {
+        event(
+            ctx,
+            target,
+            EventType::Warning,
+            "Quarantined",
+            message.clone(),
+        )
+        .await;
+    }
+    if crate::core::health::needs_a_person(reason_for_health(reason)) {
+        stalled(&mut status, target, reason, message.clone(), now);
+    } else {
+        reconciling(&mut status, generation, reason, &message, now);
+    }
+    summary.result = "Quarantined".into();
+    summary.message = message;
+    let labels = TargetLabels {
+        namespace: target.namespace().unwrap_or_default(),
+        target: target.name_any(),
+    };
+    ctx.metrics.target_quarantined.get_or_create(&labels).set(1);
+    if !ledger.is_empty() {
+        status.accounts = Some(account_counts(ledger));
+    }
+    status.last_cycle = Some(summary);
+    status
+}
+
+/// Bad credentials need a person; a high failure rate may pass by itself.
+fn reason_for_health(reason: &str) -> &str {
+    match reason {
+        "BadCredentials" => "AuthFailed",
+        other => other,
+    }
+}
+
+fn account_counts(ledger: &HashMap<String, Delivered>) -> AccountCounts {
+    let c = dplan::counts(ledger.values());
+    AccountCounts {
+        provisioned: c["Provisioned"],
+        disabled: c["Disabled"],
+        deleted: c["Deleted"],
+        failed: c["Failed"],
+    }
+}
+
+/// The end of a cycle that reached the application (or needed not to): counts,
+/// the blocked cycle, health, metrics and the summary Event.
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    ctx: &Context,
+    target: &ProvisioningTarget,
+    status: &mut ProvisioningTargetStatus,
+    ledger: &HashMap<String, Delivered>,
+    summary: CycleSummary,
+    previous_blocked: Option<&Option<BlockedCycle>>,
+    plan: &dplan::Plan,
+    now: jiff::Timestamp,
+) {
+    let generation = target.metadata.generation;
+    let counts = account_counts(ledger);
+    let ns = target.namespace().unwrap_or_default();
+    let name = target.name_any();
+    for (state, n) in [
+        ("provisioned", counts.provisioned),
+        ("disabled", counts.disabled),
+        ("deleted", counts.deleted),
+        ("failed", counts.failed),
+    ] {
+        ctx.metrics
+            .target_accounts
+            .get_or_create(&TargetAccountLabels {
+                namespace: ns.clone(),
+                target: name.clone(),
+                state: state.into(),
+            })
+            .set(i64::from(n));
+    }
+    ctx.metrics
+        .target_quarantined
+        .get_or_create(&TargetLabels {
+            namespace: ns.clone(),
+            target: name.clone(),
+        })
+        .set(0);
+    status.accounts = Some(counts);
+    // The blocked cycle: one id while the withheld requests stay the same.
+    match &plan.blocked {
+        Some(b) => {
+            let kept = previous_blocked
+                .and_then(|p| p.as_ref())
+                .or(status.blocked_cycle.as_ref())
+                .filter(|p| p.plan_digest == b.digest)
+                .cloned();
+            let blocked = kept.unwrap_or_else(|| BlockedCycle {
+                run_id: summary.id.clone(),
+                would_disable: u32::try_from(b.would_disable).unwrap_or(u32::MAX),
+                would_delete: u32::try_from(b.would_delete).unwrap_or(u32::MAX),
+                active_accounts: u32::try_from(b.active).unwrap_or(u32::MAX),
+                plan_digest: b.digest.clone(),
+            });
+            let message = format!(
+                "{b}; none of them was sent. To send them, approve cycle {}: usersync approve --target {name} {} (or raise spec.safety)",
+                blocked.run_id, blocked.run_id
+            );
+            let new = status.blocked_cycle.as_ref().map(|p| &p.run_id) != Some(&blocked.run_id);
+            if new {
+                event(
+                    ctx,
+                    target,
+                    EventType::Warning,
+                    "DeletionsBlocked",
+                    message.clone(),
+                )
+                .await;
+            }
+            set_condition(
+                &mut status.conditions,
+                DELETIONS_BLOCKED,
+                true,
+                "ThresholdExceeded",
+                message.clone(),
+                generation,
+                now,
+            );
+            status.blocked_cycle = Some(blocked);
+            stalled(status, target, "ApprovalRequired", message, now);
+        }
+        None => {
+            status.blocked_cycle = None;
+            set_condition(
+                &mut status.conditions,
+                DELETIONS_BLOCKED,
+                false,
+                "WithinThresholds",
+                "no disable or delete was withheld".into(),
+                generation,
+                now,
+            );
+            match summary.result.as_str() {
+                "Succeeded" | "DryRun" => ready(status, generation, &summary, now),
+                _ => reconciling(
+                    status,
+                    generation,
+                    "DeliveryFailed",
+                    &format!(
+                        "{}; failed users are retried with back-off",
+                        summary.message
+                    ),
+                    now,
+                ),
+            }
+        }
+    }
+    let changed = summary.created
+        + summary.adopted
+        + summary.updated
+        + summary.enabled
+        + summary.disabled
+        + summary.deleted;
+    let reason = match summary.result.as_str() {
+        "DryRun" if !plan.steps.is_empty() => Some("DryRun"),
+        "DryRun" => None,
+        _ if changed > 0 => Some("Delivered"),
+        _ => None,
+    };
+    if let Some(reason) = reason {
+        let note = format!("cycle {}: {}", summary.id, summary.message);
+        event(ctx, target, EventType::Normal, reason, note).await;
+    }
+    status.last_cycle = Some(summary);
+}
+
+fn cycle_message(s: &CycleSummary, deferred: usize) -> String {
+    let mut parts = Vec::new();
+    for (n, what) in [
+        (s.created, "created"),
+        (s.adopted, "adopted"),
+        (s.updated, "updated"),
+        (s.enabled, "enabled"),
+        (s.disabled, "disabled"),
+        (s.deleted, "deleted"),
+        (s.failed, "failed"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    if deferred > 0 {
+        parts.push(format!("{deferred} waiting to retry"));
+    }
+    if parts.is_empty() {
+        "nothing to send".into()
+    } else {
+        format!("{} ({} requests)", parts.join(", "), s.requests)
+    }
+}
+
+fn describe_dry_run(steps: &[Step]) -> String {
+    if steps.is_empty() {
+        return "dry run: nothing to send".into();
+    }
+    let shown: Vec<String> = steps.iter().take(10).map(describe_step).collect();
+    let more = steps.len().saturating_sub(shown.len());
+    format!(
+        "dry run: would send {}{}",
+        shown.join("; "),
+        if more > 0 {
+            format!("; and {more} more")
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// One step in words, as the dry run and `usersync plan --target` show it.
+pub fn describe_step(step: &Step) -> String {
+    match step {
+        Step::Create {
+            name, match_value, ..
+        } => format!("create {name} ({match_value}) after looking it up"),
+        Step::Update {
+            name,
+            remote_id,
+            enable: true,
+            ..
+        } => format!("enable {name} (id {remote_id})"),
+        Step::Update {
+            name, remote_id, ..
+        } => format!("update {name} (id {remote_id})"),
+        Step::Disable { name, remote_id } => format!("disable {name} (id {remote_id})"),
+        Step::Delete { name, remote_id } => format!("delete {name} (id {remote_id})"),
+        Step::Forget { name } => format!("forget {name} (its account is gone)"),
+    }
+}
+
+fn ready(
+    status: &mut ProvisioningTargetStatus,
+    generation: Option<i64>,
+    s: &CycleSummary,
+    now: jiff::Timestamp,
+) {
+    let message = format!("cycle {} {}: {}", s.id, s.result.to_lowercase(), s.message);
+    health(status, generation, Health::Ready, "Delivered", message, now);
+}
+
+fn reconciling(
+    status: &mut ProvisioningTargetStatus,
+    generation: Option<i64>,
+    reason: &str,
+    message: &str,
+    now: jiff::Timestamp,
+) {
+    health(
+        status,
+        generation,
+        Health::Reconciling,
+        reason,
+        message.to_string(),
+        now,
+    );
+}
+
+fn stalled(
+    status: &mut ProvisioningTargetStatus,
+    target: &ProvisioningTarget,
+    reason: &str,
+    message: String,
+    now: jiff::Timestamp,
+) {
+    let generation = target.metadata.generation;
+    health(status, generation, Health::Stalled, reason, message, now);
+    status.observed_generation = generation;
+}
+
+/// `Ready`, `Reconciling` and `Stalled` for one verdict, as kstatus and Argo CD read them.
+fn health(
+    status: &mut ProvisioningTargetStatus,
+    generation: Option<i64>,
+    health: Health,
+    reason: &str,
+    message: String,
+    now: jiff::Timestamp,
+) {
+    let verdict = Verdict {
+        health,
+        reason: reason.to_string(),
+        message,
+    };
+    let conditions = super::ready::health_conditions(&status.conditions, &verdict, generation, now);
+    status
+        .conditions
+        .retain(|c| !conditions.iter().any(|n| n.type_ == c.type_));
+    status.conditions.extend(conditions);
+    status.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+}
+
+/// The `Insecure` condition, and a Warning Event when plain http is turned on.
+async fn insecure(
+    ctx: &Context,
+    target: &ProvisioningTarget,
+    status: &mut ProvisioningTargetStatus,
+    now: jiff::Timestamp,
+) {
+    let generation = target.metadata.generation;
+    let on = target.spec.allow_insecure_http && target.spec.endpoint.starts_with("http://");
+    let was = crate::api::condition_is_true(&status.conditions, INSECURE);
+    if on {
+        let message = "allowInsecureHttp: the endpoint is plain http, so the credential crosses the network readable".to_string();
+        if !was {
+            event(
+                ctx,
+                target,
+                EventType::Warning,
+                "InsecureHttp",
+                message.clone(),
+            )
+            .await;
+        }
+        set_condition(
+            &mut status.conditions,
+            INSECURE,
+            true,
+            "InsecureHttp",
+            message,
+            generation,
+            now,
+        );
+    } else {
+        set_condition(
+            &mut status.conditions,
+            INSECURE,
+            false,
+            "Secure",
+            "the credential travels only over TLS".into(),
+            generation,
+            now,
+        );
+    }
+}
+
+/// An Event about the target; a failure to publish is logged, never fatal.
+async fn event(
+    ctx: &Context,
+    target: &ProvisioningTarget,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let e = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Deliver".into(),
+        secondary: None,
+    };
+    if let Err(err) = ctx.recorder.publish(&e, &target.object_ref(&())).await {
+        tracing::debug!(error = %err, "publishing an Event failed");
+    }
+}
+
+/// The oldest undecided RunApproval of the target's blocked cycle, with the sizes
+/// it approves.
+async fn pending_approval(
+    ctx: &Context,
+    target: &ProvisioningTarget,
+) -> Option<(RunApproval, Approval)> {
+    let blocked = target.status.as_ref()?.blocked_cycle.as_ref()?;
+    let approval = ctx
+        .undecided_target_approvals(&target.namespace()?, &target.name_any())
+        .into_iter()
+        .find(|a| a.spec.run_id == blocked.run_id)?;
+    Some((
+        approval,
+        Approval {
+            run_id: blocked.run_id.clone(),
+            max_preserve: blocked.would_disable as usize,
+            max_delete: blocked.would_delete as usize,
+        },
+    ))
+}
+
+/// Write the status when it changed.
+async fn write(
+    ctx: &Context,
+    target: &ProvisioningTarget,
+    old: &ProvisioningTargetStatus,
+    status: &ProvisioningTargetStatus,
+) -> Result<()> {
+    if old == status {
+        return Ok(());
+    }
+    let api: Api<ProvisioningTarget> =
+        Api::namespaced(ctx.client.clone(), &target.namespace().unwrap_or_default());
+    apply_status(&api, &target.name_any(), status).await
+}

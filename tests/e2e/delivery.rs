@@ -1,0 +1,420 @@
+//! ProvisioningTargets end to end: from a change in a real directory, through the
+//! registry, to the account in a real SCIM application (scim2-server, started by
+//! tests/scim.sh). What the application holds is read from the application itself.
+
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::{Value, json};
+use usersync::api::{CycleSummary, ProvisioningTarget, SYNC_REQUESTED_ANNOTATION};
+
+use crate::ldap_support::Server;
+use crate::support::eventually;
+use crate::world::{RUN_WAIT, Scene, World};
+
+/// A tenant of the test SCIM server of its own, and its token.
+pub struct App {
+    pub url: String,
+    pub token: String,
+    http: reqwest::Client,
+}
+
+impl App {
+    /// The tenant `name` of the server tests/scim.sh started.
+    pub fn new(name: &str) -> App {
+        let root = std::env::var("USERSYNC_SCIM_ROOT").expect(
+            "USERSYNC_SCIM_ROOT is not set: start the SCIM server with `bash tests/scim.sh up` and `eval \"$(bash tests/scim.sh env)\"` (tests/run.sh does both)",
+        );
+        let token_file = std::env::var("USERSYNC_SCIM_TOKEN_FILE")
+            .expect("USERSYNC_SCIM_TOKEN_FILE is not set: `eval \"$(bash tests/scim.sh env)\"`");
+        App {
+            url: format!("{root}/{name}/v2"),
+            token: std::fs::read_to_string(token_file).expect("the SCIM token file reads"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Every user the application holds, as it answers a plain GET.
+    pub async fn users(&self) -> Vec<Value> {
+        let body: Value = self
+            .http
+            .get(format!("{}/Users?count=1000", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("the SCIM server answers")
+            .json()
+            .await
+            .expect("a JSON list");
+        body["Resources"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The application's user with this userName.
+    pub async fn user(&self, user_name: &str) -> Value {
+        let users = self.users().await;
+        users
+            .into_iter()
+            .find(|u| u["userName"] == user_name)
+            .unwrap_or_else(|| panic!("the application has no user {user_name}"))
+    }
+
+    /// Create a user directly in the application (as an admin of the app would).
+    pub async fn create(&self, user: Value) -> Value {
+        self.http
+            .post(format!("{}/Users", self.url))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/scim+json")
+            .json(&user)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+impl Scene {
+    /// A target `name` over mapping `staff` to `app`, with `extra` spec fields.
+    pub async fn target(&self, name: &str, app: &App, extra: Value) {
+        self.secret(&format!("{name}-token"), "token", &app.token)
+            .await;
+        let mut spec = json!({
+            "endpoint": app.url,
+            "allowInsecureHttp": true,
+            "auth": {"bearerTokenSecretRef": {"name": format!("{name}-token"), "key": "token"}},
+            "users": {"mappings": ["staff"]},
+            "interval": "1h",
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        self.apply(&json!({
+            "apiVersion": "usersync.dev/v1alpha1", "kind": "ProvisioningTarget",
+            "metadata": {"name": name}, "spec": spec,
+        }));
+    }
+
+    fn targets(&self) -> Api<ProvisioningTarget> {
+        Api::namespaced(self.client.clone(), &self.ns.name)
+    }
+
+    /// The last cycle of target `name`, once it differs from `after`.
+    pub async fn wait_cycle(&self, name: &str, after: Option<&str>) -> CycleSummary {
+        eventually(RUN_WAIT, &format!("a cycle of target {name}"), || async {
+            let t = self.targets().get(name).await.ok()?;
+            let last = t.status?.last_cycle?;
+            (Some(last.id.as_str()) != after).then_some(last)
+        })
+        .await
+    }
+
+    /// Ask target `name` for a cycle now and wait for it.
+    pub async fn cycle(&self, name: &str) -> CycleSummary {
+        let before = self
+            .targets()
+            .get(name)
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.last_cycle)
+            .map(|c| c.id);
+        let nonce = format!("{:?}", std::time::SystemTime::now());
+        let patch = json!({"metadata": {"annotations": {SYNC_REQUESTED_ANNOTATION: nonce}}});
+        self.targets()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        // Cycle ids carry the second they started in; two in one second differ by suffix.
+        self.wait_cycle(name, before.as_deref()).await
+    }
+
+    pub async fn target_status(&self, name: &str) -> usersync::api::ProvisioningTargetStatus {
+        self.targets().get(name).await.unwrap().status.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn scim_lifecycle_follows_the_directory_to_the_application() {
+    let w = World::new(
+        "deliver",
+        Server::slapd(),
+        json!({"safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    let app = App::new(&w.ns.name);
+    w.add_user("alice", false);
+    w.add_user("bob", false);
+    w.add_user("carol", true);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.target("app", &app, json!({"safety": {"maxDisablePercent": 100}}))
+        .await;
+
+    // Import → created, active, with the directory anchor as externalId.
+    let first = w.wait_cycle("app", None).await;
+    assert_eq!((first.created, first.failed), (2, 0), "{first:?}");
+    let bob = app.user("bob").await;
+    assert_eq!(bob["active"], true);
+    assert_eq!(
+        bob["externalId"],
+        w.user("bob").await.spec.anchor.unwrap().as_str()
+    );
+    assert_eq!(bob["emails"][0]["value"], "bob@example.org");
+    assert_eq!(
+        app.users().await.len(),
+        2,
+        "the disabled user is never provisioned"
+    );
+    let bob_id = bob["id"].as_str().unwrap().to_string();
+    let ledger = w.user("bob").await.status.unwrap().deliveries;
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(
+        (
+            ledger[0].target.as_str(),
+            ledger[0].remote_id.as_deref(),
+            ledger[0].state.as_str()
+        ),
+        ("app", Some(bob_id.as_str()), "Provisioned")
+    );
+
+    // No change: a cycle sends nothing and writes no DirectoryUser.
+    let version = w.user("bob").await.metadata.resource_version;
+    let quiet = w.cycle("app").await;
+    assert_eq!(
+        (quiet.requests, quiet.created, quiet.updated),
+        (0, 0, 0),
+        "{quiet:?}"
+    );
+    assert_eq!(w.user("bob").await.metadata.resource_version, version);
+
+    // Disable in the directory → preserved → active=false on the same account.
+    w.set_disabled("bob", true);
+    w.sync("staff").await;
+    let c = w.cycle("app").await;
+    assert_eq!(c.disabled, 1, "{c:?}");
+    let bob = app.user("bob").await;
+    assert_eq!(
+        (bob["id"].as_str(), &bob["active"]),
+        (Some(bob_id.as_str()), &json!(false))
+    );
+
+    // Re-enable → active=true on the same id, never a second account.
+    w.set_disabled("bob", false);
+    w.sync("staff").await;
+    let c = w.cycle("app").await;
+    assert_eq!((c.enabled, c.created), (1, 0), "{c:?}");
+    let bob = app.user("bob").await;
+    assert_eq!(
+        (bob["id"].as_str(), &bob["active"]),
+        (Some(bob_id.as_str()), &json!(true))
+    );
+    assert_eq!(app.users().await.len(), 2);
+
+    // A change of a field is one update.
+    w.set_mail("alice", "alice.new@example.org");
+    w.sync("staff").await;
+    let c = w.cycle("app").await;
+    assert_eq!(c.updated, 1, "{c:?}");
+    assert_eq!(
+        app.user("alice").await["emails"][0]["value"],
+        "alice.new@example.org"
+    );
+
+    // Rename and reuse of the old name in one run: the rename goes first, so the
+    // newcomer's account does not collide with its previous holder.
+    let alice_id = app.user("alice").await["id"].as_str().unwrap().to_string();
+    w.rename("alice", "alice.old");
+    w.add_user("alice", false);
+    w.sync("staff").await;
+    let c = w.cycle("app").await;
+    assert_eq!((c.updated, c.created, c.failed), (1, 1, 0), "{c:?}");
+    assert_eq!(
+        app.user("alice.old").await["id"].as_str(),
+        Some(alice_id.as_str())
+    );
+    assert_ne!(
+        app.user("alice").await["id"].as_str(),
+        Some(alice_id.as_str())
+    );
+}
+
+#[tokio::test]
+async fn an_existing_account_is_adopted_by_its_exact_user_name_never_duplicated() {
+    let w = World::new("adopt", Server::slapd(), json!({})).await;
+    let app = App::new(&w.ns.name);
+    // The application already has dave (an admin made it) and "Erin" (another case).
+    let dave = app.create(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "dave", "active": false})).await;
+    app.create(
+        json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "Erin"}),
+    )
+    .await;
+    w.add_user("dave", false);
+    w.add_user("erin", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.target("app", &app, json!({})).await;
+    let c = w.wait_cycle("app", None).await;
+    assert_eq!(c.adopted, 1, "{c:?}");
+    let now = app.user("dave").await;
+    assert_eq!(now["id"], dave["id"], "adopted, not created again");
+    assert_eq!(now["active"], true);
+    // Erin's account differs in case only: it is not adopted, and the user's
+    // delivery fails with the application's answer instead of touching it.
+    assert_eq!(c.failed, 1, "{c:?}");
+    let erin = w.user("erin").await.status.unwrap().deliveries;
+    let error = erin[0].last_error.clone().unwrap();
+    assert!(
+        error.contains("409") || error.contains("uniqueness"),
+        "{error}"
+    );
+    assert_eq!(erin[0].failures, 1);
+    assert!(erin[0].retry_after_time.is_some());
+    assert_eq!(app.users().await.len(), 2);
+    let status = w.target_status("app").await;
+    assert_eq!(status.accounts.unwrap().failed, 1);
+    let note = w.event_note("DeliveryFailed").await;
+    assert!(
+        note.contains("erin") || note.contains(&w.user("erin").await.metadata.name.unwrap()),
+        "{note}"
+    );
+    assert!(
+        !note.contains(&app.token),
+        "the token never reaches an Event"
+    );
+}
+
+#[tokio::test]
+async fn a_threshold_withholds_a_mass_disable_until_approved() {
+    let w = World::new(
+        "ptarget-threshold",
+        Server::slapd(),
+        json!({"safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    let app = App::new(&w.ns.name);
+    for u in ["u1", "u2", "u3", "u4"] {
+        w.add_user(u, false);
+    }
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.target("app", &app, json!({"safety": {"maxDisablePercent": 25}}))
+        .await;
+    assert_eq!(w.wait_cycle("app", None).await.created, 4);
+    for u in ["u1", "u2", "u3"] {
+        w.set_disabled(u, true);
+    }
+    w.sync("staff").await;
+    let c = w.cycle("app").await;
+    assert_eq!((c.result.as_str(), c.disabled), ("Blocked", 0), "{c:?}");
+    for u in ["u1", "u2", "u3"] {
+        assert_eq!(
+            app.user(u).await["active"],
+            true,
+            "{u} was disabled past the threshold"
+        );
+    }
+    let status = w.target_status("app").await;
+    let blocked = status.blocked_cycle.clone().unwrap();
+    assert_eq!((blocked.would_disable, blocked.active_accounts), (3, 4));
+    assert!(usersync::api::condition_is_true(
+        &status.conditions,
+        "DeletionsBlocked"
+    ));
+    assert!(usersync::api::condition_is_true(
+        &status.conditions,
+        "Stalled"
+    ));
+    // The same plan keeps its id, so an approval stays valid.
+    w.cycle("app").await;
+    assert_eq!(
+        w.target_status("app").await.blocked_cycle.unwrap().run_id,
+        blocked.run_id
+    );
+    // Approving that cycle sends the withheld disables at once.
+    let before = w.target_status("app").await.last_cycle.unwrap().id;
+    w.apply(&json!({
+        "apiVersion": "usersync.dev/v1alpha1", "kind": "RunApproval", "metadata": {"name": "ok"},
+        "spec": {"targetRef": "app", "runId": blocked.run_id, "approvedBy": "usersync-admin"},
+    }));
+    let c = w.wait_cycle("app", Some(&before)).await;
+    assert_eq!(c.disabled, 3, "{c:?}");
+    for u in ["u1", "u2", "u3"] {
+        assert_eq!(app.user(u).await["active"], false);
+    }
+    assert!(w.target_status("app").await.blocked_cycle.is_none());
+}
+
+#[tokio::test]
+async fn a_wrong_token_quarantines_the_target_until_it_is_fixed() {
+    let w = World::new("quarantine", Server::slapd(), json!({})).await;
+    let app = App::new(&w.ns.name);
+    w.add_user("frank", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.secret("wrong-token", "token", "not-the-token").await;
+    w.target(
+        "app",
+        &app,
+        json!({"interval": "1m", "auth": {"bearerTokenSecretRef": {"name": "wrong-token", "key": "token"}}}),
+    )
+    .await;
+    let c = w.wait_cycle("app", None).await;
+    assert_eq!(c.result, "Quarantined", "{c:?}");
+    let status = w.target_status("app").await;
+    let q = usersync::api::find_condition(&status.conditions, "Quarantined")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (q.status.as_str(), q.reason.as_str()),
+        ("True", "BadCredentials"),
+        "{q:?}"
+    );
+    assert!(
+        q.message.contains("refused the credentials"),
+        "{}",
+        q.message
+    );
+    assert!(!q.message.contains("not-the-token"));
+    assert_eq!(status.quarantined_cycles, 1);
+    let (last, next) = (
+        status.last_sync_time.unwrap().0,
+        status.next_sync_time.unwrap().0,
+    );
+    assert_eq!(
+        next.duration_since(last),
+        jiff::SignedDuration::from_secs(120),
+        "a quarantined target cycles slower than its 1m interval"
+    );
+    assert!(app.users().await.is_empty());
+    // The admin fixes the token: the next cycle delivers and clears the quarantine.
+    w.patch_target_spec(
+        "app",
+        json!({"auth": {"bearerTokenSecretRef": {"name": "app-token", "key": "token"}}}),
+    )
+    .await;
+    let c = eventually(RUN_WAIT, "a cycle with the right token", || async {
+        let c = w.target_status("app").await.last_cycle?;
+        (c.result == "Succeeded").then_some(c)
+    })
+    .await;
+    assert_eq!(c.created, 1, "{c:?}");
+    let status = w.target_status("app").await;
+    assert!(!usersync::api::condition_is_true(
+        &status.conditions,
+        "Quarantined"
+    ));
+    assert_eq!(status.quarantined_cycles, 0);
+    assert!(usersync::api::condition_is_true(
+        &status.conditions,
+        "Ready"
+    ));
+}
+
+impl Scene {
+    async fn patch_target_spec(&self, name: &str, spec: Value) {
+        self.targets()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"spec": spec})),
+            )
+            .await
+            .unwrap();
+    }
+}
