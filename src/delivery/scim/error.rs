@@ -123,7 +123,8 @@ impl ScimError {
             429 => ScimError::Throttled {
                 waited: Duration::ZERO,
             },
-            500..=599 => ScimError::Server { status, detail },
+            // 501: the application lacks the method (PATCH, most often), a "no".
+            500..=599 if status != 501 => ScimError::Server { status, detail },
             _ => ScimError::Rejected {
                 status,
                 scim_type,
@@ -190,6 +191,10 @@ mod tests {
                 status: 502,
                 detail: None
             }
+        ));
+        assert!(matches!(
+            ScimError::from_answer(501, None),
+            ScimError::Rejected { status: 501, .. }
         ));
         let odd = ScimError::from_answer(418, Some(&json!({"detail": 5})));
         assert_eq!(odd.detail(), None);
