@@ -39,10 +39,13 @@ fn server() -> &'static ServerEnv {
     static ENV: OnceLock<ServerEnv> = OnceLock::new();
     ENV.get_or_init(|| {
         let from_env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let (root, token_file) = match (
-            from_env("USERSYNC_SCIM_ROOT"),
-            from_env("USERSYNC_SCIM_TOKEN_FILE"),
-        ) {
+        // The root is the URL's origin when only USERSYNC_SCIM_URL is set.
+        let root = from_env("USERSYNC_SCIM_ROOT").or_else(|| {
+            from_env("USERSYNC_SCIM_URL")
+                .and_then(|u| Url::parse(&u).ok())
+                .map(|u| u.origin().ascii_serialization())
+        });
+        let (root, token_file) = match (root, from_env("USERSYNC_SCIM_TOKEN_FILE")) {
             (Some(root), Some(file)) => (root, file),
             _ => {
                 let env = run_script("up").and_then(|_| run_script("env")).unwrap_or_else(|e| {
