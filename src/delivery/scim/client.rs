@@ -322,10 +322,10 @@ impl ScimClient {
             }
             let started = Instant::now();
             let sent = request.send().await;
-            let failure = match sent {
+            let (failure, asked) = match sent {
                 Ok(response) => {
                     let status = response.status().as_u16();
-                    let wait_asked = retry_after(response.headers(), SystemTime::now());
+                    let asked = retry_after(response.headers(), SystemTime::now());
                     let etag = response
                         .headers()
                         .get(ETAG)
@@ -333,46 +333,42 @@ impl ScimClient {
                         .map(str::to_owned);
                     let read = read_body(response).await;
                     self.report(&method, Some(status), started.elapsed());
-                    let answer_body = match read {
-                        Ok(bytes) => parse_body(&bytes),
-                        Err(e) => {
-                            let failure = Passing::Transport(e);
-                            match self.next_wait(attempt, None, &failure) {
-                                Some(wait) => {
-                                    waited += wait;
-                                    self.pause(wait).await;
-                                    continue;
-                                }
-                                None => return Err(give_up(failure, waited)),
+                    match read {
+                        Err(e) => (Passing::Transport(e), None),
+                        Ok(bytes) => {
+                            let answer_body = parse_body(&bytes);
+                            self.tell_exchange(
+                                &method,
+                                &relative,
+                                body,
+                                status,
+                                answer_body.as_ref(),
+                            );
+                            if status == 401
+                                && !renewed
+                                && let Some(generation) = generation
+                                && let Credentials::ClientCredentials(oauth) = &self.credentials
+                            {
+                                // Revoked before its time, maybe: once more, with a new token.
+                                oauth.invalidate(generation).await;
+                                renewed = true;
+                                attempt -= 1;
+                                continue;
                             }
+                            if !is_passing(status) {
+                                return Ok(Answer {
+                                    status,
+                                    body: answer_body,
+                                    etag,
+                                });
+                            }
+                            let failure = Passing::Status {
+                                status,
+                                body: answer_body,
+                            };
+                            (failure, asked)
                         }
-                    };
-                    self.tell_exchange(&method, &relative, body, status, answer_body.as_ref());
-                    if status == 401
-                        && !renewed
-                        && let Some(generation) = generation
-                        && let Credentials::ClientCredentials(oauth) = &self.credentials
-                    {
-                        // The token may have been revoked before its time: one more, with a new one.
-                        oauth.invalidate(generation).await;
-                        renewed = true;
-                        attempt -= 1;
-                        continue;
                     }
-                    if !is_passing(status) {
-                        return Ok(Answer {
-                            status,
-                            body: answer_body,
-                            etag,
-                        });
-                    }
-                    (
-                        Passing::Status {
-                            status,
-                            body: answer_body,
-                        },
-                        wait_asked,
-                    )
                 }
                 Err(e) => {
                     self.report(&method, None, started.elapsed());
@@ -383,8 +379,7 @@ impl ScimClient {
                     (Passing::Transport(error.to_string()), None)
                 }
             };
-            let (failure, asked) = failure;
-            match self.next_wait(attempt, asked, &failure) {
+            match self.next_wait(attempt, asked) {
                 Some(wait) => {
                     tracing::debug!(
                         method = %method,
@@ -402,7 +397,7 @@ impl ScimClient {
     }
 
     /// The wait before the next attempt, or `None` when none is left.
-    fn next_wait(&self, attempt: u32, asked: Option<Duration>, _: &Passing) -> Option<Duration> {
+    fn next_wait(&self, attempt: u32, asked: Option<Duration>) -> Option<Duration> {
         if attempt >= self.max_attempts {
             return None;
         }
@@ -628,17 +623,16 @@ mod tests {
         cfg.max_attempts = 3;
         cfg.max_retry_wait = Duration::from_secs(2);
         let client = ScimClient::new(cfg).unwrap();
-        let passing = Passing::Transport(String::new());
         assert_eq!(
-            client.next_wait(1, Some(Duration::from_millis(500)), &passing),
+            client.next_wait(1, Some(Duration::from_millis(500))),
             Some(Duration::from_millis(500))
         );
         assert_eq!(
-            client.next_wait(1, Some(Duration::from_secs(60)), &passing),
+            client.next_wait(1, Some(Duration::from_secs(60))),
             Some(Duration::from_secs(2))
         );
-        let backoff = client.next_wait(2, None, &passing).unwrap();
+        let backoff = client.next_wait(2, None).unwrap();
         assert!(backoff >= Duration::from_millis(250) && backoff <= Duration::from_millis(500));
-        assert_eq!(client.next_wait(3, Some(Duration::ZERO), &passing), None);
+        assert_eq!(client.next_wait(3, Some(Duration::ZERO)), None);
     }
 }
