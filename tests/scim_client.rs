@@ -117,6 +117,42 @@ async fn a_probe_fails_on_an_application_that_ignores_filters() {
 }
 
 #[tokio::test]
+async fn a_wrong_base_url_or_no_listener_is_told_by_what_to_check() {
+    let tenant = Tenant::fresh("wrong-base");
+    let wrong = tenant.url.join("v2/elsewhere").unwrap();
+    let error = ScimClient::new(config(wrong, &tenant.token))
+        .unwrap()
+        .probe()
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("no /Users (HTTP 404); check that the base URL"),
+        "{error}"
+    );
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let nobody = Url::parse(&format!("http://127.0.0.1:{port}/scim/v2")).unwrap();
+    let mut cfg = config(nobody, &tenant.token);
+    cfg.max_attempts = 2;
+    let error = ScimClient::new(cfg).unwrap().probe().await.unwrap_err();
+    let text = error.to_string();
+    assert!(matches!(error, ScimError::Transport(_)), "{error:?}");
+    assert!(
+        text.starts_with("cannot reach the SCIM application"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(
+        !text.contains("filter"),
+        "the query stays out of the message: {text}"
+    );
+}
+
+#[tokio::test]
 async fn a_created_user_is_found_by_user_name_and_by_external_id() {
     let tenant = Tenant::fresh("create");
     let client = client_of(&tenant);

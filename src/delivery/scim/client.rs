@@ -205,8 +205,19 @@ impl ScimClient {
         let answer = self
             .call(Method::GET, &["Users"], &[("filter", &filter)], None)
             .await?;
-        let body = success_body(answer, "a filtered list of users")?;
+        let body = success_body(self.users_endpoint(answer)?, "a filtered list of users")?;
         Ok(ListPage::from_value(&body, 1)?.users)
+    }
+
+    /// A 404 for /Users itself: the base URL is not where the application is.
+    fn users_endpoint(&self, answer: Answer) -> Result<Answer, ScimError> {
+        if answer.status == 404 {
+            return Err(ScimError::Protocol(format!(
+                "{} has no /Users (HTTP 404); check that the base URL is where the application serves /Users",
+                self.base
+            )));
+        }
+        Ok(answer)
     }
 
     /// The user `id`; `None` when the application has none (404).
@@ -282,7 +293,7 @@ impl ScimClient {
                 None,
             )
             .await?;
-        let body = success_body(answer, "a page of users")?;
+        let body = success_body(self.users_endpoint(answer)?, "a page of users")?;
         ListPage::from_value(&body, start_index.max(1))
     }
 
