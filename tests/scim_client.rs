@@ -390,10 +390,10 @@ async fn list_pages_cover_every_user() {
 }
 
 #[tokio::test]
-async fn a_quote_and_a_backslash_in_a_value_are_escaped_in_the_filter() {
+async fn a_quote_a_backslash_and_a_plus_in_a_value_are_escaped_in_the_filter() {
     let tenant = Tenant::fresh("escape");
     let client = client_of(&tenant);
-    let tricky = r#"o"brien\x"#;
+    let tricky = r#"o"brien\x+y z"#;
     let created = client.create(&user(tricky, r#"e"1"#)).await.unwrap();
     client.create(&user("o", "e")).await.unwrap();
     let found = client.find(MatchAttribute::UserName, tricky).await.unwrap();

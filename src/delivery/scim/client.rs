@@ -312,7 +312,7 @@ impl ScimClient {
             .expect("checked at construction: a base URL")
             .extend(segments);
         if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
+            url.set_query(Some(&encode_query(query)));
         }
         let relative = url.as_str()[self.base.as_str().len()..].to_owned();
         let mut attempt = 0u32;
@@ -481,6 +481,22 @@ impl ScimClient {
     }
 }
 
+/// `k=v&…` with spaces as `%20`, not the `+` of HTML forms, which not every
+/// application reads as a space in a filter (Entra sends `%20` too).
+fn encode_query(pairs: &[(&str, &str)]) -> String {
+    let encode = |text: &str| {
+        url::form_urlencoded::byte_serialize(text.as_bytes())
+            .collect::<String>()
+            // A literal plus is %2B by now: each `+` left stands for a space.
+            .replace('+', "%20")
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 fn is_success(status: u16) -> bool {
     (200..300).contains(&status)
 }
@@ -606,6 +622,14 @@ impl std::fmt::Debug for ScimClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_filter_in_the_query_has_its_spaces_as_percent_20_and_a_plus_kept() {
+        assert_eq!(
+            encode_query(&[("filter", r#"userName eq "a+b c""#), ("count", "5")]),
+            "filter=userName%20eq%20%22a%2Bb%20c%22&count=5"
+        );
+    }
 
     #[test]
     fn a_probe_guid_is_a_version_4_uuid() {
