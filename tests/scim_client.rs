@@ -128,7 +128,7 @@ async fn a_wrong_base_url_or_no_listener_is_told_by_what_to_check() {
     assert!(
         error
             .to_string()
-            .contains("no /Users (HTTP 404); check that the base URL"),
+            .contains("no /Users (HTTP 404); check that spec.endpoint"),
         "{error}"
     );
 
@@ -565,7 +565,7 @@ async fn tls_to_the_application_needs_its_ca_and_a_refused_certificate_names_the
         &format!("127.0.0.1:{}", proxy.base_url().port().unwrap())
     );
     assert!(
-        detail.contains("UnknownIssuer") && detail.contains("CA Secret"),
+        detail.contains("UnknownIssuer") && detail.contains("spec.caSecretRef"),
         "{detail}"
     );
     assert_eq!(

@@ -35,7 +35,7 @@ const MAX_RESPONSE_BYTES: usize = 16 << 20;
 /// The first back-off without a `Retry-After`; it doubles with each attempt.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
 /// The setting that names a CA to trust, for a refused certificate's message.
-const CA_FIELD: &str = "the target's CA Secret";
+const CA_FIELD: &str = "spec.caSecretRef";
 
 /// What the client tells about its requests: for metrics, and for an account
 /// of each request and answer (dry run, `usersync provision`).
@@ -81,12 +81,12 @@ impl ScimClient {
         let mut base = cfg.base_url;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
             return Err(ScimError::InvalidConfig(format!(
-                "the base URL {base} is not an http(s) URL; set it to where the application serves /Users, e.g. https://app.example/scim/v2"
+                "the base URL {base} is not an http(s) URL; set spec.endpoint to where the application serves /Users, e.g. https://app.example/scim/v2"
             )));
         }
         if !base.username().is_empty() || base.password().is_some() {
             return Err(ScimError::InvalidConfig(
-                "the base URL holds credentials (user:password@); remove them and put the token in the target's credentials Secret".into(),
+                "the base URL holds credentials (user:password@); remove them from spec.endpoint and set spec.auth instead".into(),
             ));
         }
         base.set_query(None);
@@ -96,11 +96,13 @@ impl ScimClient {
         }
         if cfg.max_attempts == 0 {
             return Err(ScimError::InvalidConfig(
-                "maxAttempts is 0; set it to 1 or more (1 sends each request once)".into(),
+                "max_attempts is 0; it must be 1 or more (1 sends each request once)".into(),
             ));
         }
         let tls = crate::http::tls_config(cfg.ca_pem.as_deref()).map_err(|e| {
-            ScimError::InvalidConfig(format!("{e}; set {CA_FIELD} to PEM certificates"))
+            ScimError::InvalidConfig(format!(
+                "{e}; set {CA_FIELD} to a Secret key holding PEM certificates"
+            ))
         })?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
@@ -149,7 +151,7 @@ impl ScimClient {
             .await?;
         if answer.status == 404 {
             return Err(ScimError::Protocol(format!(
-                "{} has no /ServiceProviderConfig (HTTP 404); check that the base URL is where the application serves /Users",
+                "{} has no /ServiceProviderConfig (HTTP 404); check that spec.endpoint is where the application serves /Users",
                 self.base
             )));
         }
@@ -213,7 +215,7 @@ impl ScimClient {
     fn users_endpoint(&self, answer: Answer) -> Result<Answer, ScimError> {
         if answer.status == 404 {
             return Err(ScimError::Protocol(format!(
-                "{} has no /Users (HTTP 404); check that the base URL is where the application serves /Users",
+                "{} has no /Users (HTTP 404); check that spec.endpoint is where the application serves /Users",
                 self.base
             )));
         }
@@ -473,7 +475,7 @@ impl ScimClient {
         let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
             .map_err(|_| {
                 ScimError::InvalidConfig(
-                    "the bearer token holds characters an HTTP header cannot carry (a line break?); check the token Secret".into(),
+                    "the bearer token holds characters an HTTP header cannot carry (a line break?); check the Secret of spec.auth.bearerTokenSecretRef".into(),
                 )
             })?;
         value.set_sensitive(true);

@@ -18,7 +18,7 @@ pub enum ScimError {
 
     /// The application (401, 403) or the OAuth token endpoint refused the credentials.
     #[error(
-        "the {} refused the credentials (HTTP {status}{}); check the bearer token Secret, or the OAuth client ID, secret and scope, of the target",
+        "the {} refused the credentials (HTTP {status}{}); check the bearer token (spec.auth.bearerTokenSecretRef), or the OAuth client ID, secret and scope (spec.auth.oauth2)",
         if *.token_endpoint { "OAuth token endpoint" } else { "SCIM application" },
         detail_suffix(.detail)
     )]
@@ -58,7 +58,7 @@ pub enum ScimError {
 
     /// The application kept answering 429 on every attempt.
     #[error(
-        "the SCIM application kept throttling (HTTP 429) after waiting {:.1}s in all; a later cycle tries again, or raise the retry bounds of the target",
+        "the SCIM application kept throttling (HTTP 429) after waiting {:.1}s in all; a later cycle tries again",
         .waited.as_secs_f64()
     )]
     Throttled { waited: Duration },
@@ -218,7 +218,7 @@ mod tests {
         };
         assert_eq!(
             unauthorized.to_string(),
-            "the OAuth token endpoint refused the credentials (HTTP 401: invalid_client); check the bearer token Secret, or the OAuth client ID, secret and scope, of the target"
+            "the OAuth token endpoint refused the credentials (HTTP 401: invalid_client); check the bearer token (spec.auth.bearerTokenSecretRef), or the OAuth client ID, secret and scope (spec.auth.oauth2)"
         );
     }
 }
