@@ -253,6 +253,50 @@ async fn disable_then_re_enable_patch_the_same_id_in_one_operation_each() {
 }
 
 #[tokio::test]
+async fn a_conditional_write_on_an_old_version_is_stale_and_changes_nothing() {
+    let tenant = Tenant::fresh("if-match");
+    let client = client_of(&tenant);
+    let created = client.create(&user("mia", "ext-mia")).await.unwrap();
+    let first = created.etag.clone().expect("the server versions its users");
+    client
+        .patch_if_match(
+            &created.id,
+            &[PatchOp::replace("displayName", json!("Mia 2"))],
+            &first,
+        )
+        .await
+        .unwrap();
+    let now = client.get(&created.id).await.unwrap().unwrap();
+    assert_ne!(now.etag.as_deref(), Some(first.as_str()));
+
+    let error = client
+        .patch_if_match(
+            &created.id,
+            &[PatchOp::replace("active", json!(false))],
+            &first,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ScimError::Stale { .. }), "{error:?}");
+    let mut whole = user("mia", "ext-mia");
+    whole["active"] = json!(false);
+    let error = client
+        .replace_if_match(&created.id, &whole, &first)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ScimError::Stale { .. }), "{error:?}");
+    let on_server = tenant.user(&created.id).await.unwrap();
+    assert_eq!(on_server["active"], true, "a stale write changes nothing");
+    assert_eq!(on_server["displayName"], "Mia 2");
+
+    client
+        .replace_if_match(&created.id, &whole, now.etag.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(tenant.user(&created.id).await.unwrap()["active"], false);
+}
+
+#[tokio::test]
 async fn an_application_without_patch_says_so_and_takes_a_replace() {
     let tenant = Tenant::fresh("nopatch");
     let proxy = FaultProxy::start(&tenant).await;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::Method;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, HeaderValue};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, HeaderValue, IF_MATCH};
 use serde_json::Value;
 use url::Url;
 
@@ -245,9 +245,29 @@ impl ScimClient {
     /// Apply `ops` to the user `id`: the user as changed when the application
     /// answers with it (200), `None` when it answers 204.
     pub async fn patch(&self, id: &str, ops: &[PatchOp]) -> Result<Option<RemoteUser>, ScimError> {
+        self.patch_with(id, ops, None).await
+    }
+
+    /// [`ScimClient::patch`] only while the user is at `version` (its ETag):
+    /// one changed meanwhile is [`ScimError::Stale`], and stays as it is.
+    pub async fn patch_if_match(
+        &self,
+        id: &str,
+        ops: &[PatchOp],
+        version: &str,
+    ) -> Result<Option<RemoteUser>, ScimError> {
+        self.patch_with(id, ops, Some(version)).await
+    }
+
+    async fn patch_with(
+        &self,
+        id: &str,
+        ops: &[PatchOp],
+        if_match: Option<&str>,
+    ) -> Result<Option<RemoteUser>, ScimError> {
         let body = patch_body(ops);
         let answer = self
-            .call(Method::PATCH, &["Users", id], &[], Some(&body))
+            .call_with(Method::PATCH, &["Users", id], &[], Some(&body), if_match)
             .await?;
         let etag = answer.etag.clone();
         if answer.status == 204 || (is_success(answer.status) && answer.body.is_none()) {
@@ -259,8 +279,27 @@ impl ScimClient {
 
     /// Replace the user `id` whole (PUT), for applications without PATCH.
     pub async fn replace(&self, id: &str, user: &Value) -> Result<RemoteUser, ScimError> {
+        self.replace_with(id, user, None).await
+    }
+
+    /// [`ScimClient::replace`] only while the user is at `version` (its ETag).
+    pub async fn replace_if_match(
+        &self,
+        id: &str,
+        user: &Value,
+        version: &str,
+    ) -> Result<RemoteUser, ScimError> {
+        self.replace_with(id, user, Some(version)).await
+    }
+
+    async fn replace_with(
+        &self,
+        id: &str,
+        user: &Value,
+        if_match: Option<&str>,
+    ) -> Result<RemoteUser, ScimError> {
         let answer = self
-            .call(Method::PUT, &["Users", id], &[], Some(user))
+            .call_with(Method::PUT, &["Users", id], &[], Some(user), if_match)
             .await?;
         if is_success(answer.status) && answer.body.is_none() {
             // Some applications answer 204; the user as it is now is one GET away.
@@ -309,6 +348,18 @@ impl ScimClient {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<Answer, ScimError> {
+        self.call_with(method, segments, query, body, None).await
+    }
+
+    /// [`ScimClient::call`], with `If-Match: <if_match>` when given.
+    async fn call_with(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> Result<Answer, ScimError> {
         let mut url = self.base.clone();
         url.path_segments_mut()
             .expect("checked at construction: a base URL")
@@ -328,6 +379,9 @@ impl ScimClient {
                 .request(method.clone(), url.clone())
                 .header(AUTHORIZATION, auth)
                 .header(reqwest::header::ACCEPT, SCIM_JSON);
+            if let Some(version) = if_match {
+                request = request.header(IF_MATCH, version);
+            }
             if let Some(body) = body {
                 request = request
                     .header(CONTENT_TYPE, SCIM_JSON)

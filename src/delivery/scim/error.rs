@@ -36,6 +36,14 @@ pub enum ScimError {
     )]
     Conflict { detail: Option<String> },
 
+    /// The user changed in the application since the version a conditional
+    /// write named (412): nothing was written.
+    #[error(
+        "the user changed in the SCIM application since its version was read (HTTP 412{}); read it again and plan anew",
+        detail_suffix(.detail)
+    )]
+    Stale { detail: Option<String> },
+
     /// The application refused the request (another 4xx): the request or
     /// the user must change, asking again alike cannot help.
     #[error(
@@ -104,6 +112,7 @@ impl ScimError {
         match self {
             ScimError::Unauthorized { detail, .. }
             | ScimError::Conflict { detail }
+            | ScimError::Stale { detail }
             | ScimError::Rejected { detail, .. }
             | ScimError::Server { detail, .. } => detail.as_deref(),
             _ => None,
@@ -120,6 +129,7 @@ impl ScimError {
                 detail,
             },
             409 => ScimError::Conflict { detail },
+            412 => ScimError::Stale { detail },
             429 => ScimError::Throttled {
                 waited: Duration::ZERO,
             },
@@ -183,6 +193,10 @@ mod tests {
                 detail: Some("taken".into())
             }
         );
+        assert!(matches!(
+            ScimError::from_answer(412, None),
+            ScimError::Stale { detail: None }
+        ));
         assert!(ScimError::from_answer(401, None).is_credentials());
         assert!(ScimError::from_answer(403, None).is_credentials());
         assert!(matches!(
