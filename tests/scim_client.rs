@@ -155,7 +155,14 @@ async fn a_wrong_base_url_or_no_listener_is_told_by_what_to_check() {
 #[tokio::test]
 async fn a_created_user_is_found_by_user_name_and_by_external_id() {
     let tenant = Tenant::fresh("create");
-    let client = client_of(&tenant);
+    let mut slash = tenant.url.clone();
+    slash.set_path(&format!("{}/", tenant.url.path()));
+    let client = ScimClient::new(config(slash, &tenant.token)).unwrap();
+    assert_eq!(
+        client.base_url(),
+        &tenant.url,
+        "a trailing slash is dropped"
+    );
     let created = client.create(&user("ann", "ext-ann")).await.unwrap();
     let on_server = tenant.user(&created.id).await.expect("the server holds it");
     assert_eq!(on_server["userName"], "ann");

@@ -137,6 +137,11 @@ impl ScimClient {
         })
     }
 
+    /// The URL the endpoints are under, as normalised (no trailing slash).
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
     pub fn with_observer(mut self, o: Arc<dyn Observer>) -> Self {
         self.observer = Some(o);
         self
