@@ -4,16 +4,16 @@
 #
 #   tests/lib/deps.sh [all|slapd|samba|postgres|scim]...     (default: all)
 #
-# Idempotent and quiet when everything is present. The SCIM server's virtual
-# environment lives in the cache outside the checkout (usersync_scim_venv in
-# common.sh), keyed by tests/lib/scim-requirements.txt, whose exact pins pip
-# installs; an interrupted install never leaves a half-made one. When something is missing it
+# Idempotent and quiet when everything is present. When a package is missing it
 # runs `apt-get update` once and installs with --no-install-recommends. Debian's
 # maintainer scripts would start slapd, samba and postgres as system daemons
 # (taking ports 389, 445, 5432 ...); a policy-rc.d that exits 101 stops that
 # during the install, and afterwards the services are disabled at boot and any
 # daemon the install did start is stopped. The tests run their own private
 # instances (tests/slapd.sh, tests/samba.sh) and never use the system ones.
+# The SCIM server's virtual environment lives in the cache outside the checkout
+# (usersync_scim_venv in common.sh), keyed by the exact pins of
+# tests/lib/scim-requirements.txt; an interrupted install is made again.
 set -euo pipefail
 
 lib=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -30,7 +30,7 @@ pkgs_slapd=(slapd ldap-utils openssl python3 iproute2 procps)
 pkgs_samba=(samba samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules
 	winbind python3-samba ldb-tools ldap-utils openssl iproute2 procps)
 pkgs_postgres=(postgresql postgresql-client)
-# The SCIM server runs in a virtual environment of the system's python3.
+# The SCIM server runs in a virtual environment of python3.
 pkgs_scim=(python3 python3-venv curl)
 
 # System services these packages register, stopped and disabled after an install.
@@ -54,7 +54,7 @@ for group in "$@"; do
 		scim=true
 		;;
 	-h | --help)
-		sed -n '2,17p' "$0"
+		sed -n '2,16p' "$0"
 		exit 0
 		;;
 	*) die "unknown package group '$group' (all, slapd, samba, postgres, scim)" ;;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::Method;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, HeaderValue};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, HeaderValue, IF_MATCH};
 use serde_json::Value;
 use url::Url;
 
@@ -35,7 +35,7 @@ const MAX_RESPONSE_BYTES: usize = 16 << 20;
 /// The first back-off without a `Retry-After`; it doubles with each attempt.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
 /// The setting that names a CA to trust, for a refused certificate's message.
-const CA_FIELD: &str = "the target's CA Secret";
+const CA_FIELD: &str = "spec.caSecretRef";
 
 /// What the client tells about its requests: for metrics, and for an account
 /// of each request and answer (dry run, `usersync provision`).
@@ -81,12 +81,12 @@ impl ScimClient {
         let mut base = cfg.base_url;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
             return Err(ScimError::InvalidConfig(format!(
-                "the base URL {base} is not an http(s) URL; set it to where the application serves /Users, e.g. https://app.example/scim/v2"
+                "the base URL {base} is not an http(s) URL; set spec.endpoint to where the application serves /Users, e.g. https://app.example/scim/v2"
             )));
         }
         if !base.username().is_empty() || base.password().is_some() {
             return Err(ScimError::InvalidConfig(
-                "the base URL holds credentials (user:password@); remove them and put the token in the target's credentials Secret".into(),
+                "the base URL holds credentials (user:password@); remove them from spec.endpoint and set spec.auth instead".into(),
             ));
         }
         base.set_query(None);
@@ -96,11 +96,13 @@ impl ScimClient {
         }
         if cfg.max_attempts == 0 {
             return Err(ScimError::InvalidConfig(
-                "maxAttempts is 0; set it to 1 or more (1 sends each request once)".into(),
+                "max_attempts is 0; it must be 1 or more (1 sends each request once)".into(),
             ));
         }
         let tls = crate::http::tls_config(cfg.ca_pem.as_deref()).map_err(|e| {
-            ScimError::InvalidConfig(format!("{e}; set {CA_FIELD} to PEM certificates"))
+            ScimError::InvalidConfig(format!(
+                "{e}; set {CA_FIELD} to a Secret key holding PEM certificates"
+            ))
         })?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
@@ -135,6 +137,11 @@ impl ScimClient {
         })
     }
 
+    /// The URL the endpoints are under, as normalised (no trailing slash).
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
     pub fn with_observer(mut self, o: Arc<dyn Observer>) -> Self {
         self.observer = Some(o);
         self
@@ -149,7 +156,7 @@ impl ScimClient {
             .await?;
         if answer.status == 404 {
             return Err(ScimError::Protocol(format!(
-                "{} has no /ServiceProviderConfig (HTTP 404); check that the base URL is where the application serves /Users",
+                "{} has no /ServiceProviderConfig (HTTP 404); check that spec.endpoint is where the application serves /Users",
                 self.base
             )));
         }
@@ -205,8 +212,19 @@ impl ScimClient {
         let answer = self
             .call(Method::GET, &["Users"], &[("filter", &filter)], None)
             .await?;
-        let body = success_body(answer, "a filtered list of users")?;
+        let body = success_body(self.users_endpoint(answer)?, "a filtered list of users")?;
         Ok(ListPage::from_value(&body, 1)?.users)
+    }
+
+    /// A 404 for /Users itself: the base URL is not where the application is.
+    fn users_endpoint(&self, answer: Answer) -> Result<Answer, ScimError> {
+        if answer.status == 404 {
+            return Err(ScimError::Protocol(format!(
+                "{} has no /Users (HTTP 404); check that spec.endpoint is where the application serves /Users",
+                self.base
+            )));
+        }
+        Ok(answer)
     }
 
     /// The user `id`; `None` when the application has none (404).
@@ -232,9 +250,29 @@ impl ScimClient {
     /// Apply `ops` to the user `id`: the user as changed when the application
     /// answers with it (200), `None` when it answers 204.
     pub async fn patch(&self, id: &str, ops: &[PatchOp]) -> Result<Option<RemoteUser>, ScimError> {
+        self.patch_with(id, ops, None).await
+    }
+
+    /// [`ScimClient::patch`] only while the user is at `version` (its ETag):
+    /// one changed meanwhile is [`ScimError::Stale`], and stays as it is.
+    pub async fn patch_if_match(
+        &self,
+        id: &str,
+        ops: &[PatchOp],
+        version: &str,
+    ) -> Result<Option<RemoteUser>, ScimError> {
+        self.patch_with(id, ops, Some(version)).await
+    }
+
+    async fn patch_with(
+        &self,
+        id: &str,
+        ops: &[PatchOp],
+        if_match: Option<&str>,
+    ) -> Result<Option<RemoteUser>, ScimError> {
         let body = patch_body(ops);
         let answer = self
-            .call(Method::PATCH, &["Users", id], &[], Some(&body))
+            .call_with(Method::PATCH, &["Users", id], &[], Some(&body), if_match)
             .await?;
         let etag = answer.etag.clone();
         if answer.status == 204 || (is_success(answer.status) && answer.body.is_none()) {
@@ -246,8 +284,27 @@ impl ScimClient {
 
     /// Replace the user `id` whole (PUT), for applications without PATCH.
     pub async fn replace(&self, id: &str, user: &Value) -> Result<RemoteUser, ScimError> {
+        self.replace_with(id, user, None).await
+    }
+
+    /// [`ScimClient::replace`] only while the user is at `version` (its ETag).
+    pub async fn replace_if_match(
+        &self,
+        id: &str,
+        user: &Value,
+        version: &str,
+    ) -> Result<RemoteUser, ScimError> {
+        self.replace_with(id, user, Some(version)).await
+    }
+
+    async fn replace_with(
+        &self,
+        id: &str,
+        user: &Value,
+        if_match: Option<&str>,
+    ) -> Result<RemoteUser, ScimError> {
         let answer = self
-            .call(Method::PUT, &["Users", id], &[], Some(user))
+            .call_with(Method::PUT, &["Users", id], &[], Some(user), if_match)
             .await?;
         if is_success(answer.status) && answer.body.is_none() {
             // Some applications answer 204; the user as it is now is one GET away.
@@ -282,7 +339,7 @@ impl ScimClient {
                 None,
             )
             .await?;
-        let body = success_body(answer, "a page of users")?;
+        let body = success_body(self.users_endpoint(answer)?, "a page of users")?;
         ListPage::from_value(&body, start_index.max(1))
     }
 
@@ -296,12 +353,24 @@ impl ScimClient {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<Answer, ScimError> {
+        self.call_with(method, segments, query, body, None).await
+    }
+
+    /// [`ScimClient::call`], with `If-Match: <if_match>` when given.
+    async fn call_with(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> Result<Answer, ScimError> {
         let mut url = self.base.clone();
         url.path_segments_mut()
             .expect("checked at construction: a base URL")
             .extend(segments);
         if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
+            url.set_query(Some(&encode_query(query)));
         }
         let relative = url.as_str()[self.base.as_str().len()..].to_owned();
         let mut attempt = 0u32;
@@ -315,6 +384,9 @@ impl ScimClient {
                 .request(method.clone(), url.clone())
                 .header(AUTHORIZATION, auth)
                 .header(reqwest::header::ACCEPT, SCIM_JSON);
+            if let Some(version) = if_match {
+                request = request.header(IF_MATCH, version);
+            }
             if let Some(body) = body {
                 request = request
                     .header(CONTENT_TYPE, SCIM_JSON)
@@ -322,10 +394,10 @@ impl ScimClient {
             }
             let started = Instant::now();
             let sent = request.send().await;
-            let failure = match sent {
+            let (failure, asked) = match sent {
                 Ok(response) => {
                     let status = response.status().as_u16();
-                    let wait_asked = retry_after(response.headers(), SystemTime::now());
+                    let asked = retry_after(response.headers(), SystemTime::now());
                     let etag = response
                         .headers()
                         .get(ETAG)
@@ -333,46 +405,42 @@ impl ScimClient {
                         .map(str::to_owned);
                     let read = read_body(response).await;
                     self.report(&method, Some(status), started.elapsed());
-                    let answer_body = match read {
-                        Ok(bytes) => parse_body(&bytes),
-                        Err(e) => {
-                            let failure = Passing::Transport(e);
-                            match self.next_wait(attempt, None, &failure) {
-                                Some(wait) => {
-                                    waited += wait;
-                                    self.pause(wait).await;
-                                    continue;
-                                }
-                                None => return Err(give_up(failure, waited)),
+                    match read {
+                        Err(e) => (Passing::Transport(e), None),
+                        Ok(bytes) => {
+                            let answer_body = parse_body(&bytes);
+                            self.tell_exchange(
+                                &method,
+                                &relative,
+                                body,
+                                status,
+                                answer_body.as_ref(),
+                            );
+                            if status == 401
+                                && !renewed
+                                && let Some(generation) = generation
+                                && let Credentials::ClientCredentials(oauth) = &self.credentials
+                            {
+                                // Revoked before its time, maybe: once more, with a new token.
+                                oauth.invalidate(generation).await;
+                                renewed = true;
+                                attempt -= 1;
+                                continue;
                             }
+                            if !is_passing(status) {
+                                return Ok(Answer {
+                                    status,
+                                    body: answer_body,
+                                    etag,
+                                });
+                            }
+                            let failure = Passing::Status {
+                                status,
+                                body: answer_body,
+                            };
+                            (failure, asked)
                         }
-                    };
-                    self.tell_exchange(&method, &relative, body, status, answer_body.as_ref());
-                    if status == 401
-                        && !renewed
-                        && let Some(generation) = generation
-                        && let Credentials::ClientCredentials(oauth) = &self.credentials
-                    {
-                        // The token may have been revoked before its time: one more, with a new one.
-                        oauth.invalidate(generation).await;
-                        renewed = true;
-                        attempt -= 1;
-                        continue;
                     }
-                    if !is_passing(status) {
-                        return Ok(Answer {
-                            status,
-                            body: answer_body,
-                            etag,
-                        });
-                    }
-                    (
-                        Passing::Status {
-                            status,
-                            body: answer_body,
-                        },
-                        wait_asked,
-                    )
                 }
                 Err(e) => {
                     self.report(&method, None, started.elapsed());
@@ -383,8 +451,7 @@ impl ScimClient {
                     (Passing::Transport(error.to_string()), None)
                 }
             };
-            let (failure, asked) = failure;
-            match self.next_wait(attempt, asked, &failure) {
+            match self.next_wait(attempt, asked) {
                 Some(wait) => {
                     tracing::debug!(
                         method = %method,
@@ -402,7 +469,7 @@ impl ScimClient {
     }
 
     /// The wait before the next attempt, or `None` when none is left.
-    fn next_wait(&self, attempt: u32, asked: Option<Duration>, _: &Passing) -> Option<Duration> {
+    fn next_wait(&self, attempt: u32, asked: Option<Duration>) -> Option<Duration> {
         if attempt >= self.max_attempts {
             return None;
         }
@@ -467,12 +534,28 @@ impl ScimClient {
         let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
             .map_err(|_| {
                 ScimError::InvalidConfig(
-                    "the bearer token holds characters an HTTP header cannot carry (a line break?); check the token Secret".into(),
+                    "the bearer token holds characters an HTTP header cannot carry (a line break?); check the Secret of spec.auth.bearerTokenSecretRef".into(),
                 )
             })?;
         value.set_sensitive(true);
         Ok((value, generation))
     }
+}
+
+/// `k=v&…` with spaces as `%20`, not the `+` of HTML forms, which not every
+/// application reads as a space in a filter (Entra sends `%20` too).
+fn encode_query(pairs: &[(&str, &str)]) -> String {
+    let encode = |text: &str| {
+        url::form_urlencoded::byte_serialize(text.as_bytes())
+            .collect::<String>()
+            // A literal plus is %2B by now: each `+` left stands for a space.
+            .replace('+', "%20")
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 fn is_success(status: u16) -> bool {
@@ -602,6 +685,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_filter_in_the_query_has_its_spaces_as_percent_20_and_a_plus_kept() {
+        assert_eq!(
+            encode_query(&[("filter", r#"userName eq "a+b c""#), ("count", "5")]),
+            "filter=userName%20eq%20%22a%2Bb%20c%22&count=5"
+        );
+    }
+
+    #[test]
     fn a_probe_guid_is_a_version_4_uuid() {
         let guid = random_guid();
         assert_eq!(guid.len(), 36);
@@ -628,17 +719,16 @@ mod tests {
         cfg.max_attempts = 3;
         cfg.max_retry_wait = Duration::from_secs(2);
         let client = ScimClient::new(cfg).unwrap();
-        let passing = Passing::Transport(String::new());
         assert_eq!(
-            client.next_wait(1, Some(Duration::from_millis(500)), &passing),
+            client.next_wait(1, Some(Duration::from_millis(500))),
             Some(Duration::from_millis(500))
         );
         assert_eq!(
-            client.next_wait(1, Some(Duration::from_secs(60)), &passing),
+            client.next_wait(1, Some(Duration::from_secs(60))),
             Some(Duration::from_secs(2))
         );
-        let backoff = client.next_wait(2, None, &passing).unwrap();
+        let backoff = client.next_wait(2, None).unwrap();
         assert!(backoff >= Duration::from_millis(250) && backoff <= Duration::from_millis(500));
-        assert_eq!(client.next_wait(3, Some(Duration::ZERO), &passing), None);
+        assert_eq!(client.next_wait(3, Some(Duration::ZERO)), None);
     }
 }

@@ -18,7 +18,7 @@ pub enum ScimError {
 
     /// The application (401, 403) or the OAuth token endpoint refused the credentials.
     #[error(
-        "the {} refused the credentials (HTTP {status}{}); check the bearer token Secret, or the OAuth client ID, secret and scope, of the target",
+        "the {} refused the credentials (HTTP {status}{}); check the bearer token (spec.auth.bearerTokenSecretRef), or the OAuth client ID, secret and scope (spec.auth.oauth2)",
         if *.token_endpoint { "OAuth token endpoint" } else { "SCIM application" },
         detail_suffix(.detail)
     )]
@@ -35,6 +35,14 @@ pub enum ScimError {
         detail_suffix(.detail)
     )]
     Conflict { detail: Option<String> },
+
+    /// The user changed in the application since the version a conditional
+    /// write named (412): nothing was written.
+    #[error(
+        "the user changed in the SCIM application since its version was read (HTTP 412{}); read it again and plan anew",
+        detail_suffix(.detail)
+    )]
+    Stale { detail: Option<String> },
 
     /// The application refused the request (another 4xx): the request or
     /// the user must change, asking again alike cannot help.
@@ -58,7 +66,7 @@ pub enum ScimError {
 
     /// The application kept answering 429 on every attempt.
     #[error(
-        "the SCIM application kept throttling (HTTP 429) after waiting {:.1}s in all; a later cycle tries again, or raise the retry bounds of the target",
+        "the SCIM application kept throttling (HTTP 429) after waiting {:.1}s in all; a later cycle tries again",
         .waited.as_secs_f64()
     )]
     Throttled { waited: Duration },
@@ -104,6 +112,7 @@ impl ScimError {
         match self {
             ScimError::Unauthorized { detail, .. }
             | ScimError::Conflict { detail }
+            | ScimError::Stale { detail }
             | ScimError::Rejected { detail, .. }
             | ScimError::Server { detail, .. } => detail.as_deref(),
             _ => None,
@@ -120,10 +129,12 @@ impl ScimError {
                 detail,
             },
             409 => ScimError::Conflict { detail },
+            412 => ScimError::Stale { detail },
             429 => ScimError::Throttled {
                 waited: Duration::ZERO,
             },
-            500..=599 => ScimError::Server { status, detail },
+            // 501: the application lacks the method (PATCH, most often), a "no".
+            500..=599 if status != 501 => ScimError::Server { status, detail },
             _ => ScimError::Rejected {
                 status,
                 scim_type,
@@ -182,6 +193,10 @@ mod tests {
                 detail: Some("taken".into())
             }
         );
+        assert!(matches!(
+            ScimError::from_answer(412, None),
+            ScimError::Stale { detail: None }
+        ));
         assert!(ScimError::from_answer(401, None).is_credentials());
         assert!(ScimError::from_answer(403, None).is_credentials());
         assert!(matches!(
@@ -190,6 +205,10 @@ mod tests {
                 status: 502,
                 detail: None
             }
+        ));
+        assert!(matches!(
+            ScimError::from_answer(501, None),
+            ScimError::Rejected { status: 501, .. }
         ));
         let odd = ScimError::from_answer(418, Some(&json!({"detail": 5})));
         assert_eq!(odd.detail(), None);
@@ -213,7 +232,7 @@ mod tests {
         };
         assert_eq!(
             unauthorized.to_string(),
-            "the OAuth token endpoint refused the credentials (HTTP 401: invalid_client); check the bearer token Secret, or the OAuth client ID, secret and scope, of the target"
+            "the OAuth token endpoint refused the credentials (HTTP 401: invalid_client); check the bearer token (spec.auth.bearerTokenSecretRef), or the OAuth client ID, secret and scope (spec.auth.oauth2)"
         );
     }
 }
