@@ -1028,9 +1028,10 @@ fn reason_of(e: &ScimError) -> &'static str {
         ScimError::Transport(_) => "Unreachable",
         ScimError::Server { .. } | ScimError::Throttled { .. } => "ApplicationUnavailable",
         ScimError::InvalidConfig(_) => "InvalidConfig",
-        ScimError::Protocol(_) | ScimError::Conflict { .. } | ScimError::Rejected { .. } => {
-            "ProtocolError"
-        }
+        ScimError::Protocol(_)
+        | ScimError::Conflict { .. }
+        | ScimError::Rejected { .. }
+        | ScimError::Stale { .. } => "ProtocolError",
     }
 }
 

@@ -8,78 +8,31 @@ use serde_json::{Value, json};
 use usersync::api::{CycleSummary, ProvisioningTarget, SYNC_REQUESTED_ANNOTATION};
 
 use crate::ldap_support::Server;
-use crate::support::eventually;
+use crate::scim_support::{FaultProxy, Tenant};
+use crate::support::{eventually, spawn_operator};
 use crate::world::{RUN_WAIT, Scene, World};
 
-/// A tenant of the test SCIM server of its own, and its token.
-pub struct App {
-    pub url: String,
-    pub token: String,
-    http: reqwest::Client,
-}
-
-impl App {
-    /// The tenant `name` of the server tests/scim.sh started.
-    pub fn new(name: &str) -> App {
-        let root = std::env::var("USERSYNC_SCIM_ROOT").expect(
-            "USERSYNC_SCIM_ROOT is not set: start the SCIM server with `bash tests/scim.sh up` and `eval \"$(bash tests/scim.sh env)\"` (tests/run.sh does both)",
-        );
-        let token_file = std::env::var("USERSYNC_SCIM_TOKEN_FILE")
-            .expect("USERSYNC_SCIM_TOKEN_FILE is not set: `eval \"$(bash tests/scim.sh env)\"`");
-        App {
-            url: format!("{root}/{name}/v2"),
-            token: std::fs::read_to_string(token_file).expect("the SCIM token file reads"),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    /// Every user the application holds, as it answers a plain GET.
-    pub async fn users(&self) -> Vec<Value> {
-        let body: Value = self
-            .http
-            .get(format!("{}/Users?count=1000", self.url))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .expect("the SCIM server answers")
-            .json()
-            .await
-            .expect("a JSON list");
-        body["Resources"].as_array().cloned().unwrap_or_default()
-    }
-
-    /// The application's user with this userName.
-    pub async fn user(&self, user_name: &str) -> Value {
-        let users = self.users().await;
-        users
-            .into_iter()
-            .find(|u| u["userName"] == user_name)
-            .unwrap_or_else(|| panic!("the application has no user {user_name}"))
-    }
-
-    /// Create a user directly in the application (as an admin of the app would).
-    pub async fn create(&self, user: Value) -> Value {
-        self.http
-            .post(format!("{}/Users", self.url))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/scim+json")
-            .json(&user)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
+/// The application's user with this userName, as the application answers.
+pub async fn account(app: &Tenant, user_name: &str) -> Value {
+    app.users()
+        .await
+        .into_iter()
+        .find(|u| u["userName"] == user_name)
+        .unwrap_or_else(|| panic!("the application has no user {user_name}"))
 }
 
 impl Scene {
     /// A target `name` over mapping `staff` to `app`, with `extra` spec fields.
-    pub async fn target(&self, name: &str, app: &App, extra: Value) {
-        self.secret(&format!("{name}-token"), "token", &app.token)
+    pub async fn target(&self, name: &str, app: &Tenant, extra: Value) {
+        self.target_at(name, app.url.as_str(), &app.token, extra)
             .await;
+    }
+
+    /// A target `name` over mapping `staff` to the SCIM endpoint `url`.
+    pub async fn target_at(&self, name: &str, url: &str, token: &str, extra: Value) {
+        self.secret(&format!("{name}-token"), "token", token).await;
         let mut spec = json!({
-            "endpoint": app.url,
+            "endpoint": url,
             "allowInsecureHttp": true,
             "auth": {"bearerTokenSecretRef": {"name": format!("{name}-token"), "key": "token"}},
             "users": {"mappings": ["staff"]},
@@ -141,7 +94,7 @@ async fn scim_lifecycle_follows_the_directory_to_the_application() {
         json!({"safety": {"maxPreservePercent": 100}}),
     )
     .await;
-    let app = App::new(&w.ns.name);
+    let app = Tenant::fresh(&w.ns.name);
     w.add_user("alice", false);
     w.add_user("bob", false);
     w.add_user("carol", true);
@@ -152,7 +105,7 @@ async fn scim_lifecycle_follows_the_directory_to_the_application() {
     // Import → created, active, with the directory anchor as externalId.
     let first = w.wait_cycle("app", None).await;
     assert_eq!((first.created, first.failed), (2, 0), "{first:?}");
-    let bob = app.user("bob").await;
+    let bob = account(&app, "bob").await;
     assert_eq!(bob["active"], true);
     assert_eq!(
         bob["externalId"],
@@ -191,7 +144,7 @@ async fn scim_lifecycle_follows_the_directory_to_the_application() {
     w.sync("staff").await;
     let c = w.cycle("app").await;
     assert_eq!(c.disabled, 1, "{c:?}");
-    let bob = app.user("bob").await;
+    let bob = account(&app, "bob").await;
     assert_eq!(
         (bob["id"].as_str(), &bob["active"]),
         (Some(bob_id.as_str()), &json!(false))
@@ -202,7 +155,7 @@ async fn scim_lifecycle_follows_the_directory_to_the_application() {
     w.sync("staff").await;
     let c = w.cycle("app").await;
     assert_eq!((c.enabled, c.created), (1, 0), "{c:?}");
-    let bob = app.user("bob").await;
+    let bob = account(&app, "bob").await;
     assert_eq!(
         (bob["id"].as_str(), &bob["active"]),
         (Some(bob_id.as_str()), &json!(true))
@@ -215,24 +168,27 @@ async fn scim_lifecycle_follows_the_directory_to_the_application() {
     let c = w.cycle("app").await;
     assert_eq!(c.updated, 1, "{c:?}");
     assert_eq!(
-        app.user("alice").await["emails"][0]["value"],
+        account(&app, "alice").await["emails"][0]["value"],
         "alice.new@example.org"
     );
 
     // Rename and reuse of the old name in one run: the rename goes first, so the
     // newcomer's account does not collide with its previous holder.
-    let alice_id = app.user("alice").await["id"].as_str().unwrap().to_string();
+    let alice_id = account(&app, "alice").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     w.rename("alice", "alice.old");
     w.add_user("alice", false);
     w.sync("staff").await;
     let c = w.cycle("app").await;
     assert_eq!((c.updated, c.created, c.failed), (1, 1, 0), "{c:?}");
     assert_eq!(
-        app.user("alice.old").await["id"].as_str(),
+        account(&app, "alice.old").await["id"].as_str(),
         Some(alice_id.as_str())
     );
     assert_ne!(
-        app.user("alice").await["id"].as_str(),
+        account(&app, "alice").await["id"].as_str(),
         Some(alice_id.as_str())
     );
 }
@@ -240,7 +196,7 @@ async fn scim_lifecycle_follows_the_directory_to_the_application() {
 #[tokio::test]
 async fn an_existing_account_is_adopted_by_its_exact_user_name_never_duplicated() {
     let w = World::new("adopt", Server::slapd(), json!({})).await;
-    let app = App::new(&w.ns.name);
+    let app = Tenant::fresh(&w.ns.name);
     // The application already has dave (an admin made it) and "Erin" (another case).
     let dave = app.create(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "dave", "active": false})).await;
     app.create(
@@ -253,7 +209,7 @@ async fn an_existing_account_is_adopted_by_its_exact_user_name_never_duplicated(
     w.target("app", &app, json!({})).await;
     let c = w.wait_cycle("app", None).await;
     assert_eq!(c.adopted, 1, "{c:?}");
-    let now = app.user("dave").await;
+    let now = account(&app, "dave").await;
     assert_eq!(now["id"], dave["id"], "adopted, not created again");
     assert_eq!(now["active"], true);
     // Erin's account differs in case only: it is not adopted, and the user's
@@ -289,7 +245,7 @@ async fn a_threshold_withholds_a_mass_disable_until_approved() {
         json!({"safety": {"maxPreservePercent": 100}}),
     )
     .await;
-    let app = App::new(&w.ns.name);
+    let app = Tenant::fresh(&w.ns.name);
     for u in ["u1", "u2", "u3", "u4"] {
         w.add_user(u, false);
     }
@@ -305,7 +261,7 @@ async fn a_threshold_withholds_a_mass_disable_until_approved() {
     assert_eq!((c.result.as_str(), c.disabled), ("Blocked", 0), "{c:?}");
     for u in ["u1", "u2", "u3"] {
         assert_eq!(
-            app.user(u).await["active"],
+            account(&app, u).await["active"],
             true,
             "{u} was disabled past the threshold"
         );
@@ -336,7 +292,7 @@ async fn a_threshold_withholds_a_mass_disable_until_approved() {
     let c = w.wait_cycle("app", Some(&before)).await;
     assert_eq!(c.disabled, 3, "{c:?}");
     for u in ["u1", "u2", "u3"] {
-        assert_eq!(app.user(u).await["active"], false);
+        assert_eq!(account(&app, u).await["active"], false);
     }
     assert!(w.target_status("app").await.blocked_cycle.is_none());
 }
@@ -344,7 +300,7 @@ async fn a_threshold_withholds_a_mass_disable_until_approved() {
 #[tokio::test]
 async fn a_wrong_token_quarantines_the_target_until_it_is_fixed() {
     let w = World::new("quarantine", Server::slapd(), json!({})).await;
-    let app = App::new(&w.ns.name);
+    let app = Tenant::fresh(&w.ns.name);
     w.add_user("frank", false);
     w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
     w.secret("wrong-token", "token", "not-the-token").await;
@@ -417,4 +373,182 @@ impl Scene {
             .await
             .unwrap();
     }
+}
+
+/// An application without PATCH, answering the way Entra-style apps do (capitalised
+/// ops, string booleans), that throttles with a fractional Retry-After: every change
+/// still arrives, by PUT, and a cycle with nothing to send sends nothing.
+#[tokio::test]
+async fn a_put_only_throttling_application_gets_every_change_and_a_quiet_cycle_sends_nothing() {
+    let w = World::new(
+        "ptarget-put",
+        Server::slapd(),
+        json!({"safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    let app = Tenant::fresh(&w.ns.name);
+    let proxy = FaultProxy::start(&app).await;
+    proxy.without_patch();
+    proxy.entra_style();
+    w.add_user("gina", false);
+    w.add_user("hank", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    proxy.throttle(2, "0.5");
+    w.target_at(
+        "app",
+        proxy.base_url().as_str(),
+        &app.token,
+        json!({"safety": {"maxDisablePercent": 100}}),
+    )
+    .await;
+    let c = w.wait_cycle("app", None).await;
+    assert_eq!((c.created, c.failed), (2, 0), "{c:?}");
+    assert!(!w.target_status("app").await.capabilities.unwrap().patch);
+
+    w.set_disabled("hank", true);
+    w.sync("staff").await;
+    let hank_id = account(&app, "hank").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let c = w.cycle("app").await;
+    assert_eq!(c.disabled, 1, "{c:?}");
+    let hank = account(&app, "hank").await;
+    assert_eq!(
+        (hank["id"].as_str(), &hank["active"]),
+        (Some(hank_id.as_str()), &json!(false))
+    );
+    assert_eq!(
+        hank["emails"][0]["value"], "hank@example.org",
+        "a PUT keeps the attributes"
+    );
+    w.set_disabled("hank", false);
+    w.sync("staff").await;
+    assert_eq!(w.cycle("app").await.enabled, 1);
+    assert_eq!(account(&app, "hank").await["active"], true);
+    let patches = proxy.seen().iter().filter(|s| s.method == "PATCH").count();
+    assert_eq!(
+        patches, 0,
+        "no PATCH to an application that does not support it"
+    );
+    assert!(
+        proxy.seen().iter().any(|s| s.status == 429),
+        "the throttling was met and retried"
+    );
+
+    proxy.reset_counts();
+    let quiet = w.cycle("app").await;
+    assert_eq!(quiet.requests, 0, "{quiet:?}");
+    assert!(
+        proxy.seen().is_empty(),
+        "a cycle with nothing to send sent {:?}",
+        proxy.seen()
+    );
+}
+
+/// An operator that stops in the middle of a cycle (a crash, a failover) leaves
+/// some accounts created and not yet recorded; the next operator finds them by the
+/// match attribute and adopts them: no duplicate, no user left out.
+#[tokio::test]
+async fn a_restart_in_the_middle_of_a_cycle_duplicates_nothing_and_loses_nothing() {
+    let w = World::without_operator("ptarget-restart", Server::slapd(), json!({})).await;
+    let app = Tenant::fresh(&w.ns.name);
+    let proxy = FaultProxy::start(&app).await;
+    let users: Vec<String> = (0..12).map(|i| format!("r{i:02}")).collect();
+    for u in &users {
+        w.add_user(u, false);
+    }
+    let first = spawn_operator(
+        &w.client,
+        &w.ns.name,
+        usersync::store::Backend::Kubernetes,
+        &w.clock,
+    );
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    proxy.slow(std::time::Duration::from_millis(400));
+    w.target_at("app", proxy.base_url().as_str(), &app.token, json!({}))
+        .await;
+    eventually(RUN_WAIT, "the first accounts created", || async {
+        let n = app.users().await.len();
+        (n > 0).then_some(())
+    })
+    .await;
+    first.abort();
+    let _ = first.await;
+    let created = app.users().await.len();
+    assert!(
+        created < users.len(),
+        "the cycle was not cut off ({created} created)"
+    );
+    proxy.slow(std::time::Duration::ZERO);
+    w.start_operator();
+    let c = eventually(RUN_WAIT, "a completed cycle", || async {
+        let c = w.target_status("app").await.last_cycle?;
+        (c.result == "Succeeded").then_some(c)
+    })
+    .await;
+    let mut names: Vec<String> = app
+        .users()
+        .await
+        .iter()
+        .map(|u| u["userName"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, users, "every user once, none twice");
+    assert!(
+        c.adopted as usize + c.created as usize >= users.len() - created,
+        "{c:?}"
+    );
+    for u in &users {
+        let d = w.user(u).await.status.unwrap().deliveries;
+        assert_eq!(d[0].state, "Provisioned", "{u}: {d:?}");
+    }
+}
+
+/// Retention through to the application: with `deprovision: Delete` the deleted
+/// user's account goes; with the default it stays, disabled.
+#[tokio::test]
+async fn retention_deletes_the_account_only_with_deprovision_delete() {
+    let w = World::new(
+        "ptarget-retention",
+        Server::slapd(),
+        json!({"preservation": {"deleteAfter": "2h"}, "safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    let (deleting, keeping) = (Tenant::fresh("ptarget-del"), Tenant::fresh("ptarget-keep"));
+    w.add_user("ivy", false);
+    w.add_user("jo", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    let safety = json!({"maxDisablePercent": 100, "maxDeletesPerCycle": 10});
+    w.target(
+        "del",
+        &deleting,
+        json!({"deprovision": "Delete", "safety": safety}),
+    )
+    .await;
+    w.target("keep", &keeping, json!({"safety": safety})).await;
+    w.wait_cycle("del", None).await;
+    w.wait_cycle("keep", None).await;
+    w.connected(true).await;
+    w.set_disabled("ivy", true);
+    w.sync("staff").await;
+    w.advance(std::time::Duration::from_secs(7201)).await;
+    w.sync("staff").await;
+    assert_eq!(w.state("ivy").await, "Deleted/RetentionExpired");
+    let c = w.cycle("del").await;
+    assert_eq!((c.disabled, c.deleted), (0, 1), "{c:?}");
+    assert!(
+        deleting
+            .users()
+            .await
+            .iter()
+            .all(|u| u["userName"] != "ivy"),
+        "ivy's account is gone"
+    );
+    let c = w.cycle("keep").await;
+    assert_eq!((c.disabled, c.deleted), (1, 0), "{c:?}");
+    assert_eq!(account(&keeping, "ivy").await["active"], false);
+    // Nothing more happens to either afterwards.
+    assert_eq!(w.cycle("del").await.requests, 0);
+    assert_eq!(w.cycle("keep").await.requests, 0);
 }

@@ -9,6 +9,10 @@ mod graph_emulator;
 mod ldap_support;
 #[path = "../pg_support/mod.rs"]
 mod pg_support;
+// It loads the TLS helpers the Graph emulator loads too.
+#[allow(clippy::duplicate_mod)]
+#[path = "../scim_support/mod.rs"]
+mod scim_support;
 mod support;
 mod world;
 

@@ -277,6 +277,17 @@ pub fn start_operator_clocked(
     store: usersync::store::Backend,
     clock: &TestClock,
 ) {
+    spawn_operator(client, namespace, store, clock);
+}
+
+/// Start the operator in-process like [`start_operator_clocked`]; aborting the handle
+/// stops it as a crash would, in the middle of whatever it was doing.
+pub fn spawn_operator(
+    client: &Client,
+    namespace: &str,
+    store: usersync::store::Backend,
+    clock: &TestClock,
+) -> tokio::task::JoinHandle<()> {
     let scope = usersync::controller::Scope {
         namespaces: vec![namespace.to_string()],
         max_concurrent_runs: 4,
@@ -289,7 +300,7 @@ pub fn start_operator_clocked(
         usersync::controller::run_until(client, scope, std::future::pending())
             .await
             .expect("operator runs")
-    });
+    })
 }
 
 /// Poll `check` until it returns `Some`, or fail after `timeout` with `what`.
