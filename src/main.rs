@@ -86,11 +86,14 @@ enum Command {
     /// Approve the run of a mapping that a safety threshold blocked (a RunApproval in
     /// your name); it starts at once.
     Approve {
-        /// The DirectoryMapping.
+        /// The DirectoryMapping (or, with --target, the blocked cycle's id).
         mapping: String,
         /// The blocked run's id, as status and the DeletionsBlocked condition show it;
         /// refused if the mapping now waits for another run.
         run: Option<String>,
+        /// Approve the blocked cycle of this ProvisioningTarget instead of a mapping's run.
+        #[arg(long, conflicts_with = "run")]
+        target: Option<String>,
         /// Its namespace (default: the kubeconfig's).
         #[arg(short, long)]
         namespace: Option<String>,
@@ -98,10 +101,14 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
-    /// Show what a run of a mapping would do now, applying nothing.
+    /// Show what a run of a mapping (or a cycle of a target) would do now, applying nothing.
     Plan {
         /// The DirectoryMapping.
-        mapping: String,
+        #[arg(required_unless_present = "target")]
+        mapping: Option<String>,
+        /// Show the requests the next cycle of this ProvisioningTarget would send.
+        #[arg(long, conflicts_with = "mapping")]
+        target: Option<String>,
         /// Its namespace (default: the kubeconfig's).
         #[arg(short, long)]
         namespace: Option<String>,
@@ -147,6 +154,19 @@ enum Command {
         /// Output format.
         #[arg(short, long, value_enum, default_value = "text")]
         output: Output,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Deliver one user to a ProvisioningTarget now, printing each request and answer.
+    Provision {
+        /// The user's record name or username.
+        user: String,
+        /// The ProvisioningTarget.
+        #[arg(long)]
+        target: String,
+        /// Its namespace (default: the kubeconfig's).
+        #[arg(short, long)]
+        namespace: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -341,8 +361,39 @@ async fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Approve {
+            // With --target the one positional argument is the cycle's id.
+            mapping,
+            run: _,
+            target: Some(target),
+            namespace,
+            reason,
+        } => {
+            let client = kube::Client::try_default().await?;
+            let ns = namespace.unwrap_or_else(|| client.default_namespace().to_string());
+            let approved = cli::approve::approve_target(
+                client,
+                &ns,
+                &target,
+                Some(&mapping),
+                reason.as_deref(),
+            )
+            .await?;
+            let b = &approved.blocked;
+            outln!(
+                "approved cycle {} of {ns}/{target} as {} (RunApproval {}): it disables {} and deletes {} accounts (of {} active); it starts now",
+                b.run_id,
+                approved.approved_by,
+                approved.approval,
+                b.would_disable,
+                b.would_delete,
+                b.active_accounts
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Approve {
             mapping,
             run,
+            target: None,
             namespace,
             reason,
         } => {
@@ -391,10 +442,61 @@ async fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(cli::sync::exit_code(&outcome) as u8))
         }
         Command::Plan {
-            mapping,
+            target: Some(target),
             namespace,
             output,
             store,
+            ..
+        } => {
+            let backend = store.open(Duration::ZERO).await?;
+            let client = kube::Client::try_default().await?;
+            let ns = namespace.unwrap_or_else(|| client.default_namespace().to_string());
+            let steps = cli::target::plan(client, backend, &ns, &target).await?;
+            match output {
+                Output::Text => {
+                    if steps.is_empty() {
+                        outln!("{ns}/{target}: the next cycle has nothing to send");
+                    }
+                    for step in steps {
+                        outln!("{step}");
+                    }
+                }
+                Output::Json => outln!("{}", serde_json::to_string_pretty(&steps)?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Provision {
+            user,
+            target,
+            namespace,
+            store,
+        } => {
+            let backend = store.open(Duration::ZERO).await?;
+            let client = kube::Client::try_default().await?;
+            let ns = namespace.unwrap_or_else(|| client.default_namespace().to_string());
+            let done = cli::target::provision(client, backend, &ns, &target, &user).await?;
+            for e in &done.exchanges {
+                outln!("> {} {}", e.method, e.path);
+                if let Some(body) = &e.request {
+                    outln!("{}", serde_json::to_string_pretty(body)?);
+                }
+                outln!("< {}", e.status);
+                if let Some(body) = &e.response {
+                    outln!("{}", serde_json::to_string_pretty(body)?);
+                }
+            }
+            outln!("{}", done.outcome);
+            Ok(ExitCode::from(u8::from(done.outcome.contains(" failed: "))))
+        }
+        Command::Plan { mapping: None, .. } => {
+            anyhow::bail!("name a DirectoryMapping, or a ProvisioningTarget with --target")
+        }
+        Command::Plan {
+            mapping: Some(mapping),
+            namespace,
+            output,
+            store,
+            ..
         } => {
             let backend = store.open(Duration::ZERO).await?;
             let client = kube::Client::try_default().await?;

@@ -12,7 +12,8 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::{
-    BlockedRun, DirectoryMapping, RunApproval, RunApprovalSpec, is_dns1123_subdomain,
+    BlockedCycle, BlockedRun, DirectoryMapping, ProvisioningTarget, RunApproval, RunApprovalSpec,
+    is_dns1123_subdomain,
 };
 
 /// What `approve` did.
@@ -83,6 +84,54 @@ pub async fn approve(
         None => create(&approvals, None, Some(&format!("{mapping}-")), &spec).await?,
     };
     Ok(Approved {
+        blocked,
+        approval: created.name_any(),
+        approved_by,
+    })
+}
+
+/// What `approve --target` did.
+#[derive(Debug)]
+pub struct ApprovedCycle {
+    pub blocked: BlockedCycle,
+    pub approval: String,
+    pub approved_by: String,
+}
+
+/// Approve the blocked cycle of ProvisioningTarget `target`: `run_id` when given
+/// must name it. The operator sends the withheld disables and deletes at once.
+pub async fn approve_target(
+    client: Client,
+    namespace: &str,
+    target: &str,
+    run_id: Option<&str>,
+    reason: Option<&str>,
+) -> anyhow::Result<ApprovedCycle> {
+    let api: Api<ProvisioningTarget> = Api::namespaced(client.clone(), namespace);
+    let blocked = api
+        .get(target)
+        .await?
+        .status
+        .and_then(|s| s.blocked_cycle)
+        .ok_or_else(|| anyhow::anyhow!("{namespace}/{target} has no cycle waiting for approval"))?;
+    if let Some(wanted) = run_id {
+        anyhow::ensure!(
+            wanted == blocked.run_id,
+            "{namespace}/{target} waits for approval of cycle {}, not {wanted}: its plan changed; look at it again",
+            blocked.run_id
+        );
+    }
+    let approved_by = username(&client).await?;
+    let approvals: Api<RunApproval> = Api::namespaced(client, namespace);
+    let spec = RunApprovalSpec {
+        mapping_ref: String::new(),
+        target_ref: target.to_string(),
+        run_id: blocked.run_id.clone(),
+        approved_by: approved_by.clone(),
+        reason: reason.map(str::to_owned),
+    };
+    let created = create(&approvals, None, Some(&format!("{target}-")), &spec).await?;
+    Ok(ApprovedCycle {
         blocked,
         approval: created.name_any(),
         approved_by,

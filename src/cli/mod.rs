@@ -7,6 +7,7 @@ pub mod explain;
 pub mod import_csv;
 pub mod plan;
 pub mod sync;
+pub mod target;
 pub mod users;
 
 /// Who runs a command, for the audit log of the PostgreSQL store.

@@ -1515,3 +1515,123 @@ async fn write(
         Api::namespaced(ctx.client.clone(), &target.namespace().unwrap_or_default());
     apply_status(&api, &target.name_any(), status).await
 }
+
+/// The steps the next cycle of `target` would send, from the registry and the
+/// ledger alone (no request to the application): `usersync plan --target`.
+pub async fn preview(ctx: &Context, target: &ProvisioningTarget) -> Result<dplan::Plan> {
+    let ns = target.namespace().unwrap_or_default();
+    let mut store = ctx.backend.open(&ctx.client, &ns);
+    let view = store
+        .delivery_view(&target.name_any())
+        .await
+        .map_err(|e| super::Error::Store(e.to_string()))?;
+    let settings = Settings {
+        max_disable_percent: u8::try_from(target.spec.safety.max_disable_percent.min(100))
+            .unwrap_or(100),
+        max_deletes: target.spec.safety.max_deletes_per_cycle,
+        now: ctx.now(),
+        approval: None,
+    };
+    Ok(dplan::plan(&entries(target, &view), None, &settings))
+}
+
+/// What `usersync provision` did for one user.
+pub struct Provisioned {
+    /// The step sent, in words; `None` when the user needed nothing.
+    pub step: Option<String>,
+    /// Every request and its answer, without credentials.
+    pub exchanges: Vec<Exchange>,
+    /// The outcome, in words.
+    pub outcome: String,
+}
+
+/// Deliver user `user` (a record name or a username) to `target` now, as a cycle
+/// would (match before create, PATCH or PUT), and record the outcome in the
+/// ledger. The thresholds do not apply: one user, named by an admin.
+pub async fn provision(
+    ctx: &Context,
+    target: &ProvisioningTarget,
+    user: &str,
+) -> anyhow::Result<Provisioned> {
+    let ns = target.namespace().unwrap_or_default();
+    let name = target.name_any();
+    let mut store = ctx.backend.open(&ctx.client, &ns);
+    let view = store.delivery_view(&name).await?;
+    let record = view
+        .records
+        .iter()
+        .map(|(r, _)| r)
+        .find(|r| r.name == user || r.fields.username.as_deref() == Some(user))
+        .map(|r| r.name.clone())
+        .unwrap_or_else(|| user.to_string());
+    let entry = entries(target, &view)
+        .into_iter()
+        .find(|e| e.name == record)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{user} is neither among the users ProvisioningTarget {ns}/{name} selects nor in its ledger"
+            )
+        })?;
+    let settings = Settings {
+        max_disable_percent: 100,
+        max_deletes: u32::MAX,
+        now: ctx.now(),
+        approval: None,
+    };
+    // A user waiting for its back-off is sent now: the admin asked.
+    let mut entry = entry;
+    if let Some(d) = entry.delivered.as_mut() {
+        d.retry_after = None;
+    }
+    let plan = dplan::plan(std::slice::from_ref(&entry), None, &settings);
+    if let Some((_, why)) = plan.invalid.first() {
+        anyhow::bail!("{user} cannot be delivered: {why}");
+    }
+    let Some(step) = plan.steps.first().cloned() else {
+        return Ok(Provisioned {
+            step: None,
+            exchanges: Vec::new(),
+            outcome: format!("{user} is up to date in {ns}/{name}: nothing to send"),
+        });
+    };
+    let mut observer = Recorded::new(ctx, &ns, &name);
+    observer.exchanges = Some(Mutex::new(Vec::new()));
+    let observer = Arc::new(observer);
+    let client = client_for(ctx, target)
+        .await?
+        .with_observer(observer.clone());
+    client.probe().await?;
+    let patch = client.capabilities().await?.patch;
+    let executor = Executor {
+        client: &client,
+        patch,
+        by: match_attribute(target),
+        match_path: match_path(target),
+    };
+    let previous = entry.delivered.clone().unwrap_or_default();
+    let now = ctx.now();
+    let (change, outcome) = match executor.run(&step).await {
+        Ok(done) => (
+            done.entry(previous, now),
+            format!("{} for {user}: done", describe_step(&step)),
+        ),
+        Err(e) => {
+            let why = e.to_string();
+            (
+                Some(failed_entry(previous, &why, now, &record)),
+                format!("{} for {user} failed: {why}", describe_step(&step)),
+            )
+        }
+    };
+    store.record_deliveries(&name, &[(record, change)]).await?;
+    let exchanges = observer
+        .exchanges
+        .as_ref()
+        .map(|m| m.lock().expect("not poisoned").clone())
+        .unwrap_or_default();
+    Ok(Provisioned {
+        step: Some(describe_step(&step)),
+        exchanges,
+        outcome,
+    })
+}

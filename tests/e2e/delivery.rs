@@ -285,10 +285,25 @@ async fn a_threshold_withholds_a_mass_disable_until_approved() {
     );
     // Approving that cycle sends the withheld disables at once.
     let before = w.target_status("app").await.last_cycle.unwrap().id;
-    w.apply(&json!({
-        "apiVersion": "usersync.dev/v1alpha1", "kind": "RunApproval", "metadata": {"name": "ok"},
-        "spec": {"targetRef": "app", "runId": blocked.run_id, "approvedBy": "usersync-admin"},
-    }));
+    let out = crate::support::usersync([
+        "approve",
+        "--target",
+        "app",
+        &blocked.run_id,
+        "-n",
+        &w.ns.name,
+    ]);
+    assert!(
+        out.status.success(),
+        "usersync approve --target: {}",
+        crate::support::stderr(&out)
+    );
+    assert!(
+        crate::support::stdout(&out).contains("it disables 3 and deletes 0 accounts"),
+        "{}",
+        crate::support::stdout(&out)
+    );
+
     let c = w.wait_cycle("app", Some(&before)).await;
     assert_eq!(c.disabled, 3, "{c:?}");
     for u in ["u1", "u2", "u3"] {
@@ -551,4 +566,51 @@ async fn retention_deletes_the_account_only_with_deprovision_delete() {
     // Nothing more happens to either afterwards.
     assert_eq!(w.cycle("del").await.requests, 0);
     assert_eq!(w.cycle("keep").await.requests, 0);
+}
+
+/// `usersync plan --target` shows the next cycle's requests without sending any;
+/// `usersync provision` delivers one user now and prints each request and answer.
+#[tokio::test]
+async fn plan_and_provision_from_the_command_line() {
+    use crate::support::{stderr, stdout, usersync};
+    let w = World::new("ptarget-cli", Server::slapd(), json!({})).await;
+    let app = Tenant::fresh(&w.ns.name);
+    w.add_user("kim", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.target("app", &app, json!({})).await;
+    w.wait_cycle("app", None).await;
+    w.add_user("lee", false);
+    w.sync("staff").await;
+    let lee = w.user("lee").await.metadata.name.unwrap();
+
+    let out = usersync(["plan", "--target", "app", "-n", &w.ns.name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("create {lee} (lee) after looking it up")
+    );
+    assert_eq!(app.users().await.len(), 1, "plan sent nothing");
+
+    let out = usersync(["provision", "lee", "--target", "app", "-n", &w.ns.name]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout(&out);
+    assert!(printed.contains("> GET /Users?filter="), "{printed}");
+    assert!(
+        printed.contains("> POST /Users") && printed.contains("< 201"),
+        "{printed}"
+    );
+    assert!(!printed.contains(&app.token), "the token is never printed");
+    assert_eq!(account(&app, "lee").await["active"], true);
+    let d = w.user("lee").await.status.unwrap().deliveries;
+    assert_eq!(d[0].state, "Provisioned");
+
+    let out = usersync(["plan", "--target", "app", "-n", &w.ns.name]);
+    assert!(stdout(&out).contains("nothing to send"), "{}", stdout(&out));
+    let out = usersync(["provision", "nobody", "--target", "app", "-n", &w.ns.name]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("nobody is neither among the users"),
+        "{}",
+        stderr(&out)
+    );
 }
