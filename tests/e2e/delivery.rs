@@ -614,3 +614,67 @@ async fn plan_and_provision_from_the_command_line() {
         stderr(&out)
     );
 }
+
+/// With `--store=postgres` the ledger lives in the `deliveries` table: each
+/// delivery is a row, and a user whose row leaves the registry still has its
+/// account disabled, because the ledger entry outlives it.
+#[tokio::test]
+async fn with_the_postgres_store_the_ledger_is_a_table_and_outlives_the_user_row() {
+    let (db, _) = crate::pg_support::fresh_database("e2e_ptarget").await;
+    let w = World::without_operator("ptarget-pg", Server::slapd(), json!({})).await;
+    spawn_operator(
+        &w.client,
+        &w.ns.name,
+        usersync::store::Backend::Postgres(db.clone()),
+        &w.clock,
+    );
+    let app = Tenant::fresh(&w.ns.name);
+    w.add_user("mia", false);
+    w.add_user("ned", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.target("app", &app, json!({"safety": {"maxDisablePercent": 100}}))
+        .await;
+    let c = w.wait_cycle("app", None).await;
+    assert_eq!(c.created, 2, "{c:?}");
+    let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT d.name, d.remote_id, d.state FROM deliveries d WHERE d.namespace = $1 AND d.target = 'app' ORDER BY 1",
+    )
+    .bind(&w.ns.name)
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let mia_id = account(&app, "mia").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        rows.iter()
+            .any(|(_, id, state)| id.as_deref() == Some(mia_id.as_str())
+                && state.as_deref() == Some("Provisioned"))
+    );
+    assert!(
+        w.users().await.is_empty(),
+        "no DirectoryUser objects with the postgres store"
+    );
+
+    // An admin removes mia's row from the registry: her account is disabled.
+    sqlx::query("DELETE FROM users WHERE namespace = $1 AND username = 'mia'")
+        .bind(&w.ns.name)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let c = w.cycle("app").await;
+    assert_eq!(c.disabled, 1, "{c:?}");
+    assert_eq!(account(&app, "mia").await["active"], false);
+    let state: String =
+        sqlx::query_scalar("SELECT state FROM deliveries WHERE namespace = $1 AND remote_id = $2")
+            .bind(&w.ns.name)
+            .bind(&mia_id)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(state, "Disabled");
+    // And nothing is sent again.
+    assert_eq!(w.cycle("app").await.requests, 0);
+}
