@@ -49,7 +49,12 @@ fn ready_reconciling_and_stalled_read_healthy_progressing_and_degraded() {
         ("False", "True", "False", "Progressing", "reconciling says"),
         ("False", "False", "True", "Degraded", "stalled says"),
     ] {
-        for kind in ["ConnectorHealth", "DirectoryMapping", "SyncPolicy"] {
+        for kind in [
+            "ConnectorHealth",
+            "DirectoryMapping",
+            "SyncPolicy",
+            "ProvisioningTarget",
+        ] {
             let obj = object(
                 kind,
                 2,
@@ -118,6 +123,7 @@ fn the_readme_and_the_argocd_cm_snippet_carry_the_chart_script_verbatim() {
         "ConnectorHealth",
         "DirectoryMapping",
         "SyncPolicy",
+        "ProvisioningTarget",
         "DirectoryUser",
     ] {
         let key = format!("resource.customizations.health.usersync.dev_{kind}");

@@ -343,6 +343,10 @@ async fn a_wrong_token_quarantines_the_target_until_it_is_fixed() {
     );
     assert!(!q.message.contains("not-the-token"));
     assert_eq!(status.quarantined_cycles, 1);
+    let argo = w
+        .health_is("ProvisioningTarget", "app", "Failed", "Degraded")
+        .await;
+    assert!(argo.contains("refused the credentials"), "{argo}");
     let (last, next) = (
         status.last_sync_time.unwrap().0,
         status.next_sync_time.unwrap().0,
