@@ -594,7 +594,7 @@ async fn read_back(
                 found.insert(
                     user.id.clone(),
                     Remote {
-                        active: user.active.unwrap_or(true),
+                        active: user.active,
                         match_value: value,
                     },
                 );

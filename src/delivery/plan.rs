@@ -122,7 +122,8 @@ pub struct Entry {
 /// An account as a full reconcile read it back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Remote {
-    pub active: bool,
+    /// `None` when the application does not say.
+    pub active: Option<bool>,
     /// The value of the match attribute the application holds.
     pub match_value: Option<String>,
 }
@@ -243,6 +244,7 @@ pub struct Plan {
 pub fn plan(entries: &[Entry], actual: Option<&HashMap<String, Remote>>, s: &Settings<'_>) -> Plan {
     let mut out = Plan::default();
     let mut active = 0;
+    let holders = holders(entries);
     for e in entries {
         let d = e.delivered.as_ref();
         let state = d.and_then(|d| d.state);
@@ -262,7 +264,7 @@ pub fn plan(entries: &[Entry], actual: Option<&HashMap<String, Remote>>, s: &Set
         // The account is gone from the application (a full reconcile says so).
         if remote == Some(None) && state != Some(DeliveredState::Deleted) {
             match e.want {
-                Want::Active => create(e, &mut out),
+                Want::Active => create(e, &holders, &mut out),
                 _ => out.steps.push(Step::Forget { name }),
             }
             continue;
@@ -270,13 +272,14 @@ pub fn plan(entries: &[Entry], actual: Option<&HashMap<String, Remote>>, s: &Set
         let seen = remote.flatten();
         match (e.want, remote_id, state) {
             (_, Some(_), Some(DeliveredState::Deleted)) => {}
-            (Want::Active, None, _) | (Want::Active, Some(_), None) => create(e, &mut out),
+            (Want::Active, None, _) | (Want::Active, Some(_), None) => {
+                create(e, &holders, &mut out)
+            }
             (Want::Active, Some(remote_id), Some(state)) => {
-                let drifted = seen.is_some_and(|r| {
-                    !r.active || r.match_value.as_deref() != e.match_value.as_deref()
-                });
-                let enable =
-                    state != DeliveredState::Provisioned || seen.is_some_and(|r| !r.active);
+                let disabled_there = seen.is_some_and(|r| r.active == Some(false));
+                let drifted = disabled_there
+                    || seen.is_some_and(|r| r.match_value.as_deref() != e.match_value.as_deref());
+                let enable = state != DeliveredState::Provisioned || disabled_there;
                 let changed = d.is_some_and(|d| d.digest != e.digest);
                 if enable || changed || drifted {
                     out.steps.push(Step::Update {
@@ -289,7 +292,7 @@ pub fn plan(entries: &[Entry], actual: Option<&HashMap<String, Remote>>, s: &Set
                 }
             }
             (Want::Disabled, Some(remote_id), Some(state)) => {
-                let enabled_there = seen.is_some_and(|r| r.active);
+                let enabled_there = seen.is_some_and(|r| r.active == Some(true));
                 if state == DeliveredState::Provisioned || enabled_there {
                     out.steps.push(Step::Disable { name, remote_id });
                 }
@@ -312,7 +315,41 @@ pub fn plan(entries: &[Entry], actual: Option<&HashMap<String, Remote>>, s: &Set
     out
 }
 
-fn create(e: &Entry, out: &mut Plan) {
+/// Which users hold each match value: those the registry wants active, and those
+/// whose account exists in the application (even disabled). A value held twice
+/// cannot identify one account.
+fn holders(entries: &[Entry]) -> HashMap<&str, Vec<&str>> {
+    let mut by_value: HashMap<&str, Vec<&str>> = HashMap::new();
+    for e in entries {
+        let has_account = e
+            .delivered
+            .as_ref()
+            .is_some_and(|d| d.remote_id.is_some() && d.state != Some(DeliveredState::Deleted));
+        if let Some(v) = e.match_value.as_deref()
+            && (e.want == Want::Active || has_account)
+        {
+            by_value.entry(v).or_default().push(&e.name);
+        }
+    }
+    by_value
+}
+
+fn create(e: &Entry, holders: &HashMap<&str, Vec<&str>>, out: &mut Plan) {
+    if let Some(other) = e
+        .match_value
+        .as_deref()
+        .and_then(|v| holders.get(v))
+        .and_then(|names| names.iter().find(|n| **n != e.name))
+    {
+        out.invalid.push((
+            e.name.clone(),
+            format!(
+                "another user of this target, {other}, has the same match value {:?}; the account is not shared: it is created when the other user is renamed or its account deleted",
+                e.match_value.as_deref().unwrap_or_default()
+            ),
+        ));
+        return;
+    }
     match &e.match_value {
         Some(value) if !value.is_empty() => out.steps.push(Step::Create {
             name: e.name.clone(),
@@ -726,21 +763,21 @@ mod tests {
             (
                 "1".to_string(),
                 Remote {
-                    active: false,
+                    active: Some(false),
                     match_value: Some("a".into()),
                 },
             ),
             (
                 "2".to_string(),
                 Remote {
-                    active: true,
+                    active: Some(true),
                     match_value: Some("b".into()),
                 },
             ),
             (
                 "3".to_string(),
                 Remote {
-                    active: true,
+                    active: Some(true),
                     match_value: Some("renamed-there".into()),
                 },
             ),
@@ -798,6 +835,56 @@ mod tests {
             &settings(),
         );
         assert!(quiet.steps.is_empty());
+    }
+
+    #[test]
+    fn a_match_value_held_by_another_user_of_the_target_is_never_adopted_or_shared() {
+        // The leaver keeps a disabled account named "alice"; the new hire "alice"
+        // must not take it over, nor be created beside it.
+        let mut leaver = entry(
+            "alice",
+            Want::Disabled,
+            Some(delivered("1", DeliveredState::Disabled, "alice")),
+        );
+        leaver.name = "user-old".into();
+        let mut hire = entry("alice", Want::Active, None);
+        hire.name = "user-new".into();
+        let p = plan(&[leaver.clone(), hire.clone()], None, &settings());
+        assert!(p.steps.is_empty(), "{:?}", p.steps);
+        assert_eq!(p.invalid.len(), 1);
+        assert_eq!(p.invalid[0].0, "user-new");
+        assert!(p.invalid[0].1.contains("user-old"), "{}", p.invalid[0].1);
+        // Once the leaver's account is deleted, the name is free.
+        leaver.delivered.as_mut().unwrap().state = Some(DeliveredState::Deleted);
+        let p = plan(&[leaver, hire.clone()], None, &settings());
+        assert_eq!(kinds(&p.steps), ["create user-new"]);
+        // Two new users with one userName: neither is created.
+        let mut twin = hire.clone();
+        twin.name = "user-twin".into();
+        let p = plan(&[hire, twin], None, &settings());
+        assert!(p.steps.is_empty());
+        assert_eq!(p.invalid.len(), 2);
+    }
+
+    #[test]
+    fn an_application_that_does_not_say_active_is_not_taken_as_drift() {
+        let actual = HashMap::from([(
+            "1".to_string(),
+            Remote {
+                active: None,
+                match_value: Some("a".into()),
+            },
+        )]);
+        let p = plan(
+            &[entry(
+                "a",
+                Want::Disabled,
+                Some(delivered("1", DeliveredState::Disabled, "a")),
+            )],
+            Some(&actual),
+            &settings(),
+        );
+        assert!(p.steps.is_empty(), "{:?}", p.steps);
     }
 
     #[test]
