@@ -192,14 +192,7 @@ async fn cycle(
         }
     };
     let entries = entries(target, &view);
-    let settings_approval = approval.as_ref().map(|(_, a)| a.clone());
-    let settings = Settings {
-        max_disable_percent: u8::try_from(target.spec.safety.max_disable_percent.min(100))
-            .unwrap_or(100),
-        max_deletes: target.spec.safety.max_deletes_per_cycle,
-        now,
-        approval: settings_approval.as_ref(),
-    };
+    let settings = settings(target, now, approval.as_ref().map(|(_, a)| a));
     let quiet = dplan::plan(&entries, None, &settings);
     let quarantined = old.quarantined_cycles > 0;
     if !full
@@ -1525,14 +1518,23 @@ pub async fn preview(ctx: &Context, target: &ProvisioningTarget) -> Result<dplan
         .delivery_view(&target.name_any())
         .await
         .map_err(|e| super::Error::Store(e.to_string()))?;
-    let settings = Settings {
+    let settings = settings(target, ctx.now(), None);
+    Ok(dplan::plan(&entries(target, &view), None, &settings))
+}
+
+/// The planner's settings from the target's thresholds.
+fn settings<'a>(
+    target: &ProvisioningTarget,
+    now: jiff::Timestamp,
+    approval: Option<&'a Approval>,
+) -> Settings<'a> {
+    Settings {
         max_disable_percent: u8::try_from(target.spec.safety.max_disable_percent.min(100))
             .unwrap_or(100),
         max_deletes: target.spec.safety.max_deletes_per_cycle,
-        now: ctx.now(),
-        approval: None,
-    };
-    Ok(dplan::plan(&entries(target, &view), None, &settings))
+        now,
+        approval,
+    }
 }
 
 /// What `usersync provision` did for one user.

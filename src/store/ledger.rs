@@ -8,7 +8,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use futures::{StreamExt, TryStreamExt};
-use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -164,19 +163,4 @@ async fn write_entry(
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(0),
         Err(e) => Err(StoreError::from(e)),
     }
-}
-
-/// Whether the DirectoryUser has an entry of `target` (for tests and the CLI).
-pub fn delivery_of<'a>(user: &'a DirectoryUser, target: &str) -> Option<&'a Delivery> {
-    user.status
-        .as_ref()?
-        .deliveries
-        .iter()
-        .find(|d| d.target == target)
-}
-
-/// When an entry last changed, for an entry written now.
-pub fn stamped(mut d: Delivered, now: Timestamp) -> Delivered {
-    d.time = Some(now);
-    d
 }
