@@ -27,3 +27,4 @@ mod membership;
 mod operations;
 mod postgres;
 mod readiness;
+mod warm;
