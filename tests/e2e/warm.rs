@@ -25,6 +25,11 @@ fn start_operator_over(w: &World<'_>, wire: &Wire) {
     );
 }
 
+/// Every run reads the whole scope, so that it compares every user with the registry.
+fn full_reads() -> serde_json::Value {
+    json!({"incremental": false})
+}
+
 fn unchanged(run: &RunSummary) {
     assert_eq!(run.result, RunResult::Succeeded, "{run:?}");
     assert_eq!(
@@ -36,7 +41,7 @@ fn unchanged(run: &RunSummary) {
 
 #[tokio::test]
 async fn a_no_change_run_lists_no_directory_users_and_sees_its_own_writes_before_the_watch_does() {
-    let w = World::without_operator("warm-noop", Server::slapd(), json!({})).await;
+    let w = World::without_operator("warm-noop", Server::slapd(), full_reads()).await;
     w.add_user("alice", false);
     w.add_user("bob", false);
     let wire = Wire::default();
@@ -78,7 +83,7 @@ async fn a_no_change_run_lists_no_directory_users_and_sees_its_own_writes_before
 
 #[tokio::test]
 async fn a_directory_user_an_admin_deleted_or_edited_is_seen_by_the_next_run() {
-    let w = World::without_operator("warm-admin", Server::slapd(), json!({})).await;
+    let w = World::without_operator("warm-admin", Server::slapd(), full_reads()).await;
     w.add_user("alice", false);
     w.add_user("bob", false);
     let wire = Wire::default();
@@ -121,7 +126,7 @@ async fn a_directory_user_an_admin_deleted_or_edited_is_seen_by_the_next_run() {
 
 #[tokio::test]
 async fn a_run_planning_from_a_copy_that_missed_another_writers_change_does_not_overwrite_it() {
-    let w = World::without_operator("warm-stale", Server::slapd(), json!({})).await;
+    let w = World::without_operator("warm-stale", Server::slapd(), full_reads()).await;
     w.add_user("alice", false);
     let wire = Wire::default();
     start_operator_over(&w, &wire);
