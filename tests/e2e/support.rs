@@ -519,6 +519,14 @@ impl Wire {
             .collect()
     }
 
+    /// The watches of DirectoryUsers among them.
+    pub fn user_watches(&self) -> Vec<String> {
+        self.user_requests()
+            .into_iter()
+            .filter(|r| r.starts_with("GET ") && r.contains("watch=true"))
+            .collect()
+    }
+
     /// The writes of DirectoryUsers among them.
     pub fn user_writes(&self) -> Vec<String> {
         self.user_requests()

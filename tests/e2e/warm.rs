@@ -90,6 +90,16 @@ async fn a_directory_user_an_admin_deleted_or_edited_is_seen_by_the_next_run() {
     start_operator_over(&w, &wire);
     let first = w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
     assert_eq!(first.imported, 2, "{first:?}");
+    // A second mapping of the namespace plans from the same copy.
+    let empty = w.sub_ou("empty");
+    w.mapping("other", &empty, json!({})).await;
+    w.sync("other").await;
+    assert_eq!(
+        (wire.user_lists().len(), wire.user_watches().len()),
+        (1, 1),
+        "one watch for the namespace: {:?}",
+        wire.user_requests()
+    );
     let alice = w.user("alice").await.name_any();
     let bob = w.user("bob").await.name_any();
 
