@@ -7,7 +7,7 @@
 #
 # For each N: a fresh control plane (tests/cluster.sh) and an OpenLDAP directory
 # seeded with N staff users by slapadd (tests/slapd.sh), the CRDs, a policy (24h
-# interval, maxPreservePercent 100), a connector (OpenLDAP, ldap://, pageSize 1000,
+# interval, maxPreservePercent 100), a connector (OpenLDAP, ldap:// with allowPlaintextBind, pageSize 1000,
 # timeout 120s) and ONE mapping over ou=Staff. Then:
 #   1. the read target, apart from any run: READ_SAMPLES full reads by `usersync
 #      plan` (the runner's own read and plan, nothing applied; the registry is still
@@ -270,6 +270,8 @@ install_objects() {
 	kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 	kubectl -n "$NS" create secret generic bench-ldap-bind \
 		--from-file=password="$USERSYNC_SLAPD_BIND_PASSWORD_FILE" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+	# Connectors use only Secrets marked as credentials.
+	kubectl -n "$NS" label secret bench-ldap-bind usersync.dev/credential=true --overwrite >/dev/null
 	kubectl -n "$NS" apply -f - >/dev/null <<EOF
 apiVersion: usersync.dev/v1alpha1
 kind: SyncPolicy
@@ -295,6 +297,8 @@ spec:
   ldap:
     url: $USERSYNC_SLAPD_URL
     startTLS: false
+    # slapd listens on 127.0.0.1 only; TLS would add its cost to every read measured.
+    allowPlaintextBind: true
     bindDN: $USERSYNC_SLAPD_BIND_DN
     bindPasswordSecretRef: {name: bench-ldap-bind, key: password}
     flavor: OpenLDAP

@@ -851,15 +851,16 @@ fn helm_install_for_one_namespace_grants_least_privilege() {
     let lease = format!("leases/{release}-usersync");
     let can = |args: &[&str]| can_i(&sa, args);
 
-    // What it needs, in the watched namespace: a run lists the users and writes
-    // them by server-side apply; it never reads one by name, watches or deletes.
-    for verb in ["list", "create", "patch"] {
+    // What it needs, in the watched namespace: it watches the users, a run writes
+    // them by server-side apply and reads one by name after a conflicting write;
+    // it never deletes one.
+    for verb in ["get", "list", "watch", "create", "patch"] {
         assert!(
             can(&[verb, "directoryusers.usersync.dev", "-n", watched]),
             "{verb} users"
         );
     }
-    for verb in ["get", "watch", "delete"] {
+    for verb in ["delete", "deletecollection", "update"] {
         assert!(
             !can(&[verb, "directoryusers.usersync.dev", "-n", watched]),
             "{verb} users is more than the operator needs"

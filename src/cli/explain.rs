@@ -158,7 +158,7 @@ async fn why_not_imported(
     for mapping in &mappings {
         let read = prepare(
             client,
-            backend,
+            backend.open(client, namespace),
             &directories,
             mapping,
             ViewFrom::FullRead,

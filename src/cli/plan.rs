@@ -21,7 +21,7 @@ pub async fn plan(
     let mapping = api.get(mapping).await?;
     let prepared = prepare(
         &client,
-        backend,
+        backend.open(&client, namespace),
         &Directories::default(),
         &mapping,
         ViewFrom::Directory,

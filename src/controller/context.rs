@@ -62,6 +62,8 @@ pub struct Context {
     pub metrics: Arc<super::metrics::Metrics>,
     /// Where users are kept.
     pub backend: crate::store::Backend,
+    /// The watched DirectoryUsers of the namespaces in use, which runs plan from.
+    warm: Arc<crate::store::warm::WarmRegistry>,
     /// What the directory sources share across runs and probes.
     pub directories: super::connection::Directories,
     /// Where the time comes from.
@@ -89,6 +91,7 @@ impl Context {
     ) -> Self {
         Self {
             recorder: super::events::Recorder::new(client.clone(), std::env::var("POD_NAME").ok()),
+            warm: Arc::new(crate::store::warm::WarmRegistry::new(client.clone())),
             client,
             backoff: Default::default(),
             runs: Default::default(),
@@ -109,6 +112,12 @@ impl Context {
             metrics,
             backend,
         }
+    }
+
+    /// The store of `namespace`; in the Kubernetes store, it plans from the
+    /// namespace's watched copy, shared by every run there.
+    pub fn store(&self, namespace: &str) -> crate::store::Store {
+        self.backend.open_warm(&self.client, namespace, &self.warm)
     }
 
     /// Whether the retention pass of connector `key` is due at `now` (`every` after

@@ -443,7 +443,7 @@ async fn try_release(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> Resu
         return Ok(Action::await_change());
     };
     // A mapping that owns no live user has nothing to release.
-    let store = ctx.backend.open(&ctx.client, &ns);
+    let store = ctx.store(&ns);
     let live = store
         .owns_live_users(&mapping.spec.connector_ref, &name)
         .await

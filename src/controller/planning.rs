@@ -15,7 +15,7 @@ use crate::core::{
     claim_lookups_needed,
 };
 use crate::directory::{Incremental, Scope, Source};
-use crate::store::{Backend, Store, UserStore};
+use crate::store::{Store, UserStore};
 
 /// Why a run could not be planned. Each says what failed in words an admin can act
 /// on, and keeps the error that caused it.
@@ -141,12 +141,12 @@ impl Basis {
     }
 }
 
-/// Resolve, read and plan one run of `mapping`, with `approved` the blocked run id
-/// a RunApproval approved for it. An error is a run that could not
-/// even be planned; the message says why in words an admin can act on.
+/// Resolve, read and plan one run of `mapping` from `store` (its namespace's), with
+/// `approved` the blocked run id a RunApproval approved for it. An error is a run
+/// that could not even be planned; the message says why in words an admin can act on.
 pub async fn prepare(
     client: &Client,
-    backend: &Backend,
+    mut store: Store,
     directories: &Directories,
     mapping: &DirectoryMapping,
     from: ViewFrom,
@@ -191,7 +191,6 @@ pub async fn prepare(
         })?;
     let context = mapping_context(mapping, &policy);
 
-    let mut store = backend.open(client, &ns);
     let snapshot = store.snapshot().await?;
 
     // The read. Any failure leaves an incomplete view, which plans nothing.

@@ -46,7 +46,7 @@ pub async fn sweep(ctx: &Context, connector: &ConnectorHealth) {
             return;
         }
     };
-    let mut store = ctx.backend.open(&ctx.client, &ns);
+    let mut store = ctx.store(&ns);
     let preserved = match store.preserved_of(&name).await {
         Ok(records) => records,
         Err(e) => {

@@ -47,7 +47,7 @@ pub(crate) async fn mark_interrupted(ctx: &Context, mapping: &DirectoryMapping) 
     if let Err(e) = write(&api, &name, &status).await {
         tracing::warn!(mapping = %name, error = %e, "could not clear the interrupted run");
     }
-    let store = ctx.backend.open(&ctx.client, &ns);
+    let store = ctx.store(&ns);
     if let Err(e) = store.close_interrupted_runs(&name).await {
         tracing::warn!(mapping = %name, error = %e, "could not close the interrupted run in the store");
     }

@@ -91,7 +91,7 @@ pub async fn run(
 
     let clock = Instant::now();
     // The store's run history (PostgreSQL keeps one; its audit rows name the run).
-    let history = ctx.backend.open(&ctx.client, &ns);
+    let history = ctx.store(&ns);
     let report = match history
         .run_started(&run_id, &name, &format!("{trigger:?}"), start)
         .await
@@ -342,7 +342,7 @@ async fn execute(
         read_took,
     } = match prepare(
         &ctx.client,
-        &ctx.backend,
+        ctx.store(&ns),
         &ctx.directories,
         mapping,
         view_from(trigger),

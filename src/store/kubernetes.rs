@@ -1,17 +1,21 @@
 //! The default store: one DirectoryUser object per record, lifecycle in its status
 //! subresource, every write a server-side apply under the operator's field manager.
+//! In the operator, a run plans from the namespace's watched copy
+//! ([`super::warm`]); the command line, which has none, lists.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures::{FutureExt, StreamExt};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 
-use super::record::{labels_of, record_from_user, spec_of, status_of};
+use super::record::{labels_of, spec_of, status_of};
+use super::warm::{CachedUser, SYNC_WAIT, UserCache};
 use super::{ApplyReport, RunInfo, StoreError, UserStore};
 use crate::api::DirectoryUser;
 use crate::api::FIELD_MANAGER;
-use crate::core::{Transition, TransitionKind, UserRecord, deletion_deadline};
+use crate::core::{Origin, State, Transition, TransitionKind, UserRecord, deletion_deadline};
 
 /// The field manager of changes an admin makes through the command line.
 pub const ADMIN_FIELD_MANAGER: &str = "usersync-admin";
@@ -23,6 +27,8 @@ const LIST_PAGE: u32 = 500;
 /// DirectoryUser objects of one namespace.
 pub struct KubernetesStore {
     api: Api<DirectoryUser>,
+    /// The namespace's watched copy, when the process keeps one.
+    cache: Option<Arc<UserCache>>,
     /// What the snapshot saw that the planner's records do not carry, by name.
     seen: HashMap<String, Seen>,
 }
@@ -38,7 +44,7 @@ struct Seen {
 
 /// Why one write did not land.
 enum WriteError {
-    /// The object changed (or appeared) since the snapshot.
+    /// The object changed, appeared or went since the snapshot.
     Conflict,
     /// This process may no longer write (it lost the Lease or is stopping).
     Fenced,
@@ -48,7 +54,9 @@ enum WriteError {
 impl From<kube::Error> for WriteError {
     fn from(e: kube::Error) -> Self {
         match e {
-            kube::Error::Api(ref r) if r.code == 409 => WriteError::Conflict,
+            // A write conditional on a version of an object deleted since fails
+            // as not found.
+            kube::Error::Api(ref r) if r.code == 409 || r.code == 404 => WriteError::Conflict,
             e => WriteError::Other(e),
         }
     }
@@ -68,10 +76,11 @@ fn write_failure(e: &kube::Error) -> String {
 }
 
 impl KubernetesStore {
-    /// The store of `namespace`.
+    /// The store of `namespace`, which lists the DirectoryUsers for each snapshot.
     pub fn new(client: Client, namespace: &str) -> Self {
         Self {
             api: Api::namespaced(client, namespace),
+            cache: None,
             seen: HashMap::new(),
         }
     }
@@ -79,6 +88,89 @@ impl KubernetesStore {
     /// The namespace's DirectoryUsers.
     pub(crate) fn api(&self) -> &Api<DirectoryUser> {
         &self.api
+    }
+
+    /// The store of `namespace` that plans from `cache`, its watched copy, and
+    /// keeps that copy up to date with what it writes.
+    pub fn warm(client: Client, namespace: &str, cache: Arc<UserCache>) -> Self {
+        Self {
+            cache: Some(cache),
+            ..Self::new(client, namespace)
+        }
+    }
+
+    /// The watched copy, once it can be planned from; none (after saying why)
+    /// when it cannot, and the caller lists.
+    async fn ready_cache(&self) -> Option<&UserCache> {
+        let cache = self.cache.as_deref()?;
+        match cache.ready(SYNC_WAIT).await {
+            Ok(()) => Some(cache),
+            Err(why) => {
+                tracing::warn!(
+                    namespace = self.api.namespace().unwrap_or_default(),
+                    "{why}; listing the DirectoryUsers instead"
+                );
+                None
+            }
+        }
+    }
+
+    /// Every DirectoryUser of the namespace, listed page by page, as the planner
+    /// needs them. The watched copy, if any, takes in what the list found.
+    async fn list_all(&self) -> Result<Vec<CachedUser>, StoreError> {
+        let mut users = Vec::new();
+        let mut params = ListParams::default().limit(LIST_PAGE);
+        loop {
+            let page = self.api.list(&params).await?;
+            if users.is_empty() {
+                // One allocation for the whole registry instead of doubling
+                // (and copying) it page after page.
+                let remaining = page.metadata.remaining_item_count.unwrap_or(0);
+                users.reserve_exact(page.items.len() + usize::try_from(remaining).unwrap_or(0));
+            }
+            users.extend(page.items.iter().map(CachedUser::of));
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => break,
+            }
+        }
+        if let Some(cache) = &self.cache {
+            cache.absorb_list(&users);
+        }
+        Ok(users)
+    }
+
+    /// Remember what a snapshot saw of each user; their records.
+    fn saw_all(&mut self, users: Vec<CachedUser>) -> Vec<UserRecord> {
+        self.seen.clear();
+        users
+            .into_iter()
+            .map(|user| {
+                self.seen.insert(
+                    user.record.name.clone(),
+                    Seen {
+                        resource_version: user.resource_version,
+                        previous_record: user.previous_record,
+                    },
+                );
+                user.record
+            })
+            .collect()
+    }
+
+    /// After a conflict: the object as it is now goes into the watched copy, so
+    /// that the user is planned again from it.
+    async fn refresh(&self, name: &str) {
+        let Some(cache) = &self.cache else {
+            return;
+        };
+        match self.api.get_opt(name).await {
+            Ok(Some(user)) => cache.fold(&user),
+            Ok(None) => cache.forget(name),
+            Err(e) => {
+                tracing::warn!(user = %name, error = %e, "reading a user that changed since the snapshot failed")
+            }
+        }
     }
 
     /// Whether `mapping` of `connector` still owns a user that is not a tombstone.
@@ -121,13 +213,13 @@ impl KubernetesStore {
 
     /// Write one transition's record: the object (metadata and spec), then its
     /// status, each conditional on the version the snapshot saw (a new record must
-    /// not exist yet). Returns the writes issued and the object's version after them.
+    /// not exist yet). Returns the writes issued and the object they left.
     async fn write(
         &self,
         transition: &Transition,
         run: RunInfo<'_>,
         previous: Option<String>,
-    ) -> Result<(u64, Option<String>), WriteError> {
+    ) -> Result<(u64, DirectoryUser), WriteError> {
         // Writes queued in a batch start one by one, each maybe long after the
         // batch was admitted: each asks again.
         if !(run.may_write)() {
@@ -185,7 +277,7 @@ impl KubernetesStore {
             .api
             .patch_status(name, &params, &Patch::Apply(&status))
             .await?;
-        Ok((2, written.metadata.resource_version))
+        Ok((2, written))
     }
 
     /// The tombstone a record follows: named by an import, else as the store saw it.
@@ -197,17 +289,6 @@ impl KubernetesStore {
                 .get(&t.record.name)
                 .and_then(|s| s.previous_record.clone()),
         }
-    }
-
-    /// Remember what the snapshot saw of `user`.
-    fn saw(&mut self, user: &DirectoryUser) {
-        self.seen.insert(
-            user.name_any(),
-            Seen {
-                resource_version: user.metadata.resource_version.clone(),
-                previous_record: user.status.as_ref().and_then(|s| s.previous_record.clone()),
-            },
-        );
     }
 
     /// The Events about DirectoryUser `name` that the API server still keeps,
@@ -250,44 +331,33 @@ impl KubernetesStore {
     /// pass needs them (a label selector: the rest of the registry is not read).
     pub async fn preserved_of(&mut self, connector: &str) -> Result<Vec<UserRecord>, StoreError> {
         use crate::api::{CONNECTOR_LABEL, STATE_LABEL};
-        let selector = format!("{CONNECTOR_LABEL}={connector},{STATE_LABEL}=preserved");
-        let users = self
-            .api
-            .list(&ListParams::default().labels(&selector))
-            .await?;
-        self.seen.clear();
-        let mut records = Vec::with_capacity(users.items.len());
-        for user in &users.items {
-            self.saw(user);
-            records.push(record_from_user(user));
-        }
-        Ok(records)
+        let users = match self.ready_cache().await {
+            // The labels selected below are those of directory records.
+            Some(cache) => cache.users_where(|r| {
+                r.origin == Origin::Directory
+                    && r.connector == connector
+                    && r.state == State::Preserved
+            }),
+            None => {
+                let selector = format!("{CONNECTOR_LABEL}={connector},{STATE_LABEL}=preserved");
+                let listed = self
+                    .api
+                    .list(&ListParams::default().labels(&selector))
+                    .await?;
+                listed.items.iter().map(CachedUser::of).collect()
+            }
+        };
+        Ok(self.saw_all(users))
     }
 }
 
 impl UserStore for KubernetesStore {
     async fn snapshot(&mut self) -> Result<Vec<UserRecord>, StoreError> {
-        let mut records = Vec::new();
-        self.seen.clear();
-        let mut params = ListParams::default().limit(LIST_PAGE);
-        loop {
-            let page = self.api.list(&params).await?;
-            if records.is_empty() {
-                // One allocation for the whole registry instead of doubling
-                // (and copying) it page after page.
-                let remaining = page.metadata.remaining_item_count.unwrap_or(0);
-                records.reserve_exact(page.items.len() + usize::try_from(remaining).unwrap_or(0));
-            }
-            for user in &page.items {
-                self.saw(user);
-                records.push(record_from_user(user));
-            }
-            match page.metadata.continue_.filter(|c| !c.is_empty()) {
-                Some(token) => params = params.continue_token(&token),
-                None => break,
-            }
-        }
-        Ok(records)
+        let users = match self.ready_cache().await {
+            Some(cache) => cache.users(),
+            None => self.list_all().await?,
+        };
+        Ok(self.saw_all(users))
     }
 
     async fn apply(
@@ -318,7 +388,7 @@ impl UserStore for KubernetesStore {
                 .await;
             for (t, result) in results {
                 match result {
-                    Ok((writes, version)) => {
+                    Ok((writes, written)) => {
                         report.applied += 1;
                         report.writes += writes;
                         // A later phase of this run may write the same record again:
@@ -327,13 +397,19 @@ impl UserStore for KubernetesStore {
                         self.seen.insert(
                             t.record.name.clone(),
                             Seen {
-                                resource_version: version,
+                                resource_version: written.metadata.resource_version.clone(),
                                 previous_record: previous,
                             },
                         );
+                        // The next run plans from what this one wrote, whether or
+                        // not the watch has delivered it by then.
+                        if let Some(cache) = &self.cache {
+                            cache.fold(&written);
+                        }
                     }
                     Err(WriteError::Conflict) => {
                         tracing::info!(user = %t.record.name, transition = t.kind.label(), "the user changed since the snapshot; not written");
+                        self.refresh(&t.record.name).await;
                         report.conflicts.push(t.record.name.clone());
                     }
                     Err(WriteError::Fenced) => report

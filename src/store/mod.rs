@@ -6,6 +6,7 @@ pub mod kubernetes;
 pub mod ledger;
 pub mod postgres;
 mod record;
+pub mod warm;
 
 pub use record::{record_from_user, user_state_label};
 
@@ -137,6 +138,24 @@ impl Backend {
             Backend::Kubernetes => Store::Kubernetes(Box::new(kubernetes::KubernetesStore::new(
                 client.clone(),
                 namespace,
+            ))),
+            Backend::Postgres(db) => Store::Postgres(db.store(namespace)),
+        }
+    }
+
+    /// The store of `namespace` in the operator: a Kubernetes store plans from
+    /// the namespace's watched copy in `warm` (its watch started on first use).
+    pub fn open_warm(
+        &self,
+        client: &kube::Client,
+        namespace: &str,
+        warm: &warm::WarmRegistry,
+    ) -> Store {
+        match self {
+            Backend::Kubernetes => Store::Kubernetes(Box::new(kubernetes::KubernetesStore::warm(
+                client.clone(),
+                namespace,
+                warm.cache(namespace),
             ))),
             Backend::Postgres(db) => Store::Postgres(db.store(namespace)),
         }

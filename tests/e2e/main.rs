@@ -32,3 +32,4 @@ mod membership;
 mod operations;
 mod postgres;
 mod readiness;
+mod warm;

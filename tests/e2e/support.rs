@@ -460,3 +460,155 @@ impl HeldRelay {
         self.waiting.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
+
+/// The operator's side of the wire to the API server: every request its client
+/// sends, as the server receives it, and a switch that holds back what the
+/// server's watches of DirectoryUsers deliver (as a slow or stalled watch would).
+#[derive(Clone, Default)]
+pub struct Wire {
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    held: std::sync::Arc<std::sync::Mutex<Hold>>,
+}
+
+#[derive(Default)]
+struct Hold {
+    on: bool,
+    waiting: Vec<std::task::Waker>,
+}
+
+impl Wire {
+    /// A client that talks to the API server through this wire.
+    pub fn client(&self, direct: &Client) -> Client {
+        let service = WireService {
+            inner: direct.clone(),
+            wire: self.clone(),
+        };
+        Client::new(service, direct.default_namespace().to_string())
+    }
+
+    /// From now on, nothing a watch of DirectoryUsers delivers reaches the client.
+    pub fn hold_watches(&self) {
+        self.held.lock().unwrap().on = true;
+    }
+
+    /// Deliver what the watches held back, and what comes after.
+    pub fn release_watches(&self) {
+        let mut held = self.held.lock().unwrap();
+        held.on = false;
+        for waker in held.waiting.drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// Forget the requests sent so far.
+    pub fn clear(&self) {
+        self.requests.lock().unwrap().clear();
+    }
+
+    /// The requests about DirectoryUsers sent since the last [`Wire::clear`], as
+    /// `METHOD path?query`.
+    pub fn user_requests(&self) -> Vec<String> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.contains("/directoryusers"))
+            .cloned()
+            .collect()
+    }
+
+    /// The lists of DirectoryUsers among them (a GET of the collection that is not a watch).
+    pub fn user_lists(&self) -> Vec<String> {
+        self.user_requests()
+            .into_iter()
+            .filter(|r| {
+                let (path, query) = r.split_once('?').unwrap_or((r, ""));
+                path.starts_with("GET ")
+                    && path.ends_with("/directoryusers")
+                    && !query.split('&').any(|q| q == "watch=true")
+            })
+            .collect()
+    }
+
+    /// The watches of DirectoryUsers among them.
+    pub fn user_watches(&self) -> Vec<String> {
+        self.user_requests()
+            .into_iter()
+            .filter(|r| r.starts_with("GET ") && r.contains("watch=true"))
+            .collect()
+    }
+
+    /// The writes of DirectoryUsers among them.
+    pub fn user_writes(&self) -> Vec<String> {
+        self.user_requests()
+            .into_iter()
+            .filter(|r| !r.starts_with("GET "))
+            .collect()
+    }
+}
+
+/// Records each request, then sends it through the direct client.
+struct WireService {
+    inner: Client,
+    wire: Wire,
+}
+
+impl tower::Service<http::Request<kube::client::Body>> for WireService {
+    type Response = http::Response<HeldBody>;
+    type Error = kube::Error;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<kube::client::Body>) -> Self::Future {
+        let line = format!(
+            "{} {}",
+            request.method(),
+            request
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("")
+        );
+        let watch = line.contains("/directoryusers") && line.contains("watch=true");
+        self.wire.requests.lock().unwrap().push(line);
+        let inner = self.inner.clone();
+        let held = watch.then(|| self.wire.held.clone());
+        Box::pin(async move {
+            let response = inner.send(request).await?;
+            Ok(response.map(|body| HeldBody { body, held }))
+        })
+    }
+}
+
+/// A response body that a [`Wire`] may hold back (a watch's).
+struct HeldBody {
+    body: kube::client::Body,
+    held: Option<std::sync::Arc<std::sync::Mutex<Hold>>>,
+}
+
+impl http_body::Body for HeldBody {
+    type Data = bytes::Bytes;
+    type Error = kube::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if let Some(held) = &self.held {
+            let mut held = held.lock().unwrap();
+            if held.on {
+                held.waiting.push(cx.waker().clone());
+                return std::task::Poll::Pending;
+            }
+        }
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+}

@@ -36,12 +36,14 @@ admin's objects are the admin's.
   resources: ["runapprovals/status"]
   verbs: ["patch"]
 {{- if eq .Values.store.type "kubernetes" }}
-# The user registry (store: kubernetes): a run lists the namespace's users, then
-# creates and updates them by server-side apply, which needs both `create` (for a
-# new user) and `patch`. No delete: a deleted user stays as a tombstone.
+# The user registry (store: kubernetes): the operator watches the namespace's
+# users (a list, then a watch) and runs plan from that copy; a run creates and
+# updates them by server-side apply, which needs both `create` (for a new user) and
+# `patch`, and reads one by name when a write finds it changed. No delete: a
+# deleted user stays as a tombstone.
 - apiGroups: ["usersync.dev"]
   resources: ["directoryusers"]
-  verbs: ["list", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 # A user's lifecycle state (Active, Preserved, Deleted) lives in its status.
 - apiGroups: ["usersync.dev"]
   resources: ["directoryusers/status"]
