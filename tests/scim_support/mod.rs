@@ -438,10 +438,20 @@ async fn issue_token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response
         return (StatusCode::NOT_FOUND, "no token endpoint").into_response();
     };
     if field("grant_type") != Some("client_credentials") {
-        return oauth_error("unsupported_grant_type");
+        return oauth_error(
+            "unsupported_grant_type",
+            "only client_credentials is granted",
+        );
     }
     if field("client_id") != Some(&client_id) || field("client_secret") != Some(&client_secret) {
-        return oauth_error("invalid_client");
+        // Quoting what it was sent, as some token endpoints do.
+        return oauth_error(
+            "invalid_client",
+            &format!(
+                "client secret {:?} is not valid",
+                field("client_secret").unwrap_or_default()
+            ),
+        );
     }
     let token = unique("oauth-token");
     faults.issued.push(token.clone());
@@ -458,12 +468,11 @@ async fn issue_token(State(shared): State<Arc<Shared>>, body: Bytes) -> Response
         .into_response()
 }
 
-fn oauth_error(code: &str) -> Response {
+fn oauth_error(code: &str, description: &str) -> Response {
     (
         StatusCode::UNAUTHORIZED,
         [(header::CONTENT_TYPE, "application/json")],
-        json!({"error": code, "error_description": "the client credentials were refused"})
-            .to_string(),
+        json!({"error": code, "error_description": description}).to_string(),
     )
         .into_response()
 }
@@ -595,13 +604,16 @@ fn decide(faults: &mut Faults, _method: &Method, headers: &HeaderMap, shared: &S
         Credential::PassThrough => headers.get(header::AUTHORIZATION).cloned(),
         Credential::Token(expected) => {
             if presented.as_deref() != Some(expected) {
-                return Decision::Answer(unauthorized());
+                return Decision::Answer(unauthorized(presented.as_deref()));
             }
             server_token()
         }
         Credential::OAuth { .. } => {
-            if !presented.is_some_and(|t| faults.issued.contains(&t)) {
-                return Decision::Answer(unauthorized());
+            if !presented
+                .as_ref()
+                .is_some_and(|t| faults.issued.contains(t))
+            {
+                return Decision::Answer(unauthorized(presented.as_deref()));
             }
             server_token()
         }
@@ -618,10 +630,14 @@ fn decide(faults: &mut Faults, _method: &Method, headers: &HeaderMap, shared: &S
     Decision::Forward(authorization)
 }
 
-fn unauthorized() -> Response {
+/// A 401 that quotes the token it refused, as some applications do.
+fn unauthorized(presented: Option<&str>) -> Response {
     let mut response = scim_error(
         401,
-        "Authorization failure. The authorization header is invalid or missing",
+        &format!(
+            "Authorization failure. The authorization header is invalid or missing (token {:?})",
+            presented.unwrap_or_default()
+        ),
     );
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,

@@ -382,7 +382,7 @@ impl ScimClient {
             let mut request = self
                 .http
                 .request(method.clone(), url.clone())
-                .header(AUTHORIZATION, auth)
+                .header(AUTHORIZATION, auth.clone())
                 .header(reqwest::header::ACCEPT, SCIM_JSON);
             if let Some(version) = if_match {
                 request = request.header(IF_MATCH, version);
@@ -408,7 +408,10 @@ impl ScimClient {
                     match read {
                         Err(e) => (Passing::Transport(e), None),
                         Ok(bytes) => {
-                            let answer_body = parse_body(&bytes);
+                            let answer_body = parse_body(&bytes).map(|mut b| {
+                                self.scrub(&mut b, &auth);
+                                b
+                            });
                             self.tell_exchange(
                                 &method,
                                 &relative,
@@ -523,6 +526,21 @@ impl ScimClient {
     }
 
     /// The Authorization header, and the generation of an OAuth token.
+    /// Cut the credentials out of an answer: the token sent with the request
+    /// (`auth`) and, with OAuth, the client secret.
+    fn scrub(&self, body: &mut Value, auth: &HeaderValue) {
+        let token = auth
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        let client_secret = match &self.credentials {
+            Credentials::ClientCredentials(oauth) => oauth.client_secret(),
+            Credentials::Bearer(_) => "",
+        };
+        crate::secret::scrub_json(body, &[token, client_secret]);
+    }
+
     async fn authorization(&self) -> Result<(HeaderValue, Option<u64>), ScimError> {
         let (token, generation) = match &self.credentials {
             Credentials::Bearer(token) => (token.clone(), None),

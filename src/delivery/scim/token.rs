@@ -42,6 +42,11 @@ struct TokenResponse {
 }
 
 impl ClientCredentials {
+    /// The client secret, only to cut it out of answers that echo it.
+    pub(crate) fn client_secret(&self) -> &str {
+        self.client_secret.expose()
+    }
+
     pub(crate) fn new(
         token_url: Url,
         client_id: String,
@@ -103,7 +108,10 @@ impl ClientCredentials {
             ScimError::Transport(format!("the OAuth token endpoint: {}", chain(&e)))
         })?;
         if !(200..300).contains(&status) {
-            let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+            let parsed: Option<Value> = serde_json::from_slice(&body).ok().map(|mut b| {
+                crate::secret::scrub_json(&mut b, &[self.client_secret.expose()]);
+                b
+            });
             let detail = parsed.as_ref().and_then(oauth_error);
             return Err(match status {
                 400 | 401 | 403 => ScimError::Unauthorized {
