@@ -204,7 +204,16 @@ where
     .applied_objects();
     // Credential Secrets are watched per namespace that granted them; a change
     // reconciles the connectors that name the Secret.
-    let (secret_tx, secret_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (secret_tx, mut secret_rx) =
+        tokio::sync::mpsc::unbounded_channel::<secret_watch::SecretChange>();
+    let (to_connectors, connector_secret_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (to_targets, target_secret_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(change) = secret_rx.recv().await {
+            let _ = to_connectors.send(change.clone());
+            let _ = to_targets.send(change);
+        }
+    });
     let ctx = Arc::new(
         ctx.with_requeue(requeue_tx)
             .with_approvals(approval_store)
@@ -298,23 +307,11 @@ where
         scope.api::<DeserializeGuard<ConnectorHealth>>(&client),
         wc.clone(),
     );
-    let by_secret = connectors.store();
-    let secret_changes = tokio_stream::wrappers::UnboundedReceiverStream::new(secret_rx).flat_map(
-        move |(ns, name): secret_watch::SecretChange| {
-            let naming: Vec<_> = by_secret
-                .state()
-                .into_iter()
-                .filter(|guard| {
-                    matches!(&guard.0, Ok(c) if c.namespace().as_deref() == Some(ns.as_str())
-                        && connector::secret_names(c).any(|s| s == name))
-                })
-                .map(|guard| ObjectRef::from_obj(guard.as_ref()))
-                .collect();
-            futures::stream::iter(naming)
-        },
-    );
+    let connector_secrets = naming_secret(connectors.store(), connector_secret_rx, |c| {
+        connector::secret_names(c).map(str::to_string).collect()
+    });
     let connectors = connectors
-        .reconcile_on(secret_changes)
+        .reconcile_on(connector_secrets)
         .graceful_shutdown_on(stopped())
         .run(
             |obj, ctx| guarded(obj, ctx, connector::reconcile),
@@ -323,35 +320,86 @@ where
         )
         .for_each(log_outcome);
 
-    // Targets run a cycle per interval; an approval of a blocked cycle starts one.
-    let targets = Controller::new(
-        scope.api::<DeserializeGuard<ProvisioningTarget>>(&client),
-        wc.clone(),
+    // Targets run a cycle per interval; an approval of a blocked cycle, a change of
+    // spec or annotations, or of a Secret they read starts one. Their own status
+    // writes do not.
+    let (target_store, target_writer) = reflector::store();
+    let target_trigger = reflector::reflector(
+        target_writer,
+        watcher(
+            scope.api::<DeserializeGuard<ProvisioningTarget>>(&client),
+            wc.clone(),
+        ),
     )
-    .watches(
-        scope.api::<DeserializeGuard<RunApproval>>(&client),
-        wc.clone(),
-        |guard| {
-            let approval = guard
-                .0
-                .ok()
-                .filter(|a| !a.decided() && !a.spec.target_ref.is_empty())?;
-            let ns = approval.namespace()?;
-            Some(
-                ObjectRef::<DeserializeGuard<ProvisioningTarget>>::new(&approval.spec.target_ref)
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(
+        predicates::generation.combine(predicates::annotations),
+        Default::default(),
+    );
+    let target_secrets = naming_secret(target_store.clone(), target_secret_rx, |t| {
+        target::secret_names(t).map(str::to_string).collect()
+    });
+    let targets = Controller::for_stream(target_trigger, target_store)
+        .reconcile_on(target_secrets)
+        .watches(
+            scope.api::<DeserializeGuard<RunApproval>>(&client),
+            wc.clone(),
+            |guard| {
+                let approval = guard
+                    .0
+                    .ok()
+                    .filter(|a| !a.decided() && !a.spec.target_ref.is_empty())?;
+                let ns = approval.namespace()?;
+                Some(
+                    ObjectRef::<DeserializeGuard<ProvisioningTarget>>::new(
+                        &approval.spec.target_ref,
+                    )
                     .within(&ns),
-            )
-        },
-    )
-    .graceful_shutdown_on(stopped())
-    .run(
-        |obj, ctx| guarded(obj, ctx, target::reconcile),
-        error_policy,
-        ctx.clone(),
-    )
-    .for_each(log_outcome);
+                )
+            },
+        )
+        .graceful_shutdown_on(stopped())
+        .run(
+            |obj, ctx| guarded(obj, ctx, target::reconcile),
+            error_policy,
+            ctx.clone(),
+        )
+        .for_each(log_outcome);
 
     futures::join!(mappings, policies, connectors, targets);
+}
+
+/// The objects of `store` that read a Secret that changed, by the names `reads`
+/// gives for each.
+fn naming_secret<K>(
+    store: reflector::Store<DeserializeGuard<K>>,
+    changes: tokio::sync::mpsc::UnboundedReceiver<secret_watch::SecretChange>,
+    reads: fn(&K) -> Vec<String>,
+) -> impl futures::Stream<Item = ObjectRef<DeserializeGuard<K>>>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    tokio_stream::wrappers::UnboundedReceiverStream::new(changes).flat_map(
+        move |(ns, name): secret_watch::SecretChange| {
+            let naming: Vec<_> = store
+                .state()
+                .into_iter()
+                .filter(|guard| {
+                    matches!(&guard.0, Ok(o) if o.namespace().as_deref() == Some(ns.as_str())
+                        && reads(o).contains(&name))
+                })
+                .map(|guard| ObjectRef::from_obj(guard.as_ref()))
+                .collect();
+            futures::stream::iter(naming)
+        },
+    )
 }
 
 /// Mappings in the object's namespace whose reference (`field`) names it.

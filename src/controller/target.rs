@@ -28,7 +28,6 @@ use crate::api::{
     MatchAttribute as ApiMatch, ProvisioningTarget, ProvisioningTargetStatus, RunApproval,
     TargetCapabilities, set_condition,
 };
-use crate::core::Approval;
 use crate::core::duration::parse_duration;
 use crate::core::health::{Health, Verdict};
 use crate::delivery::plan::{
@@ -76,6 +75,20 @@ pub async fn reconcile(
         return Ok(Action::await_change());
     }
     let now = ctx.now();
+    // The cached copy can predate this process's own last cycle (a Secret or an
+    // approval triggers at once): a cycle that looks due is decided on the API
+    // server's copy, so that one cycle never runs twice.
+    let target = match wait_for(&target, pending_approval(&ctx, &target).is_some(), now) {
+        Some(_) => target,
+        None => {
+            let api: Api<ProvisioningTarget> =
+                Api::namespaced(ctx.client.clone(), &target.namespace().unwrap_or_default());
+            match api.get_opt(&target.name_any()).await? {
+                Some(fresh) => fresh,
+                None => return Ok(Action::await_change()),
+            }
+        }
+    };
     let old = target.status.clone().unwrap_or_default();
     let spec = &target.spec;
     let (Ok(interval), Ok(full_every)) = (
@@ -95,24 +108,11 @@ pub async fn reconcile(
     };
     let interval = slowed(interval, old.quarantined_cycles);
     let generation = target.metadata.generation;
-    let approval = pending_approval(&ctx, &target).await;
-    let last = old.last_sync_time.as_ref().map(|t| t.0);
-    let due_at = last.map(|t| t + signed(interval));
-    let requested = target
-        .annotations()
-        .get(crate::api::SYNC_REQUESTED_ANNOTATION)
-        .filter(|r| old.last_sync_request.as_ref() != Some(*r))
-        .cloned();
-    let due = old.observed_generation != generation
-        || approval.is_some()
-        || requested.is_some()
-        || due_at.is_none_or(|at| at <= now);
-    if !due {
-        let wait = due_at
-            .map(|at| at.duration_since(now).unsigned_abs())
-            .unwrap_or(interval);
-        return Ok(Action::requeue(wait.max(Duration::from_secs(1))));
+    let approval = pending_approval(&ctx, &target);
+    if let Some(wait) = wait_for(&target, approval.is_some(), now) {
+        return Ok(Action::requeue(wait));
     }
+    let requested = sync_requested(&target);
     if !ctx.may_write() {
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
@@ -136,6 +136,62 @@ pub async fn reconcile(
     Ok(Action::requeue(next))
 }
 
+/// How long until the target's next cycle is due; `None` when it is due now: its
+/// spec changed, an approval waits, an admin asked, or its (slowed) interval
+/// passed. A spec whose durations do not parse is due, to be reported.
+fn wait_for(target: &ProvisioningTarget, approval: bool, now: jiff::Timestamp) -> Option<Duration> {
+    let old = target.status.clone().unwrap_or_default();
+    let interval = slowed(
+        parse_duration(&target.spec.interval).ok()?,
+        old.quarantined_cycles,
+    );
+    parse_duration(&target.spec.full_reconcile_interval).ok()?;
+    let due_at = old
+        .last_sync_time
+        .as_ref()
+        .map(|t| t.0 + signed(interval))?;
+    if old.observed_generation != target.metadata.generation
+        || approval
+        || sync_requested(target).is_some()
+        || due_at <= now
+    {
+        return None;
+    }
+    Some(
+        due_at
+            .duration_since(now)
+            .unsigned_abs()
+            .max(Duration::from_secs(1)),
+    )
+}
+
+/// An admin's request for a cycle now that no cycle has answered yet.
+fn sync_requested(target: &ProvisioningTarget) -> Option<String> {
+    let answered = target
+        .status
+        .as_ref()
+        .and_then(|s| s.last_sync_request.as_ref());
+    target
+        .annotations()
+        .get(crate::api::SYNC_REQUESTED_ANNOTATION)
+        .filter(|r| answered != Some(*r))
+        .cloned()
+}
+
+/// The Secrets a target reads: a change to one starts a cycle (a fixed token
+/// clears a quarantine without waiting for the slowed interval).
+pub fn secret_names(target: &ProvisioningTarget) -> impl Iterator<Item = &str> {
+    let spec = &target.spec;
+    [
+        spec.auth.bearer_token_secret_ref.as_ref(),
+        spec.auth.oauth2.as_ref().map(|o| &o.client_secret_ref),
+        spec.ca_secret_ref.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|r| r.name.as_str())
+}
+
 /// A quarantined target's interval: doubled per quarantined cycle in a row, up to
 /// an hour (or the interval, when that is longer).
 fn slowed(interval: Duration, quarantined_cycles: u32) -> Duration {
@@ -156,7 +212,7 @@ async fn cycle(
     ctx: &Context,
     target: &ProvisioningTarget,
     old: &ProvisioningTargetStatus,
-    approval: Option<(RunApproval, Approval)>,
+    approval: Option<(RunApproval, String)>,
     full: bool,
     now: jiff::Timestamp,
 ) -> Result<ProvisioningTargetStatus> {
@@ -192,7 +248,7 @@ async fn cycle(
         }
     };
     let entries = entries(target, &view);
-    let settings = settings(target, now, approval.as_ref().map(|(_, a)| a));
+    let settings = settings(target, now, approval.as_ref().map(|(_, d)| d.as_str()));
     let quiet = dplan::plan(&entries, None, &settings);
     let quarantined = old.quarantined_cycles > 0;
     if !full
@@ -255,80 +311,43 @@ async fn cycle(
     status.capabilities = Some(capabilities.clone());
     let plan = dplan::plan(&entries, actual.as_ref(), &settings);
 
-    let mut changes: Vec<(String, Option<Delivered>)> = Vec::new();
-    let mut failures: Vec<(String, String)> = Vec::new();
-    for (user, why) in &plan.invalid {
-        let previous = view.ledger.get(user).cloned().unwrap_or_default();
-        let entry = failed_entry(previous, why, now, user);
-        failures.push((user.clone(), why.clone()));
-        changes.push((user.clone(), Some(entry)));
+    // Users that cannot be delivered get their reason in the ledger; no request.
+    let invalid: Vec<(String, Option<Delivered>)> = plan
+        .invalid
+        .iter()
+        .map(|(user, why)| {
+            let previous = view.ledger.get(user).cloned().unwrap_or_default();
+            (user.clone(), Some(failed_entry(previous, why, now, user)))
+        })
+        .collect();
+    let mut ledger = view.ledger.clone();
+    let mut sent = Sent::default();
+    if let Err(stop) = record(ctx, &store, &name, &invalid, &mut ledger).await {
+        sent.stop = Some(stop);
     }
-    let mut credentials_refused: Option<ScimError> = None;
     if target.spec.dry_run {
         summary.result = "DryRun".into();
         summary.message = describe_dry_run(&plan.steps);
         tally(&plan.steps, &mut summary);
-    } else {
+    } else if sent.stop.is_none() {
         let executor = Executor {
             client: &client,
             patch: capabilities.patch,
             by: match_attribute(target),
             match_path: match_path(target),
+            may_send: &|| ctx.may_write(),
         };
-        for phase in plan.steps.chunk_by(|a, b| a.phase() == b.phase()) {
-            if !ctx.may_write() || credentials_refused.is_some() {
-                break;
-            }
-            let results: Vec<(Step, std::result::Result<Done, ScimError>)> =
-                futures::StreamExt::collect(futures::StreamExt::buffered(
-                    futures::stream::iter(phase.iter().cloned().map(|step| {
-                        let executor = &executor;
-                        async move {
-                            let out = executor.run(&step).await;
-                            (step, out)
-                        }
-                    })),
-                    CONCURRENCY,
-                ))
-                .await;
-            for (step, out) in results {
-                let user = step.name().to_string();
-                let previous = view.ledger.get(&user).cloned().unwrap_or_default();
-                match out {
-                    Ok(done) => {
-                        count(&done, &mut summary);
-                        changes.push((user, done.entry(previous, now)));
-                    }
-                    Err(e) => {
-                        if e.is_credentials() {
-                            credentials_refused.get_or_insert(e.clone());
-                        }
-                        let why = e.to_string();
-                        failures.push((user.clone(), why.clone()));
-                        changes
-                            .push((user.clone(), Some(failed_entry(previous, &why, now, &user))));
-                    }
-                }
-            }
+        sent = send(ctx, &executor, &store, &name, &plan.steps, &mut ledger, now).await;
+        for done in &sent.done {
+            count(done, &mut summary);
         }
     }
-    // Entries of users that succeeded after earlier failures, or whose failure is
-    // new, are written; nothing else.
-    let writes = match store.record_deliveries(&name, &changes).await {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::warn!(target = %name, namespace = %ns, error = %e, "recording deliveries failed");
-            0
-        }
-    };
-    tracing::debug!(target = %name, writes, "ledger written");
-    let mut ledger = view.ledger.clone();
-    for (user, entry) in &changes {
-        match entry {
-            Some(e) => ledger.insert(user.clone(), e.clone()),
-            None => ledger.remove(user),
-        };
-    }
+    let failures: Vec<(String, String)> = plan
+        .invalid
+        .iter()
+        .cloned()
+        .chain(sent.failures.iter().cloned())
+        .collect();
     summary.failed = u32::try_from(failures.len()).unwrap_or(u32::MAX);
     summary.requests = observer.requests();
     for (user, why) in failures.iter().take(MAX_FAILURE_EVENTS) {
@@ -341,33 +360,50 @@ async fn cycle(
         )
         .await;
     }
-    if let Some(e) = &credentials_refused {
-        return Ok(quarantine(
-            ctx,
-            target,
-            status,
-            summary,
-            "BadCredentials",
-            e.to_string(),
-            &ledger,
-            now,
-        )
-        .await);
+    match sent.stop.take() {
+        Some(Stop::Fenced) | None => {}
+        Some(Stop::Credentials(e)) => {
+            return Ok(quarantine(
+                ctx,
+                target,
+                status,
+                summary,
+                "BadCredentials",
+                e.to_string(),
+                &ledger,
+                now,
+            )
+            .await);
+        }
+        Some(Stop::Ledger(message)) => {
+            status.accounts = Some(account_counts(&ledger));
+            failed(
+                &mut status,
+                target,
+                summary,
+                "RegistryUnavailable",
+                message,
+                now,
+            );
+            return Ok(status);
+        }
     }
+    // The ratio counts requests only: a user nothing could be sent for is not the
+    // application's failure.
+    let request_failures = u32::try_from(sent.failures.len()).unwrap_or(u32::MAX);
     let attempted = summary.created
         + summary.adopted
         + summary.updated
         + summary.enabled
         + summary.disabled
         + summary.deleted
-        + summary.failed;
+        + request_failures;
     if attempted as usize >= MIN_ATTEMPTS_FOR_RATIO
-        && f64::from(summary.failed) > MAX_FAILURE_RATIO * f64::from(attempted)
+        && f64::from(request_failures) > MAX_FAILURE_RATIO * f64::from(attempted)
     {
         let message = format!(
-            "{} of {attempted} requests of cycle {id} failed (more than half); cycles slow down until one succeeds; the first failure: {}",
-            summary.failed,
-            failures
+            "{request_failures} of {attempted} requests of cycle {id} failed (more than half); cycles slow down until one succeeds; the first failure: {}",
+            sent.failures
                 .first()
                 .map(|(u, w)| format!("{u}: {w}"))
                 .unwrap_or_default()
@@ -397,19 +433,28 @@ async fn cycle(
         status.last_full_reconcile_time = Some(Time(now));
     }
     if let Some((approval, _)) = &approval
-        && plan.blocked.is_none()
+        && !target.spec.dry_run
+        && ctx.may_write()
     {
-        let message = format!("cycle {id} of target {name} sent the withheld disables and deletes");
+        // An approval is spent by the cycle that sent what it approved; one whose
+        // steps changed meanwhile approves nothing that is still wanted.
         let api: Api<RunApproval> = Api::namespaced(ctx.client.clone(), &ns);
-        let _ = super::approval::decide(
-            ctx,
-            &api,
-            approval,
-            crate::api::ApprovalState::Used,
-            Some(&id),
-            message,
-        )
-        .await;
+        let (state, consumed_by, message) = match &plan.blocked {
+            None => (
+                crate::api::ApprovalState::Used,
+                Some(id.as_str()),
+                format!("cycle {id} of target {name} sent the withheld disables and deletes"),
+            ),
+            Some(_) => (
+                crate::api::ApprovalState::Stale,
+                None,
+                format!(
+                    "the disables and deletes target {name} would send changed since cycle {}: this approval sends nothing; look at the blocked cycle again",
+                    approval.spec.run_id
+                ),
+            ),
+        };
+        let _ = super::approval::decide(ctx, &api, approval, state, consumed_by, message).await;
     }
     status.quarantined_cycles = 0;
     set_condition(
@@ -560,42 +605,51 @@ async fn prepare(
 
 /// The accounts of the ledger as the application holds them now, by id. The
 /// application is read page by page; accounts it holds that this target never
-/// created or adopted are not kept.
+/// created or adopted are not kept. Paging only saves requests: an account of the
+/// ledger that no page showed (an application that pages loosely, ignores
+/// startIndex, or leaves out totalResults) is asked for by its id, and only a 404
+/// there makes it absent.
 async fn read_back(
     client: &ScimClient,
     ledger: &HashMap<String, Delivered>,
     by: MatchAttribute,
 ) -> std::result::Result<HashMap<String, Remote>, ScimError> {
-    let ours: std::collections::HashSet<&str> = ledger
+    let mut missing: std::collections::HashSet<&str> = ledger
         .values()
         .filter_map(|d| d.remote_id.as_deref())
         .collect();
     let mut found = HashMap::new();
-    if ours.is_empty() {
-        return Ok(found);
-    }
+    let remote = |user: &RemoteUser| Remote {
+        active: user.active,
+        match_value: match by {
+            MatchAttribute::UserName => user.user_name.clone(),
+            MatchAttribute::ExternalId => user.external_id.clone(),
+        },
+    };
     let mut start = 1;
-    loop {
+    while !missing.is_empty() {
         let page = client.list(start, LIST_PAGE).await?;
-        let n = page.users.len() as u64;
-        for user in page.users {
-            if ours.contains(user.id.as_str()) {
-                let value = match by {
-                    MatchAttribute::UserName => user.user_name.clone(),
-                    MatchAttribute::ExternalId => user.external_id.clone(),
-                };
-                found.insert(
-                    user.id.clone(),
-                    Remote {
-                        active: user.active,
-                        match_value: value,
-                    },
-                );
+        for user in &page.users {
+            if missing.remove(user.id.as_str()) {
+                found.insert(user.id.clone(), remote(user));
             }
         }
-        start += n;
-        if n == 0 || start > page.total_results {
+        // A page from elsewhere than asked ends the paging: the rest is asked by id.
+        if page.items == 0 || page.start_index != start {
             break;
+        }
+        start += page.items;
+        if start > page.total_results {
+            break;
+        }
+    }
+    let missing: Vec<String> = missing.into_iter().map(str::to_string).collect();
+    for ids in missing.chunks(CONCURRENCY) {
+        let users = futures::future::try_join_all(ids.iter().map(|id| client.get(id))).await?;
+        for (id, user) in ids.iter().zip(users) {
+            if let Some(user) = user {
+                found.insert(id.clone(), remote(&user));
+            }
         }
     }
     Ok(found)
@@ -620,6 +674,8 @@ enum Done {
     Deleted,
     /// The account is gone (or none is wanted): the entry is dropped.
     Forgotten,
+    /// Not sent: this process may no longer write.
+    NotSent,
 }
 
 impl Done {
@@ -650,6 +706,7 @@ impl Done {
             ),
             Done::Deleted => ok(previous.remote_id, DeliveredState::Deleted, previous.digest),
             Done::Forgotten => None,
+            Done::NotSent => Some(previous),
         }
     }
 }
@@ -662,7 +719,7 @@ fn count(done: &Done, s: &mut CycleSummary) {
         Done::Updated { .. } => s.updated += 1,
         Done::Disabled => s.disabled += 1,
         Done::Deleted => s.deleted += 1,
-        Done::Forgotten => {}
+        Done::Forgotten | Done::NotSent => {}
     }
 }
 
@@ -690,16 +747,129 @@ fn failed_entry(previous: Delivered, why: &str, now: jiff::Timestamp, user: &str
     }
 }
 
+/// What the sending part of a cycle did.
+#[derive(Default)]
+struct Sent {
+    /// The outcome of each step that reached the application.
+    done: Vec<Done>,
+    /// Users whose request failed, and why.
+    failures: Vec<(String, String)>,
+    /// Why the cycle stopped before its last phase, if it did.
+    stop: Option<Stop>,
+}
+
+/// Why a cycle stopped sending.
+enum Stop {
+    /// This replica may no longer write (it lost the lease, or is stopping).
+    Fenced,
+    /// The application refused the client's credentials.
+    Credentials(ScimError),
+    /// What was sent could not be recorded: nothing more is sent.
+    Ledger(String),
+}
+
+/// Send the plan's steps phase by phase, recording each phase's outcomes in the
+/// ledger before the next phase starts. The cycle stops at the first phase whose
+/// outcomes cannot be recorded, or when the application refuses the credentials,
+/// or when this replica may no longer write.
+async fn send(
+    ctx: &Context,
+    executor: &Executor<'_>,
+    store: &crate::store::Store,
+    target: &str,
+    steps: &[Step],
+    ledger: &mut HashMap<String, Delivered>,
+    now: jiff::Timestamp,
+) -> Sent {
+    let mut sent = Sent::default();
+    for phase in steps.chunk_by(|a, b| a.phase() == b.phase()) {
+        let results: Vec<(Step, std::result::Result<Done, ScimError>)> =
+            futures::StreamExt::collect(futures::StreamExt::buffered(
+                futures::stream::iter(phase.iter().cloned().map(|step| async move {
+                    let out = executor.run(&step).await;
+                    (step, out)
+                })),
+                CONCURRENCY,
+            ))
+            .await;
+        let mut changes = Vec::new();
+        for (step, out) in results {
+            let user = step.name().to_string();
+            let previous = ledger.get(&user).cloned().unwrap_or_default();
+            match out {
+                Ok(Done::NotSent) => {
+                    sent.stop.get_or_insert(Stop::Fenced);
+                }
+                Ok(done) => {
+                    changes.push((user, done.entry(previous, now)));
+                    sent.done.push(done);
+                }
+                Err(e) => {
+                    if e.refuses_the_client() {
+                        sent.stop.get_or_insert(Stop::Credentials(e.clone()));
+                    }
+                    let why = e.to_string();
+                    changes.push((user.clone(), Some(failed_entry(previous, &why, now, &user))));
+                    sent.failures.push((user, why));
+                }
+            }
+        }
+        if let Err(stop) = record(ctx, store, target, &changes, ledger).await {
+            sent.stop = Some(stop);
+        }
+        if sent.stop.is_some() {
+            break;
+        }
+    }
+    sent
+}
+
+/// Record `changes` in the ledger (in the store, and in `ledger` for the counts).
+/// A replica that may no longer write records nothing: what it sent is planned
+/// again by the one that writes, which matches before it creates.
+async fn record(
+    ctx: &Context,
+    store: &crate::store::Store,
+    target: &str,
+    changes: &[(String, Option<Delivered>)],
+    ledger: &mut HashMap<String, Delivered>,
+) -> std::result::Result<(), Stop> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    if !ctx.may_write() {
+        return Err(Stop::Fenced);
+    }
+    let written = store.record_deliveries(target, changes).await.map_err(|e| {
+        Stop::Ledger(format!(
+            "recording what was delivered failed: {e}; nothing more is sent until a cycle can record it"
+        ))
+    })?;
+    tracing::debug!(target, written, "ledger written");
+    for (user, entry) in changes {
+        match entry {
+            Some(e) => ledger.insert(user.clone(), e.clone()),
+            None => ledger.remove(user),
+        };
+    }
+    Ok(())
+}
+
 /// Sends the steps of a plan.
 struct Executor<'a> {
     client: &'a ScimClient,
     patch: bool,
     by: MatchAttribute,
     match_path: &'static str,
+    /// Asked before each step: whether this process may still send.
+    may_send: &'a (dyn Fn() -> bool + Sync),
 }
 
 impl Executor<'_> {
     async fn run(&self, step: &Step) -> std::result::Result<Done, ScimError> {
+        if !(self.may_send)() {
+            return Ok(Done::NotSent);
+        }
         match step {
             Step::Create {
                 resource,
@@ -1473,25 +1643,15 @@ async fn event(
     }
 }
 
-/// The oldest undecided RunApproval of the target's blocked cycle, with the sizes
-/// it approves.
-async fn pending_approval(
-    ctx: &Context,
-    target: &ProvisioningTarget,
-) -> Option<(RunApproval, Approval)> {
+/// The oldest undecided RunApproval of the target's blocked cycle, with the
+/// fingerprint of the withheld steps it approves.
+fn pending_approval(ctx: &Context, target: &ProvisioningTarget) -> Option<(RunApproval, String)> {
     let blocked = target.status.as_ref()?.blocked_cycle.as_ref()?;
     let approval = ctx
         .undecided_target_approvals(&target.namespace()?, &target.name_any())
         .into_iter()
         .find(|a| a.spec.run_id == blocked.run_id)?;
-    Some((
-        approval,
-        Approval {
-            run_id: blocked.run_id.clone(),
-            max_preserve: blocked.would_disable as usize,
-            max_delete: blocked.would_delete as usize,
-        },
-    ))
+    Some((approval, blocked.plan_digest.clone()))
 }
 
 /// Write the status when it changed.
@@ -1501,7 +1661,8 @@ async fn write(
     old: &ProvisioningTargetStatus,
     status: &ProvisioningTargetStatus,
 ) -> Result<()> {
-    if old == status {
+    // A replica that lost the lease leaves the status to the one that holds it.
+    if old == status || !ctx.may_write() {
         return Ok(());
     }
     let api: Api<ProvisioningTarget> =
@@ -1526,14 +1687,14 @@ pub async fn preview(ctx: &Context, target: &ProvisioningTarget) -> Result<dplan
 fn settings<'a>(
     target: &ProvisioningTarget,
     now: jiff::Timestamp,
-    approval: Option<&'a Approval>,
+    approved: Option<&'a str>,
 ) -> Settings<'a> {
     Settings {
         max_disable_percent: u8::try_from(target.spec.safety.max_disable_percent.min(100))
             .unwrap_or(100),
         max_deletes: target.spec.safety.max_deletes_per_cycle,
         now,
-        approval,
+        approved,
     }
 }
 
@@ -1578,7 +1739,7 @@ pub async fn provision(
         max_disable_percent: 100,
         max_deletes: u32::MAX,
         now: ctx.now(),
-        approval: None,
+        approved: None,
     };
     // A user waiting for its back-off is sent now: the admin asked.
     let mut entry = entry;
@@ -1609,6 +1770,7 @@ pub async fn provision(
         patch,
         by: match_attribute(target),
         match_path: match_path(target),
+        may_send: &|| true,
     };
     let previous = entry.delivered.clone().unwrap_or_default();
     let now = ctx.now();

@@ -13,7 +13,7 @@
 //! - updates, renames among them, come before creates, so a reused `userName`
 //!   never collides with its previous holder; disables and deletes come last;
 //! - disables and deletes over the thresholds are withheld, all of them, until
-//!   an approval covers them;
+//!   an admin approves that very set of steps (by its fingerprint);
 //! - a user whose last attempt failed waits for its back-off.
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,7 +23,7 @@ use jiff::Timestamp;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::core::{Approval, State, UserRecord, allowed_preserves};
+use crate::core::{State, UserRecord, allowed_preserves};
 
 /// What deprovisioning does (`spec.deprovision`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,8 +220,9 @@ pub struct Settings<'a> {
     pub max_disable_percent: u8,
     pub max_deletes: u32,
     pub now: Timestamp,
-    /// The approval of the cycle that was blocked, if an admin gave one.
-    pub approval: Option<&'a Approval>,
+    /// The fingerprint ([`Blocked::digest`]) of the blocked cycle an admin
+    /// approved, if one: the same withheld steps are sent, any other set waits.
+    pub approved: Option<&'a str>,
 }
 
 /// One cycle's plan.
@@ -377,15 +378,20 @@ fn thresholds(out: &mut Plan, active: usize, s: &Settings<'_>) {
         .count();
     let allowed_disables = allowed_preserves(active, s.max_disable_percent);
     let over = would_disable > allowed_disables || would_delete > s.max_deletes as usize;
-    let approved = s
-        .approval
-        .is_some_and(|a| a.covers(would_disable, would_delete));
-    if !over || approved {
+    if !over {
         return;
     }
-    let (withheld, steps) = std::mem::take(&mut out.steps)
+    let (withheld, steps): (Vec<Step>, Vec<Step>) = std::mem::take(&mut out.steps)
         .into_iter()
         .partition(Step::withheld_by_thresholds);
+    let digest = withheld_digest(&withheld);
+    if s.approved == Some(digest.as_str()) {
+        // Approved as they are: sent in their phases, as if never withheld.
+        out.steps = steps;
+        out.steps.extend(withheld);
+        out.steps.sort_by_key(Step::phase);
+        return;
+    }
     out.steps = steps;
     out.withheld = withheld;
     out.blocked = Some(Blocked {
@@ -394,7 +400,7 @@ fn thresholds(out: &mut Plan, active: usize, s: &Settings<'_>) {
         active,
         allowed_disables,
         max_deletes: s.max_deletes,
-        digest: withheld_digest(&out.withheld),
+        digest,
     });
 }
 
@@ -460,7 +466,7 @@ mod tests {
             max_disable_percent: 100,
             max_deletes: 100,
             now: now(),
-            approval: None,
+            approved: None,
         }
     }
 
@@ -679,14 +685,10 @@ mod tests {
         entries[1].want = Want::Active;
         assert!(plan(&entries, None, &s).blocked.is_none());
         entries[1].want = Want::Disabled;
-        // An approval of that size lets the same cycle through, and no bigger one.
-        let approval = Approval {
-            run_id: "c1".into(),
-            max_preserve: 2,
-            max_delete: 0,
-        };
+        // An approval of that cycle lets the same steps through, and no others:
+        // neither a bigger set nor one of the same size over other users.
         let approved = Settings {
-            approval: Some(&approval),
+            approved: Some(&b.digest),
             ..s.clone()
         };
         assert_eq!(
@@ -695,6 +697,9 @@ mod tests {
         );
         entries[2].want = Want::Disabled;
         assert!(plan(&entries, None, &approved).blocked.is_some());
+        entries[1].want = Want::Active;
+        let swapped = plan(&entries, None, &approved);
+        assert_eq!(kinds(&swapped.withheld), ["disable u0", "disable u2"]);
         // The fingerprint names the withheld steps.
         let again = plan(&entries, None, &s).blocked.unwrap();
         assert_ne!(again.digest, b.digest);

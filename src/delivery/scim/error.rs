@@ -98,6 +98,20 @@ impl ScimError {
         matches!(self, ScimError::Unauthorized { .. })
     }
 
+    /// The application refuses this client, whatever it asks: a 401, or the token
+    /// endpoint's refusal. A 403 on one request refuses that request (an account
+    /// the application protects), not the client.
+    pub fn refuses_the_client(&self) -> bool {
+        match self {
+            ScimError::Unauthorized {
+                status,
+                token_endpoint,
+                ..
+            } => *token_endpoint || *status != 403,
+            _ => false,
+        }
+    }
+
     /// The SCIM error type of a refusal (`uniqueness`, `invalidValue`, …).
     pub fn scim_type(&self) -> Option<&str> {
         match self {

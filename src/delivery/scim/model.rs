@@ -381,6 +381,8 @@ pub struct ListPage {
     /// this page and on it.
     pub total_results: u64,
     pub start_index: u64,
+    /// Items on the page, with or without an `id`: where the next page starts.
+    pub items: u64,
 }
 
 impl ListPage {
@@ -411,6 +413,7 @@ impl ListPage {
             users,
             total_results,
             start_index,
+            items: count,
         })
     }
 }
