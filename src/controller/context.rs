@@ -56,6 +56,8 @@ pub struct Context {
     memory: Arc<Mutex<HashMap<String, MappingMemory>>>,
     /// When each connector's retention pass last ran, by this context's clock.
     sweeps: Arc<Mutex<HashMap<String, jiff::Timestamp>>>,
+    /// Targets (`namespace/name`) a Secret of which changed since their last cycle.
+    credentials_changed: Arc<Mutex<std::collections::HashSet<String>>>,
     /// Bounds how many mappings sync at once.
     pub run_slots: Arc<Semaphore>,
     /// The operator's metrics.
@@ -97,6 +99,7 @@ impl Context {
             runs: Default::default(),
             memory: Default::default(),
             sweeps: Default::default(),
+            credentials_changed: Default::default(),
             run_slots: Arc::new(Semaphore::new(max_concurrent_runs.max(1))),
             requeue: None,
             approvals: None,
@@ -111,6 +114,30 @@ impl Context {
             },
             metrics,
             backend,
+        }
+    }
+
+    /// Note that a Secret target `namespace/name` reads changed: its next
+    /// reconcile runs a cycle.
+    pub fn note_credentials_changed(&self, namespace: &str, name: &str) {
+        self.credentials_changed
+            .lock()
+            .expect("credentials lock poisoned")
+            .insert(format!("{namespace}/{name}"));
+    }
+
+    /// Whether a Secret of target `namespace/name` changed since its last cycle;
+    /// `take` forgets it (the cycle that answers it starts).
+    pub fn credentials_changed(&self, namespace: &str, name: &str, take: bool) -> bool {
+        let key = format!("{namespace}/{name}");
+        let mut changed = self
+            .credentials_changed
+            .lock()
+            .expect("credentials lock poisoned");
+        if take {
+            changed.remove(&key)
+        } else {
+            changed.contains(&key)
         }
     }
 

@@ -210,8 +210,10 @@ where
     let (to_targets, target_secret_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(change) = secret_rx.recv().await {
-            let _ = to_connectors.send(change.clone());
-            let _ = to_targets.send(change);
+            if !change.2 {
+                let _ = to_targets.send(change.clone());
+            }
+            let _ = to_connectors.send(change);
         }
     });
     let ctx = Arc::new(
@@ -337,8 +339,16 @@ where
         predicates::generation.combine(predicates::annotations),
         Default::default(),
     );
+    // A Secret listed as its watch starts has not changed: only edits start cycles.
+    let noted = ctx.clone();
     let target_secrets = naming_secret(target_store.clone(), target_secret_rx, |t| {
         target::secret_names(t).map(str::to_string).collect()
+    })
+    .inspect(move |target| {
+        noted.note_credentials_changed(
+            target.namespace.as_deref().unwrap_or_default(),
+            &target.name,
+        )
     });
     let targets = Controller::for_stream(target_trigger, target_store)
         .reconcile_on(target_secrets)
@@ -387,7 +397,7 @@ where
         + 'static,
 {
     tokio_stream::wrappers::UnboundedReceiverStream::new(changes).flat_map(
-        move |(ns, name): secret_watch::SecretChange| {
+        move |(ns, name, _): secret_watch::SecretChange| {
             let naming: Vec<_> = store
                 .state()
                 .into_iter()

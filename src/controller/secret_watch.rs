@@ -21,8 +21,9 @@ use tokio::sync::mpsc;
 
 use super::connection::CREDENTIAL_LABEL;
 
-/// A Secret that changed: its namespace and name.
-pub type SecretChange = (String, String);
+/// A Secret that changed: its namespace, its name, and whether it was only
+/// listed as the watch (re)started rather than changed.
+pub type SecretChange = (String, String, bool);
 
 /// The namespaces whose credential Secrets are watched.
 pub struct SecretWatches {
@@ -69,8 +70,9 @@ impl SecretWatches {
         let mut events = watcher(api, config).default_backoff().boxed();
         tracing::debug!(namespace, "watching credential Secrets");
         while let Some(event) = events.next().await {
-            let secret = match event {
-                Ok(Event::Apply(s) | Event::InitApply(s) | Event::Delete(s)) => s,
+            let (secret, listed) = match event {
+                Ok(Event::Apply(s) | Event::Delete(s)) => (s, false),
+                Ok(Event::InitApply(s)) => (s, true),
                 Ok(Event::Init | Event::InitDone) => continue,
                 Err(e) if forbidden(&e) => {
                     tracing::info!(
@@ -86,7 +88,7 @@ impl SecretWatches {
             };
             if self
                 .changed
-                .send((namespace.to_string(), secret.name_any()))
+                .send((namespace.to_string(), secret.name_any(), listed))
                 .is_err()
             {
                 return;

@@ -78,7 +78,11 @@ pub async fn reconcile(
     // The cached copy can predate this process's own last cycle (a Secret or an
     // approval triggers at once): a cycle that looks due is decided on the API
     // server's copy, so that one cycle never runs twice.
-    let target = match wait_for(&target, pending_approval(&ctx, &target).is_some(), now) {
+    let (ns, name) = (target.namespace().unwrap_or_default(), target.name_any());
+    let nudged = |t: &ProvisioningTarget| {
+        pending_approval(&ctx, t).is_some() || ctx.credentials_changed(&ns, &name, false)
+    };
+    let target = match wait_for(&target, nudged(&target), now) {
         Some(_) => target,
         None => {
             let api: Api<ProvisioningTarget> =
@@ -108,10 +112,10 @@ pub async fn reconcile(
     };
     let interval = slowed(interval, old.quarantined_cycles);
     let generation = target.metadata.generation;
-    let approval = pending_approval(&ctx, &target);
-    if let Some(wait) = wait_for(&target, approval.is_some(), now) {
+    if let Some(wait) = wait_for(&target, nudged(&target), now) {
         return Ok(Action::requeue(wait));
     }
+    let approval = pending_approval(&ctx, &target);
     let requested = sync_requested(&target);
     if !ctx.may_write() {
         return Ok(Action::requeue(Duration::from_secs(5)));
@@ -121,6 +125,7 @@ pub async fn reconcile(
             .last_full_reconcile_time
             .as_ref()
             .is_none_or(|t| t.0 + signed(full_every) <= now);
+    ctx.credentials_changed(&ns, &name, true);
     let mut status = cycle(&ctx, &target, &old, approval, full, now).await?;
     status.last_sync_time = Some(Time(now));
     let next = slowed(
@@ -137,9 +142,10 @@ pub async fn reconcile(
 }
 
 /// How long until the target's next cycle is due; `None` when it is due now: its
-/// spec changed, an approval waits, an admin asked, or its (slowed) interval
-/// passed. A spec whose durations do not parse is due, to be reported.
-fn wait_for(target: &ProvisioningTarget, approval: bool, now: jiff::Timestamp) -> Option<Duration> {
+/// spec changed, it was `nudged` (an approval waits, or a Secret it reads
+/// changed), an admin asked, or its (slowed) interval passed. A spec whose
+/// durations do not parse is due, to be reported.
+fn wait_for(target: &ProvisioningTarget, nudged: bool, now: jiff::Timestamp) -> Option<Duration> {
     let old = target.status.clone().unwrap_or_default();
     let interval = slowed(
         parse_duration(&target.spec.interval).ok()?,
@@ -151,7 +157,7 @@ fn wait_for(target: &ProvisioningTarget, approval: bool, now: jiff::Timestamp) -
         .as_ref()
         .map(|t| t.0 + signed(interval))?;
     if old.observed_generation != target.metadata.generation
-        || approval
+        || nudged
         || sync_requested(target).is_some()
         || due_at <= now
     {

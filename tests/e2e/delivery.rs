@@ -381,6 +381,39 @@ async fn a_wrong_token_quarantines_the_target_until_it_is_fixed() {
     ));
 }
 
+/// The token fixed where it is, in its Secret: the quarantined target cycles at
+/// once rather than after its slowed interval (two hours here).
+#[tokio::test]
+async fn a_token_fixed_in_its_secret_ends_the_quarantine_without_waiting() {
+    let w = World::new("quarantine-fix", Server::slapd(), json!({})).await;
+    let app = Tenant::fresh(&w.ns.name);
+    w.add_user("gina", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.secret("app-credential", "token", "not-the-token").await;
+    w.target(
+        "app",
+        &app,
+        json!({"auth": {"bearerTokenSecretRef": {"name": "app-credential", "key": "token"}}}),
+    )
+    .await;
+    let c = w.wait_cycle("app", None).await;
+    assert_eq!(c.result, "Quarantined", "{c:?}");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(w.client.clone(), &w.ns.name);
+    secrets
+        .patch(
+            "app-credential",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"stringData": {"token": app.token}})),
+        )
+        .await
+        .unwrap();
+    let c = w.wait_cycle("app", Some(&c.id)).await;
+    assert_eq!((c.result.as_str(), c.created), ("Succeeded", 1), "{c:?}");
+    assert_eq!(account(&app, "gina").await["active"], true);
+    assert_eq!(w.target_status("app").await.quarantined_cycles, 0);
+}
+
 impl Scene {
     async fn patch_target_spec(&self, name: &str, spec: Value) {
         self.targets()
@@ -681,4 +714,110 @@ async fn with_the_postgres_store_the_ledger_is_a_table_and_outlives_the_user_row
     assert_eq!(state, "Disabled");
     // And nothing is sent again.
     assert_eq!(w.cycle("app").await.requests, 0);
+}
+
+/// A full reconcile reads the application's pages only to save requests: an
+/// account a page left out is asked for by its id, and is neither created again
+/// nor forgotten while the application still has it.
+#[tokio::test]
+async fn a_full_reconcile_asks_by_id_for_an_account_its_pages_left_out() {
+    let w = World::new(
+        "ptarget-pages",
+        Server::slapd(),
+        json!({"safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    let app = Tenant::fresh(&w.ns.name);
+    let proxy = FaultProxy::start(&app).await;
+    w.add_user("hal", false);
+    w.add_user("ida", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    let spec = json!({"safety": {"maxDisablePercent": 100}});
+    w.target_at("app", proxy.base_url().as_str(), &app.token, spec)
+        .await;
+    assert_eq!(w.wait_cycle("app", None).await.created, 2);
+    w.set_disabled("ida", true);
+    w.sync("staff").await;
+    assert_eq!(w.cycle("app").await.disabled, 1);
+    let (hal, ida) = (account(&app, "hal").await, account(&app, "ida").await);
+    for id in [&hal["id"], &ida["id"]] {
+        proxy.hide_in_lists(id.as_str().unwrap());
+    }
+    proxy.reset_counts();
+    // A changed spec makes the next cycle a full reconcile.
+    w.patch_target_spec("app", json!({"interval": "2h"})).await;
+    let before = w.target_status("app").await.last_cycle.unwrap().id;
+    let c = w.wait_cycle("app", Some(&before)).await;
+    assert!(c.full_reconcile, "{c:?}");
+    assert_eq!(
+        (c.result.as_str(), c.created, c.adopted, c.updated),
+        ("Succeeded", 0, 0, 0),
+        "{c:?}"
+    );
+    for (name, id) in [("hal", &hal["id"]), ("ida", &ida["id"])] {
+        let path = format!("/Users/{}", id.as_str().unwrap());
+        assert_eq!(proxy.count("GET", &path), 1, "{name} asked for by id");
+    }
+    let ida_ledger = w.user("ida").await.status.unwrap().deliveries;
+    assert_eq!(
+        (ida_ledger.len(), ida_ledger[0].state.as_str()),
+        (1, "Disabled"),
+        "the disabled account is still governed: {ida_ledger:?}"
+    );
+    assert_eq!(app.users().await.len(), 2);
+}
+
+/// A 403 on one account is the application protecting that account, not a
+/// refusal of the target's credentials: that user fails, the others go through,
+/// and the target is not quarantined.
+#[tokio::test]
+async fn a_403_on_one_account_fails_that_user_and_never_quarantines_the_target() {
+    let w = World::new(
+        "ptarget-403",
+        Server::slapd(),
+        json!({"safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    let app = Tenant::fresh(&w.ns.name);
+    let proxy = FaultProxy::start(&app).await;
+    let users = ["p1", "p2", "p3", "p4", "p5"];
+    for u in users {
+        w.add_user(u, false);
+    }
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    let spec = json!({"safety": {"maxDisablePercent": 100}});
+    w.target_at("app", proxy.base_url().as_str(), &app.token, spec)
+        .await;
+    assert_eq!(w.wait_cycle("app", None).await.created, 5);
+    let protected = account(&app, "p1").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    proxy.forbid(&protected);
+    for u in users {
+        w.set_disabled(u, true);
+    }
+    w.sync("staff").await;
+    let c = w.cycle("app").await;
+    assert_eq!(
+        (c.result.as_str(), c.disabled, c.failed),
+        ("PartiallyFailed", 4, 1),
+        "{c:?}"
+    );
+    let status = w.target_status("app").await;
+    assert!(!usersync::api::condition_is_true(
+        &status.conditions,
+        "Quarantined"
+    ));
+    assert_eq!(status.quarantined_cycles, 0);
+    let p1 = w.user("p1").await.status.unwrap().deliveries;
+    assert!(
+        p1[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("403")),
+        "{p1:?}"
+    );
+    assert_eq!(account(&app, "p1").await["active"], true);
+    assert_eq!(account(&app, "p2").await["active"], false);
 }

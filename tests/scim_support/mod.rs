@@ -219,6 +219,10 @@ struct Faults {
     ignore_filters: bool,
     entra_style: bool,
     sparse_lists: bool,
+    /// Ids left out of list answers (a loose pager), still there by id.
+    hidden: Vec<String>,
+    /// Ids whose own requests are refused with 403 (accounts the app protects).
+    forbidden: Vec<String>,
     delay: Duration,
     seen: Vec<Seen>,
 }
@@ -268,6 +272,8 @@ impl FaultProxy {
                 ignore_filters: false,
                 entra_style: false,
                 sparse_lists: false,
+                hidden: Vec::new(),
+                forbidden: Vec::new(),
                 delay: Duration::ZERO,
                 seen: Vec::new(),
             }),
@@ -401,6 +407,18 @@ impl FaultProxy {
             .count()
     }
 
+    /// Leave the user `id` out of every list answer, as an application whose
+    /// pages drift does; a request for it by id still finds it.
+    pub fn hide_in_lists(&self, id: &str) {
+        self.faults().hidden.push(id.to_owned());
+    }
+
+    /// Refuse every request for the user `id` with 403, as an application does
+    /// for an account it protects.
+    pub fn forbid(&self, id: &str) {
+        self.faults().forbidden.push(id.to_owned());
+    }
+
     /// Forget the requests seen so far.
     pub fn reset_counts(&self) {
         self.faults().seen.clear();
@@ -514,15 +532,25 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
         }
         Decision::Forward(authorization) => authorization,
     };
-    let (no_patch, ignore_filters, entra_style, sparse_lists) = {
+    let (no_patch, ignore_filters, entra_style, sparse_lists, hidden, forbidden) = {
         let faults = shared.faults.lock().unwrap();
         (
             faults.no_patch,
             faults.ignore_filters,
             faults.entra_style,
             faults.sparse_lists,
+            faults.hidden.clone(),
+            faults.forbidden.clone(),
         )
     };
+    if forbidden
+        .iter()
+        .any(|id| relative == format!("/Users/{id}"))
+    {
+        let response = scim_error(403, "this account is protected by the application");
+        record(403);
+        return response;
+    }
     if no_patch && method == Method::PATCH {
         let response = scim_error(501, "PATCH is not supported");
         record(501);
@@ -570,6 +598,14 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
             }
             if sparse_lists {
                 sparsen(&mut value);
+            }
+            let paging = !uri.query().unwrap_or_default().contains("filter=");
+            if let Some(items) = value
+                .get_mut("Resources")
+                .and_then(Value::as_array_mut)
+                .filter(|_| paging)
+            {
+                items.retain(|u| !hidden.iter().any(|id| u["id"] == id.as_str()));
             }
             if entra_style {
                 entra_rewrite(&mut value);
