@@ -254,7 +254,13 @@ async fn cycle(
         }
     };
     let entries = entries(target, &view);
-    let settings = settings(target, now, approval.as_ref().map(|(_, d)| d.as_str()));
+    // A dry run sends nothing, so it spends no approval: the first cycle that
+    // sends uses it.
+    let approved = approval
+        .as_ref()
+        .filter(|_| !target.spec.dry_run)
+        .map(|(_, d)| d.as_str());
+    let settings = settings(target, now, approved);
     let quiet = dplan::plan(&entries, None, &settings);
     let quarantined = old.quarantined_cycles > 0;
     if !full

@@ -821,3 +821,93 @@ async fn a_403_on_one_account_fails_that_user_and_never_quarantines_the_target()
     assert_eq!(account(&app, "p1").await["active"], true);
     assert_eq!(account(&app, "p2").await["active"], false);
 }
+
+/// The state of the RunApproval of `run_id`, once the operator decided it.
+async fn approval_state(w: &World<'_>, run_id: &str) -> Option<usersync::api::ApprovalState> {
+    let api: Api<usersync::api::RunApproval> = Api::namespaced(w.client.clone(), &w.ns.name);
+    let all = api.list(&Default::default()).await.ok()?.items;
+    let approval = all.into_iter().find(|a| a.spec.run_id == run_id)?;
+    approval.status?.state
+}
+
+fn approve_target(w: &World<'_>, run_id: &str) {
+    let out = crate::support::usersync(["approve", "--target", "app", run_id, "-n", &w.ns.name]);
+    assert!(out.status.success(), "{}", crate::support::stderr(&out));
+}
+
+/// An approval sends the very disables it was shown: one more user disabled
+/// meanwhile makes it stale and the cycle stays blocked; a dry run spends none,
+/// and the first cycle that sends uses it.
+#[tokio::test]
+async fn an_approval_sends_only_the_steps_it_was_shown_and_a_dry_run_spends_none() {
+    use usersync::api::ApprovalState;
+    let w = World::new(
+        "ptarget-approve",
+        Server::slapd(),
+        json!({"safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    let app = Tenant::fresh(&w.ns.name);
+    let users = ["v1", "v2", "v3", "v4", "v5"];
+    for u in users {
+        w.add_user(u, false);
+    }
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.target("app", &app, json!({"safety": {"maxDisablePercent": 25}}))
+        .await;
+    assert_eq!(w.wait_cycle("app", None).await.created, 5);
+    for u in ["v1", "v2", "v3"] {
+        w.set_disabled(u, true);
+    }
+    w.sync("staff").await;
+    assert_eq!(w.cycle("app").await.result, "Blocked");
+    let shown = w.target_status("app").await.blocked_cycle.unwrap();
+    // One more disable before the admin approves what was shown.
+    w.set_disabled("v4", true);
+    w.sync("staff").await;
+    approve_target(&w, &shown.run_id);
+    let state = eventually(RUN_WAIT, "the approval decided", || async {
+        approval_state(&w, &shown.run_id)
+            .await
+            .filter(|s| *s != ApprovalState::Pending)
+    })
+    .await;
+    assert_eq!(state, ApprovalState::Stale);
+    let now_blocked = w.target_status("app").await.blocked_cycle.unwrap();
+    assert_ne!(now_blocked.run_id, shown.run_id);
+    assert_eq!(now_blocked.would_disable, 4);
+    for u in ["v1", "v2", "v3", "v4"] {
+        assert_eq!(account(&app, u).await["active"], true, "{u}");
+    }
+
+    // In a dry run the approval is shown but not spent.
+    w.patch_target_spec("app", json!({"dryRun": true})).await;
+    let before = w.target_status("app").await.last_cycle.unwrap().id;
+    let c = w.wait_cycle("app", Some(&before)).await;
+    assert_eq!(c.result, "DryRun", "{c:?}");
+    assert_eq!(
+        w.target_status("app").await.blocked_cycle.unwrap().run_id,
+        now_blocked.run_id
+    );
+    approve_target(&w, &now_blocked.run_id);
+    w.cycle("app").await;
+    assert_eq!(
+        approval_state(&w, &now_blocked.run_id).await,
+        Some(ApprovalState::Pending)
+    );
+    assert_eq!(account(&app, "v1").await["active"], true);
+    w.patch_target_spec("app", json!({"dryRun": false})).await;
+    let c = eventually(RUN_WAIT, "the approved disables sent", || async {
+        let c = w.target_status("app").await.last_cycle?;
+        (c.disabled > 0).then_some(c)
+    })
+    .await;
+    assert_eq!(c.disabled, 4, "{c:?}");
+    assert_eq!(
+        approval_state(&w, &now_blocked.run_id).await,
+        Some(ApprovalState::Used)
+    );
+    for u in ["v1", "v2", "v3", "v4"] {
+        assert_eq!(account(&app, u).await["active"], false, "{u}");
+    }
+}
