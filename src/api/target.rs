@@ -36,7 +36,12 @@ use crate::core::duration::{MIN_FULL_SYNC_INTERVAL, MIN_TARGET_INTERVAL};
 pub struct ProvisioningTargetSpec {
     /// The SCIM service's base URL, the one `/Users` and `/ServiceProviderConfig` hang
     /// from, for example `https://app.example.com/scim/v2`.
+    /// It cannot change: the target's ledger holds the ids of accounts in the
+    /// application at this endpoint, which another application would not know (or
+    /// would know as other accounts). To deliver to another application, create
+    /// another ProvisioningTarget.
     #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#\\\\s]+(/[^?#\\\\s]*)?$')").message("endpoint must be an http(s) URL with no query or fragment, such as https://app.example.com/scim/v2"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("endpoint cannot change: the target's ledger holds account ids of the application at the old endpoint; to deliver to another application, create a new ProvisioningTarget"))]
     #[schemars(length(max = 2048))]
     pub endpoint: String,
 

@@ -195,8 +195,9 @@ pub struct Delivery {
     /// The account's `id` in the application, once it was created or adopted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_id: Option<String>,
-    /// `Provisioned`, `Disabled`, `Deleted`, `Failed` or `Left`
-    /// (deprovision None: the account is left as it is).
+    /// `Provisioned`, `Disabled` or `Deleted` once the account exists; `Pending`
+    /// while none was created or adopted yet (a failed create keeps `Pending`,
+    /// with `lastError`).
     pub state: String,
     /// A digest of the attributes last delivered.
     #[serde(default, skip_serializing_if = "String::is_empty")]

@@ -259,6 +259,19 @@ async fn invalid_provisioning_targets_are_refused_by_kubectl_apply() {
     );
     let out = cluster().kubectl(["-n", ns, "get", "ptarget", "local", "-o", "jsonpath={.spec.deprovision} {.spec.matchAttribute} {.spec.interval} {.spec.safety.maxDisablePercent}"]);
     assert_eq!(stdout(&out), "Disable userName 5m 10");
+    // Its accounts' ids belong to the application at its endpoint, which stays.
+    assert_refused(
+        ns,
+        &object(
+            "ProvisioningTarget",
+            "local",
+            target(json!({
+                "endpoint": "http://127.0.0.1:8081/scim/v2",
+                "allowInsecureHttp": true,
+            })),
+        ),
+        "endpoint cannot change",
+    );
 }
 
 /// An LDAP connector spec with `extra` merged into `spec` and `ldap` into `spec.ldap`.
