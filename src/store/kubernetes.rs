@@ -40,6 +40,66 @@ struct Seen {
     resource_version: Option<String>,
     /// `status.previousRecord`, which only the store keeps.
     previous_record: Option<String>,
+    /// The spec fields, attributes and labels the object held: one the new
+    /// record lacks is removed by name (see [`removals`]).
+    held: Held,
+}
+
+/// What an object's spec and labels held, by name.
+#[derive(Default)]
+struct Held {
+    spec: Vec<String>,
+    attributes: Vec<String>,
+    labels: Vec<String>,
+}
+
+impl Held {
+    fn of(record: &UserRecord) -> Self {
+        let spec = spec_of(record);
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            v.as_object()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default()
+        };
+        Self {
+            spec: keys(&spec),
+            attributes: spec.get("attributes").map(keys).unwrap_or_default(),
+            labels: labels_of(record).into_keys().collect(),
+        }
+    }
+}
+
+/// `object` (the record's metadata and spec) with a `null` for every spec field,
+/// attribute and label the object held and the record lacks; `None` when it lacks
+/// none. Server-side apply cannot remove those: the object was created by a POST,
+/// whose fields stay owned by that create, so a removal goes as a merge patch.
+fn removals(object: &serde_json::Value, held: &Held) -> Option<serde_json::Value> {
+    let mut patch = object.clone();
+    let mut removed = false;
+    let mut null_missing = |target: &mut serde_json::Value, names: &[String]| {
+        if !target.is_object() {
+            *target = serde_json::json!({});
+        }
+        let map = target.as_object_mut().expect("an object");
+        for name in names {
+            if !map.contains_key(name) {
+                map.insert(name.clone(), serde_json::Value::Null);
+                removed = true;
+            }
+        }
+    };
+    let spec_names: Vec<String> = held
+        .spec
+        .iter()
+        .filter(|k| k.as_str() != "attributes")
+        .cloned()
+        .collect();
+    null_missing(&mut patch["spec"], &spec_names);
+    if !held.attributes.is_empty() {
+        null_missing(&mut patch["spec"]["attributes"], &held.attributes);
+    }
+    null_missing(&mut patch["metadata"]["labels"], &held.labels);
+    removed.then_some(patch)
 }
 
 /// Why one write did not land.
@@ -151,6 +211,7 @@ impl KubernetesStore {
                     Seen {
                         resource_version: user.resource_version,
                         previous_record: user.previous_record,
+                        held: Held::of(&user.record),
                     },
                 );
                 user.record
@@ -247,9 +308,20 @@ impl KubernetesStore {
             }
             (_, Some(seen)) => {
                 object["metadata"]["resourceVersion"] = serde_json::json!(seen.resource_version);
-                self.api
-                    .patch(name, &params, &Patch::Apply(&object))
-                    .await?
+                match removals(&object, &seen.held) {
+                    None => {
+                        self.api
+                            .patch(name, &params, &Patch::Apply(&object))
+                            .await?
+                    }
+                    Some(patch) => {
+                        let merge = PatchParams {
+                            field_manager: Some(FIELD_MANAGER.into()),
+                            ..Default::default()
+                        };
+                        self.api.patch(name, &merge, &Patch::Merge(&patch)).await?
+                    }
+                }
             }
         };
         // A write in flight when the process was paused must not go on once the
@@ -399,6 +471,7 @@ impl UserStore for KubernetesStore {
                             Seen {
                                 resource_version: written.metadata.resource_version.clone(),
                                 previous_record: previous,
+                                held: Held::of(&t.record),
                             },
                         );
                         // The next run plans from what this one wrote, whether or

@@ -474,6 +474,14 @@ impl World<'_> {
         ));
     }
 
+    /// The user has no mail any more.
+    pub fn clear_mail(&self, uid: &str) {
+        self.server.modify_ldif(&format!(
+            "dn: {}\nchangetype: modify\ndelete: mail\n",
+            self.dn(uid)
+        ));
+    }
+
     /// Rename: a new RDN (and uid) for the same entry, which keeps its entryUUID.
     pub fn rename(&self, uid: &str, new_uid: &str) {
         self.server.modify_ldif(&format!(
