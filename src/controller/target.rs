@@ -33,7 +33,7 @@ use crate::core::health::{Health, Verdict};
 use crate::delivery::plan::{
     self as dplan, Delivered, DeliveredState, Deprovision, Entry, Remote, Settings, Step,
 };
-use crate::delivery::resource::{AttributeRule, digest, match_value, resource};
+use crate::delivery::resource::{AttributeRule, digest, mapped_attributes, match_value, resource};
 use crate::delivery::scim::{
     Auth, ClientConfig, Exchange, MatchAttribute, Observer, PatchOp, RemoteUser, ScimClient,
     ScimError,
@@ -347,6 +347,7 @@ async fn cycle(
             patch: capabilities.patch,
             by: match_attribute(target),
             match_path: match_path(target),
+            mapped: mapped_attributes(&rules(target)),
             may_send: &|| ctx.may_write(),
         };
         sent = send(ctx, &executor, &store, &name, &plan.steps, &mut ledger, now).await;
@@ -492,11 +493,9 @@ async fn cycle(
     Ok(status)
 }
 
-/// The registry's users as the planner's entries: the selected ones, and every
-/// user of the ledger (gone from the registry, or no longer selected).
-fn entries(target: &ProvisioningTarget, view: &crate::store::ledger::DeliveryView) -> Vec<Entry> {
-    let selection = selection(target);
-    let rules: Vec<AttributeRule> = target
+/// The target's attribute map.
+fn rules(target: &ProvisioningTarget) -> Vec<AttributeRule> {
+    target
         .spec
         .attributes
         .iter()
@@ -504,7 +503,14 @@ fn entries(target: &ProvisioningTarget, view: &crate::store::ledger::DeliveryVie
             from: a.from.clone(),
             to: a.to.clone(),
         })
-        .collect();
+        .collect()
+}
+
+/// The registry's users as the planner's entries: the selected ones, and every
+/// user of the ledger (gone from the registry, or no longer selected).
+fn entries(target: &ProvisioningTarget, view: &crate::store::ledger::DeliveryView) -> Vec<Entry> {
+    let selection = selection(target);
+    let rules = rules(target);
     let deprovision = match target.spec.deprovision {
         ApiDeprovision::Disable => Deprovision::Disable,
         ApiDeprovision::Delete => Deprovision::Delete,
@@ -873,6 +879,8 @@ struct Executor<'a> {
     patch: bool,
     by: MatchAttribute,
     match_path: &'static str,
+    /// The top-level attributes the attribute map writes.
+    mapped: Vec<String>,
     /// Asked before each step: whether this process may still send.
     may_send: &'a (dyn Fn() -> bool + Sync),
 }
@@ -991,6 +999,13 @@ impl Executor<'_> {
                 .map(|(k, v)| PatchOp::replace(k, v.clone()))
                 .collect();
             ops.push(PatchOp::replace("active", json!(active)));
+            // What the user no longer has goes from the account too.
+            ops.extend(
+                self.mapped
+                    .iter()
+                    .filter(|a| resource.get(a.as_str()).is_none())
+                    .map(|a| PatchOp::remove(a)),
+            );
             return match self.client.patch(id, &ops).await {
                 Ok(_) => Ok(Some(())),
                 Err(ScimError::Rejected { status: 404, .. }) => Ok(None),
@@ -1782,6 +1797,7 @@ pub async fn provision(
         patch,
         by: match_attribute(target),
         match_path: match_path(target),
+        mapped: mapped_attributes(&rules(target)),
         may_send: &|| true,
     };
     let previous = entry.delivered.clone().unwrap_or_default();

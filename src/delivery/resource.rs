@@ -164,6 +164,20 @@ fn put(container: &mut Map<String, Value>, path: &Path<'_>, value: &str) {
     }
 }
 
+/// The top-level attributes the map writes (an extension's URN for its
+/// attributes), in the order of the map: what a resource without one of them no
+/// longer holds.
+pub fn mapped_attributes(rules: &[AttributeRule]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for path in rules.iter().filter_map(|r| parse_path(&r.to)) {
+        let top = path.urn.unwrap_or(path.name);
+        if !out.iter().any(|o| o == top) {
+            out.push(top.to_string());
+        }
+    }
+    out
+}
+
 /// The value the match attribute takes for this resource.
 pub fn match_value<'a>(resource: &'a Value, attribute: &str) -> Option<&'a str> {
     resource.get(attribute).and_then(Value::as_str)
@@ -257,6 +271,33 @@ mod tests {
                 "nickName": bob().fields.user_principal_name,
                 enterprise: {"employeeNumber": "42"},
             })
+        );
+    }
+
+    #[test]
+    fn the_mapped_attributes_are_the_top_level_ones_each_once() {
+        let map = rules(&[
+            ("username", "userName"),
+            ("email", "emails[type eq \"work\"].value"),
+            ("displayName", "emails[type eq \"home\"].display"),
+            (
+                "attributes.employeeNumber",
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber",
+            ),
+            (
+                "attributes.costCenter",
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter",
+            ),
+            ("displayName", "name.formatted"),
+        ]);
+        assert_eq!(
+            mapped_attributes(&map),
+            [
+                "userName",
+                "emails",
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+                "name"
+            ]
         );
     }
 

@@ -911,3 +911,42 @@ async fn an_approval_sends_only_the_steps_it_was_shown_and_a_dry_run_spends_none
         assert_eq!(account(&app, u).await["active"], false, "{u}");
     }
 }
+
+/// An attribute the user no longer has goes from the account too: a mail removed
+/// in the directory removes the account's emails, by PATCH and by PUT alike.
+#[tokio::test]
+async fn an_attribute_the_user_lost_is_removed_from_the_account() {
+    let w = World::new("ptarget-remove", Server::slapd(), json!({})).await;
+    let app = Tenant::fresh(&w.ns.name);
+    let put_only = Tenant::fresh(&format!("{}-put", w.ns.name));
+    let proxy = FaultProxy::start(&put_only).await;
+    proxy.without_patch();
+    w.add_user("jo", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.target("app", &app, json!({})).await;
+    w.target_at("put", proxy.base_url().as_str(), &put_only.token, json!({}))
+        .await;
+    assert_eq!(w.wait_cycle("app", None).await.created, 1);
+    assert_eq!(w.wait_cycle("put", None).await.created, 1);
+    for tenant in [&app, &put_only] {
+        assert_eq!(
+            account(tenant, "jo").await["emails"][0]["value"],
+            "jo@example.org"
+        );
+    }
+    w.clear_mail("jo");
+    let run = w.sync("staff").await;
+    let jo = w.user("jo").await;
+    assert_eq!(jo.spec.email, None, "{run:?} {:?}", jo.spec);
+    for (target, tenant) in [("app", &app), ("put", &put_only)] {
+        let c = w.cycle(target).await;
+        assert_eq!((c.updated, c.failed), (1, 0), "{target}: {c:?}");
+        let jo = account(tenant, "jo").await;
+        assert!(
+            jo.get("emails")
+                .is_none_or(|e| e.as_array().is_some_and(|a| a.is_empty())),
+            "{target}: {jo}"
+        );
+        assert_eq!(jo["active"], true, "{target}");
+    }
+}
