@@ -950,3 +950,90 @@ async fn an_attribute_the_user_lost_is_removed_from_the_account() {
         assert_eq!(jo["active"], true, "{target}");
     }
 }
+
+/// A full reconcile puts right what someone changed in the application: an
+/// account disabled there is enabled again (on the same id), one deleted there is
+/// created again.
+#[tokio::test]
+async fn a_full_reconcile_puts_right_what_was_changed_in_the_application() {
+    let w = World::new("ptarget-drift", Server::slapd(), json!({})).await;
+    let app = Tenant::fresh(&w.ns.name);
+    w.add_user("kai", false);
+    w.add_user("lou", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.target("app", &app, json!({})).await;
+    assert_eq!(w.wait_cycle("app", None).await.created, 2);
+    let (kai, lou) = (account(&app, "kai").await, account(&app, "lou").await);
+    let disable = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "active", "value": false}],
+    });
+    let kai_id = kai["id"].as_str().unwrap();
+    let patch = app
+        .admin(reqwest::Method::PATCH, kai_id, Some(disable))
+        .await;
+    assert!(matches!(patch, 200 | 204), "PATCH: {patch}");
+    let delete = app
+        .admin(reqwest::Method::DELETE, lou["id"].as_str().unwrap(), None)
+        .await;
+    assert_eq!(delete, 204);
+    // An ordinary cycle trusts its ledger: nothing changed in the registry.
+    assert_eq!(w.cycle("app").await.requests, 0);
+    // A changed spec makes the next cycle a full reconcile.
+    w.patch_target_spec("app", json!({"interval": "2h"})).await;
+    let before = w.target_status("app").await.last_cycle.unwrap().id;
+    let c = w.wait_cycle("app", Some(&before)).await;
+    assert!(c.full_reconcile, "{c:?}");
+    assert_eq!((c.enabled, c.created, c.failed), (1, 1, 0), "{c:?}");
+    let kai_now = account(&app, "kai").await;
+    assert_eq!(
+        (kai_now["id"].as_str(), &kai_now["active"]),
+        (Some(kai_id), &json!(true))
+    );
+    assert_eq!(account(&app, "lou").await["active"], true);
+    assert_eq!(app.users().await.len(), 2);
+}
+
+/// `maxDeletesPerCycle` withholds every delete of a cycle past it; the accounts
+/// stay (disabled) until an approval.
+#[tokio::test]
+async fn a_threshold_withholds_deletes_past_max_deletes_per_cycle() {
+    let w = World::new(
+        "ptarget-deletes",
+        Server::slapd(),
+        json!({"preservation": {"deleteAfter": "2h"}, "safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    let app = Tenant::fresh(&w.ns.name);
+    let users = ["d1", "d2", "d3"];
+    for u in users {
+        w.add_user(u, false);
+    }
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    let safety = json!({"maxDisablePercent": 100, "maxDeletesPerCycle": 2});
+    w.target(
+        "app",
+        &app,
+        json!({"deprovision": "Delete", "safety": safety}),
+    )
+    .await;
+    assert_eq!(w.wait_cycle("app", None).await.created, 3);
+    w.connected(true).await;
+    for u in users {
+        w.set_disabled(u, true);
+    }
+    w.sync("staff").await;
+    assert_eq!(w.cycle("app").await.disabled, 3);
+    w.advance(std::time::Duration::from_secs(7201)).await;
+    w.sync("staff").await;
+    assert_eq!(w.state("d1").await, "Deleted/RetentionExpired");
+    let c = w.cycle("app").await;
+    assert_eq!((c.result.as_str(), c.deleted), ("Blocked", 0), "{c:?}");
+    let blocked = w.target_status("app").await.blocked_cycle.unwrap();
+    assert_eq!((blocked.would_delete, blocked.would_disable), (3, 0));
+    assert_eq!(
+        app.users().await.len(),
+        3,
+        "no account deleted past the limit"
+    );
+}

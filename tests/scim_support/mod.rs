@@ -167,6 +167,26 @@ impl Tenant {
         body["Resources"].as_array().cloned().unwrap_or_default()
     }
 
+    /// What an application's own admin does, straight on the server: `method`
+    /// (PATCH, DELETE) on `/Users/<id>` with `body`; the status.
+    pub async fn admin(&self, method: reqwest::Method, id: &str, body: Option<Value>) -> u16 {
+        let mut request = self
+            .http
+            .request(method, self.endpoint(&format!("/Users/{id}")))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request
+                .header(header::CONTENT_TYPE, "application/scim+json")
+                .body(body.to_string());
+        }
+        request
+            .send()
+            .await
+            .expect("the SCIM server answers")
+            .status()
+            .as_u16()
+    }
+
     /// Create a user straight on the server (one the client did not make).
     pub async fn create(&self, user: Value) -> Value {
         let response = self
