@@ -1037,3 +1037,45 @@ async fn a_threshold_withholds_deletes_past_max_deletes_per_cycle() {
         "no account deleted past the limit"
     );
 }
+
+/// Users nothing can be sent for (no value for the match attribute) fail with the
+/// reason in their entry, but are not the application's failures: they never
+/// quarantine the target.
+#[tokio::test]
+async fn users_that_cannot_be_delivered_fail_alone_and_never_quarantine_the_target() {
+    let w = World::new("ptarget-invalid", Server::slapd(), json!({})).await;
+    let app = Tenant::fresh(&w.ns.name);
+    let users = ["n1", "n2", "n3", "n4", "n5"];
+    for u in users {
+        w.add_user(u, false);
+    }
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    let spec = json!({
+        "matchAttribute": "externalId",
+        "attributes": [
+            {"from": "username", "to": "userName"},
+            {"from": "attributes.employeeNumber", "to": "externalId"},
+        ],
+    });
+    w.target("app", &app, spec).await;
+    let c = w.wait_cycle("app", None).await;
+    assert_eq!(
+        (c.result.as_str(), c.failed),
+        ("PartiallyFailed", 5),
+        "{c:?}"
+    );
+    let status = w.target_status("app").await;
+    assert!(!usersync::api::condition_is_true(
+        &status.conditions,
+        "Quarantined"
+    ));
+    let n1 = w.user("n1").await.status.unwrap().deliveries;
+    assert!(
+        n1[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("match attribute")),
+        "{n1:?}"
+    );
+    assert!(app.users().await.is_empty());
+}
