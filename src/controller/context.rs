@@ -172,6 +172,12 @@ impl Context {
         self
     }
 
+    /// Whether this process holds the Lease (it may be stopping): what it has
+    /// sent may still be recorded.
+    pub fn holds_lease(&self) -> bool {
+        self.fence.is_open()
+    }
+
     /// Whether this process may write now: it holds the Lease and is not stopping.
     pub fn may_write(&self) -> bool {
         !self.stopping.load(std::sync::atomic::Ordering::SeqCst) && self.fence.is_open()

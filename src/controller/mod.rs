@@ -209,8 +209,15 @@ where
     let (to_connectors, connector_secret_rx) = tokio::sync::mpsc::unbounded_channel();
     let (to_targets, target_secret_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
+        // Targets cycle on an edited Secret: a change, or a listing (after the
+        // watch restarted) of a version other than the last one seen.
+        let mut versions: std::collections::HashMap<(String, String), Option<String>> =
+            Default::default();
         while let Some(change) = secret_rx.recv().await {
-            if !change.2 {
+            let (ns, name, version, listed) = &change;
+            let last = versions.insert((ns.clone(), name.clone()), version.clone());
+            let edited = !listed || last.is_some_and(|v| &v != version);
+            if edited {
                 let _ = to_targets.send(change.clone());
             }
             let _ = to_connectors.send(change);
@@ -397,7 +404,7 @@ where
         + 'static,
 {
     tokio_stream::wrappers::UnboundedReceiverStream::new(changes).flat_map(
-        move |(ns, name, _): secret_watch::SecretChange| {
+        move |(ns, name, _, _): secret_watch::SecretChange| {
             let naming: Vec<_> = store
                 .state()
                 .into_iter()

@@ -21,9 +21,9 @@ use tokio::sync::mpsc;
 
 use super::connection::CREDENTIAL_LABEL;
 
-/// A Secret that changed: its namespace, its name, and whether it was only
-/// listed as the watch (re)started rather than changed.
-pub type SecretChange = (String, String, bool);
+/// A Secret that changed: its namespace, its name, its resourceVersion, and
+/// whether it was only listed as the watch (re)started rather than changed.
+pub type SecretChange = (String, String, Option<String>, bool);
 
 /// The namespaces whose credential Secrets are watched.
 pub struct SecretWatches {
@@ -88,7 +88,12 @@ impl SecretWatches {
             };
             if self
                 .changed
-                .send((namespace.to_string(), secret.name_any(), listed))
+                .send((
+                    namespace.to_string(),
+                    secret.name_any(),
+                    secret.resource_version(),
+                    listed,
+                ))
                 .is_err()
             {
                 return;

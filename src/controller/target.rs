@@ -334,7 +334,9 @@ async fn cycle(
         .collect();
     let mut ledger = view.ledger.clone();
     let mut sent = Sent::default();
-    if let Err(stop) = record(ctx, &store, &name, &invalid, &mut ledger).await {
+    if !target.spec.dry_run
+        && let Err(stop) = record(ctx, &store, &name, &invalid, &mut ledger).await
+    {
         sent.stop = Some(stop);
     }
     if target.spec.dry_run {
@@ -348,6 +350,7 @@ async fn cycle(
             by: match_attribute(target),
             match_path: match_path(target),
             mapped: mapped_attributes(&rules(target)),
+            held: held_accounts(&view.ledger),
             may_send: &|| ctx.may_write(),
         };
         sent = send(ctx, &executor, &store, &name, &plan.steps, &mut ledger, now).await;
@@ -493,6 +496,15 @@ async fn cycle(
     Ok(status)
 }
 
+/// The ledger's accounts (not deleted) by id, with their users.
+fn held_accounts(ledger: &HashMap<String, Delivered>) -> HashMap<String, String> {
+    ledger
+        .iter()
+        .filter(|(_, d)| d.state != Some(DeliveredState::Deleted))
+        .filter_map(|(user, d)| Some((d.remote_id.clone()?, user.clone())))
+        .collect()
+}
+
 /// The target's attribute map.
 fn rules(target: &ProvisioningTarget) -> Vec<AttributeRule> {
     target
@@ -634,6 +646,7 @@ async fn read_back(
 ) -> std::result::Result<HashMap<String, Remote>, ScimError> {
     let mut missing: std::collections::HashSet<&str> = ledger
         .values()
+        .filter(|d| d.state != Some(DeliveredState::Deleted))
         .filter_map(|d| d.remote_id.as_deref())
         .collect();
     let mut found = HashMap::new();
@@ -663,10 +676,26 @@ async fn read_back(
     }
     let missing: Vec<String> = missing.into_iter().map(str::to_string).collect();
     for ids in missing.chunks(CONCURRENCY) {
-        let users = futures::future::try_join_all(ids.iter().map(|id| client.get(id))).await?;
-        for (id, user) in ids.iter().zip(users) {
-            if let Some(user) = user {
-                found.insert(id.clone(), remote(&user));
+        let answers = futures::future::join_all(ids.iter().map(|id| client.get(id))).await;
+        for (id, answer) in ids.iter().zip(answers) {
+            match answer {
+                Ok(Some(user)) => {
+                    found.insert(id.clone(), remote(&user));
+                }
+                Ok(None) => {}
+                Err(e) if e.refuses_the_client() => return Err(e),
+                // Unreadable, not gone: what it holds is unknown, so its user is
+                // sent what it should hold, and fails alone if that fails too.
+                Err(e) => {
+                    tracing::debug!(account = %id, error = %e, "reading an account back failed");
+                    found.insert(
+                        id.clone(),
+                        Remote {
+                            active: None,
+                            match_value: None,
+                        },
+                    );
+                }
             }
         }
     }
@@ -855,7 +884,9 @@ async fn record(
     if changes.is_empty() {
         return Ok(());
     }
-    if !ctx.may_write() {
+    // A process that is stopping still holds the lease: what it sent is
+    // recorded, and nothing more is sent.
+    if !ctx.holds_lease() {
         return Err(Stop::Fenced);
     }
     let written = store.record_deliveries(target, changes).await.map_err(|e| {
@@ -881,6 +912,9 @@ struct Executor<'a> {
     match_path: &'static str,
     /// The top-level attributes the attribute map writes.
     mapped: Vec<String>,
+    /// The accounts of the ledger, by id, with the user each belongs to: one of
+    /// them is never adopted by another user.
+    held: HashMap<String, String>,
     /// Asked before each step: whether this process may still send.
     may_send: &'a (dyn Fn() -> bool + Sync),
 }
@@ -892,11 +926,11 @@ impl Executor<'_> {
         }
         match step {
             Step::Create {
+                name,
                 resource,
                 digest,
                 match_value,
-                ..
-            } => self.create(resource, digest, match_value).await,
+            } => self.create(name, resource, digest, match_value).await,
             Step::Update {
                 remote_id,
                 resource,
@@ -928,11 +962,13 @@ impl Executor<'_> {
     /// 409 means one appeared meanwhile: look again and adopt it.
     async fn create(
         &self,
+        user: &str,
         resource: &Value,
         digest: &str,
         value: &str,
     ) -> std::result::Result<Done, ScimError> {
         if let Some(existing) = self.exact(value).await? {
+            self.adoptable(user, &existing.id, value)?;
             self.send(&existing.id, resource, true).await?;
             return Ok(Done::Adopted {
                 id: existing.id,
@@ -948,6 +984,7 @@ impl Executor<'_> {
             }),
             Err(ScimError::Conflict { detail }) => match self.exact(value).await? {
                 Some(existing) => {
+                    self.adoptable(user, &existing.id, value)?;
                     self.send(&existing.id, resource, true).await?;
                     Ok(Done::Adopted {
                         id: existing.id,
@@ -965,6 +1002,23 @@ impl Executor<'_> {
                 }),
             },
             Err(e) => Err(e),
+        }
+    }
+
+    /// Whether `user` may adopt account `id`: not when the ledger gives it to
+    /// another user (whose rename away from `value` has not reached the
+    /// application yet). That user's rename comes first; this create is retried.
+    fn adoptable(&self, user: &str, id: &str, value: &str) -> std::result::Result<(), ScimError> {
+        match self.held.get(id) {
+            Some(holder) if holder != user => Err(ScimError::Rejected {
+                status: 409,
+                scim_type: Some("uniqueness".into()),
+                detail: Some(format!(
+                    "the account whose {} is {value:?} belongs to user {holder} of this target, whose change has not reached the application yet; it is not adopted, and this user is retried",
+                    self.match_path
+                )),
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -1000,13 +1054,20 @@ impl Executor<'_> {
                 .collect();
             ops.push(PatchOp::replace("active", json!(active)));
             // What the user no longer has goes from the account too.
+            let kept = ops.len();
             ops.extend(
                 self.mapped
                     .iter()
                     .filter(|a| resource.get(a.as_str()).is_none())
                     .map(|a| PatchOp::remove(a)),
             );
-            return match self.client.patch(id, &ops).await {
+            let mut answer = self.client.patch(id, &ops).await;
+            if ops.len() > kept && matches!(answer, Err(ScimError::Rejected { status: 400, .. })) {
+                // An application that refuses to remove what it does not hold
+                // (`noTarget`) still gets the rest.
+                answer = self.client.patch(id, &ops[..kept]).await;
+            }
+            return match answer {
                 Ok(_) => Ok(Some(())),
                 Err(ScimError::Rejected { status: 404, .. }) => Ok(None),
                 Err(e) => Err(e),
@@ -1798,6 +1859,7 @@ pub async fn provision(
         by: match_attribute(target),
         match_path: match_path(target),
         mapped: mapped_attributes(&rules(target)),
+        held: held_accounts(&view.ledger),
         may_send: &|| true,
     };
     let previous = entry.delivered.clone().unwrap_or_default();

@@ -743,6 +743,19 @@ async fn a_full_reconcile_asks_by_id_for_an_account_its_pages_left_out() {
     for id in [&hal["id"], &ida["id"]] {
         proxy.hide_in_lists(id.as_str().unwrap());
     }
+    // What the id answers is used: hal, disabled in the application, is put right.
+    let disable = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "active", "value": false}],
+    });
+    let status = app
+        .admin(
+            reqwest::Method::PATCH,
+            hal["id"].as_str().unwrap(),
+            Some(disable),
+        )
+        .await;
+    assert!(matches!(status, 200 | 204), "PATCH: {status}");
     proxy.reset_counts();
     // A changed spec makes the next cycle a full reconcile.
     w.patch_target_spec("app", json!({"interval": "2h"})).await;
@@ -750,13 +763,14 @@ async fn a_full_reconcile_asks_by_id_for_an_account_its_pages_left_out() {
     let c = w.wait_cycle("app", Some(&before)).await;
     assert!(c.full_reconcile, "{c:?}");
     assert_eq!(
-        (c.result.as_str(), c.created, c.adopted, c.updated),
-        ("Succeeded", 0, 0, 0),
+        (c.result.as_str(), c.created, c.adopted, c.enabled),
+        ("Succeeded", 0, 0, 1),
         "{c:?}"
     );
+    assert_eq!(account(&app, "hal").await["active"], true);
     for (name, id) in [("hal", &hal["id"]), ("ida", &ida["id"])] {
         let path = format!("/Users/{}", id.as_str().unwrap());
-        assert_eq!(proxy.count("GET", &path), 1, "{name} asked for by id");
+        assert!(proxy.count("GET", &path) >= 1, "{name} asked for by id");
     }
     let ida_ledger = w.user("ida").await.status.unwrap().deliveries;
     assert_eq!(
@@ -1078,4 +1092,40 @@ async fn users_that_cannot_be_delivered_fail_alone_and_never_quarantine_the_targ
         "{n1:?}"
     );
     assert!(app.users().await.is_empty());
+}
+
+/// A name freed by a rename that has not reached the application yet is not
+/// taken by the new holder: its create does not adopt the account of the user
+/// the ledger gives it to, and is retried after the rename.
+#[tokio::test]
+async fn a_new_holder_of_a_name_never_adopts_the_account_of_its_previous_holder() {
+    let w = World::new("ptarget-reuse", Server::slapd(), json!({})).await;
+    let app = Tenant::fresh(&w.ns.name);
+    let proxy = FaultProxy::start(&app).await;
+    w.add_user("jdoe", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.target_at("app", proxy.base_url().as_str(), &app.token, json!({}))
+        .await;
+    assert_eq!(w.wait_cycle("app", None).await.created, 1);
+    let old = account(&app, "jdoe").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The rename fails in the application; the name is reused in the same run.
+    proxy.forbid(&old);
+    w.rename("jdoe", "jdoe.old");
+    w.add_user("jdoe", false);
+    w.sync("staff").await;
+    let c = w.cycle("app").await;
+    assert_eq!((c.created, c.adopted, c.failed), (0, 0, 2), "{c:?}");
+    let newcomer = w.user("jdoe").await.status.unwrap().deliveries;
+    assert_eq!(newcomer[0].remote_id, None, "{newcomer:?}");
+    assert!(
+        newcomer[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("belongs to user")),
+        "{newcomer:?}"
+    );
+    assert_eq!(app.users().await.len(), 1);
 }
