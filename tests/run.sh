@@ -47,6 +47,10 @@ USERSYNC_KSTATUS=$(bash "$here/kstatus.sh" build)
 export USERSYNC_KSTATUS
 
 step "starting the control plane"
+# Every run starts from an empty cluster: the namespaces an earlier run deleted
+# (their operators long gone) would keep the namespace controller busy for this one.
+bash "$here/cluster.sh" down >/dev/null 2>&1 || true
+rm -rf -- "$USERSYNC_STATE/cluster/etcd" "$USERSYNC_STATE/cluster/controlplane.log"
 started+=(cluster)
 eval "$(bash "$here/cluster.sh" up)"
 
