@@ -887,8 +887,12 @@ async fn an_approval_sends_only_the_steps_it_was_shown_and_a_dry_run_spends_none
     })
     .await;
     assert_eq!(state, ApprovalState::Stale);
-    let now_blocked = w.target_status("app").await.blocked_cycle.unwrap();
-    assert_ne!(now_blocked.run_id, shown.run_id);
+    // The approval is decided before the cycle's status is written.
+    let now_blocked = eventually(RUN_WAIT, "the cycle blocked under a new id", || async {
+        let blocked = w.target_status("app").await.blocked_cycle?;
+        (blocked.run_id != shown.run_id).then_some(blocked)
+    })
+    .await;
     assert_eq!(now_blocked.would_disable, 4);
     for u in ["v1", "v2", "v3", "v4"] {
         assert_eq!(account(&app, u).await["active"], true, "{u}");
