@@ -212,6 +212,23 @@ cpu_s() { # PID
 	awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$1/stat" 2>/dev/null || echo 0
 }
 
+# CPU seconds PostgreSQL has used so far: the postmaster, its live children (the
+# backends) and the children it has reaped (backends of closed connections).
+pg_cpu_s() {
+	[[ $STORE == postgres ]] || return 0
+	local pm child
+	pm=$(<"$STATE/postgres/postgres.pid")
+	{
+		awk '{print $14 + $15 + $16 + $17}' "/proc/$pm/stat"
+		for child in $(pgrep -P "$pm"); do
+			awk '{print $14 + $15}' "/proc/$child/stat" 2>/dev/null || true
+		done
+	} | awk -v hz="$(getconf CLK_TCK)" '{s += $1} END {printf "%.1f", s / hz}'
+}
+
+# CPU seconds since a mark: cpu_since NOW MARK
+cpu_since() { awk -v a="${1:-0}" -v b="${2:-0}" 'BEGIN {printf "%.1f", a - b}'; }
+
 mb() { awk -v kb="${1:-0}" 'BEGIN {printf "%.0f", kb / 1024}'; }
 
 cluster_pid() { cat "$CLUSTER_DIR/pid" 2>/dev/null || true; }
@@ -477,9 +494,11 @@ wait_first_run() { # LOGFILE SAMPLES EXPECTED_WRITES
 # Print and record one run: record SIZE PHASE LOGFILE WRITES_BEFORE [NOTE]
 record() {
 	local n=$1 phase=$2 oplog=$3 before=$4 note=${5:-} ls_main ls_dis after peak load
-	local result duration writes imported updated mode entries read_ms pre_read post_read wal
+	local result duration writes imported updated mode entries read_ms pre_read post_read wal cpu
 	eval "$(run_figures "$oplog")"
 	wal=$(wal_since "${WAL_BEFORE:-}")
+	cpu="$(cpu_since "$(cpu_s "$OP_PID")" "${RUN_CPU0:-0}")"
+	[[ $STORE != postgres ]] || cpu="$cpu / $(cpu_since "$(pg_cpu_s)" "${PG_CPU0:-0}")"
 	rss_peak
 	peak=$RSS_PEAK_KB
 	load=$(cut -d' ' -f1 /proc/loadavg)
@@ -489,10 +508,10 @@ record() {
 	local ratio ratio_both
 	ratio=$(ratio_of "$read_ms" "$ls_main")
 	ratio_both=$(ratio_of "$read_ms" "$((ls_main + ls_dis))")
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
 		"$n" "$phase" "$mode" "$result" "$duration" "$entries" "$read_ms" "$ls_main" "$ls_dis" "$ratio" \
-		"$ratio_both" "$writes" "$((after - before))" "$pre_read" "$post_read" "${RSS_BEFORE_KB:-}" "$peak" "$load" "$note" "$wal" >>"$RESULTS"
-	log "  $phase: $result in ${duration}s (imported $imported, updated $updated); $mode read ${read_ms} ms of $entries entries vs ldapsearch ${ls_main} ms (+${ls_dis} ms disabled search): ratio $ratio ($ratio_both with both searches); writes $writes (apiserver: $((after - before))${wal:+; WAL $wal bytes}); before the read ${pre_read}s, after it ${post_read}s; RSS $(mb "${RSS_BEFORE_KB:-0}") MB before, peak $(mb "$peak") MB; load $load"
+		"$ratio_both" "$writes" "$((after - before))" "$pre_read" "$post_read" "${RSS_BEFORE_KB:-}" "$peak" "$load" "$note" "$wal" "$cpu" >>"$RESULTS"
+	log "  $phase: $result in ${duration}s (imported $imported, updated $updated); $mode read ${read_ms} ms of $entries entries vs ldapsearch ${ls_main} ms (+${ls_dis} ms disabled search): ratio $ratio ($ratio_both with both searches); writes $writes (apiserver: $((after - before))${wal:+; WAL $wal bytes}); CPU ${cpu}s; before the read ${pre_read}s, after it ${post_read}s; RSS $(mb "${RSS_BEFORE_KB:-0}") MB before, peak $(mb "$peak") MB; load $load"
 	kubectl -n "$NS" get dmap "$MAPPING" -o jsonpath='{.status.lastRun}' >"$STATE/lastrun-$n-$phase.json" 2>/dev/null || true
 }
 
@@ -500,6 +519,8 @@ record() {
 # (clear_refs 5), read it after; the overall peak is the largest of them.
 rss_reset() {
 	WAL_BEFORE=$(wal_lsn)
+	RUN_CPU0=$(cpu_s "$OP_PID")
+	PG_CPU0=$(pg_cpu_s)
 	RSS_BEFORE_KB=$(vm_kb "$OP_PID" VmRSS)
 	echo 5 >"/proc/$OP_PID/clear_refs" 2>/dev/null || log "  (could not reset VmHWM; per-run peaks are cumulative)"
 }
@@ -816,6 +837,8 @@ bench_size() { # N
 	RSS_BEFORE_KB=
 	before=$(apiserver_user_writes)
 	WAL_BEFORE=$(wal_lsn)
+	RUN_CPU0=0
+	PG_CPU0=$(pg_cpu_s)
 	start_operator "$oplog"
 	start_sampler "$samples"
 	t_start=$SECONDS
@@ -904,7 +927,7 @@ for line in open(path):
     elif f[1] == "delivery":
         delivery.append(f)
     else:
-        runs.append(f + [""] * (20 - len(f)))
+        runs.append(f + [""] * (21 - len(f)))
 def num(s):
     try:
         return float(s)
@@ -921,11 +944,12 @@ def mib(b):
 print()
 print(f"Store: {store}.")
 print()
-print("| users | run | read | result | wall (s) | entries read | read (ms) | ldapsearch (ms), + disabled search | ratio | ratio vs both searches | API writes | apiserver writes | before read (s) | after read (s) | RSS before → peak | WAL | load | note |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+cpu_head = "CPU s: operator / PostgreSQL" if store == "postgres" else "operator CPU s"
+print(f"| users | run | read | result | wall (s) | entries read | read (ms) | ldapsearch (ms), + disabled search | ratio | ratio vs both searches | API writes | apiserver writes | before read (s) | after read (s) | RSS before → peak | WAL | {cpu_head} | load | note |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for f in runs:
-    n, phase, mode, result, dur, entries, read, lsm, lsd, ratio, ratio_both, writes, served, pre, post, before, peak, load, note, wal = f[:20]
-    print(f"| {int(n):,} | {phase} | {mode} | {result} | {dur} | {entries} | {read} | {lsm} + {lsd} | {ratio} | {ratio_both} | {writes} | {served} | {pre} | {post} | {mbs(before)} → {mbs(peak)} | {mib(wal) if wal else '-'} | {load} | {note} |")
+    n, phase, mode, result, dur, entries, read, lsm, lsd, ratio, ratio_both, writes, served, pre, post, before, peak, load, note, wal, cpu = f[:21]
+    print(f"| {int(n):,} | {phase} | {mode} | {result} | {dur} | {entries} | {read} | {lsm} + {lsd} | {ratio} | {ratio_both} | {writes} | {served} | {pre} | {post} | {mbs(before)} → {mbs(peak)} | {mib(wal) if wal else '-'} | {cpu or '-'} | {load} | {note} |")
 print()
 print("| users | operator peak RSS | `usersync plan` peak RSS / time: import | … no-change full resync | control plane peak RSS | etcd db | slapadd seed (s) |")
 print("|---|---|---|---|---|---|---|")
