@@ -6,7 +6,7 @@
 // exactly those requests on the machine, against which bench/run.sh reports
 // usersync's import. No planning, no directory, no watch.
 //
-//	rawwrite [--kubeconfig FILE] --namespace NS --workers 16 -f OBJECTS.jsonl
+//	rawwrite [--kubeconfig FILE] --namespace NS --workers 16 [--http1=false] -f OBJECTS.jsonl
 //
 // OBJECTS.jsonl holds one DirectoryUser a line, as `kubectl get -o json` shows
 // it; the metadata other than name and labels is dropped, so that the bodies
@@ -52,6 +52,7 @@ func main() {
 	namespace := flag.String("namespace", "", "the namespace to write into (required)")
 	workers := flag.Int("workers", 16, "objects in flight at once (usersync's store keeps 16)")
 	file := flag.String("f", "", "DirectoryUser objects, one JSON object a line (required)")
+	http1 := flag.Bool("http1", true, "HTTP/1.1 with a connection per request in flight, as usersync's client does; false: client-go's default, one HTTP/2 connection")
 	flag.Parse()
 	if *namespace == "" || *file == "" || *workers < 1 {
 		fail(fmt.Errorf("--namespace and -f are required, and --workers must be at least 1"))
@@ -72,6 +73,9 @@ func main() {
 	// No client-side rate limit: usersync's client has none either, so the
 	// server's own ceiling is what is measured.
 	config.QPS = -1
+	if *http1 {
+		config.NextProtos = []string{"http/1.1"}
+	}
 	client, err := dynamic.NewForConfig(config)
 	if err != nil {
 		fail(err)
