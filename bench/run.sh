@@ -977,7 +977,7 @@ if raw:
     print("Import against the raw-write baseline (bench/rawwrite right after it: the same objects, a create and a status apply each, 16 in flight, into another namespace):")
     print()
     print("| users | usersync import: writes / s | writes/s | load | rawwrite: writes / s | writes/s | load | ratio |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
 for n, r in raw.items():
     imp = next((f for f in runs if f[0] == n and f[1] == "import" and f[3] == "Succeeded"), None)
     if imp is None or not r.get("writes_per_second"):
