@@ -56,6 +56,9 @@ const MAX_FAILURE_RATIO: f64 = 0.5;
 const MIN_ATTEMPTS_FOR_RATIO: usize = 4;
 /// The slowest a quarantined target cycles.
 const MAX_QUARANTINE_INTERVAL: Duration = Duration::from_secs(3600);
+/// Steps sent between two ledger records within a phase: a restart repeats at
+/// most this many lookups.
+const RECORD_EVERY: usize = 200;
 /// Accounts per page of a full reconcile's read.
 const LIST_PAGE: u32 = 100;
 
@@ -815,10 +818,10 @@ enum Stop {
     Ledger(String),
 }
 
-/// Send the plan's steps phase by phase, recording each phase's outcomes in the
-/// ledger before the next phase starts. The cycle stops at the first phase whose
-/// outcomes cannot be recorded, or when the application refuses the credentials,
-/// or when this replica may no longer write.
+/// Send the plan's steps phase by phase, recording the outcomes in the ledger
+/// every [`RECORD_EVERY`] steps and before the next phase starts. The cycle stops
+/// at the first outcomes that cannot be recorded, or when the application refuses
+/// the credentials, or when this replica may no longer write.
 async fn send(
     ctx: &Context,
     executor: &Executor<'_>,
@@ -829,7 +832,10 @@ async fn send(
     now: jiff::Timestamp,
 ) -> Sent {
     let mut sent = Sent::default();
-    for phase in steps.chunk_by(|a, b| a.phase() == b.phase()) {
+    let batches = steps
+        .chunk_by(|a, b| a.phase() == b.phase())
+        .flat_map(|phase| phase.chunks(RECORD_EVERY));
+    for phase in batches {
         let results: Vec<(Step, std::result::Result<Done, ScimError>)> =
             futures::StreamExt::collect(futures::StreamExt::buffered(
                 futures::stream::iter(phase.iter().cloned().map(|step| async move {
