@@ -27,6 +27,18 @@ pub(super) fn sync_request(cookie: Option<&str>) -> RawControl {
     .into()
 }
 
+/// The Sync Request control of a refreshAndPersist search from `cookie`:
+/// after the changes since the cookie, the search stays open for new ones.
+pub(super) fn sync_request_persist(cookie: &str) -> RawControl {
+    SyncRequest {
+        mode: RefreshMode::RefreshAndPersist,
+        cookie: Some(cookie.as_bytes().to_vec()),
+        reload_hint: false,
+    }
+    .critical()
+    .into()
+}
+
 /// The Sync Done control of a search's result, decoded, if it has one.
 pub(super) fn sync_done(result: &LdapResult) -> Result<Option<SyncDone>, &'static str> {
     result

@@ -16,14 +16,18 @@
 //! to no record of this mapping, and the planner passes them by.
 //!
 //! - `refresh`: the searches, and what their messages and results mean;
+//! - `persist`: the refreshAndPersist search of push mode, which only tells
+//!   that something changed;
 //! - `controls`: the Sync Request control, and the Sync State, Sync Done and
 //!   Sync Info values decoded from the wire;
 //! - `cookie`: what an OpenLDAP cookie says about how far it reaches.
 
 mod controls;
 mod cookie;
+mod persist;
 mod refresh;
 
+pub(super) use persist::persist;
 pub(super) use refresh::{Refresh, current_cookie, refresh_since};
 
 /// Whether an entry with CSN `entry_csn` changed after the cookie `sent`
