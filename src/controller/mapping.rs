@@ -14,7 +14,7 @@ use kube::{Api, ResourceExt};
 use super::approval::{self, Granted};
 use super::context::Context;
 use super::error::{Error, Result};
-use super::push;
+use super::push::{self, PushDemand};
 use super::readiness::{Readiness, Resolution, mapping_readiness};
 use super::ready::{OwnedFields, report_unreadable, write_health};
 use super::resolve::{checked_reference, interval_of};
@@ -204,7 +204,8 @@ async fn reconcile_valid(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> 
                 started = Some(now);
             }
             // Push mode: the channel stays open, and the changes it reported start
-            // a run, one at a time; after a failed run the backoff above decides.
+            // a run, one at a time; after a failed run the backoff above decides,
+            // unless the channel has just opened again (the directory answers).
             match (&connector, policy.spec.push) {
                 (Some(connector), true) => ctx.push.keep_open(ctx, &mapping, connector),
                 _ => {
@@ -212,11 +213,12 @@ async fn reconcile_valid(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> 
                     push::clear_condition(ctx, &mapping).await;
                 }
             }
-            if started.is_none()
-                && running.is_none()
-                && failures == 0
-                && ctx.push.has_changes(&mapping)
-            {
+            let push_run = match ctx.push.demand(&mapping) {
+                PushDemand::None => false,
+                PushDemand::Changes => failures == 0,
+                PushDemand::Reopened => true,
+            };
+            if started.is_none() && running.is_none() && push_run {
                 let run_id = start_run(ctx, &mapping, RunTrigger::Push, now);
                 tracing::info!(mapping = %mapping.name_any(), run = %run_id, "the directory reported changes: a run reads them");
                 started = Some(now);

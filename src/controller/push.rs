@@ -9,7 +9,9 @@
 //! planner, rules, approvals and fencing as any run. Changes reported during a
 //! run start another when it ends. A channel that opens (at the operator's
 //! start, after a lost connection or an expired cookie) starts one run too: it
-//! reads what changed while no channel was open. Scheduled runs and full reads
+//! reads what changed while no channel was open. That one may start although
+//! the last run failed, without waiting out the runs' backoff: the directory
+//! has just answered. Scheduled runs and full reads
 //! go on as before, so a channel that is down costs only speed.
 //!
 //! OpenLDAP and Active Directory push (see
@@ -22,7 +24,7 @@
 //! manager of its own only when it changes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -69,6 +71,20 @@ struct Channel {
 struct Changes {
     seen: AtomicU64,
     served: AtomicU64,
+    /// The channel opened since the last run started: the directory answers.
+    opened: AtomicBool,
+}
+
+/// What a mapping's channel asks of the reconciler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushDemand {
+    /// Nothing to read.
+    None,
+    /// Changes to read, once the runs' backoff allows.
+    Changes,
+    /// Changes to read, and the channel has just opened: the directory answers
+    /// again, so one run may start even though the last one failed.
+    Reopened,
 }
 
 /// `namespace/name` of a mapping.
@@ -155,14 +171,18 @@ impl PushChannels {
     }
 
     /// Whether the channel of `mapping` reported changes no run has started for.
-    pub fn has_changes(&self, mapping: &DirectoryMapping) -> bool {
-        self.open
-            .lock()
-            .expect("push channels lock poisoned")
-            .get(&key_of(mapping))
-            .is_some_and(|c| {
-                c.changes.seen.load(Ordering::SeqCst) > c.changes.served.load(Ordering::SeqCst)
-            })
+    pub fn demand(&self, mapping: &DirectoryMapping) -> PushDemand {
+        let open = self.open.lock().expect("push channels lock poisoned");
+        let Some(changes) = open.get(&key_of(mapping)).map(|c| &c.changes) else {
+            return PushDemand::None;
+        };
+        if changes.seen.load(Ordering::SeqCst) <= changes.served.load(Ordering::SeqCst) {
+            PushDemand::None
+        } else if changes.opened.load(Ordering::SeqCst) {
+            PushDemand::Reopened
+        } else {
+            PushDemand::Changes
+        }
     }
 
     /// A run of `mapping` starts now: it reads every change reported so far.
@@ -175,6 +195,7 @@ impl PushChannels {
         {
             let seen = c.changes.seen.load(Ordering::SeqCst);
             c.changes.served.fetch_max(seen, Ordering::SeqCst);
+            c.changes.opened.store(false, Ordering::SeqCst);
         }
     }
 }
@@ -288,6 +309,7 @@ async fn listen_once(
                     };
                     report(ctx, ns, name, state).await;
                     // What changed while no channel was open.
+                    changes.opened.store(true, Ordering::SeqCst);
                     changed(ctx, &mapping, changes);
                 }
                 PushEvent::Changed => {

@@ -278,6 +278,41 @@ impl Scene {
         .await
     }
 
+    /// Wait until the mapping's `Push` condition has `reason`; its message.
+    pub async fn push_condition(&self, mapping: &str, reason: &str) -> String {
+        let api = self.mappings();
+        eventually(RUN_WAIT, &format!("Push condition {reason}"), || async {
+            let status = api.get(mapping).await.ok()?.status?;
+            let push = usersync::api::find_condition(&status.conditions, "Push")?;
+            (push.reason == reason).then(|| push.message.clone())
+        })
+        .await
+    }
+
+    /// Wait until no run of the mapping has been in progress for two seconds
+    /// (the run a push channel starts when it opens has come and gone).
+    pub async fn quiet(&self, mapping: &str) {
+        let api = self.mappings();
+        let deadline = tokio::time::Instant::now() + RUN_WAIT;
+        let mut idle_since = tokio::time::Instant::now();
+        loop {
+            let busy = api
+                .get(mapping)
+                .await
+                .ok()
+                .and_then(|m| m.status)
+                .is_none_or(|s| s.sync_in_progress);
+            let now = tokio::time::Instant::now();
+            if busy {
+                idle_since = now;
+            } else if now - idle_since >= Duration::from_secs(2) {
+                return;
+            }
+            assert!(now < deadline, "{mapping} had runs in progress for {RUN_WAIT:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Ask for a run through the on-demand annotation and wait for its outcome.
     pub async fn sync(&self, mapping: &str) -> RunSummary {
         let api = self.mappings();
