@@ -10,31 +10,12 @@ use serde_json::json;
 use usersync::api::{ReadMode, RunResult, RunTrigger};
 
 use crate::ldap_support::{PrivateSlapd, Server};
-use crate::support::eventually;
-use crate::world::{RUN_WAIT, World};
+use crate::world::World;
 
 /// A policy in push mode whose scheduled runs are an hour apart: a change seen
 /// within the tests' wait can only have come through the push channel.
 pub fn push_policy() -> serde_json::Value {
     json!({"interval": "1h", "push": true, "safety": {"maxPreservePercent": 100}})
-}
-
-/// Wait until the user's state is `want`.
-async fn state_becomes(w: &World<'_>, username: &str, want: &str) {
-    eventually(RUN_WAIT, &format!("{username} to be {want}"), || async {
-        let found = w.named(username).await;
-        let state = match found.as_slice() {
-            [one] => one.status.clone().unwrap_or_default(),
-            _ => return None,
-        };
-        let now = match (state.state, state.reason) {
-            (Some(s), Some(r)) => format!("{s:?}/{r:?}"),
-            (Some(s), None) => format!("{s:?}"),
-            _ => return None,
-        };
-        (now == want).then_some(())
-    })
-    .await;
 }
 
 #[tokio::test]
@@ -54,16 +35,24 @@ async fn a_directory_change_reaches_the_registry_through_a_push_run_within_the_i
     w.set_disabled("ana", true);
     w.rename("bob", "bobby");
     w.add_user("carl", false);
-    state_becomes(&w, "ana", "Preserved/DisabledInDirectory").await;
-    state_becomes(&w, "bobby", "Active").await;
-    state_becomes(&w, "carl", "Active").await;
-    assert!(w.named("bob").await.is_empty(), "the rename left the old name");
+    w.state_becomes("ana", "Preserved/DisabledInDirectory")
+        .await;
+    w.state_becomes("bobby", "Active").await;
+    w.state_becomes("carl", "Active").await;
+    assert!(
+        w.named("bob").await.is_empty(),
+        "the rename left the old name"
+    );
 
     let run = w.last_run("staff").await.unwrap();
     assert_ne!(run.id, before);
     assert_eq!(
         (run.trigger, run.result, run.read),
-        (RunTrigger::Push, RunResult::Succeeded, Some(ReadMode::Incremental)),
+        (
+            RunTrigger::Push,
+            RunResult::Succeeded,
+            Some(ReadMode::Incremental)
+        ),
         "{run:?}"
     );
 }
@@ -82,14 +71,18 @@ async fn a_lost_push_connection_shows_in_the_condition_and_heals_when_the_direct
         message.contains("opening it again in") && message.contains("scheduled runs go on"),
         "{message}"
     );
-    assert!(!message.contains(private.server.bind_password()), "{message}");
+    assert!(
+        !message.contains(private.server.bind_password()),
+        "{message}"
+    );
 
     private.server.script(&["up"], None);
     w.push_condition("staff", "Listening").await;
     w.quiet("staff").await;
     // The channel is open again and reports changes as before.
     w.set_disabled("dan", true);
-    state_becomes(&w, "dan", "Preserved/DisabledInDirectory").await;
+    w.state_becomes("dan", "Preserved/DisabledInDirectory")
+        .await;
     let run = w.last_run("staff").await.unwrap();
     assert_eq!(run.trigger, RunTrigger::Push, "{run:?}");
 }
@@ -101,7 +94,11 @@ async fn without_push_mode_a_mapping_has_no_push_condition_and_no_channel() {
     w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
     w.set_disabled("eve", true);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(w.state("eve").await, "Active", "a run came without push mode");
+    assert_eq!(
+        w.state("eve").await,
+        "Active",
+        "a run came without push mode"
+    );
     let run = w.last_run("staff").await.unwrap();
     assert_eq!(run.trigger, RunTrigger::Schedule, "{run:?}");
     let mappings: kube::Api<usersync::api::DirectoryMapping> =

@@ -308,7 +308,10 @@ impl Scene {
             } else if now - idle_since >= Duration::from_secs(2) {
                 return;
             }
-            assert!(now < deadline, "{mapping} had runs in progress for {RUN_WAIT:?}");
+            assert!(
+                now < deadline,
+                "{mapping} had runs in progress for {RUN_WAIT:?}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -444,12 +447,18 @@ impl Scene {
 
     /// A user's lifecycle state and reason, as strings (`"Active"`, `"Preserved/Unmapped"`).
     pub async fn state(&self, username: &str) -> String {
-        let status = self.user(username).await.status.unwrap_or_default();
-        match (status.state, status.reason) {
-            (Some(s), Some(r)) => format!("{s:?}/{r:?}"),
-            (Some(s), None) => format!("{s:?}"),
-            _ => "none".into(),
-        }
+        state_of(&self.user(username).await)
+    }
+
+    /// Wait until the one user named `username` is in state `want` (as [`Self::state`]).
+    pub async fn state_becomes(&self, username: &str, want: &str) {
+        eventually(RUN_WAIT, &format!("{username} to be {want}"), || async {
+            match self.named(username).await.as_slice() {
+                [one] => (state_of(one) == want).then_some(()),
+                _ => None,
+            }
+        })
+        .await;
     }
 }
 
@@ -526,5 +535,15 @@ impl World<'_> {
     /// Remove the entry from the directory.
     pub fn remove(&self, uid: &str) {
         self.server.as_admin("ldapdelete", &[&self.dn(uid)], None);
+    }
+}
+
+/// A user's lifecycle state and reason, as strings.
+fn state_of(user: &DirectoryUser) -> String {
+    let status = user.status.clone().unwrap_or_default();
+    match (status.state, status.reason) {
+        (Some(s), Some(r)) => format!("{s:?}/{r:?}"),
+        (Some(s), None) => format!("{s:?}"),
+        _ => "none".into(),
     }
 }
