@@ -82,3 +82,89 @@ fn on_message(
     on_event(PushEvent::Changed);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use ldap3::asn1::{PL, StructureTag, TagClass};
+    use ldap3::controls::{Control, RawControl};
+
+    use super::*;
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// A search entry with these controls.
+    fn entry(controls: Vec<Control>) -> ResultEntry {
+        let tag = StructureTag {
+            class: TagClass::Application,
+            id: 4,
+            payload: PL::C(Vec::new()),
+        };
+        let mut entry = ResultEntry::new(tag);
+        entry.1 = controls;
+        entry
+    }
+
+    /// A Sync Info intermediate message with this value.
+    fn sync_info(value: &str) -> ResultEntry {
+        let context = |id, bytes: Vec<u8>| StructureTag {
+            class: TagClass::Context,
+            id,
+            payload: PL::P(bytes),
+        };
+        let tag = StructureTag {
+            class: TagClass::Application,
+            id: 25,
+            payload: PL::C(vec![
+                context(0, b"1.3.6.1.4.1.4203.1.9.1.4".to_vec()),
+                context(1, hex(value)),
+            ]),
+        };
+        ResultEntry::new(tag)
+    }
+
+    fn events(messages: Vec<ResultEntry>) -> Result<Vec<PushEvent>, &'static str> {
+        let mut seen = Vec::new();
+        for message in messages {
+            on_message(message, &mut |e| seen.push(e))?;
+        }
+        Ok(seen)
+    }
+
+    #[test]
+    fn the_end_of_the_refresh_is_listening_and_each_entry_after_it_a_change() {
+        // Sync State "modify" of one entry, as slapd sends it in the persist phase.
+        let modify = Control(
+            None,
+            RawControl {
+                ctype: "1.3.6.1.4.1.4203.1.9.1.2".into(),
+                crit: false,
+                val: Some(hex("30150a01020410f82a347e7b9a1041861c2b16058afe43")),
+            },
+        );
+        let seen = events(vec![
+            // refreshDelete, refreshDone (the default): the refresh is over.
+            sync_info("a100"),
+            entry(vec![modify]),
+            // A new cookie alone says nothing changed in the scope.
+            sync_info("800163"),
+            // Deletions reported as a set of entryUUIDs.
+            sync_info("a3170101ff3112041060575ace7b9e104191174de87b22195d"),
+        ])
+        .unwrap();
+        assert_eq!(
+            seen,
+            [PushEvent::Listening, PushEvent::Changed, PushEvent::Changed]
+        );
+    }
+
+    #[test]
+    fn an_entry_without_its_sync_state_is_an_error_not_a_change() {
+        assert!(events(vec![entry(Vec::new())]).is_err());
+        assert!(events(vec![sync_info("ff")]).is_err());
+    }
+}
