@@ -29,6 +29,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
 # shellcheck source-path=SCRIPTDIR source=../tests/lib/common.sh
 source "$repo/tests/lib/common.sh"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$here/lib.sh"
 
 export USERSYNC_STATE=${USERSYNC_BENCH_PUSH_STATE:-/tmp/usersync-bench-push}
 export USERSYNC_SLAPD_PORT=${USERSYNC_BENCH_PUSH_LDAP_PORT:-34389}
@@ -45,17 +47,6 @@ CLUSTER_DIR=$STATE/cluster
 OP_PID=
 WATCH_PID=
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
-
-servers_down() {
-	bash "$repo/tests/slapd.sh" down >/dev/null 2>&1 || true
-	bash "$repo/tests/cluster.sh" down "$CLUSTER_DIR" >/dev/null 2>&1 || true
-}
-
 if [[ ${1:-} == down ]]; then
 	servers_down
 	exit 0
@@ -63,14 +54,6 @@ fi
 N=${1:-10000}
 [[ $N =~ ^[0-9]+$ ]] && ((N >= 100)) || die "the size is a number of users >= 100, got '$N'"
 ((SAMPLES >= 2)) || die "USERSYNC_BENCH_PUSH_SAMPLES must be at least 2"
-
-stop_process() { # PID
-	local pid=$1
-	[[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
-	kill -TERM "$pid" 2>/dev/null || true
-	wait_for 60 _usersync_gone "$pid" || kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
 	stop_process "$WATCH_PID"
@@ -87,16 +70,8 @@ trap 'exit 130' INT TERM
 mkdir -p "$STATE"
 cd "$repo"
 
-log "building usersync (release)"
-cargo build --release --bin usersync >&2
-install -m 755 "$repo/target/release/usersync" "$STATE/usersync"
-BIN=$STATE/usersync
-
-bash "$repo/tests/cluster.sh" down "$CLUSTER_DIR" >/dev/null 2>&1 || true
-rm -rf "$CLUSTER_DIR"
-log "starting a fresh control plane"
-eval "$(bash "$repo/tests/cluster.sh" up "$CLUSTER_DIR")"
-export KUBECONFIG PATH
+build
+start_cluster
 
 log "seeding $N users with slapadd"
 bash "$repo/tests/slapd.sh" seed "$N" >/dev/null
@@ -105,12 +80,7 @@ eval "$(bash "$repo/tests/slapd.sh" env)"
 [[ $USERSYNC_SLAPD_URL == "ldap://127.0.0.1:$USERSYNC_SLAPD_PORT" ]] ||
 	die "slapd answers on $USERSYNC_SLAPD_URL, not port $USERSYNC_SLAPD_PORT"
 
-kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
-kubectl wait --for=condition=Established --timeout=60s crd -l app.kubernetes.io/part-of=usersync >/dev/null
-kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-kubectl -n "$NS" create secret generic bench-ldap-bind \
-	--from-file=password="$USERSYNC_SLAPD_BIND_PASSWORD_FILE" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-kubectl -n "$NS" label secret bench-ldap-bind usersync.dev/credential=true --overwrite >/dev/null
+install_base
 kubectl -n "$NS" apply -f - >/dev/null <<EOF
 apiVersion: usersync.dev/v1alpha1
 kind: SyncPolicy

@@ -67,6 +67,16 @@ impl Connector {
             Ok(Err(e)) => return Err(self.unreachable(e)),
             Ok(Ok(tcp)) => tcp,
         };
+        // A connection that waits for long (a push channel) learns of a peer
+        // that is gone without a word, as behind a firewall that forgot it:
+        // after a minute of silence the kernel probes it every 15 s, and ends
+        // the connection after nine unanswered probes.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(60))
+            .with_interval(Duration::from_secs(15));
+        if let Err(e) = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive) {
+            tracing::debug!(error = %e, "TCP keepalive could not be set");
+        }
         // Through the relay that stops a message far past the entry cap before
         // ldap3 holds it whole: twice the cap leaves room for BER and TLS framing.
         let (tcp, gauge) = super::relay::relay(tcp, 2 * MAX_ENTRY_BYTES)

@@ -261,15 +261,8 @@ fn uuid_text(bytes: &[u8]) -> Result<String, &'static str> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::COOKIE;
+    use super::super::{COOKIE, hex};
     use super::*;
-
-    fn hex(text: &str) -> Vec<u8> {
-        (0..text.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-            .collect()
-    }
 
     // Control values as slapd 2.6 sent them (captured with ldapsearch -E sync=ro).
 

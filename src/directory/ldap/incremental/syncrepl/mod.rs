@@ -40,6 +40,15 @@ pub(super) fn changed_after(sent: &str, entry_csn: &str) -> bool {
 #[cfg(test)]
 const COOKIE: &str = "rid=000,csn=20261123152306.390105Z#000000#000#000000";
 
+/// The bytes of a hex string, for the tests of the parts.
+#[cfg(test)]
+fn hex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

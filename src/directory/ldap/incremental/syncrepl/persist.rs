@@ -88,14 +88,8 @@ mod tests {
     use ldap3::asn1::{PL, StructureTag, TagClass};
     use ldap3::controls::{Control, RawControl};
 
+    use super::super::hex;
     use super::*;
-
-    fn hex(text: &str) -> Vec<u8> {
-        (0..text.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-            .collect()
-    }
 
     /// A search entry with these controls.
     fn entry(controls: Vec<Control>) -> ResultEntry {
