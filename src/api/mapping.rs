@@ -177,6 +177,8 @@ pub enum RunTrigger {
     /// The mapping's spec changed: the new generation is applied soon, not at the
     /// next interval.
     SpecChanged,
+    /// The directory reported a change in the mapping's scope (the policy's push mode).
+    Push,
 }
 
 impl RunTrigger {
@@ -187,6 +189,7 @@ impl RunTrigger {
             RunTrigger::OnDemand => "asked for",
             RunTrigger::MappingDeleted => "last run, the mapping is being deleted",
             RunTrigger::SpecChanged => "the spec changed",
+            RunTrigger::Push => "the directory reported a change",
         }
     }
 }

@@ -30,6 +30,10 @@ pub const FIELD_MANAGER: &str = "usersync";
 /// the runner's fields from removing each other under server-side apply.
 pub const RUNNER_FIELD_MANAGER: &str = "usersync-runner";
 
+/// The field manager of a mapping's `Push` condition, which its push channel
+/// writes when it opens or closes, apart from the reconciler and the runner.
+pub const PUSH_FIELD_MANAGER: &str = "usersync-push";
+
 /// The six CustomResourceDefinitions, in a stable order, labelled as parts of usersync
 /// so that tools can select them.
 pub fn crds() -> Vec<CustomResourceDefinition> {

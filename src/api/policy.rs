@@ -48,6 +48,19 @@ pub struct SyncPolicySpec {
     #[x_kube(validation = duration_minimum_rule("fullSyncInterval", MIN_FULL_SYNC_INTERVAL))]
     pub full_sync_interval: String,
 
+    /// React to directory changes within seconds instead of at the next interval:
+    /// each mapping keeps a channel open to its directory, and a change in its scope
+    /// starts an incremental run (after a second's wait for more changes), planned
+    /// and checked like any other. OpenLDAP pushes changes (a syncrepl
+    /// refreshAndPersist search, which needs the syncprov overlay); Active
+    /// Directory and Entra ID are asked every 10 seconds (uSNChanged, Graph delta).
+    /// Scheduled runs, and full reads every fullSyncInterval, go on as before: only
+    /// a full read concludes that a user is gone. The mapping's `Push` condition
+    /// says whether the channel is open. Default false: it holds one connection per
+    /// mapping open to the directory, which its admin may want to allow first.
+    #[serde(default)]
+    pub push: bool,
+
     /// Import new matching users, unless a mapping says otherwise. Default true.
     #[serde(default = "default_true")]
     pub auto_import: bool,

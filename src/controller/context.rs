@@ -81,6 +81,8 @@ pub struct Context {
     requeue: Option<mpsc::UnboundedSender<ObjectRef<DeserializeGuard<DirectoryMapping>>>>,
     /// The watched RunApprovals, which a mapping reconcile looks its approvals up in.
     approvals: Option<reflector::Store<DeserializeGuard<RunApproval>>>,
+    /// The push channels of mappings whose policy turns push mode on.
+    pub push: Arc<super::push::PushChannels>,
 }
 
 impl Context {
@@ -103,6 +105,7 @@ impl Context {
             run_slots: Arc::new(Semaphore::new(max_concurrent_runs.max(1))),
             requeue: None,
             approvals: None,
+            push: Default::default(),
             clock: super::Clock::system(),
             fence: super::Fence::open(),
             stopping: Default::default(),
@@ -195,6 +198,7 @@ impl Context {
     pub async fn stop_runs(&self) {
         self.stopping
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.push.close_all();
         let tasks: Vec<_> =
             std::mem::take(&mut *self.run_tasks.lock().expect("run tasks lock poisoned"));
         for task in &tasks {
@@ -399,6 +403,11 @@ impl Context {
             .lock()
             .expect("runs lock poisoned")
             .remove(&Self::key(mapping));
+        self.reconcile_soon(mapping);
+    }
+
+    /// Ask the mapping controller to reconcile `mapping` again.
+    pub fn reconcile_soon(&self, mapping: &DirectoryMapping) {
         if let Some(tx) = &self.requeue {
             let reference = ObjectRef::new(&mapping.name_any())
                 .within(&mapping.namespace().unwrap_or_default());

@@ -14,6 +14,7 @@ use kube::{Api, ResourceExt};
 use super::approval::{self, Granted};
 use super::context::Context;
 use super::error::{Error, Result};
+use super::push::{self, PushDemand};
 use super::readiness::{Readiness, Resolution, mapping_readiness};
 use super::ready::{OwnedFields, report_unreadable, write_health};
 use super::resolve::{checked_reference, interval_of};
@@ -202,6 +203,29 @@ async fn reconcile_valid(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> 
                 start_run(ctx, &mapping, RunTrigger::Schedule, now);
                 started = Some(now);
             }
+            // Push mode: the channel stays open, and the changes it reported start
+            // a run, one at a time; after a failed run the backoff above decides,
+            // unless the channel has just opened again (the directory answers).
+            match (&connector, policy.spec.push) {
+                (Some(connector), true) => ctx.push.keep_open(ctx, &mapping, connector),
+                _ => {
+                    ctx.push.close(&mapping);
+                    push::clear_condition(ctx, &mapping).await;
+                }
+            }
+            let push_run = match ctx.push.demand(&mapping) {
+                PushDemand::None => false,
+                PushDemand::Changes => failures == 0,
+                PushDemand::Reopened => true,
+            };
+            if started.is_none() && running.is_none() && push_run {
+                let run_id = start_run(ctx, &mapping, RunTrigger::Push, now);
+                tracing::info!(mapping = %mapping.name_any(), run = %run_id, "the directory reported changes: a run reads them");
+                started = Some(now);
+            }
+            if started.is_some() {
+                ctx.push.served(&mapping);
+            }
             // While a run is in progress the next run counts from its start.
             let counted_from = started.or(last_start);
             let scheduled = next_run(counted_from, spacing);
@@ -218,7 +242,10 @@ async fn reconcile_valid(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> 
             }
         }
         _ => {
-            // Not ready, or suspended: no runs, and a request says why it was not served.
+            // Not ready, or suspended: no runs, no push channel, and a request says
+            // why it was not served.
+            ctx.push.close(&mapping);
+            push::clear_condition(ctx, &mapping).await;
             if let Some(value) = requested.filter(|v| Some(v) != handled.as_ref()) {
                 let why = match &policy {
                     Some(p) if p.spec.suspend => "the policy is suspended".to_string(),
@@ -382,6 +409,7 @@ fn new_approval(
 /// (which starts it at once), a raised threshold or the next interval; both keep
 /// the mapping, with `Ready` saying why.
 async fn release_users(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> Result<Action> {
+    ctx.push.close(&mapping);
     let released = try_release(mapping.clone(), ctx).await;
     if released.is_ok() {
         // A mapping created again under this name starts afresh.

@@ -13,6 +13,7 @@ mod mapping;
 pub mod metrics;
 pub mod planning;
 mod policy;
+mod push;
 mod readiness;
 mod ready;
 pub mod resolve;

@@ -47,9 +47,10 @@ pub struct RunReport {
 fn view_from(trigger: RunTrigger) -> ViewFrom {
     match trigger {
         RunTrigger::MappingDeleted => ViewFrom::Nothing,
-        RunTrigger::Schedule | RunTrigger::OnDemand | RunTrigger::SpecChanged => {
-            ViewFrom::Directory
-        }
+        RunTrigger::Schedule
+        | RunTrigger::OnDemand
+        | RunTrigger::SpecChanged
+        | RunTrigger::Push => ViewFrom::Directory,
     }
 }
 

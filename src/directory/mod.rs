@@ -95,7 +95,28 @@ pub struct Read {
     pub skipped_without_anchor: u64,
 }
 
+/// What a push channel reports while it is open, and why one closed.
+pub use ldap::{PushEnd, PushEvent};
+
 impl Source {
+    /// Open a push channel for `scope` (the policy's push mode) and report to
+    /// `on_event` until it closes; an `Err` is a lost or refused connection.
+    /// A directory that pushes nothing (Entra ID, a Generic LDAP server)
+    /// answers [`PushEnd::NotSupported`] at once.
+    pub async fn listen(
+        &self,
+        scope: &Scope,
+        on_event: impl FnMut(PushEvent),
+    ) -> Result<PushEnd, SourceError> {
+        match (self, scope) {
+            (Source::Ldap(_, s), Scope::Ldap(scope)) => Ok(s.listen(scope, on_event).await?),
+            (Source::Graph(_), Scope::Graph(_)) => Ok(PushEnd::NotSupported(
+                "Microsoft Graph pushes changes only to a public endpoint (change notifications); its changes are polled".into(),
+            )),
+            _ => Err(mismatch()),
+        }
+    }
+
     /// Authenticate and make one minimal read; returns the round trip.
     pub async fn probe(&self) -> Result<Duration, SourceError> {
         match self {

@@ -447,3 +447,66 @@ async fn ad_joining_the_selected_group_directly_or_nested_is_imported_by_the_nex
     assert_eq!(w.state(&direct).await, "Active");
     assert_eq!(w.state(&nested).await, "Active");
 }
+
+#[tokio::test]
+async fn ad_changes_reach_the_registry_through_change_notifications_within_the_interval() {
+    let w = World::new("adpush", Server::samba(), crate::push::push_policy()).await;
+    let (kept, leaving) = (sam("n"), sam("n"));
+    add_ad_user(&w, &kept);
+    add_ad_user(&w, &leaving);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    let message = w.push_condition("staff", "Listening").await;
+    assert!(message.contains("incremental run"), "{message}");
+    w.quiet("staff").await;
+    assert_eq!(w.state(&leaving).await, "Active");
+    let before = w.last_run("staff").await.unwrap().id;
+
+    // No run is due for an hour: only the DC's notifications can start one.
+    set_disabled(&w, &leaving, true);
+    let joining = sam("n");
+    add_ad_user(&w, &joining);
+    w.state_becomes(&leaving, "Preserved/DisabledInDirectory")
+        .await;
+    w.state_becomes(&joining, "Active").await;
+    assert_eq!(w.state(&kept).await, "Active");
+    let run = w.last_run("staff").await.unwrap();
+    assert_ne!(run.id, before);
+    assert_eq!(
+        (run.trigger, run.result),
+        (usersync::api::RunTrigger::Push, RunResult::Succeeded),
+        "{run:?}"
+    );
+}
+
+#[tokio::test]
+async fn ad_a_lost_notification_channel_shows_in_the_condition_and_heals_when_the_dc_is_back() {
+    let w = World::new("adpushcut", Server::samba(), crate::push::push_policy()).await;
+    // Between the operator and the DC, a relay that the test cuts as a restart
+    // of the DC would (the DC itself serves the other tests). Its certificate
+    // names localhost too.
+    let upstream = w
+        .server
+        .url
+        .trim_start_matches("ldap://")
+        .parse()
+        .expect("the DC's URL is ldap://<ip>:<port>");
+    let relay = crate::support::CutRelay::start(upstream).await;
+    w.patch_connector(json!({"ldap": {"url": format!("ldap://localhost:{}", relay.port)}}))
+        .await;
+    let name = sam("c");
+    add_ad_user(&w, &name);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.push_condition("staff", "Listening").await;
+
+    relay.cut();
+    let message = w.push_condition("staff", "PushDisconnected").await;
+    assert!(message.contains("opening it again in"), "{message}");
+    relay.restore();
+    w.push_condition("staff", "Listening").await;
+    w.quiet("staff").await;
+    set_disabled(&w, &name, true);
+    w.state_becomes(&name, "Preserved/DisabledInDirectory")
+        .await;
+    let run = w.last_run("staff").await.unwrap();
+    assert_eq!(run.trigger, usersync::api::RunTrigger::Push, "{run:?}");
+}

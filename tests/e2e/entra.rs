@@ -409,3 +409,31 @@ async fn entra_an_unknown_ca_is_reported_at_once_as_tls_naming_the_host_and_ca_s
         "{opened} connections for 2 probes"
     );
 }
+
+#[tokio::test]
+async fn entra_changes_reach_the_registry_through_short_period_delta_polling_in_push_mode() {
+    let em = GraphEmulator::start().await;
+    em.create_user("ana@contoso.example", "Ana");
+    let s = entra("entra-push", &em, crate::push::push_policy()).await;
+    s.connected(true).await;
+    s.mapping_with("cloud", cloud_mapping(json!({}))).await;
+    let message = s.push_condition("cloud", "Polling").await;
+    assert!(message.contains("every 10s"), "{message}");
+    s.quiet("cloud").await;
+    assert_eq!(s.state("ana@contoso.example").await, "Active");
+    let before = s.last_run("cloud").await.unwrap().id;
+
+    // No run is due for an hour: only the delta polling can start one.
+    let ben = em.create_user("ben@contoso.example", "Ben");
+    s.state_becomes("ben@contoso.example", "Active").await;
+    let run = s.last_run("cloud").await.unwrap();
+    assert_ne!(run.id, before);
+    assert_eq!(
+        (run.trigger, run.result),
+        (usersync::api::RunTrigger::Push, RunResult::Succeeded),
+        "{run:?}"
+    );
+    em.set_enabled(&ben, false);
+    s.state_becomes("ben@contoso.example", "Preserved/DisabledInDirectory")
+        .await;
+}

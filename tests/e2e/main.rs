@@ -31,5 +31,6 @@ mod lifecycle;
 mod membership;
 mod operations;
 mod postgres;
+mod push;
 mod readiness;
 mod warm;

@@ -477,6 +477,49 @@ impl HeldRelay {
     }
 }
 
+/// A TCP relay on 127.0.0.1 to `upstream` that can be cut, as a restart of the
+/// server behind it would: the connections open are closed, and new ones are
+/// closed at once, until it is restored.
+pub struct CutRelay {
+    pub port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl CutRelay {
+    pub async fn start(upstream: std::net::SocketAddr) -> CutRelay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (cut, cuts) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if *cuts.borrow() {
+                    continue;
+                }
+                let mut cuts = cuts.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cuts.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        CutRelay { port, cut }
+    }
+
+    /// Close every connection, and each new one, until [`Self::restore`].
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    pub fn restore(&self) {
+        self.cut.send_replace(false);
+    }
+}
+
 /// The operator's side of the wire to the API server: every request its client
 /// sends, as the server receives it, and a switch that holds back what the
 /// server's watches of DirectoryUsers deliver (as a slow or stalled watch would).

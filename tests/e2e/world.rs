@@ -278,6 +278,44 @@ impl Scene {
         .await
     }
 
+    /// Wait until the mapping's `Push` condition has `reason`; its message.
+    pub async fn push_condition(&self, mapping: &str, reason: &str) -> String {
+        let api = self.mappings();
+        eventually(RUN_WAIT, &format!("Push condition {reason}"), || async {
+            let status = api.get(mapping).await.ok()?.status?;
+            let push = usersync::api::find_condition(&status.conditions, "Push")?;
+            (push.reason == reason).then(|| push.message.clone())
+        })
+        .await
+    }
+
+    /// Wait until no run of the mapping has been in progress for two seconds
+    /// (the run a push channel starts when it opens has come and gone).
+    pub async fn quiet(&self, mapping: &str) {
+        let api = self.mappings();
+        let deadline = tokio::time::Instant::now() + RUN_WAIT;
+        let mut idle_since = tokio::time::Instant::now();
+        loop {
+            let busy = api
+                .get(mapping)
+                .await
+                .ok()
+                .and_then(|m| m.status)
+                .is_none_or(|s| s.sync_in_progress);
+            let now = tokio::time::Instant::now();
+            if busy {
+                idle_since = now;
+            } else if now - idle_since >= Duration::from_secs(2) {
+                return;
+            }
+            assert!(
+                now < deadline,
+                "{mapping} had runs in progress for {RUN_WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Ask for a run through the on-demand annotation and wait for its outcome.
     pub async fn sync(&self, mapping: &str) -> RunSummary {
         let api = self.mappings();
@@ -409,12 +447,18 @@ impl Scene {
 
     /// A user's lifecycle state and reason, as strings (`"Active"`, `"Preserved/Unmapped"`).
     pub async fn state(&self, username: &str) -> String {
-        let status = self.user(username).await.status.unwrap_or_default();
-        match (status.state, status.reason) {
-            (Some(s), Some(r)) => format!("{s:?}/{r:?}"),
-            (Some(s), None) => format!("{s:?}"),
-            _ => "none".into(),
-        }
+        state_of(&self.user(username).await)
+    }
+
+    /// Wait until the one user named `username` is in state `want` (as [`Self::state`]).
+    pub async fn state_becomes(&self, username: &str, want: &str) {
+        eventually(RUN_WAIT, &format!("{username} to be {want}"), || async {
+            match self.named(username).await.as_slice() {
+                [one] => (state_of(one) == want).then_some(()),
+                _ => None,
+            }
+        })
+        .await;
     }
 }
 
@@ -499,5 +543,15 @@ impl World<'_> {
     /// Remove the entry from the directory.
     pub fn remove(&self, uid: &str) {
         self.server.as_admin("ldapdelete", &[&self.dn(uid)], None);
+    }
+}
+
+/// A user's lifecycle state and reason, as strings.
+fn state_of(user: &DirectoryUser) -> String {
+    let status = user.status.clone().unwrap_or_default();
+    match (status.state, status.reason) {
+        (Some(s), Some(r)) => format!("{s:?}/{r:?}"),
+        (Some(s), None) => format!("{s:?}"),
+        _ => "none".into(),
     }
 }

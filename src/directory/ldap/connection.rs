@@ -67,6 +67,16 @@ impl Connector {
             Ok(Err(e)) => return Err(self.unreachable(e)),
             Ok(Ok(tcp)) => tcp,
         };
+        // A connection that waits for long (a push channel) learns of a peer
+        // that is gone without a word, as behind a firewall that forgot it:
+        // after a minute of silence the kernel probes it every 15 s, and ends
+        // the connection after nine unanswered probes.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(60))
+            .with_interval(Duration::from_secs(15));
+        if let Err(e) = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive) {
+            tracing::debug!(error = %e, "TCP keepalive could not be set");
+        }
         // Through the relay that stops a message far past the entry cap before
         // ldap3 holds it whole: twice the cap leaves room for BER and TLS framing.
         let (tcp, gauge) = super::relay::relay(tcp, 2 * MAX_ENTRY_BYTES)
@@ -284,6 +294,27 @@ impl Session {
             .await
     }
 
+    /// Run `search`, which the server keeps open to report changes as they
+    /// happen (a syncrepl refreshAndPersist search, an Active Directory change
+    /// notification), and hand every message to `on_message` as it arrives.
+    /// Unlike [`Self::search_with_controls`] it has no time limit and no cap on
+    /// the entries over its life: it ends when the server ends it (its result),
+    /// the handler stops it (the inner `Err`) or the connection is lost (the
+    /// outer `Err`). Waiting costs nothing: the task sleeps on the socket.
+    pub async fn persistent_search<E>(
+        &mut self,
+        search: ControlSearch<'_>,
+        on_message: impl FnMut(ResultEntry) -> Result<(), E>,
+    ) -> Result<Result<LdapResult, E>, LdapError> {
+        let mut count = EntryCount::default();
+        let unbounded = Bounds {
+            timeout: None,
+            max_entries: u64::MAX,
+        };
+        self.stream_within(unbounded, Vec::new(), search, &mut count, on_message)
+            .await
+    }
+
     /// One streaming search through `adapters`, every message handed to
     /// `on_message` until it stops the read (the inner `Err`) or the server's
     /// result arrives. Each entry is checked first: one larger than
@@ -295,13 +326,34 @@ impl Session {
         adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>>,
         search: ControlSearch<'_>,
         count: &mut EntryCount,
+        on_message: impl FnMut(ResultEntry) -> Result<(), E>,
+    ) -> Result<Result<LdapResult, E>, LdapError> {
+        let bounds = Bounds {
+            timeout: Some(self.timeout),
+            max_entries: self.max_entries,
+        };
+        self.stream_within(bounds, adapters, search, count, on_message)
+            .await
+    }
+
+    /// [`Self::stream`] with the time limit of each message and the cap on
+    /// entries given.
+    async fn stream_within<E>(
+        &mut self,
+        bounds: Bounds,
+        adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>>,
+        search: ControlSearch<'_>,
+        count: &mut EntryCount,
         mut on_message: impl FnMut(ResultEntry) -> Result<(), E>,
     ) -> Result<Result<LdapResult, E>, LdapError> {
-        let max_entries = self.max_entries;
+        let max_entries = bounds.max_entries;
         let base_dn = search.base_dn;
         // What earlier operations received is spent.
         self.gauge.took();
-        let ldap = self.ldap.with_timeout(self.timeout);
+        let ldap = &mut self.ldap;
+        if let Some(timeout) = bounds.timeout {
+            ldap.with_timeout(timeout);
+        }
         if !search.controls.is_empty() {
             ldap.with_controls(search.controls);
         }
@@ -442,6 +494,13 @@ impl Session {
             },
         }
     }
+}
+
+/// How long a search may wait for each message, and how many entries it may
+/// return over its life.
+struct Bounds {
+    timeout: Option<Duration>,
+    max_entries: u64,
 }
 
 /// The entries one search has returned so far, over all its pages.

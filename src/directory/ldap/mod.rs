@@ -40,7 +40,7 @@ pub use filter::{escape_filter_value, normalize_dn};
 pub use flavor::Flavor;
 pub use incremental::{
     Cursor, CursorParseError, FULL_READ_REASONS, FullReadReason, IncrementalOutcome,
-    IncrementalRead, IncrementalSource, LdapRead,
+    IncrementalRead, IncrementalSource, LdapRead, PushEnd, PushEvent,
 };
 pub use settings::{AttributeMap, LdapScope, LdapSettings, SearchScope};
 pub use source::{LdapSource, ProbeReport};

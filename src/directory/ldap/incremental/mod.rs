@@ -30,6 +30,8 @@
 //! still read the whole scope periodically.
 
 mod cursor;
+mod notify;
+mod push;
 mod syncrepl;
 mod usn;
 
@@ -45,6 +47,7 @@ use super::scope_read::{Collected, ScopeReader};
 use super::settings::{LdapScope, LdapSettings};
 use crate::core::DirectoryView;
 pub use cursor::{Cursor, CursorParseError};
+pub use push::{PushEnd, PushEvent};
 use syncrepl::Refresh;
 
 /// The anchor attribute whose values syncrepl reports for removed entries.

@@ -27,6 +27,18 @@ pub(super) fn sync_request(cookie: Option<&str>) -> RawControl {
     .into()
 }
 
+/// The Sync Request control of a refreshAndPersist search from `cookie`:
+/// after the changes since the cookie, the search stays open for new ones.
+pub(super) fn sync_request_persist(cookie: &str) -> RawControl {
+    SyncRequest {
+        mode: RefreshMode::RefreshAndPersist,
+        cookie: Some(cookie.as_bytes().to_vec()),
+        reload_hint: false,
+    }
+    .critical()
+    .into()
+}
+
 /// The Sync Done control of a search's result, decoded, if it has one.
 pub(super) fn sync_done(result: &LdapResult) -> Result<Option<SyncDone>, &'static str> {
     result
@@ -249,15 +261,8 @@ fn uuid_text(bytes: &[u8]) -> Result<String, &'static str> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::COOKIE;
+    use super::super::{COOKIE, hex};
     use super::*;
-
-    fn hex(text: &str) -> Vec<u8> {
-        (0..text.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-            .collect()
-    }
 
     // Control values as slapd 2.6 sent them (captured with ldapsearch -E sync=ro).
 

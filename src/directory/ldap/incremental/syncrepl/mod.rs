@@ -16,14 +16,18 @@
 //! to no record of this mapping, and the planner passes them by.
 //!
 //! - `refresh`: the searches, and what their messages and results mean;
+//! - `persist`: the refreshAndPersist search of push mode, which only tells
+//!   that something changed;
 //! - `controls`: the Sync Request control, and the Sync State, Sync Done and
 //!   Sync Info values decoded from the wire;
 //! - `cookie`: what an OpenLDAP cookie says about how far it reaches.
 
 mod controls;
 mod cookie;
+mod persist;
 mod refresh;
 
+pub(super) use persist::persist;
 pub(super) use refresh::{Refresh, current_cookie, refresh_since};
 
 /// Whether an entry with CSN `entry_csn` changed after the cookie `sent`
@@ -35,6 +39,15 @@ pub(super) fn changed_after(sent: &str, entry_csn: &str) -> bool {
 /// A cookie as slapd 2.6 sends it, for the tests of the parts.
 #[cfg(test)]
 const COOKIE: &str = "rid=000,csn=20261123152306.390105Z#000000#000#000000";
+
+/// The bytes of a hex string, for the tests of the parts.
+#[cfg(test)]
+fn hex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
 
 #[cfg(test)]
 mod tests {

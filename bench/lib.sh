@@ -1,0 +1,52 @@
+# What the benchmark scripts share: logging, stopping only what they started (by
+# PID), the release binary they measure, and the servers in $STATE. Sourced after
+# tests/lib/common.sh, with $repo, $STATE and $CLUSTER_DIR set.
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+servers_down() {
+	bash "$repo/tests/slapd.sh" down >/dev/null 2>&1 || true
+	bash "$repo/tests/cluster.sh" down "$CLUSTER_DIR" >/dev/null 2>&1 || true
+}
+
+stop_process() { # PID [SECONDS]
+	local pid=$1 timeout=${2:-60}
+	[[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+	kill -TERM "$pid" 2>/dev/null || true
+	wait_for "$timeout" _usersync_gone "$pid" || {
+		log "pid $pid still running after ${timeout}s, sending SIGKILL"
+		kill -KILL "$pid" 2>/dev/null || true
+	}
+	wait "$pid" 2>/dev/null || true
+}
+
+build() {
+	log "building usersync (release)"
+	cargo build --release --bin usersync >&2
+	# A stable copy: colleagues may rebuild target/ while the benchmark runs.
+	install -m 755 "$repo/target/release/usersync" "$STATE/usersync"
+	BIN=$STATE/usersync
+}
+
+start_cluster() {
+	bash "$repo/tests/cluster.sh" down "$CLUSTER_DIR" >/dev/null 2>&1 || true
+	rm -rf "$CLUSTER_DIR"
+	log "starting a fresh control plane in $CLUSTER_DIR"
+	eval "$(bash "$repo/tests/cluster.sh" up "$CLUSTER_DIR")"
+	export KUBECONFIG PATH
+}
+
+# The CRDs, namespace $NS, and the bind Secret bench-ldap-bind of the seeded slapd.
+install_base() {
+	kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
+	kubectl wait --for=condition=Established --timeout=60s crd -l app.kubernetes.io/part-of=usersync >/dev/null
+	kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+	kubectl -n "$NS" create secret generic bench-ldap-bind \
+		--from-file=password="$USERSYNC_SLAPD_BIND_PASSWORD_FILE" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+	# Connectors use only Secrets marked as credentials.
+	kubectl -n "$NS" label secret bench-ldap-bind usersync.dev/credential=true --overwrite >/dev/null
+}
