@@ -96,6 +96,7 @@ pub async fn reconcile(
             }
         }
     };
+    report_stale_approvals(&ctx, &target).await?;
     let old = target.status.clone().unwrap_or_default();
     let spec = &target.spec;
     let (Ok(interval), Ok(full_every)) = (
@@ -1735,6 +1736,54 @@ async fn event(
     if let Err(err) = ctx.recorder.publish(&e, &target.object_ref(&())).await {
         tracing::debug!(error = %err, "publishing an Event failed");
     }
+}
+
+/// Report the target's undecided approvals that name a cycle other than the one
+/// waiting for approval (or any, when none waits) as Stale: they do nothing.
+/// Decided on the API server's copy of the target, so a cache behind a freshly
+/// blocked cycle never makes a good approval stale; each write is conditional on
+/// the approval's version, so one just used stays used.
+async fn report_stale_approvals(ctx: &Context, target: &ProvisioningTarget) -> Result<()> {
+    let (ns, name) = (target.namespace().unwrap_or_default(), target.name_any());
+    let waiting = |t: &ProvisioningTarget| {
+        t.status
+            .as_ref()
+            .and_then(|s| s.blocked_cycle.as_ref())
+            .map(|b| b.run_id.clone())
+    };
+    let cached = waiting(target);
+    let candidates: Vec<RunApproval> = ctx
+        .undecided_target_approvals(&ns, &name)
+        .into_iter()
+        .filter(|a| Some(&a.spec.run_id) != cached.as_ref())
+        .collect();
+    if candidates.is_empty() || !ctx.may_write() {
+        return Ok(());
+    }
+    let targets: Api<ProvisioningTarget> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(fresh) = targets.get_opt(&name).await? else {
+        return Ok(());
+    };
+    let waiting_now = waiting(&fresh);
+    let approvals: Api<RunApproval> = Api::namespaced(ctx.client.clone(), &ns);
+    for approval in candidates
+        .iter()
+        .filter(|a| Some(&a.spec.run_id) != waiting_now.as_ref())
+    {
+        let message = match &waiting_now {
+            Some(id) => format!(
+                "target {name} waits for approval of cycle {id}, not {}: this approval does nothing; look at the blocked cycle again (`usersync approve --target {name} {id}`)",
+                approval.spec.run_id
+            ),
+            None => format!(
+                "no cycle of target {name} waits for approval: this approval of cycle {} does nothing",
+                approval.spec.run_id
+            ),
+        };
+        let state = crate::api::ApprovalState::Stale;
+        super::approval::decide(ctx, &approvals, approval, state, None, message).await?;
+    }
+    Ok(())
 }
 
 /// The oldest undecided RunApproval of the target's blocked cycle, with the

@@ -1133,3 +1133,48 @@ async fn a_new_holder_of_a_name_never_adopts_the_account_of_its_previous_holder(
     );
     assert_eq!(app.users().await.len(), 1);
 }
+
+/// An approval of a cycle that no longer waits (its plan went back under the
+/// thresholds) does nothing, and says so: it turns Stale.
+#[tokio::test]
+async fn an_approval_of_a_cycle_that_no_longer_waits_is_stale() {
+    use usersync::api::ApprovalState;
+    let w = World::new(
+        "ptarget-gone-by",
+        Server::slapd(),
+        json!({"safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    let app = Tenant::fresh(&w.ns.name);
+    for u in ["g1", "g2", "g3", "g4"] {
+        w.add_user(u, false);
+    }
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.target("app", &app, json!({"safety": {"maxDisablePercent": 25}}))
+        .await;
+    assert_eq!(w.wait_cycle("app", None).await.created, 4);
+    for u in ["g1", "g2"] {
+        w.set_disabled(u, true);
+    }
+    w.sync("staff").await;
+    assert_eq!(w.cycle("app").await.result, "Blocked");
+    let blocked = w.target_status("app").await.blocked_cycle.unwrap();
+    // One comes back: a single disable is within 25 % of 4.
+    w.set_disabled("g2", false);
+    w.sync("staff").await;
+    assert_eq!(w.cycle("app").await.disabled, 1);
+    assert!(w.target_status("app").await.blocked_cycle.is_none());
+    w.apply(&json!({
+        "apiVersion": "usersync.dev/v1alpha1", "kind": "RunApproval",
+        "metadata": {"name": "late"},
+        "spec": {"targetRef": "app", "runId": blocked.run_id, "approvedBy": "usersync-admin"},
+    }));
+    let state = eventually(RUN_WAIT, "the late approval decided", || async {
+        approval_state(&w, &blocked.run_id)
+            .await
+            .filter(|s| *s != ApprovalState::Pending)
+    })
+    .await;
+    assert_eq!(state, ApprovalState::Stale);
+    assert_eq!(account(&app, "g2").await["active"], true);
+}
