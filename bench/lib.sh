@@ -8,8 +8,12 @@ die() {
 	exit 1
 }
 
+# Each script's servers live in its own $STATE: a server it never started there is
+# not running, and its `down` does nothing.
 servers_down() {
 	bash "$repo/tests/slapd.sh" down >/dev/null 2>&1 || true
+	bash "$repo/tests/postgres.sh" down >/dev/null 2>&1 || true
+	bash "$repo/tests/scim.sh" down >/dev/null 2>&1 || true
 	bash "$repo/tests/cluster.sh" down "$CLUSTER_DIR" >/dev/null 2>&1 || true
 }
 

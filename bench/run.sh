@@ -83,6 +83,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
 # shellcheck source-path=SCRIPTDIR source=../tests/lib/common.sh
 source "$repo/tests/lib/common.sh"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$here/lib.sh"
 
 export USERSYNC_STATE=${USERSYNC_BENCH_STATE:-/tmp/usersync-bench}
 export USERSYNC_SLAPD_PORT=${USERSYNC_BENCH_LDAP_PORT:-33389}
@@ -145,19 +147,6 @@ OP_PID=
 SAMPLER_PID=
 OP_PEAK_KB=0
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
-
-servers_down() {
-	bash "$repo/tests/slapd.sh" down >/dev/null 2>&1 || true
-	bash "$repo/tests/postgres.sh" down >/dev/null 2>&1 || true
-	bash "$repo/tests/scim.sh" down >/dev/null 2>&1 || true
-	bash "$repo/tests/cluster.sh" down "$CLUSTER_DIR" >/dev/null 2>&1 || true
-}
-
 if [[ ${1:-} == down ]]; then
 	servers_down
 	exit 0
@@ -175,17 +164,6 @@ mkdir -p "$STATE"
 cd "$repo"
 
 # --- process bookkeeping: only what this script started, by PID -------------------
-
-stop_process() { # PID [SECONDS]
-	local pid=$1 timeout=${2:-60}
-	[[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
-	kill -TERM "$pid" 2>/dev/null || true
-	wait_for "$timeout" _usersync_gone "$pid" || {
-		log "pid $pid still running after ${timeout}s, sending SIGKILL"
-		kill -KILL "$pid" 2>/dev/null || true
-	}
-	wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
 	stop_process "$SAMPLER_PID" 5
@@ -312,22 +290,6 @@ count_runs() { grep -c '"message":"run finished"' "$1" 2>/dev/null || true; }
 
 # --- the steps ---------------------------------------------------------------------
 
-build() {
-	log "building usersync (release)"
-	cargo build --release --bin usersync >&2
-	# A stable copy: colleagues may rebuild target/ while the benchmark runs.
-	install -m 755 "$repo/target/release/usersync" "$STATE/usersync"
-	BIN=$STATE/usersync
-}
-
-start_cluster() {
-	bash "$repo/tests/cluster.sh" down "$CLUSTER_DIR" >/dev/null 2>&1 || true
-	rm -rf "$CLUSTER_DIR"
-	log "starting a fresh control plane in $CLUSTER_DIR"
-	eval "$(bash "$repo/tests/cluster.sh" up "$CLUSTER_DIR")"
-	export KUBECONFIG PATH
-}
-
 start_slapd() { # N
 	local t0=$SECONDS
 	log "seeding $1 users with slapadd"
@@ -382,13 +344,7 @@ pg_sizes() {
 }
 
 install_objects() {
-	kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
-	kubectl wait --for=condition=Established --timeout=60s crd -l app.kubernetes.io/part-of=usersync >/dev/null
-	kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-	kubectl -n "$NS" create secret generic bench-ldap-bind \
-		--from-file=password="$USERSYNC_SLAPD_BIND_PASSWORD_FILE" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-	# Connectors use only Secrets marked as credentials.
-	kubectl -n "$NS" label secret bench-ldap-bind usersync.dev/credential=true --overwrite >/dev/null
+	install_base
 	kubectl -n "$NS" apply -f - >/dev/null <<EOF
 apiVersion: usersync.dev/v1alpha1
 kind: SyncPolicy
