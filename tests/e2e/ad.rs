@@ -469,8 +469,8 @@ async fn ad_changes_reach_the_registry_through_change_notifications_within_the_i
         .await;
     w.state_becomes(&joining, "Active").await;
     assert_eq!(w.state(&kept).await, "Active");
-    let run = w.last_run("staff").await.unwrap();
-    assert_ne!(run.id, before);
+    // The users are written before the run's summary: wait for the summary.
+    let run = w.wait_run("staff", Some(&before)).await;
     assert_eq!(
         (run.trigger, run.result),
         (usersync::api::RunTrigger::Push, RunResult::Succeeded),
@@ -504,9 +504,10 @@ async fn ad_a_lost_notification_channel_shows_in_the_condition_and_heals_when_th
     relay.restore();
     w.push_condition("staff", "Listening").await;
     w.quiet("staff").await;
+    let before = w.last_run("staff").await.unwrap().id;
     set_disabled(&w, &name, true);
     w.state_becomes(&name, "Preserved/DisabledInDirectory")
         .await;
-    let run = w.last_run("staff").await.unwrap();
+    let run = w.wait_run("staff", Some(&before)).await;
     assert_eq!(run.trigger, usersync::api::RunTrigger::Push, "{run:?}");
 }

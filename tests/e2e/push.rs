@@ -44,8 +44,8 @@ async fn a_directory_change_reaches_the_registry_through_a_push_run_within_the_i
         "the rename left the old name"
     );
 
-    let run = w.last_run("staff").await.unwrap();
-    assert_ne!(run.id, before);
+    // The users are written before the run's summary: wait for the summary.
+    let run = w.wait_run("staff", Some(&before)).await;
     assert_eq!(
         (run.trigger, run.result, run.read),
         (
@@ -79,11 +79,12 @@ async fn a_lost_push_connection_shows_in_the_condition_and_heals_when_the_direct
     private.server.script(&["up"], None);
     w.push_condition("staff", "Listening").await;
     w.quiet("staff").await;
+    let before = w.last_run("staff").await.unwrap().id;
     // The channel is open again and reports changes as before.
     w.set_disabled("dan", true);
     w.state_becomes("dan", "Preserved/DisabledInDirectory")
         .await;
-    let run = w.last_run("staff").await.unwrap();
+    let run = w.wait_run("staff", Some(&before)).await;
     assert_eq!(run.trigger, RunTrigger::Push, "{run:?}");
 }
 
