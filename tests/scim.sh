@@ -42,7 +42,7 @@ port() {
 	ROOT="http://127.0.0.1:$PORT"
 }
 
-running() { pid_alive "$PIDFILE" scim2-server; }
+running() { pid_alive "$PIDFILE" scim_server.py; }
 
 port_free() {
 	! ss -Htln "sport = :$1" 2>/dev/null | grep -q .
@@ -79,8 +79,9 @@ cmd_up() {
 	)
 	printf '%s\n' "$PORT" >"$DIR/port"
 	rm -f "$PIDFILE"
-	setsid "$VENV/bin/scim2-server" --hostname 127.0.0.1 --port "$PORT" \
-		--dynamic-tenants --bearer-token "$(<"$DIR/token")" \
+	# The token goes in by its file: on the command line `ps` would show it.
+	setsid "$VENV/bin/python3" "$here/lib/scim_server.py" "$DIR/token" \
+		--hostname 127.0.0.1 --port "$PORT" --dynamic-tenants \
 		</dev/null >>"$DIR/scim.log" 2>&1 &
 	echo $! >"$PIDFILE"
 	wait_for 30 answers || usersync_die "scim2-server did not answer within 30s; see $DIR/scim.log"
@@ -89,7 +90,7 @@ cmd_up() {
 
 cmd_down() {
 	if running; then
-		stop_pid "$PIDFILE" scim2-server 30
+		stop_pid "$PIDFILE" scim_server.py 30
 		usersync_log "scim2-server stopped"
 	else
 		rm -f "$PIDFILE"
