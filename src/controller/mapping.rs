@@ -209,7 +209,7 @@ async fn reconcile_valid(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> 
             match (&connector, policy.spec.push) {
                 (Some(connector), true) => ctx.push.keep_open(ctx, &mapping, connector),
                 _ => {
-                    ctx.push.close(&mapping);
+                    ctx.push.close(&mapping, &ctx.metrics);
                     push::clear_condition(ctx, &mapping).await;
                 }
             }
@@ -244,7 +244,7 @@ async fn reconcile_valid(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> 
         _ => {
             // Not ready, or suspended: no runs, no push channel, and a request says
             // why it was not served.
-            ctx.push.close(&mapping);
+            ctx.push.close(&mapping, &ctx.metrics);
             push::clear_condition(ctx, &mapping).await;
             if let Some(value) = requested.filter(|v| Some(v) != handled.as_ref()) {
                 let why = match &policy {
@@ -409,7 +409,7 @@ fn new_approval(
 /// (which starts it at once), a raised threshold or the next interval; both keep
 /// the mapping, with `Ready` saying why.
 async fn release_users(mapping: Arc<DirectoryMapping>, ctx: &Arc<Context>) -> Result<Action> {
-    ctx.push.close(&mapping);
+    ctx.push.close(&mapping, &ctx.metrics);
     let released = try_release(mapping.clone(), ctx).await;
     if released.is_ok() {
         // A mapping created again under this name starts afresh.

@@ -118,6 +118,12 @@ pub struct Metrics {
     pub read_duration: Family<MappingLabels, Histogram>,
     /// How long a run's writes to the registry took.
     pub write_duration: Family<MappingLabels, Histogram>,
+    /// Whether the mapping's push channel is open (1) or not (0).
+    pub push_open: Family<MappingLabels, Gauge>,
+    /// Changes the mapping's push channel reported.
+    pub push_changes: Family<MappingLabels, Counter>,
+    /// Times the mapping's push channel was lost or could not be opened.
+    pub push_lost: Family<MappingLabels, Counter>,
 }
 
 /// Duration buckets from 50 ms to about 7 minutes.
@@ -230,8 +236,29 @@ impl Default for Metrics {
             "Time requests to a SCIM application waited on 429, 5xx or Retry-After",
             target_throttled_wait.clone(),
         );
+        let push_open = Family::<MappingLabels, Gauge>::default();
+        registry.register(
+            "push_open",
+            "Whether the mapping's push channel is open (1) or not (0)",
+            push_open.clone(),
+        );
+        let push_changes = Family::<MappingLabels, Counter>::default();
+        registry.register(
+            "push_changes",
+            "Changes the mapping's push channel reported (polled delta pages with changes, for Entra ID)",
+            push_changes.clone(),
+        );
+        let push_lost = Family::<MappingLabels, Counter>::default();
+        registry.register(
+            "push_lost",
+            "Times the mapping's push channel was lost or could not be opened",
+            push_lost.clone(),
+        );
         Self {
             registry,
+            push_open,
+            push_changes,
+            push_lost,
             target_requests,
             target_request_duration,
             target_accounts,

@@ -35,6 +35,7 @@ use tokio::time::Instant;
 
 use super::connection::{scope_for, source_for};
 use super::context::Context;
+use super::metrics::{Metrics, mapping_labels};
 use crate::api::{
     ConnectorHealth, DirectoryMapping, PUSH_FIELD_MANAGER, condition, find_condition,
 };
@@ -143,7 +144,7 @@ impl PushChannels {
     }
 
     /// Close the channel of `mapping`, if one is open; true if one was.
-    pub fn close(&self, mapping: &DirectoryMapping) -> bool {
+    pub fn close(&self, mapping: &DirectoryMapping, metrics: &Metrics) -> bool {
         let closed = self
             .open
             .lock()
@@ -152,6 +153,11 @@ impl PushChannels {
         match closed {
             Some(channel) => {
                 channel.task.abort();
+                let labels = mapping_labels(
+                    &mapping.namespace().unwrap_or_default(),
+                    &mapping.name_any(),
+                );
+                metrics.push_open.remove(&labels);
                 true
             }
             None => false,
@@ -233,6 +239,10 @@ async fn keep_listening(ctx: Arc<Context>, ns: String, name: String, changes: Ar
             }
             Err(cause) => {
                 failures = failures.saturating_add(1);
+                ctx.metrics
+                    .push_lost
+                    .get_or_create(&mapping_labels(&ns, &name))
+                    .inc();
                 let wait = retry_after(failures);
                 tracing::warn!(mapping = %name, namespace = %ns, %cause, retry_in_s = wait.as_secs(), "push channel lost");
                 let state = PushState {
@@ -313,6 +323,10 @@ async fn listen_once(
                     changed(ctx, &mapping, changes);
                 }
                 PushEvent::Changed => {
+                    ctx.metrics
+                        .push_changes
+                        .get_or_create(&mapping_labels(ns, name))
+                        .inc();
                     settled.get_or_insert_with(|| Instant::now() + SETTLE);
                 }
             },
@@ -371,7 +385,12 @@ async fn poll(
         {
             Incremental::Changes(read) => {
                 *failures = 0;
-                if !read.read.view.entries.is_empty() || !read.read.view.removed.is_empty() {
+                let reported = read.read.view.entries.len() + read.read.view.removed.len();
+                if reported > 0 {
+                    ctx.metrics
+                        .push_changes
+                        .get_or_create(&mapping_labels(&ns, &name))
+                        .inc_by(reported as u64);
                     changed(ctx, mapping, changes);
                 }
                 cursor = read.cursor;
@@ -393,6 +412,10 @@ fn changed(ctx: &Context, mapping: &DirectoryMapping, changes: &Changes) {
 
 /// Show `state` as the mapping's `Push` condition, unless it already does.
 async fn report(ctx: &Context, ns: &str, name: &str, state: PushState) {
+    ctx.metrics
+        .push_open
+        .get_or_create(&mapping_labels(ns, name))
+        .set(i64::from(state.open));
     if !ctx.may_write() {
         return;
     }

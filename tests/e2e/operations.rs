@@ -1185,3 +1185,40 @@ async fn a_run_left_in_progress_by_a_stopped_operator_is_closed_when_one_starts(
         status.last_run
     );
 }
+
+#[tokio::test]
+async fn push_channels_show_in_the_metrics_open_lost_and_the_changes_they_reported() {
+    let private = crate::ldap_support::PrivateSlapd::start("pushmetrics");
+    let w =
+        World::without_operator("push-metrics", &private.server, crate::push::push_policy()).await;
+    w.add_user("pm1", false);
+    let dir = tempfile::tempdir().unwrap();
+    let op = Operator::start("replica-a", &w.ns.name, &cluster().kubeconfig, dir.path());
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.push_condition("staff", "Listening").await;
+    w.quiet("staff").await;
+
+    let ns = format!("namespace=\"{}\"", w.ns.name);
+    let labels = [ns.as_str(), "mapping=\"staff\""];
+    // The value of `metric` for the mapping once it is `wanted`.
+    let becomes = |metric: &'static str, wanted: fn(f64) -> bool| async move {
+        eventually(RUN_WAIT, metric, || async {
+            let (_, text) = http_get(op.metrics, "/metrics").await?;
+            sample(&text, metric, &labels).filter(|v| wanted(*v))
+        })
+        .await
+    };
+    becomes("usersync_push_open", |v| v == 1.0).await;
+    w.set_disabled("pm1", true);
+    w.state_becomes("pm1", "Preserved/DisabledInDirectory")
+        .await;
+    becomes("usersync_push_changes_total", |v| v >= 1.0).await;
+
+    private.server.script(&["down"], None);
+    w.push_condition("staff", "PushDisconnected").await;
+    becomes("usersync_push_open", |v| v == 0.0).await;
+    becomes("usersync_push_lost_total", |v| v >= 1.0).await;
+    private.server.script(&["up"], None);
+    w.push_condition("staff", "Listening").await;
+    becomes("usersync_push_open", |v| v == 1.0).await;
+}
