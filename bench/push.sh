@@ -12,9 +12,9 @@
 # a process. After the first import and the run its push channel starts:
 #   1. idle CPU: the operator's CPU time (utime + stime) over IDLE_SECONDS with
 #      nothing changing, as a share of one core;
-#   2. change-to-visible latency, SAMPLES times, one change at a time: alternately
-#      a displayName change and a disable (pwdAccountLockedTime) of an enabled
-#      user, by ldapmodify, timed from just before ldapmodify starts to the
+#   2. change-to-visible latency, SAMPLES times, one change at a time: in turn a
+#      displayName change, a disable (pwdAccountLockedTime), a rename (modrdn of
+#      uid) of an enabled user and an added user, by ldapmodify, timed from just before ldapmodify starts to the
 #      moment a watch of the DirectoryUsers (`kubectl get -w`) shows it; p50 and
 #      p95 are printed.
 # Everything lives apart from dev, test and bench/run.sh instances: state in
@@ -155,27 +155,52 @@ i=0
 for ((k = 1; i < SAMPLES; k += 97)); do
 	((k % 33 == 7)) && continue
 	uid=$(printf 'user%06d' "$k")
-	if ((i % 2 == 0)); then
-		change="replace: displayName
+	# Each kind in turn: a displayName change, a disable, a rename, an added user.
+	case $((i % 4)) in
+	0)
+		ldif="dn: uid=$uid,$STAFF_BASE
+changetype: modify
+replace: displayName
 displayName: Pushed $i"
-		expect=" Pushed $i "
-	else
-		change="replace: pwdAccountLockedTime
+		seen_as=$uid expect=" Pushed $i "
+		;;
+	1)
+		ldif="dn: uid=$uid,$STAFF_BASE
+changetype: modify
+replace: pwdAccountLockedTime
 pwdAccountLockedTime: 000001010000Z"
-		expect=" Preserved"
-	fi
+		seen_as=$uid expect=" Preserved"
+		;;
+	2)
+		ldif="dn: uid=$uid,$STAFF_BASE
+changetype: modrdn
+newrdn: uid=$uid-renamed
+deleteoldrdn: 1"
+		seen_as=$uid-renamed expect=" Active"
+		;;
+	3)
+		ldif="dn: uid=pushed$i,$STAFF_BASE
+changetype: add
+objectClass: inetOrgPerson
+uid: pushed$i
+cn: Pushed $i
+sn: $i
+displayName: Pushed user $i
+mail: pushed$i@example.org"
+		seen_as=pushed$i expect=" Active"
+		;;
+	esac
 	t0=$(date +%s%N)
-	printf 'dn: uid=%s,%s\nchangetype: modify\n%s\n' "$uid" "$STAFF_BASE" "$change" |
-		bash "$repo/tests/slapd.sh" ldap ldapmodify >/dev/null
+	printf '%s\n' "$ldif" | bash "$repo/tests/slapd.sh" ldap ldapmodify >/dev/null
 	seen=
 	for ((w = 0; w < 600; w++)); do
-		seen=$(awk -v u="$uid" -v e="$expect" '$2 == u && index($0, e) {print $1; exit}' "$STATE/watch.log")
+		seen=$(awk -v u="$seen_as" -v e="$expect" '$2 == u && index($0, e) {print $1; exit}' "$STATE/watch.log")
 		[[ -n $seen ]] && break
 		sleep 0.1
 	done
-	[[ -n $seen ]] || die "$uid: the change did not reach the registry within 60 s"
+	[[ -n $seen ]] || die "$seen_as: the change did not reach the registry within 60 s"
 	latencies+=($(((seen - t0) / 1000000)))
-	log "change $((i + 1))/$SAMPLES ($uid): $((latencies[-1])) ms"
+	log "change $((i + 1))/$SAMPLES ($seen_as): $((latencies[-1])) ms"
 	i=$((i + 1))
 	# The next change after this one's run has ended: one change at a time.
 	sleep 2
@@ -192,5 +217,5 @@ runs=$(grep -c '"message":"run finished"' "$STATE/operator.log" || true)
 cat <<EOF | tee "$STATE/report.md"
 | users | changes | change-to-visible p50 | p95 | max | operator idle CPU (${IDLE_SECONDS} s) | operator RSS idle | runs |
 |---|---|---|---|---|---|---|---|
-| $N | $SAMPLES (displayName, disable) | $p50 ms | $p95 ms | $max ms | ${idle_pct} % of one core | $rss_mb MB | $runs |
+| $N | $SAMPLES (displayName, disable, rename, add) | $p50 ms | $p95 ms | $max ms | ${idle_pct} % of one core | $rss_mb MB | $runs |
 EOF
