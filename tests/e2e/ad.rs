@@ -44,6 +44,15 @@ fn ou_in_domain(w: &World<'_>) -> String {
 /// random password: CN and sAMAccountName `sam`, UPN `sam@corp.example`, mail
 /// `sam@mail.corp.example`, displayName `User <sam>`. Returns its DN.
 fn add_ad_user(w: &World<'_>, sam: &str) -> String {
+    add_ad_user_in(w, None, sam)
+}
+
+/// [`add_ad_user`] in the test OU's sub-OU `sub` when given.
+fn add_ad_user_in(w: &World<'_>, sub: Option<&str>, sam: &str) -> String {
+    let ou = match sub {
+        Some(sub) => format!("OU={sub},{}", ou_in_domain(w)),
+        None => ou_in_domain(w),
+    };
     tool(
         w,
         &[
@@ -52,13 +61,16 @@ fn add_ad_user(w: &World<'_>, sam: &str) -> String {
             sam,
             "--random-password",
             "--use-username-as-cn",
-            &format!("--userou={}", ou_in_domain(w)),
+            &format!("--userou={ou}"),
             "--given-name=User",
             &format!("--surname={sam}"),
             &format!("--mail-address={sam}@mail.corp.example"),
         ],
     );
-    ad_dn(w, sam)
+    match sub {
+        Some(sub) => format!("CN={sam},OU={sub},{}", w.ou.dn),
+        None => ad_dn(w, sam),
+    }
 }
 
 fn ad_dn(w: &World<'_>, cn: &str) -> String {
@@ -508,6 +520,37 @@ async fn ad_a_lost_notification_channel_shows_in_the_condition_and_heals_when_th
     set_disabled(&w, &name, true);
     w.state_becomes(&name, "Preserved/DisabledInDirectory")
         .await;
+    let run = w.wait_run("staff", Some(&before)).await;
+    assert_eq!(run.trigger, usersync::api::RunTrigger::Push, "{run:?}");
+}
+
+#[tokio::test]
+async fn ad_joining_a_group_kept_outside_the_base_dn_directly_or_nested_starts_a_push_run() {
+    let w = World::new("adpushgrp", Server::samba(), crate::push::push_policy()).await;
+    // The users in OU=people; the groups (A ∈ B) beside it, in the test OU.
+    let people = w.sub_ou("people");
+    let (first, direct, nested) = (sam("pa"), sam("pb"), sam("pc"));
+    for name in [&first, &direct, &nested] {
+        add_ad_user_in(&w, Some("people"), name);
+    }
+    let (a, b, group_b) = nested_groups(&w);
+    add_member(&w, &b, &first);
+    w.mapping(
+        "staff",
+        &people,
+        json!({"ldap": {"baseDN": people, "memberOf": [group_b]}}),
+    )
+    .await;
+    w.push_condition("staff", "Listening").await;
+    w.quiet("staff").await;
+    assert_eq!(w.state(&first).await, "Active");
+    let before = w.last_run("staff").await.unwrap().id;
+
+    // No run is due for an hour, and nothing below the base DN changes.
+    add_member(&w, &b, &direct);
+    add_member(&w, &a, &nested);
+    w.state_becomes(&direct, "Active").await;
+    w.state_becomes(&nested, "Active").await;
     let run = w.wait_run("staff", Some(&before)).await;
     assert_eq!(run.trigger, usersync::api::RunTrigger::Push, "{run:?}");
 }

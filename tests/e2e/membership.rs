@@ -10,7 +10,7 @@ use crate::world::{World, incremental_only_policy, succeeded_incrementally};
 
 /// A groupOfNames `cn` in the test OU with `members` (DNs; at least one, as
 /// the schema wants). Returns its DN.
-fn add_group(w: &World<'_>, cn: &str, members: &[&str]) -> String {
+pub fn add_group(w: &World<'_>, cn: &str, members: &[&str]) -> String {
     let dn = format!("cn={cn},{}", w.ou.dn);
     let mut ldif = format!(
         "dn: {dn}\nobjectClass: groupOfNames\n{}",
@@ -23,7 +23,7 @@ fn add_group(w: &World<'_>, cn: &str, members: &[&str]) -> String {
     dn
 }
 
-fn change_member(w: &World<'_>, group: &str, verb: &str, member: &str) {
+pub fn change_member(w: &World<'_>, group: &str, verb: &str, member: &str) {
     w.server.modify_ldif(&format!(
         "dn: {group}\nchangetype: modify\n{verb}: member\n{}",
         ldif_line("member", member)

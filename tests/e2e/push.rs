@@ -111,3 +111,35 @@ async fn without_push_mode_a_mapping_has_no_push_condition_and_no_channel() {
         status.conditions
     );
 }
+
+#[tokio::test]
+async fn joining_or_leaving_a_group_kept_outside_the_base_dn_starts_a_push_run() {
+    use crate::membership::{add_group, change_member};
+    let w = World::new("pushgroup", Server::slapd(), push_policy()).await;
+    // The users below ou=people; the group the mapping selects beside it.
+    let people = w.sub_ou("people");
+    for uid in ["ana", "bob"] {
+        w.add_user_in(&people, uid, false);
+    }
+    let member = |uid: &str| format!("uid={uid},{people}");
+    let group = add_group(&w, "staff", &[&member("ana")]);
+    w.mapping(
+        "staff",
+        &people,
+        json!({"ldap": {"baseDN": people, "memberOf": [group]}}),
+    )
+    .await;
+    w.push_condition("staff", "Listening").await;
+    w.quiet("staff").await;
+    assert_eq!(w.state("ana").await, "Active");
+    assert!(w.named("bob").await.is_empty(), "bob is in no group yet");
+    let before = w.last_run("staff").await.unwrap().id;
+
+    // No run is due for an hour, and nothing below the base DN changes.
+    change_member(&w, &group, "add", &member("bob"));
+    change_member(&w, &group, "delete", &member("ana"));
+    w.state_becomes("bob", "Active").await;
+    w.state_becomes("ana", "Preserved/Unmapped").await;
+    let run = w.wait_run("staff", Some(&before)).await;
+    assert_eq!(run.trigger, RunTrigger::Push, "{run:?}");
+}

@@ -185,6 +185,34 @@ pub fn normalize_dn(dn: &str) -> Result<String, DnSyntaxError> {
     Ok(rdns.join(","))
 }
 
+/// The DN of `dn`'s parent entry; `None` for a DN of one RDN, or one that is not
+/// a DN.
+pub fn parent_dn(dn: &str) -> Option<String> {
+    let rdns = split_unescaped(dn, &[',', ';']).ok()?;
+    (rdns.len() > 1).then(|| {
+        rdns[1..]
+            .iter()
+            .map(|rdn| rdn.trim())
+            .collect::<Vec<_>>()
+            .join(",")
+    })
+}
+
+/// Whether `dn` is `base` or below it, compared as [`normalize_dn`] does; false
+/// when either is not a DN.
+pub fn dn_within(dn: &str, base: &str) -> bool {
+    let (Ok(dn), Ok(base)) = (normalize_dn(dn), normalize_dn(base)) else {
+        return false;
+    };
+    if base.is_empty() {
+        return true;
+    }
+    match (split_unescaped(&dn, &[',']), split_unescaped(&base, &[','])) {
+        (Ok(dn), Ok(base)) => dn.ends_with(&base),
+        _ => false,
+    }
+}
+
 /// Split at separators that are not escaped with `\`.
 fn split_unescaped<'a>(s: &'a str, separators: &[char]) -> Result<Vec<&'a str>, &'static str> {
     let mut parts = Vec::new();
@@ -262,6 +290,32 @@ fn canonical_value(raw: &str) -> Result<String, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dn_is_within_itself_and_its_ancestors_only() {
+        let base = "ou=People,dc=example,dc=org";
+        assert!(dn_within("uid=a,OU=people, dc=Example,dc=org", base));
+        assert!(dn_within(base, base));
+        assert!(dn_within("cn=g,dc=example,dc=org", ""));
+        assert!(!dn_within("cn=g,ou=Groups,dc=example,dc=org", base));
+        assert!(!dn_within("dc=example,dc=org", base));
+        // An escaped comma is part of a value, not an RDN boundary: this entry's
+        // parent is dc=example,dc=org.
+        let escaped = r"cn=x\,ou=People,dc=example,dc=org";
+        assert!(!dn_within(escaped, base));
+        assert!(dn_within(escaped, "dc=example,dc=org"));
+        assert!(!dn_within("not a dn", base));
+    }
+
+    #[test]
+    fn the_parent_of_a_dn_drops_its_first_rdn() {
+        assert_eq!(
+            parent_dn("cn=Staff\\, East,ou=Groups,dc=example,dc=org").as_deref(),
+            Some("ou=Groups,dc=example,dc=org")
+        );
+        assert_eq!(parent_dn("dc=org"), None);
+        assert_eq!(parent_dn("no rdn here"), None);
+    }
 
     #[test]
     fn only_a_lone_presence_filter_names_a_presence_attribute() {

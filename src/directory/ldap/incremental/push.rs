@@ -10,19 +10,51 @@
 //! A channel only says that something changed, never what: the run it leads
 //! to reads the changes as every incremental run does, through the same
 //! planner and rules. It watches every entry below the base DN, so that a
-//! change to a group kept there is seen as well as one to a user; a change to
-//! an entry the mapping does not select costs one incremental run that finds
-//! nothing to do.
+//! change to a group kept there is seen as well as one to a user, and the
+//! children of the entries that hold the scope's groups (those `memberOf`
+//! names and those nested in them, as they were when the channel opened) kept
+//! elsewhere, one search each: joining or leaving a group changes the group,
+//! not the user. A change to an entry the mapping does not select costs one
+//! incremental run that finds nothing to do.
 
+use std::collections::HashSet;
+
+use futures::future::{FutureExt, select_all};
 use ldap3::controls::RawControl;
 use ldap3::{LdapResult, ResultEntry, Scope};
+use tokio::sync::mpsc;
 
 use super::{IncrementalSource, syncrepl};
 use crate::directory::ldap::connection::{ControlSearch, Session};
 use crate::directory::ldap::error::LdapError;
+use crate::directory::ldap::filter::{dn_within, normalize_dn, parent_dn};
 use crate::directory::ldap::flavor::Flavor;
+use crate::directory::ldap::groups::GroupTree;
 use crate::directory::ldap::scope_read::ScopeReader;
-use crate::directory::ldap::settings::LdapScope;
+use crate::directory::ldap::settings::{LdapScope, SearchScope};
+
+const GENERIC_HAS_NO_PUSH: &str = "the Generic flavor has no push channel: set flavor OpenLDAP or ActiveDirectory if the server is one";
+
+/// Where a channel for a scope below `base_dn` (within `scope`) listens: the
+/// scope itself, then, once each, the entries whose children are `groups` not
+/// within it (one level below each: a group's parent holds its siblings too).
+fn push_roots(base_dn: &str, scope: SearchScope, groups: &[String]) -> Vec<(String, SearchScope)> {
+    let same = |a: &str, b: &str| normalize_dn(a).ok() == normalize_dn(b).ok();
+    let mut roots = vec![(base_dn.to_owned(), scope)];
+    for group in groups {
+        let Some(parent) = parent_dn(group) else {
+            continue;
+        };
+        let searched = match scope {
+            SearchScope::Subtree => dn_within(group, base_dn),
+            SearchScope::OneLevel => same(&parent, base_dn),
+        };
+        if !searched && !roots.iter().skip(1).any(|(dn, _)| same(dn, &parent)) {
+            roots.push((parent, SearchScope::OneLevel));
+        }
+    }
+    roots
+}
 
 /// A push search with `control` of every entry below `base_dn` within
 /// `scope` (the only filter AD takes), asking for no attributes: the run reads
@@ -78,12 +110,57 @@ impl IncrementalSource {
     pub async fn listen(
         &self,
         scope: &LdapScope,
-        on_event: impl FnMut(PushEvent),
+        mut on_event: impl FnMut(PushEvent),
     ) -> Result<PushEnd, LdapError> {
         let settings = &self.connector.settings;
         let reader = ScopeReader::new(settings, scope)?;
-        let (base_dn, search_scope) = (reader.base_dn(), reader.scope().into());
-        match settings.flavor {
+        if settings.flavor == Flavor::Generic {
+            return Ok(PushEnd::NotSupported(GENERIC_HAS_NO_PUSH.into()));
+        }
+        let groups = if scope.member_of.is_empty() {
+            Vec::new()
+        } else {
+            let mut session = self.connector.open().await?;
+            let tree = GroupTree::read(&mut session, settings, &scope.member_of).await;
+            session.close().await;
+            tree?.dns().cloned().collect()
+        };
+        let roots = push_roots(reader.base_dn(), reader.scope(), &groups);
+        // One search per root, each on a session of its own; the channel is
+        // listening once all of them are, and ends when the first one ends.
+        let (events, mut reported) = mpsc::unbounded_channel();
+        let searches = roots.iter().enumerate().map(|(i, (dn, search_scope))| {
+            let events = events.clone();
+            self.listen_at(dn, (*search_scope).into(), move |event| {
+                let _ = events.send((i, event));
+            })
+            .boxed()
+        });
+        let mut searches = select_all(searches);
+        let mut listening = HashSet::new();
+        loop {
+            tokio::select! {
+                (end, _, _) = &mut searches => return end,
+                Some((i, event)) = reported.recv() => match event {
+                    PushEvent::Listening => {
+                        if listening.insert(i) && listening.len() == roots.len() {
+                            on_event(PushEvent::Listening);
+                        }
+                    }
+                    PushEvent::Changed => on_event(PushEvent::Changed),
+                },
+            }
+        }
+    }
+
+    /// One push search below `base_dn`, on a session of its own.
+    async fn listen_at(
+        &self,
+        base_dn: &str,
+        search_scope: Scope,
+        on_event: impl FnMut(PushEvent),
+    ) -> Result<PushEnd, LdapError> {
+        match self.connector.settings.flavor {
             Flavor::OpenLdap => {
                 let mut session = self.connector.open().await?;
                 let Some(cookie) = syncrepl::current_cookie(&mut session, base_dn).await? else {
@@ -92,9 +169,8 @@ impl IncrementalSource {
                         "the server offers no syncrepl for {base_dn}: enable the syncprov overlay on its database, and let the bind account use it"
                     )));
                 };
-                let end =
-                    syncrepl::persist(&mut session, base_dn, search_scope, &cookie, on_event)
-                        .await?;
+                let end = syncrepl::persist(&mut session, base_dn, search_scope, &cookie, on_event)
+                    .await?;
                 session.close().await;
                 Ok(end)
             }
@@ -106,9 +182,50 @@ impl IncrementalSource {
                 session.close().await;
                 Ok(end)
             }
-            Flavor::Generic => Ok(PushEnd::NotSupported(
-                "the Generic flavor has no push channel: set flavor OpenLDAP or ActiveDirectory if the server is one".into(),
-            )),
+            Flavor::Generic => Ok(PushEnd::NotSupported(GENERIC_HAS_NO_PUSH.into())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dns(roots: &[(String, SearchScope)]) -> Vec<(&str, SearchScope)> {
+        roots.iter().map(|(dn, s)| (dn.as_str(), *s)).collect()
+    }
+
+    #[test]
+    fn groups_kept_outside_the_scope_are_watched_through_their_parents_once_each() {
+        let base = "ou=People,dc=example,dc=org";
+        let groups = [
+            "cn=Staff,ou=Groups,dc=example,dc=org".to_owned(),
+            "cn=Nested,OU=groups,dc=example,dc=org".to_owned(),
+            "cn=Local,ou=People,dc=example,dc=org".to_owned(),
+            "cn=Deep,ou=Teams,ou=People,dc=example,dc=org".to_owned(),
+        ];
+        assert_eq!(
+            dns(&push_roots(base, SearchScope::Subtree, &groups)),
+            [
+                (base, SearchScope::Subtree),
+                ("ou=Groups,dc=example,dc=org", SearchScope::OneLevel),
+            ]
+        );
+        // One level below the base: a group deeper down is not in that search.
+        assert_eq!(
+            dns(&push_roots(base, SearchScope::OneLevel, &groups)),
+            [
+                (base, SearchScope::OneLevel),
+                ("ou=Groups,dc=example,dc=org", SearchScope::OneLevel),
+                (
+                    "ou=Teams,ou=People,dc=example,dc=org",
+                    SearchScope::OneLevel
+                ),
+            ]
+        );
+        assert_eq!(
+            dns(&push_roots(base, SearchScope::Subtree, &[])),
+            [(base, SearchScope::Subtree)]
+        );
     }
 }
