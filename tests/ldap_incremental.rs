@@ -211,14 +211,23 @@ async fn openldap_incremental_read_returns_added_modified_locked_and_deleted_use
     assert!(changed["modified"].enabled);
     assert!(!changed["locked"].enabled, "a locked user is disabled");
     assert_eq!(changed["locked"].anchor, before["locked"].anchor);
-    assert_eq!(
-        removed_of(&read.view.removed, before.values()),
-        BTreeSet::from([before["deleted"].anchor.clone()])
-    );
-    assert!(read.view.says_unmatched(&before["deleted"].anchor));
-    // Absence from an incremental view says nothing.
     assert!(!read.view.says_unmatched(&before["unchanged"].anchor));
     assert_ne!(read.cursor, cursor);
+    // slapd counts a change whose commit it has not finished when the search
+    // comes (the delete, just answered) in the next read from the cursor it
+    // returned: nothing is lost, some of it comes one read later.
+    let mut removed = removed_of(&read.view.removed, before.values());
+    let mut view = read.view;
+    if removed.is_empty() {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let next = changes(&source, &scope, &read.cursor, Timestamp::now()).await;
+        removed = removed_of(&next.view.removed, before.values());
+        view = next.view;
+    }
+    assert_eq!(removed, BTreeSet::from([before["deleted"].anchor.clone()]));
+    assert!(view.says_unmatched(&before["deleted"].anchor));
+    // Absence from an incremental view says nothing.
+    assert!(!view.says_unmatched(&before["unchanged"].anchor));
 }
 
 #[tokio::test]
