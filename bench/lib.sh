@@ -44,13 +44,14 @@ start_cluster() {
 	export KUBECONFIG PATH
 }
 
-# The CRDs, namespace $NS, and the bind Secret bench-ldap-bind of the seeded slapd.
+# The CRDs, namespace $NS, and the bind Secret bench-ldap-bind of the seeded slapd
+# (or of the directory whose password file BIND_PASSWORD_FILE names).
 install_base() {
 	kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
 	kubectl wait --for=condition=Established --timeout=60s crd -l app.kubernetes.io/part-of=usersync >/dev/null
 	kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 	kubectl -n "$NS" create secret generic bench-ldap-bind \
-		--from-file=password="$USERSYNC_SLAPD_BIND_PASSWORD_FILE" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+		--from-file=password="${BIND_PASSWORD_FILE:-$USERSYNC_SLAPD_BIND_PASSWORD_FILE}" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 	# Connectors use only Secrets marked as credentials.
 	kubectl -n "$NS" label secret bench-ldap-bind usersync.dev/credential=true --overwrite >/dev/null
 }

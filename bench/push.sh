@@ -4,22 +4,30 @@
 # nothing changes. See bench/README.md.
 #
 #   bash bench/push.sh [N]     N staff users in OpenLDAP (default 10000)
+#   USERSYNC_BENCH_PUSH_DIRECTORY=samba bash bench/push.sh [N]   ... in a Samba AD DC
 #   bash bench/push.sh down    stop the servers (when kept with KEEP=1)
 #
 # A fresh control plane (tests/cluster.sh) and OpenLDAP seeded with N users
-# (tests/slapd.sh seed), the CRDs, a policy in push mode with a 1h interval, an
-# OpenLDAP connector and one mapping over ou=Staff; the release `usersync run` as
+# (tests/slapd.sh seed) or a Samba AD DC seeded likewise (tests/samba.sh seed),
+# the CRDs, a policy in push mode with a 1h interval, an OpenLDAP (or
+# ActiveDirectory) connector and one mapping over ou=Staff; the release
+# `usersync run` as
 # a process. After the first import and the run its push channel starts:
 #   1. idle CPU: the operator's CPU time (utime + stime) over IDLE_SECONDS with
 #      nothing changing, as a share of one core;
 #   2. change-to-visible latency, SAMPLES times, one change at a time: in turn a
-#      displayName change, a disable (pwdAccountLockedTime), a rename (modrdn of
-#      uid) of an enabled user and an added user, by ldapmodify, timed from just before ldapmodify starts to the
+#      displayName change, a disable (pwdAccountLockedTime; on AD
+#      userAccountControl), a rename (modrdn of uid; on AD a new sAMAccountName)
+#      of an enabled user and an added user (on AD by `samba-tool user create`,
+#      whose start-up of about a second counts in its figure), by ldapmodify,
+#      timed from just before ldapmodify starts to the
 #      moment a watch of the DirectoryUsers (`kubectl get -w`) shows it; p50 and
 #      p95 are printed.
 # Everything lives apart from dev, test and bench/run.sh instances: state in
 # $USERSYNC_BENCH_PUSH_STATE (default /tmp/usersync-bench-push), slapd on
-# 127.0.0.1:34389 (LDAPS 34636), namespace usersync-bench-push. Knobs:
+# 127.0.0.1:34389 (LDAPS 34636), the Samba DC on 127.0.0.9
+# (USERSYNC_BENCH_PUSH_AD_ADDR), namespace usersync-bench-push. Knobs:
+#   USERSYNC_BENCH_PUSH_DIRECTORY  openldap (default) or samba
 #   USERSYNC_BENCH_PUSH_SAMPLES  changes measured (default 20)
 #   USERSYNC_BENCH_PUSH_IDLE     seconds of idle CPU measurement (default 60)
 #   USERSYNC_BENCH_KEEP=1        leave the servers running at the end
@@ -35,19 +43,23 @@ source "$here/lib.sh"
 export USERSYNC_STATE=${USERSYNC_BENCH_PUSH_STATE:-/tmp/usersync-bench-push}
 export USERSYNC_SLAPD_PORT=${USERSYNC_BENCH_PUSH_LDAP_PORT:-34389}
 export USERSYNC_SLAPD_LDAPS_PORT=${USERSYNC_BENCH_PUSH_LDAPS_PORT:-34636}
+export USERSYNC_AD_ADDR=${USERSYNC_BENCH_PUSH_AD_ADDR:-127.0.0.9}
 unset USERSYNC_SLAPD_DIR
+DIRECTORY=${USERSYNC_BENCH_PUSH_DIRECTORY:-openldap}
+[[ $DIRECTORY == openldap || $DIRECTORY == samba ]] ||
+	die "USERSYNC_BENCH_PUSH_DIRECTORY is openldap or samba, got '$DIRECTORY'"
 SAMPLES=${USERSYNC_BENCH_PUSH_SAMPLES:-20}
 IDLE_SECONDS=${USERSYNC_BENCH_PUSH_IDLE:-60}
 KEEP=${USERSYNC_BENCH_KEEP:-0}
 NS=usersync-bench-push
 SUFFIX=dc=example,dc=org
-STAFF_BASE=ou=Staff,$SUFFIX
 STATE=$USERSYNC_STATE
 CLUSTER_DIR=$STATE/cluster
 OP_PID=
 WATCH_PID=
 
 if [[ ${1:-} == down ]]; then
+	bash "$repo/tests/samba.sh" down >/dev/null 2>&1 || true
 	servers_down
 	exit 0
 fi
@@ -59,6 +71,7 @@ cleanup() {
 	stop_process "$WATCH_PID"
 	stop_process "$OP_PID"
 	if [[ $KEEP != 1 ]]; then
+		bash "$repo/tests/samba.sh" down >/dev/null 2>&1 || true
 		servers_down
 	else
 		log "servers kept running (state in $STATE); 'bash bench/push.sh down' stops them"
@@ -73,12 +86,28 @@ cd "$repo"
 build
 start_cluster
 
-log "seeding $N users with slapadd"
-bash "$repo/tests/slapd.sh" seed "$N" >/dev/null
-bash "$repo/tests/slapd.sh" up >/dev/null
-eval "$(bash "$repo/tests/slapd.sh" env)"
-[[ $USERSYNC_SLAPD_URL == "ldap://127.0.0.1:$USERSYNC_SLAPD_PORT" ]] ||
-	die "slapd answers on $USERSYNC_SLAPD_URL, not port $USERSYNC_SLAPD_PORT"
+if [[ $DIRECTORY == openldap ]]; then
+	log "seeding $N users with slapadd"
+	bash "$repo/tests/slapd.sh" seed "$N" >/dev/null
+	bash "$repo/tests/slapd.sh" up >/dev/null
+	eval "$(bash "$repo/tests/slapd.sh" env)"
+	[[ $USERSYNC_SLAPD_URL == "ldap://127.0.0.1:$USERSYNC_SLAPD_PORT" ]] ||
+		die "slapd answers on $USERSYNC_SLAPD_URL, not port $USERSYNC_SLAPD_PORT"
+	URL=$USERSYNC_SLAPD_URL BIND_DN=$USERSYNC_SLAPD_BIND_DN FLAVOR=OpenLDAP
+	STAFF_BASE=ou=Staff,$SUFFIX
+	ATTRIBUTES='{username: uid, email: mail, displayName: displayName}'
+	LDAP_TOOL=$repo/tests/slapd.sh
+else
+	log "seeding $N users into a Samba AD DC"
+	bash "$repo/tests/samba.sh" seed "$N" >/dev/null
+	bash "$repo/tests/samba.sh" up >/dev/null
+	eval "$(bash "$repo/tests/samba.sh" env)"
+	BIND_PASSWORD_FILE=$USERSYNC_AD_BIND_PASSWORD_FILE
+	URL=$USERSYNC_AD_URL BIND_DN=$USERSYNC_AD_BIND_DN FLAVOR=ActiveDirectory
+	STAFF_BASE=OU=Staff,$USERSYNC_AD_BASE_DN
+	ATTRIBUTES='{}'
+	LDAP_TOOL=$repo/tests/samba.sh
+fi
 
 install_base
 kubectl -n "$NS" apply -f - >/dev/null <<EOF
@@ -95,12 +124,12 @@ kind: ConnectorHealth
 metadata: {name: bench-ldap}
 spec:
   ldap:
-    url: $USERSYNC_SLAPD_URL
-    # slapd listens on 127.0.0.1 only.
+    url: $URL
+    # The directory listens on a loopback address only.
     allowPlaintextBind: true
-    bindDN: $USERSYNC_SLAPD_BIND_DN
+    bindDN: "$BIND_DN"
     bindPasswordSecretRef: {name: bench-ldap-bind, key: password}
-    flavor: OpenLDAP
+    flavor: $FLAVOR
     pageSize: 1000
     timeout: 120s
   probeInterval: 1m
@@ -113,7 +142,7 @@ spec:
   policyRef: bench
   profile: staff
   ldap: {baseDN: "$STAFF_BASE"}
-  attributes: {username: uid, email: mail, displayName: displayName}
+  attributes: $ATTRIBUTES
 EOF
 
 log "starting the operator"
@@ -129,7 +158,18 @@ wait_for 3600 imported || die "no run finished"
 wait_for 120 listening || die "the push channel did not open: $(mapping_field '{.status.conditions}')"
 sleep 5
 wait_for 600 idle || die "a run is still in progress"
-log "first run: $(mapping_field '{.status.lastRun.message}')"
+log "last run before the measurements: $(mapping_field '{.status.lastRun.message}')"
+
+# Started before the idle measurement: kubectl lists every DirectoryUser before it
+# watches (half a minute at 100k on a busy machine), and a change made before the
+# list ends would be reported late. It costs the operator nothing.
+# Every change the API server sees of a DirectoryUser, one line each, timestamped.
+# The watch is the background process (its PID is the one stopped); the stamping
+# loop ends when it does.
+kubectl -n "$NS" get directoryusers --watch-only \
+	-o 'jsonpath={.spec.username} {.spec.displayName} {.status.state}{"\n"}' \
+	> >(while IFS= read -r line; do printf '%s %s\n' "$(date +%s%N)" "$line"; done >"$STATE/watch.log") &
+WATCH_PID=$!
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$OP_PID/stat"; }
 log "measuring idle CPU for ${IDLE_SECONDS}s"
@@ -140,46 +180,61 @@ hz=$(getconf CLK_TCK)
 idle_pct=$(awk -v d=$((t1 - t0)) -v hz="$hz" -v s="$IDLE_SECONDS" 'BEGIN {printf "%.2f", 100 * d / hz / s}')
 rss_mb=$(awk '$1 == "VmRSS:" {printf "%.0f", $2 / 1024}' "/proc/$OP_PID/status")
 
-# Every change the API server sees of a DirectoryUser, one line each, timestamped.
-# The watch is the background process (its PID is the one stopped); the stamping
-# loop ends when it does.
-kubectl -n "$NS" get directoryusers --watch-only \
-	-o 'jsonpath={.spec.username} {.spec.displayName} {.status.state}{"\n"}' \
-	> >(while IFS= read -r line; do printf '%s %s\n' "$(date +%s%N)" "$line"; done >"$STATE/watch.log") &
-WATCH_PID=$!
-sleep 2
-
 # Users to change: enabled ones (the seed locks every i with i % 33 == 7).
 latencies=()
 i=0
-for ((k = 1; i < SAMPLES; k += 97)); do
+# Spread over the users, 97 apart where there are enough of them.
+stride=$((N / (SAMPLES + 2)))
+((stride > 97)) && stride=97
+((stride < 1)) && stride=1
+for ((k = 1; i < SAMPLES; k += stride)); do
 	((k % 33 == 7)) && continue
 	uid=$(printf 'user%06d' "$k")
 	# Each kind in turn: a displayName change, a disable, a rename, an added user.
+	dn=uid=$uid,$STAFF_BASE
+	[[ $DIRECTORY == samba ]] && dn=CN=$uid,$STAFF_BASE
+	ldif= tool=
 	case $((i % 4)) in
 	0)
-		ldif="dn: uid=$uid,$STAFF_BASE
+		ldif="dn: $dn
 changetype: modify
 replace: displayName
 displayName: Pushed $i"
 		seen_as=$uid expect=" Pushed $i "
 		;;
 	1)
-		ldif="dn: uid=$uid,$STAFF_BASE
+		if [[ $DIRECTORY == samba ]]; then
+			ldif="dn: $dn
+changetype: modify
+replace: userAccountControl
+userAccountControl: 514"
+		else
+			ldif="dn: $dn
 changetype: modify
 replace: pwdAccountLockedTime
 pwdAccountLockedTime: 000001010000Z"
+		fi
 		seen_as=$uid expect=" Preserved"
 		;;
 	2)
-		ldif="dn: uid=$uid,$STAFF_BASE
+		if [[ $DIRECTORY == samba ]]; then
+			ldif="dn: $dn
+changetype: modify
+replace: sAMAccountName
+sAMAccountName: $uid-renamed"
+		else
+			ldif="dn: $dn
 changetype: modrdn
 newrdn: uid=$uid-renamed
 deleteoldrdn: 1"
+		fi
 		seen_as=$uid-renamed expect=" Active"
 		;;
 	3)
-		ldif="dn: uid=pushed$i,$STAFF_BASE
+		if [[ $DIRECTORY == samba ]]; then
+			tool="user create pushed$i --random-password --use-username-as-cn --userou=OU=Staff --given-name=Pushed --surname=$i"
+		else
+			ldif="dn: uid=pushed$i,$STAFF_BASE
 changetype: add
 objectClass: inetOrgPerson
 uid: pushed$i
@@ -187,11 +242,17 @@ cn: Pushed $i
 sn: $i
 displayName: Pushed user $i
 mail: pushed$i@example.org"
+		fi
 		seen_as=pushed$i expect=" Active"
 		;;
 	esac
 	t0=$(date +%s%N)
-	printf '%s\n' "$ldif" | bash "$repo/tests/slapd.sh" ldap ldapmodify >/dev/null
+	if [[ -n $tool ]]; then
+		# shellcheck disable=SC2086 # the words of the command
+		bash "$LDAP_TOOL" tool $tool >/dev/null
+	else
+		printf '%s\n' "$ldif" | bash "$LDAP_TOOL" ldap ldapmodify >/dev/null
+	fi
 	seen=
 	for ((w = 0; w < 600; w++)); do
 		seen=$(awk -v u="$seen_as" -v e="$expect" '$2 == u && index($0, e) {print $1; exit}' "$STATE/watch.log")
@@ -215,7 +276,7 @@ read -r p50 p95 max < <(printf '%s\n' "${latencies[@]}" | sort -n | awk '
 	}')
 runs=$(grep -c '"message":"run finished"' "$STATE/operator.log" || true)
 cat <<EOF | tee "$STATE/report.md"
-| users | changes | change-to-visible p50 | p95 | max | operator idle CPU (${IDLE_SECONDS} s) | operator RSS idle | runs |
-|---|---|---|---|---|---|---|---|
-| $N | $SAMPLES (displayName, disable, rename, add) | $p50 ms | $p95 ms | $max ms | ${idle_pct} % of one core | $rss_mb MB | $runs |
+| directory | users | changes | change-to-visible p50 | p95 | max | operator idle CPU (${IDLE_SECONDS} s) | operator RSS idle | runs |
+|---|---|---|---|---|---|---|---|---|
+| $DIRECTORY | $N | $SAMPLES (displayName, disable, rename, add) | $p50 ms | $p95 ms | $max ms | ${idle_pct} % of one core | $rss_mb MB | $runs |
 EOF
