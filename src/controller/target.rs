@@ -39,6 +39,7 @@ use crate::delivery::scim::{
     ScimError,
 };
 use crate::delivery::select::{Requirement, Selection};
+use crate::store::ledger::LedgerOf;
 
 /// Condition types of a target.
 pub const CONNECTED: &str = "Connected";
@@ -230,6 +231,11 @@ async fn cycle(
     let name = target.name_any();
     let ns = target.namespace().unwrap_or_default();
     let generation = target.metadata.generation;
+    let uid = target.uid().unwrap_or_default();
+    let of = LedgerOf {
+        target: &name,
+        uid: &uid,
+    };
     insecure(ctx, target, &mut status, now).await;
     let id = new_run_id(now);
     let mut summary = CycleSummary {
@@ -240,7 +246,7 @@ async fn cycle(
 
     // The desired state, before anything is asked of the application.
     let mut store = ctx.backend.open(&ctx.client, &ns);
-    let view = match store.delivery_view(&name).await {
+    let view = match store.delivery_view(of).await {
         Ok(v) => v,
         Err(e) => {
             let message = format!("reading the registry failed: {e}; the next cycle tries again");
@@ -269,6 +275,7 @@ async fn cycle(
     let quarantined = old.quarantined_cycles > 0;
     if !full
         && !quarantined
+        && view.foreign.is_empty()
         && quiet.steps.is_empty()
         && quiet.blocked.is_none()
         && quiet.invalid.is_empty()
@@ -328,7 +335,8 @@ async fn cycle(
     let plan = dplan::plan(&entries, actual.as_ref(), &settings);
 
     // Users that cannot be delivered get their reason in the ledger; no request.
-    let invalid: Vec<(String, Option<Delivered>)> = plan
+    // Entries an earlier target of this name left are forgotten.
+    let mut invalid: Vec<(String, Option<Delivered>)> = plan
         .invalid
         .iter()
         .map(|(user, why)| {
@@ -336,10 +344,18 @@ async fn cycle(
             (user.clone(), Some(failed_entry(previous, why, now, user)))
         })
         .collect();
+    let invalid_users: std::collections::HashSet<String> =
+        invalid.iter().map(|(u, _)| u.clone()).collect();
+    invalid.extend(
+        view.foreign
+            .iter()
+            .filter(|u| !invalid_users.contains(*u))
+            .map(|u| (u.clone(), None)),
+    );
     let mut ledger = view.ledger.clone();
     let mut sent = Sent::default();
     if !target.spec.dry_run
-        && let Err(stop) = record(ctx, &store, &name, &invalid, &mut ledger).await
+        && let Err(stop) = record(ctx, &store, of, &invalid, &mut ledger).await
     {
         sent.stop = Some(stop);
     }
@@ -357,7 +373,7 @@ async fn cycle(
             held: held_accounts(&view.ledger),
             may_send: &|| ctx.may_write(),
         };
-        sent = send(ctx, &executor, &store, &name, &plan.steps, &mut ledger, now).await;
+        sent = send(ctx, &executor, &store, of, &plan.steps, &mut ledger, now).await;
         for done in &sent.done {
             count(done, &mut summary);
         }
@@ -827,7 +843,7 @@ async fn send(
     ctx: &Context,
     executor: &Executor<'_>,
     store: &crate::store::Store,
-    target: &str,
+    of: LedgerOf<'_>,
     steps: &[Step],
     ledger: &mut HashMap<String, Delivered>,
     now: jiff::Timestamp,
@@ -868,7 +884,7 @@ async fn send(
                 }
             }
         }
-        if let Err(stop) = record(ctx, store, target, &changes, ledger).await {
+        if let Err(stop) = record(ctx, store, of, &changes, ledger).await {
             sent.stop = Some(stop);
         }
         if sent.stop.is_some() {
@@ -884,7 +900,7 @@ async fn send(
 async fn record(
     ctx: &Context,
     store: &crate::store::Store,
-    target: &str,
+    of: LedgerOf<'_>,
     changes: &[(String, Option<Delivered>)],
     ledger: &mut HashMap<String, Delivered>,
 ) -> std::result::Result<(), Stop> {
@@ -896,12 +912,12 @@ async fn record(
     if !ctx.holds_lease() {
         return Err(Stop::Fenced);
     }
-    let written = store.record_deliveries(target, changes).await.map_err(|e| {
+    let written = store.record_deliveries(of, changes).await.map_err(|e| {
         Stop::Ledger(format!(
             "recording what was delivered failed: {e}; nothing more is sent until a cycle can record it"
         ))
     })?;
-    tracing::debug!(target, written, "ledger written");
+    tracing::debug!(target = of.target, written, "ledger written");
     for (user, entry) in changes {
         match entry {
             Some(e) => ledger.insert(user.clone(), e.clone()),
@@ -1818,8 +1834,13 @@ async fn write(
 pub async fn preview(ctx: &Context, target: &ProvisioningTarget) -> Result<dplan::Plan> {
     let ns = target.namespace().unwrap_or_default();
     let mut store = ctx.backend.open(&ctx.client, &ns);
+    let (name, uid) = (target.name_any(), target.uid().unwrap_or_default());
+    let of = LedgerOf {
+        target: &name,
+        uid: &uid,
+    };
     let view = store
-        .delivery_view(&target.name_any())
+        .delivery_view(of)
         .await
         .map_err(|e| super::Error::Store(e.to_string()))?;
     let settings = settings(target, ctx.now(), None);
@@ -1862,7 +1883,12 @@ pub async fn provision(
     let ns = target.namespace().unwrap_or_default();
     let name = target.name_any();
     let mut store = ctx.backend.open(&ctx.client, &ns);
-    let view = store.delivery_view(&name).await?;
+    let uid = target.uid().unwrap_or_default();
+    let of = LedgerOf {
+        target: &name,
+        uid: &uid,
+    };
+    let view = store.delivery_view(of).await?;
     let record = view
         .records
         .iter()
@@ -1932,7 +1958,7 @@ pub async fn provision(
             )
         }
     };
-    store.record_deliveries(&name, &[(record, change)]).await?;
+    store.record_deliveries(of, &[(record, change)]).await?;
     let exchanges = observer
         .exchanges
         .as_ref()

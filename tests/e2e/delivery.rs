@@ -31,6 +31,11 @@ impl Scene {
     /// A target `name` over mapping `staff` to the SCIM endpoint `url`.
     pub async fn target_at(&self, name: &str, url: &str, token: &str, extra: Value) {
         self.secret(&format!("{name}-token"), "token", token).await;
+        self.apply_target(name, url, extra);
+    }
+
+    /// Apply target `name` to `url`, with the token its Secret `<name>-token` holds.
+    pub fn apply_target(&self, name: &str, url: &str, extra: Value) {
         let mut spec = json!({
             "endpoint": url,
             "allowInsecureHttp": true,
@@ -1177,4 +1182,84 @@ async fn an_approval_of_a_cycle_that_no_longer_waits_is_stale() {
     .await;
     assert_eq!(state, ApprovalState::Stale);
     assert_eq!(account(&app, "g2").await["active"], true);
+}
+
+/// A target deleted and created again under the same name (a GitOps tool
+/// replacing it) is a new target: the earlier object's ledger is not its own. It
+/// touches no account by an id it never created or adopted, forgets the entries
+/// the earlier object left, and adopts the accounts by their userName as a first
+/// cycle does.
+#[tokio::test]
+async fn a_target_created_again_under_the_same_name_starts_from_its_own_ledger() {
+    let w = World::new("ptarget-again", Server::slapd(), json!({})).await;
+    let app = Tenant::fresh(&w.ns.name);
+    let proxy = FaultProxy::start(&app).await;
+    w.add_user("oli", false);
+    w.add_user("pam", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    let url = proxy.base_url();
+    let safety = json!({"safety": {"maxDisablePercent": 100}});
+    w.target_at("app", url.as_str(), &app.token, safety.clone())
+        .await;
+    assert_eq!(w.wait_cycle("app", None).await.created, 2);
+    let ids: Vec<Value> = vec![
+        account(&app, "oli").await["id"].clone(),
+        account(&app, "pam").await["id"].clone(),
+    ];
+    let old_uid = w.targets().get("app").await.unwrap().metadata.uid;
+
+    proxy.reset_counts();
+    w.targets()
+        .delete("app", &Default::default())
+        .await
+        .unwrap();
+    eventually(RUN_WAIT, "the target gone", || async {
+        w.targets()
+            .get_opt("app")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    // The new object selects nobody yet: the earlier object's accounts are not
+    // its own, so it disables none of them.
+    let mut spec = safety.clone();
+    spec["users"] = json!({"mappings": ["nobody"]});
+    w.apply_target("app", url.as_str(), spec);
+    let c = w.wait_cycle("app", None).await;
+    assert_ne!(w.targets().get("app").await.unwrap().metadata.uid, old_uid);
+    assert_eq!((c.disabled, c.failed), (0, 0), "{c:?}");
+    for u in ["oli", "pam"] {
+        assert_eq!(account(&app, u).await["active"], true, "{u}");
+        let ledger = w.user(u).await.status.unwrap().deliveries;
+        assert!(
+            ledger.is_empty(),
+            "{u}: the earlier object's entry lingers: {ledger:?}"
+        );
+    }
+    assert!(
+        proxy.seen().iter().all(|s| s.method == "GET"),
+        "{:?}",
+        proxy.seen()
+    );
+
+    // Selecting the users again: each is looked up and adopted, none created.
+    proxy.reset_counts();
+    w.patch_target_spec("app", json!({"users": {"mappings": ["staff"]}}))
+        .await;
+    let before = w.target_status("app").await.last_cycle.unwrap().id;
+    let c = w.wait_cycle("app", Some(&before)).await;
+    assert_eq!((c.adopted, c.created, c.failed), (2, 0, 0), "{c:?}");
+    let uid = w.targets().get("app").await.unwrap().metadata.uid;
+    for (u, id) in ["oli", "pam"].into_iter().zip(&ids) {
+        assert_eq!(&account(&app, u).await["id"], id, "{u}");
+        let ledger = w.user(u).await.status.unwrap().deliveries;
+        assert_eq!(
+            (ledger[0].remote_id.as_ref(), &ledger[0].target_uid),
+            (id.as_str().map(str::to_string).as_ref(), &uid),
+            "{u}"
+        );
+    }
+    assert_eq!(app.users().await.len(), 2);
 }
