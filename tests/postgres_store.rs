@@ -1130,6 +1130,7 @@ async fn a_targets_ledger_round_trips_and_outlives_the_user_row() {
         last_error: Some("scimType uniqueness: taken".into()),
         failures: 2,
         retry_after: Some(now + 30.seconds()),
+        approved: Some("cycle-7".into()),
     };
     let backend = Backend::Postgres(db.clone());
     let client =

@@ -219,6 +219,10 @@ pub struct Delivery {
     /// When the next attempt after a failure is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_time: Option<Time>,
+    /// The blocked cycle whose approval covered this user's disable or delete,
+    /// kept while that request has not succeeded: its retries need no new approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_cycle: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -373,7 +373,21 @@ async fn cycle(
             held: held_accounts(&view.ledger),
             may_send: &|| ctx.may_write(),
         };
-        sent = send(ctx, &executor, &store, of, &plan.steps, &mut ledger, now).await;
+        // The approved steps that fail keep the approval for their retries.
+        let approved = plan
+            .approved
+            .then(|| approval.as_ref().map(|(a, _)| a.spec.run_id.as_str()))
+            .flatten();
+        sent = send(
+            ctx,
+            &executor,
+            &store,
+            of,
+            (&plan.steps, approved),
+            &mut ledger,
+            now,
+        )
+        .await;
         for done in &sent.done {
             count(done, &mut summary);
         }
@@ -479,7 +493,14 @@ async fn cycle(
             None => (
                 crate::api::ApprovalState::Used,
                 Some(id.as_str()),
-                format!("cycle {id} of target {name} sent the withheld disables and deletes"),
+                match sent.approved_failures {
+                    0 => format!(
+                        "cycle {id} of target {name} sent the withheld disables and deletes"
+                    ),
+                    n => format!(
+                        "cycle {id} of target {name} sent the withheld disables and deletes; {n} of them failed and are retried on later cycles without a new approval"
+                    ),
+                },
             ),
             Some(_) => (
                 crate::api::ApprovalState::Stale,
@@ -756,6 +777,7 @@ impl Done {
                 last_error: None,
                 failures: 0,
                 retry_after: None,
+                approved: None,
             })
         };
         match self {
@@ -821,6 +843,8 @@ struct Sent {
     done: Vec<Done>,
     /// Users whose request failed, and why.
     failures: Vec<(String, String)>,
+    /// Of those, the users whose disable or delete an approval covered.
+    approved_failures: usize,
     /// Why the cycle stopped before its last phase, if it did.
     stop: Option<Stop>,
 }
@@ -844,7 +868,7 @@ async fn send(
     executor: &Executor<'_>,
     store: &crate::store::Store,
     of: LedgerOf<'_>,
-    steps: &[Step],
+    (steps, approved): (&[Step], Option<&str>),
     ledger: &mut HashMap<String, Delivered>,
     now: jiff::Timestamp,
 ) -> Sent {
@@ -879,7 +903,15 @@ async fn send(
                         sent.stop.get_or_insert(Stop::Credentials(e.clone()));
                     }
                     let why = e.to_string();
-                    changes.push((user.clone(), Some(failed_entry(previous, &why, now, &user))));
+                    let mut entry = failed_entry(previous, &why, now, &user);
+                    let withheld = matches!(step, Step::Disable { .. } | Step::Delete { .. });
+                    if let Some(cycle) = approved.filter(|_| withheld) {
+                        entry.approved = Some(cycle.to_string());
+                    }
+                    if entry.approved.is_some() {
+                        sent.approved_failures += 1;
+                    }
+                    changes.push((user.clone(), Some(entry)));
                     sent.failures.push((user, why));
                 }
             }

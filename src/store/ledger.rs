@@ -59,6 +59,7 @@ fn from_api(d: &Delivery) -> Delivered {
         last_error: d.last_error.clone(),
         failures: d.failures,
         retry_after: d.retry_after_time.as_ref().map(|t| t.0),
+        approved: d.approved_cycle.clone(),
     }
 }
 
@@ -73,6 +74,7 @@ fn to_api(of: LedgerOf<'_>, d: &Delivered) -> Delivery {
         last_error: d.last_error.clone(),
         failures: d.failures,
         retry_after_time: d.retry_after.map(Time),
+        approved_cycle: d.approved.clone(),
     }
 }
 

@@ -1263,3 +1263,78 @@ async fn a_target_created_again_under_the_same_name_starts_from_its_own_ledger()
     }
     assert_eq!(app.users().await.len(), 2);
 }
+
+/// An approval is spent by the cycle that sends what it approved. An approved
+/// disable the application refuses keeps the approval in its user's entry: its
+/// retry, on a later cycle, needs no second approval.
+#[tokio::test]
+async fn an_approved_disable_that_failed_is_retried_without_a_new_approval() {
+    use usersync::api::ApprovalState;
+    let w = World::new(
+        "ptarget-approved-retry",
+        Server::slapd(),
+        json!({"safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    let app = Tenant::fresh(&w.ns.name);
+    let proxy = FaultProxy::start(&app).await;
+    let users = ["w1", "w2", "w3", "w4", "w5"];
+    for u in users {
+        w.add_user(u, false);
+    }
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    let spec = json!({"safety": {"maxDisablePercent": 25}});
+    w.target_at("app", proxy.base_url().as_str(), &app.token, spec)
+        .await;
+    assert_eq!(w.wait_cycle("app", None).await.created, 5);
+    w.connected(true).await;
+    for u in ["w1", "w2", "w3"] {
+        w.set_disabled(u, true);
+    }
+    w.sync("staff").await;
+    assert_eq!(w.cycle("app").await.result, "Blocked");
+    let blocked = w.target_status("app").await.blocked_cycle.unwrap();
+    let protected = account(&app, "w3").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    proxy.forbid(&protected);
+    approve_target(&w, &blocked.run_id);
+    let c = eventually(RUN_WAIT, "the approved disables sent", || async {
+        let c = w.target_status("app").await.last_cycle?;
+        (c.disabled > 0).then_some(c)
+    })
+    .await;
+    assert_eq!((c.disabled, c.failed), (2, 1), "{c:?}");
+    assert_eq!(
+        approval_state(&w, &blocked.run_id).await,
+        Some(ApprovalState::Used)
+    );
+    let w3 = w.user("w3").await.status.unwrap().deliveries;
+    assert_eq!(
+        w3[0].approved_cycle.as_deref(),
+        Some(blocked.run_id.as_str()),
+        "{w3:?}"
+    );
+    assert_eq!(account(&app, "w3").await["active"], true);
+
+    // The application lets the account be changed again; once w3's back-off has
+    // passed, its disable goes without another approval, though one disable of
+    // the three active accounts is past 25 %.
+    proxy.allow(&protected);
+    w.advance(std::time::Duration::from_secs(120)).await;
+    let c = w.cycle("app").await;
+    assert_eq!(
+        (c.result.as_str(), c.disabled, c.failed),
+        ("Succeeded", 1, 0),
+        "{c:?}"
+    );
+    assert_eq!(account(&app, "w3").await["active"], false);
+    let w3 = w.user("w3").await.status.unwrap().deliveries;
+    assert_eq!(
+        (w3[0].state.as_str(), &w3[0].approved_cycle),
+        ("Disabled", &None),
+        "{w3:?}"
+    );
+    assert!(w.target_status("app").await.blocked_cycle.is_none());
+}

@@ -439,6 +439,11 @@ impl FaultProxy {
         self.faults().forbidden.push(id.to_owned());
     }
 
+    /// Answer the requests for the user `id` again.
+    pub fn allow(&self, id: &str) {
+        self.faults().forbidden.retain(|f| f != id);
+    }
+
     /// Forget the requests seen so far.
     pub fn reset_counts(&self) {
         self.faults().seen.clear();

@@ -869,7 +869,7 @@ impl PostgresStore {
 
 /// A target's ledger in a namespace, times as microseconds.
 const DELIVERIES_OF: &str = r#"
-SELECT name, target_uid, remote_id, state, digest, failures, last_error,
+SELECT name, target_uid, remote_id, state, digest, failures, last_error, approved_cycle,
        (extract(epoch FROM changed_at) * 1000000)::int8 AS changed_us,
        (extract(epoch FROM retry_after) * 1000000)::int8 AS retry_us
 FROM deliveries WHERE namespace = $1 AND target = $2"#;
@@ -877,17 +877,19 @@ FROM deliveries WHERE namespace = $1 AND target = $2"#;
 /// Entries of a target written in one statement; the arrays are parallel.
 const UPSERT_DELIVERIES: &str = r#"
 INSERT INTO deliveries (namespace, target, target_uid, name, remote_id, state, digest,
-                        changed_at, last_error, failures, retry_after)
+                        changed_at, last_error, failures, retry_after, approved_cycle)
 SELECT $1, $2, $11, d.name, d.remote_id, d.state, d.digest,
        to_timestamp(d.changed_us / 1000000.0), d.last_error, d.failures,
-       to_timestamp(d.retry_us / 1000000.0)
+       to_timestamp(d.retry_us / 1000000.0), d.approved_cycle
 FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::int8[], $8::text[],
-            $9::int4[], $10::int8[])
-     AS d(name, remote_id, state, digest, changed_us, last_error, failures, retry_us)
+            $9::int4[], $10::int8[], $12::text[])
+     AS d(name, remote_id, state, digest, changed_us, last_error, failures, retry_us,
+          approved_cycle)
 ON CONFLICT (namespace, target, name) DO UPDATE SET
     target_uid = EXCLUDED.target_uid, remote_id = EXCLUDED.remote_id, state = EXCLUDED.state, digest = EXCLUDED.digest,
     changed_at = EXCLUDED.changed_at, last_error = EXCLUDED.last_error,
-    failures = EXCLUDED.failures, retry_after = EXCLUDED.retry_after"#;
+    failures = EXCLUDED.failures, retry_after = EXCLUDED.retry_after,
+    approved_cycle = EXCLUDED.approved_cycle"#;
 
 const FORGET_DELIVERIES: &str =
     "DELETE FROM deliveries WHERE namespace = $1 AND target = $2 AND name = ANY($3::text[])";
@@ -934,6 +936,7 @@ impl PostgresStore {
                     last_error: row.try_get("last_error").map_err(get)?,
                     failures: u32::try_from(failures).unwrap_or(0),
                     retry_after: from_micros(row.try_get("retry_us").map_err(get)?)?,
+                    approved: row.try_get("approved_cycle").map_err(get)?,
                 },
             );
         }
@@ -961,6 +964,7 @@ impl PostgresStore {
                     vec![],
                     vec![],
                 );
+                let mut approved = Vec::with_capacity(kept.len());
                 for (name, d) in &kept {
                     let d = d.as_ref().expect("partitioned on Some");
                     cols.0.push(name.clone());
@@ -971,6 +975,7 @@ impl PostgresStore {
                     cols.5.push(d.last_error.clone());
                     cols.6.push(i32::try_from(d.failures).unwrap_or(i32::MAX));
                     cols.7.push(micros(d.retry_after));
+                    approved.push(d.approved.clone());
                 }
                 sqlx::query(UPSERT_DELIVERIES)
                     .bind(&self.namespace)
@@ -984,6 +989,7 @@ impl PostgresStore {
                     .bind(cols.6)
                     .bind(cols.7)
                     .bind(of.uid)
+                    .bind(approved)
                     .execute(&self.pool)
                     .await
                     .map_err(|e| self.error("writing deliveries to PostgreSQL failed", e))?;
