@@ -372,6 +372,7 @@ async fn cycle(
             mapped: mapped_attributes(&rules(target)),
             held: held_accounts(&view.ledger),
             may_send: &|| ctx.may_write(),
+            refused: Default::default(),
         };
         // The approved steps that fail keep the approval for their retries.
         let approved = plan
@@ -413,13 +414,19 @@ async fn cycle(
     match sent.stop.take() {
         Some(Stop::Fenced) | None => {}
         Some(Stop::Credentials(e)) => {
+            let message = match sent.held {
+                0 => e.to_string(),
+                n => format!(
+                    "{e}; the requests of {n} users were not sent: they go when a cycle gets through"
+                ),
+            };
             return Ok(quarantine(
                 ctx,
                 target,
                 status,
                 summary,
                 "BadCredentials",
-                e.to_string(),
+                message,
                 &ledger,
                 now,
             )
@@ -764,6 +771,9 @@ enum Done {
     Forgotten,
     /// Not sent: this process may no longer write.
     NotSent,
+    /// Not sent: the application refused the target's credentials earlier in
+    /// the cycle, which quarantines the target.
+    Held,
 }
 
 impl Done {
@@ -795,7 +805,7 @@ impl Done {
             ),
             Done::Deleted => ok(previous.remote_id, DeliveredState::Deleted, previous.digest),
             Done::Forgotten => None,
-            Done::NotSent => Some(previous),
+            Done::NotSent | Done::Held => Some(previous),
         }
     }
 }
@@ -808,7 +818,7 @@ fn count(done: &Done, s: &mut CycleSummary) {
         Done::Updated { .. } => s.updated += 1,
         Done::Disabled => s.disabled += 1,
         Done::Deleted => s.deleted += 1,
-        Done::Forgotten | Done::NotSent => {}
+        Done::Forgotten | Done::NotSent | Done::Held => {}
     }
 }
 
@@ -845,6 +855,8 @@ struct Sent {
     failures: Vec<(String, String)>,
     /// Of those, the users whose disable or delete an approval covered.
     approved_failures: usize,
+    /// Steps not sent because the application refused the credentials.
+    held: usize,
     /// Why the cycle stopped before its last phase, if it did.
     stop: Option<Stop>,
 }
@@ -890,22 +902,28 @@ async fn send(
         for (step, out) in results {
             let user = step.name().to_string();
             let previous = ledger.get(&user).cloned().unwrap_or_default();
+            let withheld = matches!(step, Step::Disable { .. } | Step::Delete { .. });
+            let approved = approved.filter(|_| withheld);
             match out {
                 Ok(Done::NotSent) => {
                     sent.stop.get_or_insert(Stop::Fenced);
+                }
+                // Refused for the target's credentials, not for the user: no
+                // failure of its own, and sent again once a cycle gets through
+                // (an approved step keeps its approval for that).
+                Ok(Done::Held) => held(&mut sent, &mut changes, user, previous, approved),
+                Err(e) if e.refuses_the_client() => {
+                    sent.stop.get_or_insert(Stop::Credentials(e.clone()));
+                    held(&mut sent, &mut changes, user, previous, approved);
                 }
                 Ok(done) => {
                     changes.push((user, done.entry(previous, now)));
                     sent.done.push(done);
                 }
                 Err(e) => {
-                    if e.refuses_the_client() {
-                        sent.stop.get_or_insert(Stop::Credentials(e.clone()));
-                    }
                     let why = e.to_string();
                     let mut entry = failed_entry(previous, &why, now, &user);
-                    let withheld = matches!(step, Step::Disable { .. } | Step::Delete { .. });
-                    if let Some(cycle) = approved.filter(|_| withheld) {
+                    if let Some(cycle) = approved {
                         entry.approved = Some(cycle.to_string());
                     }
                     if entry.approved.is_some() {
@@ -924,6 +942,28 @@ async fn send(
         }
     }
     sent
+}
+
+/// A step not sent because the application refused the credentials: counted,
+/// and an approved one keeps its approval in the user's entry.
+fn held(
+    sent: &mut Sent,
+    changes: &mut Vec<(String, Option<Delivered>)>,
+    user: String,
+    previous: Delivered,
+    approved: Option<&str>,
+) {
+    sent.held += 1;
+    if let Some(cycle) = approved.filter(|c| previous.approved.as_deref() != Some(*c)) {
+        let approved = Some(cycle.to_string());
+        changes.push((
+            user,
+            Some(Delivered {
+                approved,
+                ..previous
+            }),
+        ));
+    }
 }
 
 /// Record `changes` in the ledger (in the store, and in `ledger` for the counts).
@@ -972,13 +1012,27 @@ struct Executor<'a> {
     held: HashMap<String, String>,
     /// Asked before each step: whether this process may still send.
     may_send: &'a (dyn Fn() -> bool + Sync),
+    /// Set once the application refused the credentials: nothing more is sent.
+    refused: std::sync::atomic::AtomicBool,
 }
 
 impl Executor<'_> {
     async fn run(&self, step: &Step) -> std::result::Result<Done, ScimError> {
+        use std::sync::atomic::Ordering;
         if !(self.may_send)() {
             return Ok(Done::NotSent);
         }
+        if self.refused.load(Ordering::SeqCst) {
+            return Ok(Done::Held);
+        }
+        let out = self.step(step).await;
+        if out.as_ref().is_err_and(ScimError::refuses_the_client) {
+            self.refused.store(true, Ordering::SeqCst);
+        }
+        out
+    }
+
+    async fn step(&self, step: &Step) -> std::result::Result<Done, ScimError> {
         match step {
             Step::Create {
                 name,
@@ -1974,6 +2028,7 @@ pub async fn provision(
         mapped: mapped_attributes(&rules(target)),
         held: held_accounts(&view.ledger),
         may_send: &|| true,
+        refused: Default::default(),
     };
     let previous = entry.delivered.clone().unwrap_or_default();
     let now = ctx.now();

@@ -1287,7 +1287,6 @@ async fn an_approved_disable_that_failed_is_retried_without_a_new_approval() {
     w.target_at("app", proxy.base_url().as_str(), &app.token, spec)
         .await;
     assert_eq!(w.wait_cycle("app", None).await.created, 5);
-    w.connected(true).await;
     for u in ["w1", "w2", "w3"] {
         w.set_disabled(u, true);
     }
@@ -1322,7 +1321,7 @@ async fn an_approved_disable_that_failed_is_retried_without_a_new_approval() {
     // passed, its disable goes without another approval, though one disable of
     // the three active accounts is past 25 %.
     proxy.allow(&protected);
-    w.advance(std::time::Duration::from_secs(120)).await;
+    w.clock.advance(std::time::Duration::from_secs(120));
     let c = w.cycle("app").await;
     assert_eq!(
         (c.result.as_str(), c.disabled, c.failed),
@@ -1337,4 +1336,65 @@ async fn an_approved_disable_that_failed_is_retried_without_a_new_approval() {
         "{w3:?}"
     );
     assert!(w.target_status("app").await.blocked_cycle.is_none());
+}
+
+/// Credentials refused in the middle of a phase (a token revoked while a cycle
+/// runs): what was delivered before is recorded as delivered, nothing more is
+/// sent, and the users not reached are neither failed nor put on back-off: the
+/// first cycle that gets through sends them.
+#[tokio::test]
+async fn a_401_in_the_middle_of_a_phase_keeps_what_was_delivered_and_fails_no_user() {
+    let w = World::new("ptarget-401", Server::slapd(), json!({})).await;
+    let app = Tenant::fresh(&w.ns.name);
+    let proxy = FaultProxy::start(&app).await;
+    let users: Vec<String> = (0..20).map(|i| format!("q{i:02}")).collect();
+    for u in &users {
+        w.add_user(u, false);
+    }
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    // The probe and the capabilities (3 requests), then creates of two requests
+    // each, eight at a time: a lookup and a POST. About eight go through.
+    proxy.refuse_after(23);
+    w.target_at("app", proxy.base_url().as_str(), &app.token, json!({}))
+        .await;
+    let c = w.wait_cycle("app", None).await;
+    let accounts = app.users().await;
+    assert_eq!(
+        (c.result.as_str(), c.created as usize, c.failed),
+        ("Quarantined", accounts.len(), 0),
+        "{c:?}"
+    );
+    assert!(
+        !accounts.is_empty() && accounts.len() < users.len(),
+        "{c:?}"
+    );
+    assert!(c.message.contains("not sent"), "{}", c.message);
+    let refused = proxy.seen().iter().filter(|s| s.status == 401).count();
+    assert!(
+        refused <= 8,
+        "{refused} requests went after the first 401 (at most the 8 in flight)"
+    );
+    for u in &users {
+        let ledger = w.user(u).await.status.unwrap_or_default().deliveries;
+        match accounts.iter().find(|a| a["userName"] == u.as_str()) {
+            Some(a) => assert_eq!(
+                (ledger[0].state.as_str(), ledger[0].remote_id.as_deref()),
+                ("Provisioned", a["id"].as_str()),
+                "{u}"
+            ),
+            None => assert!(ledger.is_empty(), "{u} not sent, yet: {ledger:?}"),
+        }
+    }
+    assert!(w.event_notes("DeliveryFailed").await.is_empty());
+
+    // The credentials work again: the next cycle sends every user not reached,
+    // and nothing twice.
+    proxy.accept_again();
+    let c = w.cycle("app").await;
+    assert_eq!(
+        (c.result.as_str(), c.created as usize, c.adopted, c.failed),
+        ("Succeeded", users.len() - accounts.len(), 0, 0),
+        "{c:?}"
+    );
+    assert_eq!(app.users().await.len(), users.len());
 }

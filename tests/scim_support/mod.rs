@@ -235,6 +235,8 @@ struct Faults {
     token_lifetime: u64,
     /// Answers given before any forwarding, one per request.
     queued: VecDeque<(u16, Option<String>)>,
+    /// Requests still answered before every one is refused with 401.
+    refuse_after: Option<usize>,
     no_patch: bool,
     ignore_filters: bool,
     entra_style: bool,
@@ -288,6 +290,7 @@ impl FaultProxy {
                 token_requests: 0,
                 token_lifetime: 3600,
                 queued: VecDeque::new(),
+                refuse_after: None,
                 no_patch: false,
                 ignore_filters: false,
                 entra_style: false,
@@ -382,6 +385,17 @@ impl FaultProxy {
         for _ in 0..n {
             faults.queued.push_back((status, None));
         }
+    }
+
+    /// Answer `n` more requests, then refuse every one with 401, as after the
+    /// token was revoked in the middle of a cycle.
+    pub fn refuse_after(&self, n: usize) {
+        self.faults().refuse_after = Some(n);
+    }
+
+    /// Accept the credentials again after [`FaultProxy::refuse_after`].
+    pub fn accept_again(&self) {
+        self.faults().refuse_after = None;
     }
 
     /// An application without PATCH: PATCH answers 501, and
@@ -679,6 +693,12 @@ fn decide(faults: &mut Faults, _method: &Method, headers: &HeaderMap, shared: &S
             server_token()
         }
     };
+    if let Some(left) = faults.refuse_after.as_mut() {
+        if *left == 0 {
+            return Decision::Answer(unauthorized(presented.as_deref()));
+        }
+        *left -= 1;
+    }
     if let Some((status, retry_after)) = faults.queued.pop_front() {
         let mut response = scim_error(status, "injected by the test proxy");
         if let Some(value) = retry_after {
