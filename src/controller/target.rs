@@ -1076,7 +1076,13 @@ impl Executor<'_> {
         digest: &str,
         value: &str,
     ) -> std::result::Result<Done, ScimError> {
-        if let Some(existing) = self.exact(value).await? {
+        let found = self.exact(value).await?;
+        // The lookup took a while: a process that lost the lease meanwhile sends
+        // nothing more.
+        if !(self.may_send)() {
+            return Ok(Done::NotSent);
+        }
+        if let Some(existing) = found {
             self.adoptable(user, &existing.id, value)?;
             self.send(&existing.id, resource, true).await?;
             return Ok(Done::Adopted {
@@ -1820,7 +1826,9 @@ async fn insecure(
     }
 }
 
-/// An Event about the target; a failure to publish is logged, never fatal.
+/// An Event about the target; a failure to publish is logged, never fatal. A
+/// process that may no longer write (it lost the lease, or is stopping) reports
+/// nothing, as it writes no status: the one that holds the lease reports.
 async fn event(
     ctx: &Context,
     target: &ProvisioningTarget,
@@ -1828,6 +1836,9 @@ async fn event(
     reason: &str,
     note: String,
 ) {
+    if !ctx.may_write() {
+        return;
+    }
     let e = Event {
         type_,
         reason: reason.into(),

@@ -12,6 +12,18 @@ use crate::scim_support::{FaultProxy, Tenant};
 use crate::support::{eventually, spawn_operator};
 use crate::world::{RUN_WAIT, Scene, World};
 
+/// The userNames of the application's users, sorted.
+pub async fn user_names(app: &Tenant) -> Vec<String> {
+    let mut names: Vec<String> = app
+        .users()
+        .await
+        .iter()
+        .map(|u| u["userName"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
 /// The application's user with this userName, as the application answers.
 pub async fn account(app: &Tenant, user_name: &str) -> Value {
     app.users()
@@ -84,6 +96,19 @@ impl Scene {
             .unwrap();
         // Cycle ids carry the second they started in; two in one second differ by suffix.
         self.wait_cycle(name, before.as_deref()).await
+    }
+
+    /// The last cycle of target `name`, once one succeeded.
+    pub async fn succeeded_cycle(&self, name: &str) -> CycleSummary {
+        eventually(
+            RUN_WAIT,
+            &format!("a cycle of target {name} that succeeded"),
+            || async {
+                let c = self.target_status(name).await.last_cycle?;
+                (c.result == "Succeeded").then_some(c)
+            },
+        )
+        .await
     }
 
     pub async fn target_status(&self, name: &str) -> usersync::api::ProvisioningTargetStatus {
@@ -368,11 +393,7 @@ async fn a_wrong_token_quarantines_the_target_until_it_is_fixed() {
         json!({"auth": {"bearerTokenSecretRef": {"name": "app-token", "key": "token"}}}),
     )
     .await;
-    let c = eventually(RUN_WAIT, "a cycle with the right token", || async {
-        let c = w.target_status("app").await.last_cycle?;
-        (c.result == "Succeeded").then_some(c)
-    })
-    .await;
+    let c = w.succeeded_cycle("app").await;
     assert_eq!(c.created, 1, "{c:?}");
     let status = w.target_status("app").await;
     assert!(!usersync::api::condition_is_true(
@@ -539,19 +560,8 @@ async fn a_restart_in_the_middle_of_a_cycle_duplicates_nothing_and_loses_nothing
     );
     proxy.slow(std::time::Duration::ZERO);
     w.start_operator();
-    let c = eventually(RUN_WAIT, "a completed cycle", || async {
-        let c = w.target_status("app").await.last_cycle?;
-        (c.result == "Succeeded").then_some(c)
-    })
-    .await;
-    let mut names: Vec<String> = app
-        .users()
-        .await
-        .iter()
-        .map(|u| u["userName"].as_str().unwrap().to_string())
-        .collect();
-    names.sort();
-    assert_eq!(names, users, "every user once, none twice");
+    let c = w.succeeded_cycle("app").await;
+    assert_eq!(user_names(&app).await, users, "every user once, none twice");
     assert!(
         c.adopted as usize + c.created as usize >= users.len() - created,
         "{c:?}"
@@ -657,19 +667,29 @@ async fn plan_and_provision_from_the_command_line() {
     );
 }
 
-/// With `--store=postgres` the ledger lives in the `deliveries` table: each
-/// delivery is a row, and a user whose row leaves the registry still has its
-/// account disabled, because the ledger entry outlives it.
-#[tokio::test]
-async fn with_the_postgres_store_the_ledger_is_a_table_and_outlives_the_user_row() {
-    let (db, _) = crate::pg_support::fresh_database("e2e_ptarget").await;
-    let w = World::without_operator("ptarget-pg", Server::slapd(), json!({})).await;
+/// A fresh database `database`, and a namespace whose operator keeps its
+/// registry there.
+async fn postgres_world(
+    database: &str,
+    test: &str,
+) -> (usersync::store::postgres::Database, World<'static>) {
+    let (db, _) = crate::pg_support::fresh_database(database).await;
+    let w = World::without_operator(test, Server::slapd(), json!({})).await;
     spawn_operator(
         &w.client,
         &w.ns.name,
         usersync::store::Backend::Postgres(db.clone()),
         &w.clock,
     );
+    (db, w)
+}
+
+/// With `--store=postgres` the ledger lives in the `deliveries` table: each
+/// delivery is a row, and a user whose row leaves the registry still has its
+/// account disabled, because the ledger entry outlives it.
+#[tokio::test]
+async fn with_the_postgres_store_the_ledger_is_a_table_and_outlives_the_user_row() {
+    let (db, w) = postgres_world("e2e_ptarget", "ptarget-pg").await;
     let app = Tenant::fresh(&w.ns.name);
     w.add_user("mia", false);
     w.add_user("ned", false);
@@ -1397,4 +1417,155 @@ async fn a_401_in_the_middle_of_a_phase_keeps_what_was_delivered_and_fails_no_us
         "{c:?}"
     );
     assert_eq!(app.users().await.len(), users.len());
+}
+
+/// The reasons of the Events about target `name`, now.
+async fn target_event_reasons(w: &World<'_>, name: &str) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(w.client.clone(), &w.ns.name);
+    let list = events.list(&Default::default()).await.unwrap();
+    list.items
+        .into_iter()
+        .filter(|e| {
+            e.regarding.as_ref().is_some_and(|r| {
+                r.kind.as_deref() == Some("ProvisioningTarget") && r.name.as_deref() == Some(name)
+            })
+        })
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+/// A process that loses the lease in the middle of a cycle sends nothing more,
+/// and writes nothing about the cycle: no ledger entry, no status, no Event. The
+/// process that takes over finds the accounts it created by their userName and
+/// adopts them: every user once, none twice.
+#[tokio::test]
+async fn a_process_that_loses_the_lease_mid_cycle_sends_nothing_more_and_the_successor_duplicates_nothing()
+ {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let w = World::without_operator("ptarget-fenced", Server::slapd(), json!({})).await;
+    let app = Tenant::fresh(&w.ns.name);
+    let proxy = FaultProxy::start(&app).await;
+    let users: Vec<String> = (0..16).map(|i| format!("f{i:02}")).collect();
+    for u in &users {
+        w.add_user(u, false);
+    }
+    let holding = Arc::new(AtomicBool::new(true));
+    let lease = holding.clone();
+    let first = crate::support::spawn_fenced_operator(
+        &w.client,
+        &w.ns.name,
+        usersync::store::Backend::Kubernetes,
+        &w.clock,
+        usersync::controller::Fence::from_fn(move || lease.load(Ordering::SeqCst)),
+    );
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    proxy.slow(std::time::Duration::from_millis(300));
+    w.target_at("app", proxy.base_url().as_str(), &app.token, json!({}))
+        .await;
+    eventually(RUN_WAIT, "the first accounts created", || async {
+        (!app.users().await.is_empty()).then_some(())
+    })
+    .await;
+    holding.store(false, Ordering::SeqCst);
+    // A request already on its way may still arrive; none starts afterwards.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let arrived = proxy.arrived();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        proxy.arrived(),
+        arrived,
+        "requests sent after the lease was lost"
+    );
+    let created = app.users().await.len();
+    assert!(created < users.len(), "the cycle was not cut off");
+    let status = w.targets().get("app").await.unwrap().status;
+    assert!(
+        status.is_none_or(|s| s.last_cycle.is_none()),
+        "a status written after the lease was lost"
+    );
+    for u in &users {
+        let ledger = w.user(u).await.status.unwrap_or_default().deliveries;
+        assert!(
+            ledger.is_empty(),
+            "{u}: recorded after the lease was lost: {ledger:?}"
+        );
+    }
+    let reported: Vec<String> = target_event_reasons(&w, "app")
+        .await
+        .into_iter()
+        .filter(|r| ["Delivered", "DeliveryFailed", "Quarantined"].contains(&r.as_str()))
+        .collect();
+    assert!(
+        reported.is_empty(),
+        "Events after the lease was lost: {reported:?}"
+    );
+
+    // The successor holds the lease: it adopts what the first created.
+    proxy.slow(std::time::Duration::ZERO);
+    w.start_operator();
+    let c = w.succeeded_cycle("app").await;
+    assert_eq!(
+        (c.adopted as usize, c.created as usize),
+        (created, users.len() - created),
+        "{c:?}"
+    );
+    assert_eq!(user_names(&app).await, users, "every user once, none twice");
+    first.abort();
+}
+
+/// A ledger that cannot be written stops the cycle (`RegistryUnavailable`): what
+/// was sent and not recorded is found again by the next cycle, which adopts the
+/// accounts instead of creating them twice.
+#[tokio::test]
+async fn a_ledger_write_that_fails_stops_the_cycle_and_the_next_duplicates_nothing() {
+    let (db, w) = postgres_world("e2e_ptarget_ledger", "ptarget-ledger").await;
+    let app = Tenant::fresh(&w.ns.name);
+    for u in ["la", "lb", "lc"] {
+        w.add_user(u, false);
+    }
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.sync("staff").await;
+    // PostgreSQL refuses every write to the ledger.
+    for statement in [
+        "CREATE FUNCTION refuse_deliveries() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'deliveries are read-only'; END $$",
+        "CREATE TRIGGER refuse_deliveries BEFORE INSERT OR UPDATE OR DELETE ON deliveries FOR EACH ROW EXECUTE FUNCTION refuse_deliveries()",
+    ] {
+        sqlx::query(statement).execute(db.pool()).await.unwrap();
+    }
+    w.target("app", &app, json!({})).await;
+    let c = w.wait_cycle("app", None).await;
+    assert_eq!(c.result, "Failed", "{c:?}");
+    assert!(
+        c.message.contains("recording what was delivered failed"),
+        "{}",
+        c.message
+    );
+    let status = w.target_status("app").await;
+    let reconciling = usersync::api::find_condition(&status.conditions, "Reconciling").unwrap();
+    assert_eq!(reconciling.reason, "RegistryUnavailable", "{reconciling:?}");
+    let sent = app.users().await.len();
+    assert_eq!(
+        sent, 3,
+        "the creates went before their outcomes were refused"
+    );
+
+    sqlx::query("DROP TRIGGER refuse_deliveries ON deliveries")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let c = w.cycle("app").await;
+    assert_eq!(
+        (c.result.as_str(), c.adopted, c.created),
+        ("Succeeded", 3, 0),
+        "{c:?}"
+    );
+    assert_eq!(app.users().await.len(), 3, "no account twice");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE namespace = $1")
+        .bind(&w.ns.name)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 3);
 }

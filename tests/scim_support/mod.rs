@@ -247,6 +247,8 @@ struct Faults {
     forbidden: Vec<String>,
     delay: Duration,
     seen: Vec<Seen>,
+    /// Requests received, counted as they arrive (before any delay).
+    arrived: usize,
 }
 
 struct Shared {
@@ -299,6 +301,7 @@ impl FaultProxy {
                 forbidden: Vec::new(),
                 delay: Duration::ZERO,
                 seen: Vec::new(),
+                arrived: 0,
             }),
             tenant: tenant.clone(),
             prefix,
@@ -432,6 +435,12 @@ impl FaultProxy {
         self.faults().seen.clone()
     }
 
+    /// How many requests arrived so far, answered or not (the token endpoint's
+    /// are not counted).
+    pub fn arrived(&self) -> usize {
+        self.faults().arrived
+    }
+
     /// How many requests of `method` to `path` (without query) were seen.
     pub fn count(&self, method: &str, path: &str) -> usize {
         self.faults()
@@ -548,6 +557,7 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
         .unwrap_or_default();
     let (delay, decided) = {
         let mut faults = shared.faults.lock().unwrap();
+        faults.arrived += 1;
         (
             faults.delay,
             decide(&mut faults, &method, &headers, &shared),
