@@ -672,16 +672,20 @@ async fn plan_and_provision_from_the_command_line() {
 async fn postgres_world(
     database: &str,
     test: &str,
-) -> (usersync::store::postgres::Database, World<'static>) {
+) -> (
+    usersync::store::postgres::Database,
+    World<'static>,
+    tokio::task::JoinHandle<()>,
+) {
     let (db, _) = crate::pg_support::fresh_database(database).await;
     let w = World::without_operator(test, Server::slapd(), json!({})).await;
-    spawn_operator(
+    let operator = spawn_operator(
         &w.client,
         &w.ns.name,
         usersync::store::Backend::Postgres(db.clone()),
         &w.clock,
     );
-    (db, w)
+    (db, w, operator)
 }
 
 /// With `--store=postgres` the ledger lives in the `deliveries` table: each
@@ -689,7 +693,7 @@ async fn postgres_world(
 /// account disabled, because the ledger entry outlives it.
 #[tokio::test]
 async fn with_the_postgres_store_the_ledger_is_a_table_and_outlives_the_user_row() {
-    let (db, w) = postgres_world("e2e_ptarget", "ptarget-pg").await;
+    let (db, w, _) = postgres_world("e2e_ptarget", "ptarget-pg").await;
     let app = Tenant::fresh(&w.ns.name);
     w.add_user("mia", false);
     w.add_user("ned", false);
@@ -1520,7 +1524,7 @@ async fn a_process_that_loses_the_lease_mid_cycle_sends_nothing_more_and_the_suc
 /// accounts instead of creating them twice.
 #[tokio::test]
 async fn a_ledger_write_that_fails_stops_the_cycle_and_the_next_duplicates_nothing() {
-    let (db, w) = postgres_world("e2e_ptarget_ledger", "ptarget-ledger").await;
+    let (db, w, _) = postgres_world("e2e_ptarget_ledger", "ptarget-ledger").await;
     let app = Tenant::fresh(&w.ns.name);
     for u in ["la", "lb", "lc"] {
         w.add_user(u, false);
@@ -1568,4 +1572,70 @@ async fn a_ledger_write_that_fails_stops_the_cycle_and_the_next_duplicates_nothi
         .await
         .unwrap();
     assert_eq!(rows, 3);
+}
+
+/// Outcomes are recorded every 200 requests within a phase, not only at its end:
+/// an operator stopped after more than 200 creates of one phase leaves them in
+/// the ledger, and its successor looks up only the users after them.
+#[tokio::test]
+async fn a_restart_late_in_a_long_phase_repeats_only_the_lookups_since_the_last_record() {
+    let (db, w, first) = postgres_world("e2e_ptarget_record", "ptarget-record").await;
+    let app = Tenant::fresh(&w.ns.name);
+    let proxy = FaultProxy::start(&app).await;
+    // 250 active users of mapping staff, straight in the registry.
+    let users = 250;
+    sqlx::query(
+        "INSERT INTO users (namespace, name, origin, connector, anchor, mapping, username, email)
+         SELECT $1, 'corp-bulk-' || i, 'Directory', 'corp', 'anchor-' || i, 'staff',
+                'bulk' || lpad(i::text, 3, '0'), 'bulk' || i || '@example.org'
+         FROM generate_series(1, $2) AS i",
+    )
+    .bind(&w.ns.name)
+    .bind(users)
+    .execute(db.pool())
+    .await
+    .unwrap();
+    // The probe and the capabilities (3 requests), 200 creates of a lookup and a
+    // POST each, their record, then 20 creates of the next 200: there the
+    // application hangs and the operator stops.
+    proxy.hold_after(3 + 2 * 220);
+    w.target_at("app", proxy.base_url().as_str(), &app.token, json!({}))
+        .await;
+    eventually(RUN_WAIT, "the application to hang", || async {
+        proxy.holding().then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    first.abort();
+    let _ = first.await;
+    proxy.release();
+    assert!(
+        app.users().await.len() > 200,
+        "the stop came after the first record"
+    );
+
+    proxy.reset_counts();
+    spawn_operator(
+        &w.client,
+        &w.ns.name,
+        usersync::store::Backend::Postgres(db.clone()),
+        &w.clock,
+    );
+    let c = w.succeeded_cycle("app").await;
+    let lookups = proxy
+        .seen()
+        .iter()
+        .filter(|s| s.method == "GET" && s.query.as_deref().is_some_and(|q| q.contains("filter=")))
+        .count();
+    // One of them is the probe.
+    assert!(
+        lookups - 1 <= users as usize - 200,
+        "{lookups} lookups after a stop past the 200th create: {c:?}"
+    );
+    assert_eq!(app.users().await.len(), users as usize, "no account twice");
+    assert_eq!(
+        c.created as usize + c.adopted as usize,
+        users as usize - 200,
+        "{c:?}"
+    );
 }

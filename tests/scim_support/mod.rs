@@ -237,6 +237,10 @@ struct Faults {
     queued: VecDeque<(u16, Option<String>)>,
     /// Requests still answered before every one is refused with 401.
     refuse_after: Option<usize>,
+    /// Requests still answered before every one is held without an answer.
+    hold_after: Option<usize>,
+    /// Whether requests are held now.
+    holding: bool,
     no_patch: bool,
     ignore_filters: bool,
     entra_style: bool,
@@ -293,6 +297,8 @@ impl FaultProxy {
                 token_lifetime: 3600,
                 queued: VecDeque::new(),
                 refuse_after: None,
+                hold_after: None,
+                holding: false,
                 no_patch: false,
                 ignore_filters: false,
                 entra_style: false,
@@ -394,6 +400,25 @@ impl FaultProxy {
     /// token was revoked in the middle of a cycle.
     pub fn refuse_after(&self, n: usize) {
         self.faults().refuse_after = Some(n);
+    }
+
+    /// Answer `n` more requests, then hold every one without an answer until
+    /// [`FaultProxy::release`], as an application that hangs.
+    pub fn hold_after(&self, n: usize) {
+        self.faults().hold_after = Some(n);
+    }
+
+    /// Whether requests are being held.
+    pub fn holding(&self) -> bool {
+        self.faults().holding
+    }
+
+    /// Answer the held requests with 503, never forwarding them (their client
+    /// may be gone), and every later one as before.
+    pub fn release(&self) {
+        let mut faults = self.faults();
+        faults.hold_after = None;
+        faults.holding = false;
     }
 
     /// Accept the credentials again after [`FaultProxy::refuse_after`].
@@ -555,9 +580,24 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     let body = to_bytes(request.into_body(), 16 << 20)
         .await
         .unwrap_or_default();
-    let (delay, decided) = {
+    let held = {
         let mut faults = shared.faults.lock().unwrap();
         faults.arrived += 1;
+        match faults.hold_after.as_mut() {
+            Some(0) => faults.holding = true,
+            Some(left) => *left -= 1,
+            None => {}
+        }
+        faults.holding
+    };
+    if held {
+        while shared.faults.lock().unwrap().holding {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        return scim_error(503, "held by the test proxy");
+    }
+    let (delay, decided) = {
+        let mut faults = shared.faults.lock().unwrap();
         (
             faults.delay,
             decide(&mut faults, &method, &headers, &shared),
