@@ -33,7 +33,7 @@ use crate::core::health::{Health, Verdict};
 use crate::delivery::plan::{
     self as dplan, Delivered, DeliveredState, Deprovision, Entry, Remote, Settings, Step,
 };
-use crate::delivery::resource::{AttributeRule, digest, mapped_attributes, match_value, resource};
+use crate::delivery::resource::{AttributeRule, digest, match_value, removed_paths, resource};
 use crate::delivery::scim::{
     Auth, ClientConfig, Exchange, MatchAttribute, Observer, PatchOp, RemoteUser, ScimClient,
     ScimError,
@@ -369,7 +369,7 @@ async fn cycle(
             patch: capabilities.patch,
             by: match_attribute(target),
             match_path: match_path(target),
-            mapped: mapped_attributes(&rules(target)),
+            rules: rules(target),
             held: held_accounts(&view.ledger),
             may_send: &|| ctx.may_write(),
             refused: Default::default(),
@@ -1005,8 +1005,8 @@ struct Executor<'a> {
     patch: bool,
     by: MatchAttribute,
     match_path: &'static str,
-    /// The top-level attributes the attribute map writes.
-    mapped: Vec<String>,
+    /// The target's attribute map.
+    rules: Vec<AttributeRule>,
     /// The accounts of the ledger, by id, with the user each belongs to: one of
     /// them is never adopted by another user.
     held: HashMap<String, String>,
@@ -1171,10 +1171,9 @@ impl Executor<'_> {
             // What the user no longer has goes from the account too.
             let kept = ops.len();
             ops.extend(
-                self.mapped
+                removed_paths(&self.rules, resource)
                     .iter()
-                    .filter(|a| resource.get(a.as_str()).is_none())
-                    .map(|a| PatchOp::remove(a)),
+                    .map(|p| PatchOp::remove(p)),
             );
             let mut answer = self.client.patch(id, &ops).await;
             if ops.len() > kept && matches!(answer, Err(ScimError::Rejected { status: 400, .. })) {
@@ -2036,7 +2035,7 @@ pub async fn provision(
         patch,
         by: match_attribute(target),
         match_path: match_path(target),
-        mapped: mapped_attributes(&rules(target)),
+        rules: rules(target),
         held: held_accounts(&view.ledger),
         may_send: &|| true,
         refused: Default::default(),
