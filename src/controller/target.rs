@@ -414,7 +414,7 @@ async fn cycle(
     match sent.stop.take() {
         Some(Stop::Fenced) | None => {}
         Some(Stop::Credentials(e)) => {
-            let message = match sent.held {
+            let message = match sent.unsent {
                 0 => e.to_string(),
                 n => format!(
                     "{e}; the requests of {n} users were not sent: they go when a cycle gets through"
@@ -773,7 +773,7 @@ enum Done {
     NotSent,
     /// Not sent: the application refused the target's credentials earlier in
     /// the cycle, which quarantines the target.
-    Held,
+    Unsent,
 }
 
 impl Done {
@@ -805,7 +805,7 @@ impl Done {
             ),
             Done::Deleted => ok(previous.remote_id, DeliveredState::Deleted, previous.digest),
             Done::Forgotten => None,
-            Done::NotSent | Done::Held => Some(previous),
+            Done::NotSent | Done::Unsent => Some(previous),
         }
     }
 }
@@ -818,7 +818,7 @@ fn count(done: &Done, s: &mut CycleSummary) {
         Done::Updated { .. } => s.updated += 1,
         Done::Disabled => s.disabled += 1,
         Done::Deleted => s.deleted += 1,
-        Done::Forgotten | Done::NotSent | Done::Held => {}
+        Done::Forgotten | Done::NotSent | Done::Unsent => {}
     }
 }
 
@@ -856,7 +856,7 @@ struct Sent {
     /// Of those, the users whose disable or delete an approval covered.
     approved_failures: usize,
     /// Steps not sent because the application refused the credentials.
-    held: usize,
+    unsent: usize,
     /// Why the cycle stopped before its last phase, if it did.
     stop: Option<Stop>,
 }
@@ -911,10 +911,10 @@ async fn send(
                 // Refused for the target's credentials, not for the user: no
                 // failure of its own, and sent again once a cycle gets through
                 // (an approved step keeps its approval for that).
-                Ok(Done::Held) => held(&mut sent, &mut changes, user, previous, approved),
+                Ok(Done::Unsent) => unsent(&mut sent, &mut changes, user, previous, approved),
                 Err(e) if e.refuses_the_client() => {
                     sent.stop.get_or_insert(Stop::Credentials(e.clone()));
-                    held(&mut sent, &mut changes, user, previous, approved);
+                    unsent(&mut sent, &mut changes, user, previous, approved);
                 }
                 Ok(done) => {
                     changes.push((user, done.entry(previous, now)));
@@ -946,14 +946,14 @@ async fn send(
 
 /// A step not sent because the application refused the credentials: counted,
 /// and an approved one keeps its approval in the user's entry.
-fn held(
+fn unsent(
     sent: &mut Sent,
     changes: &mut Vec<(String, Option<Delivered>)>,
     user: String,
     previous: Delivered,
     approved: Option<&str>,
 ) {
-    sent.held += 1;
+    sent.unsent += 1;
     if let Some(cycle) = approved.filter(|c| previous.approved.as_deref() != Some(*c)) {
         let approved = Some(cycle.to_string());
         changes.push((
@@ -1023,7 +1023,7 @@ impl Executor<'_> {
             return Ok(Done::NotSent);
         }
         if self.refused.load(Ordering::SeqCst) {
-            return Ok(Done::Held);
+            return Ok(Done::Unsent);
         }
         let out = self.step(step).await;
         if out.as_ref().is_err_and(ScimError::refuses_the_client) {
