@@ -1288,22 +1288,28 @@ async fn a_target_created_again_under_the_same_name_starts_from_its_own_ledger()
     assert_eq!(app.users().await.len(), 2);
 }
 
-/// An approval is spent by the cycle that sends what it approved. An approved
-/// disable the application refuses keeps the approval in its user's entry: its
-/// retry, on a later cycle, needs no second approval.
-#[tokio::test]
-async fn an_approved_disable_that_failed_is_retried_without_a_new_approval() {
-    use usersync::api::ApprovalState;
+/// Five users `<prefix>1`..`<prefix>5` delivered through a fault proxy by a
+/// target that may disable 25 % of them in a cycle, and a cycle blocked on
+/// disabling the first three.
+async fn blocked_mass_disable(
+    test: &str,
+    prefix: &str,
+) -> (
+    World<'static>,
+    Tenant,
+    FaultProxy,
+    usersync::api::BlockedCycle,
+) {
     let w = World::new(
-        "ptarget-approved-retry",
+        test,
         Server::slapd(),
         json!({"safety": {"maxPreservePercent": 100}}),
     )
     .await;
     let app = Tenant::fresh(&w.ns.name);
     let proxy = FaultProxy::start(&app).await;
-    let users = ["w1", "w2", "w3", "w4", "w5"];
-    for u in users {
+    let users: Vec<String> = (1..=5).map(|i| format!("{prefix}{i}")).collect();
+    for u in &users {
         w.add_user(u, false);
     }
     w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
@@ -1311,12 +1317,22 @@ async fn an_approved_disable_that_failed_is_retried_without_a_new_approval() {
     w.target_at("app", proxy.base_url().as_str(), &app.token, spec)
         .await;
     assert_eq!(w.wait_cycle("app", None).await.created, 5);
-    for u in ["w1", "w2", "w3"] {
+    for u in &users[..3] {
         w.set_disabled(u, true);
     }
     w.sync("staff").await;
     assert_eq!(w.cycle("app").await.result, "Blocked");
     let blocked = w.target_status("app").await.blocked_cycle.unwrap();
+    (w, app, proxy, blocked)
+}
+
+/// An approval is spent by the cycle that sends what it approved. An approved
+/// disable the application refuses keeps the approval in its user's entry: its
+/// retry, on a later cycle, needs no second approval.
+#[tokio::test]
+async fn an_approved_disable_that_failed_is_retried_without_a_new_approval() {
+    use usersync::api::ApprovalState;
+    let (w, app, proxy, blocked) = blocked_mass_disable("ptarget-approved-retry", "w").await;
     let protected = account(&app, "w3").await["id"]
         .as_str()
         .unwrap()
@@ -1687,4 +1703,43 @@ async fn a_sub_attribute_the_user_lost_is_removed_from_the_account() {
     let kit = account(&app, "kit").await;
     assert_eq!(kit["name"]["givenName"], "kit", "{kit}");
     assert!(kit["name"].get("honorificPrefix").is_none(), "{kit}");
+}
+
+/// An approved cycle cut off by a 401 leaves the approval to the approved
+/// requests it did not send: once the credentials work again, the next cycle
+/// sends them without a new approval, and that cycle spends it.
+#[tokio::test]
+async fn approved_disables_cut_off_by_a_401_go_with_the_next_cycle_without_a_new_approval() {
+    use usersync::api::ApprovalState;
+    let (w, app, proxy, blocked) = blocked_mass_disable("ptarget-approved-401", "y").await;
+    // The probe and one disable go through; then the token stops working.
+    proxy.refuse_after(2);
+    approve_target(&w, &blocked.run_id);
+    let c = eventually(RUN_WAIT, "the approved cycle", || async {
+        let c = w.target_status("app").await.last_cycle?;
+        (c.result == "Quarantined").then_some(c)
+    })
+    .await;
+    assert_eq!((c.disabled, c.failed), (1, 0), "{c:?}");
+    assert_eq!(
+        approval_state(&w, &blocked.run_id).await,
+        Some(ApprovalState::Pending)
+    );
+
+    proxy.accept_again();
+    let c = w.cycle("app").await;
+    assert_eq!(
+        (c.result.as_str(), c.disabled, c.failed),
+        ("Succeeded", 2, 0),
+        "{c:?}"
+    );
+    for u in ["y1", "y2", "y3"] {
+        assert_eq!(account(&app, u).await["active"], false, "{u}");
+    }
+    assert_eq!(
+        approval_state(&w, &blocked.run_id).await,
+        Some(ApprovalState::Used)
+    );
+    let status = w.target_status("app").await;
+    assert!(status.blocked_cycle.is_none(), "{:?}", status.blocked_cycle);
 }
