@@ -1103,11 +1103,14 @@ async fn a_database_of_the_first_schema_upgrades_and_then_writes_conditionally()
 }
 
 /// A target's ledger survives in the `deliveries` table, per namespace and target,
-/// and outlives its user's row; forgetting an entry removes only that entry.
+/// and outlives its user's row; forgetting an entry removes only that entry. A
+/// target object created again under the same name (another uid) does not get the
+/// rows of the earlier one as its ledger.
 #[tokio::test]
 async fn a_targets_ledger_round_trips_and_outlives_the_user_row() {
     use usersync::delivery::plan::{Delivered, DeliveredState};
     use usersync::store::Backend;
+    use usersync::store::ledger::LedgerOf;
     let (db, _) = fresh_database("ledger").await;
     let mut store = db.store("team-a");
     let now = t0();
@@ -1127,14 +1130,19 @@ async fn a_targets_ledger_round_trips_and_outlives_the_user_row() {
         last_error: Some("scimType uniqueness: taken".into()),
         failures: 2,
         retry_after: Some(now + 30.seconds()),
+        approved: Some("cycle-7".into()),
     };
     let backend = Backend::Postgres(db.clone());
     let client =
         kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
     let mut store = backend.open(&client, "team-a");
+    let app = LedgerOf {
+        target: "app",
+        uid: "uid-1",
+    };
     let writes = store
         .record_deliveries(
-            "app",
+            app,
             &[
                 (name.clone(), Some(delivered.clone())),
                 ("gone-user".into(), Some(delivered.clone())),
@@ -1143,7 +1151,7 @@ async fn a_targets_ledger_round_trips_and_outlives_the_user_row() {
         .await
         .unwrap();
     assert_eq!(writes, 1, "one statement for the batch");
-    let view = store.delivery_view("app").await.unwrap();
+    let view = store.delivery_view(app).await.unwrap();
     assert_eq!(view.records.len(), 1);
     assert_eq!(
         view.records[0]
@@ -1159,7 +1167,10 @@ async fn a_targets_ledger_round_trips_and_outlives_the_user_row() {
     );
     assert!(
         store
-            .delivery_view("other-app")
+            .delivery_view(LedgerOf {
+                target: "other-app",
+                uid: "uid-1"
+            })
             .await
             .unwrap()
             .ledger
@@ -1167,9 +1178,10 @@ async fn a_targets_ledger_round_trips_and_outlives_the_user_row() {
     );
     assert!(
         db.store("team-b")
-            .deliveries_of("app")
+            .deliveries_of(app)
             .await
             .unwrap()
+            .0
             .is_empty()
     );
     // An update overwrites; None forgets.
@@ -1182,7 +1194,7 @@ async fn a_targets_ledger_round_trips_and_outlives_the_user_row() {
     };
     store
         .record_deliveries(
-            "app",
+            app,
             &[
                 (name.clone(), Some(disabled.clone())),
                 ("gone-user".into(), None),
@@ -1190,7 +1202,24 @@ async fn a_targets_ledger_round_trips_and_outlives_the_user_row() {
         )
         .await
         .unwrap();
-    let ledger = store.delivery_view("app").await.unwrap().ledger;
+    let ledger = store.delivery_view(app).await.unwrap().ledger;
     assert_eq!(ledger.len(), 1);
     assert_eq!(ledger.get(&name), Some(&disabled));
+    // The target deleted and created again: a new uid, an empty ledger, and the
+    // earlier object's rows named for forgetting.
+    let again = LedgerOf {
+        target: "app",
+        uid: "uid-2",
+    };
+    let view = store.delivery_view(again).await.unwrap();
+    assert!(view.ledger.is_empty(), "{:?}", view.ledger);
+    assert_eq!(view.foreign, std::slice::from_ref(&name));
+    store
+        .record_deliveries(again, &[(name.clone(), Some(disabled.clone()))])
+        .await
+        .unwrap();
+    let view = store.delivery_view(again).await.unwrap();
+    assert_eq!(view.ledger.get(&name), Some(&disabled));
+    assert!(view.foreign.is_empty());
+    assert!(store.delivery_view(app).await.unwrap().ledger.is_empty());
 }

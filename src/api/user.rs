@@ -192,6 +192,11 @@ pub struct DirectoryUserStatus {
 pub struct Delivery {
     /// The ProvisioningTarget's name.
     pub target: String,
+    /// The uid of the ProvisioningTarget object that wrote this entry. A target
+    /// deleted and created again under the same name is a new target: an entry of
+    /// another uid is not its own, and it forgets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_uid: Option<String>,
     /// The account's `id` in the application, once it was created or adopted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_id: Option<String>,
@@ -214,6 +219,10 @@ pub struct Delivery {
     /// When the next attempt after a failure is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_time: Option<Time>,
+    /// The blocked cycle whose approval covered this user's disable or delete,
+    /// kept while that request has not succeeded: its retries need no new approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_cycle: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {

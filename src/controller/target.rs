@@ -33,12 +33,13 @@ use crate::core::health::{Health, Verdict};
 use crate::delivery::plan::{
     self as dplan, Delivered, DeliveredState, Deprovision, Entry, Remote, Settings, Step,
 };
-use crate::delivery::resource::{AttributeRule, digest, mapped_attributes, match_value, resource};
+use crate::delivery::resource::{AttributeRule, digest, match_value, removed_paths, resource};
 use crate::delivery::scim::{
     Auth, ClientConfig, Exchange, MatchAttribute, Observer, PatchOp, RemoteUser, ScimClient,
     ScimError,
 };
 use crate::delivery::select::{Requirement, Selection};
+use crate::store::ledger::LedgerOf;
 
 /// Condition types of a target.
 pub const CONNECTED: &str = "Connected";
@@ -230,6 +231,11 @@ async fn cycle(
     let name = target.name_any();
     let ns = target.namespace().unwrap_or_default();
     let generation = target.metadata.generation;
+    let uid = target.uid().unwrap_or_default();
+    let of = LedgerOf {
+        target: &name,
+        uid: &uid,
+    };
     insecure(ctx, target, &mut status, now).await;
     let id = new_run_id(now);
     let mut summary = CycleSummary {
@@ -240,7 +246,7 @@ async fn cycle(
 
     // The desired state, before anything is asked of the application.
     let mut store = ctx.backend.open(&ctx.client, &ns);
-    let view = match store.delivery_view(&name).await {
+    let view = match store.delivery_view(of).await {
         Ok(v) => v,
         Err(e) => {
             let message = format!("reading the registry failed: {e}; the next cycle tries again");
@@ -269,6 +275,7 @@ async fn cycle(
     let quarantined = old.quarantined_cycles > 0;
     if !full
         && !quarantined
+        && view.foreign.is_empty()
         && quiet.steps.is_empty()
         && quiet.blocked.is_none()
         && quiet.invalid.is_empty()
@@ -328,7 +335,8 @@ async fn cycle(
     let plan = dplan::plan(&entries, actual.as_ref(), &settings);
 
     // Users that cannot be delivered get their reason in the ledger; no request.
-    let invalid: Vec<(String, Option<Delivered>)> = plan
+    // Entries an earlier target of this name left are forgotten.
+    let mut invalid: Vec<(String, Option<Delivered>)> = plan
         .invalid
         .iter()
         .map(|(user, why)| {
@@ -336,10 +344,18 @@ async fn cycle(
             (user.clone(), Some(failed_entry(previous, why, now, user)))
         })
         .collect();
+    let invalid_users: std::collections::HashSet<String> =
+        invalid.iter().map(|(u, _)| u.clone()).collect();
+    invalid.extend(
+        view.foreign
+            .iter()
+            .filter(|u| !invalid_users.contains(*u))
+            .map(|u| (u.clone(), None)),
+    );
     let mut ledger = view.ledger.clone();
     let mut sent = Sent::default();
     if !target.spec.dry_run
-        && let Err(stop) = record(ctx, &store, &name, &invalid, &mut ledger).await
+        && let Err(stop) = record(ctx, &store, of, &invalid, &mut ledger).await
     {
         sent.stop = Some(stop);
     }
@@ -353,11 +369,26 @@ async fn cycle(
             patch: capabilities.patch,
             by: match_attribute(target),
             match_path: match_path(target),
-            mapped: mapped_attributes(&rules(target)),
+            rules: rules(target),
             held: held_accounts(&view.ledger),
             may_send: &|| ctx.may_write(),
+            refused: Default::default(),
         };
-        sent = send(ctx, &executor, &store, &name, &plan.steps, &mut ledger, now).await;
+        // The approved steps that fail keep the approval for their retries.
+        let approved = plan
+            .approved
+            .then(|| approval.as_ref().map(|(a, _)| a.spec.run_id.as_str()))
+            .flatten();
+        sent = send(
+            ctx,
+            &executor,
+            &store,
+            of,
+            (&plan.steps, approved),
+            &mut ledger,
+            now,
+        )
+        .await;
         for done in &sent.done {
             count(done, &mut summary);
         }
@@ -383,13 +414,19 @@ async fn cycle(
     match sent.stop.take() {
         Some(Stop::Fenced) | None => {}
         Some(Stop::Credentials(e)) => {
+            let message = match sent.unsent {
+                0 => e.to_string(),
+                n => format!(
+                    "{e}; the requests of {n} users were not sent: they go when a cycle gets through"
+                ),
+            };
             return Ok(quarantine(
                 ctx,
                 target,
                 status,
                 summary,
                 "BadCredentials",
-                e.to_string(),
+                message,
                 &ledger,
                 now,
             )
@@ -463,7 +500,14 @@ async fn cycle(
             None => (
                 crate::api::ApprovalState::Used,
                 Some(id.as_str()),
-                format!("cycle {id} of target {name} sent the withheld disables and deletes"),
+                match sent.approved_failures {
+                    0 => format!(
+                        "cycle {id} of target {name} sent the withheld disables and deletes"
+                    ),
+                    n => format!(
+                        "cycle {id} of target {name} sent the withheld disables and deletes; {n} of them failed and are retried on later cycles without a new approval"
+                    ),
+                },
             ),
             Some(_) => (
                 crate::api::ApprovalState::Stale,
@@ -727,6 +771,9 @@ enum Done {
     Forgotten,
     /// Not sent: this process may no longer write.
     NotSent,
+    /// Not sent: the application refused the target's credentials earlier in
+    /// the cycle, which quarantines the target.
+    Unsent,
 }
 
 impl Done {
@@ -740,6 +787,7 @@ impl Done {
                 last_error: None,
                 failures: 0,
                 retry_after: None,
+                approved: None,
             })
         };
         match self {
@@ -757,7 +805,7 @@ impl Done {
             ),
             Done::Deleted => ok(previous.remote_id, DeliveredState::Deleted, previous.digest),
             Done::Forgotten => None,
-            Done::NotSent => Some(previous),
+            Done::NotSent | Done::Unsent => Some(previous),
         }
     }
 }
@@ -770,7 +818,7 @@ fn count(done: &Done, s: &mut CycleSummary) {
         Done::Updated { .. } => s.updated += 1,
         Done::Disabled => s.disabled += 1,
         Done::Deleted => s.deleted += 1,
-        Done::Forgotten | Done::NotSent => {}
+        Done::Forgotten | Done::NotSent | Done::Unsent => {}
     }
 }
 
@@ -805,6 +853,10 @@ struct Sent {
     done: Vec<Done>,
     /// Users whose request failed, and why.
     failures: Vec<(String, String)>,
+    /// Of those, the users whose disable or delete an approval covered.
+    approved_failures: usize,
+    /// Steps not sent because the application refused the credentials.
+    unsent: usize,
     /// Why the cycle stopped before its last phase, if it did.
     stop: Option<Stop>,
 }
@@ -827,8 +879,8 @@ async fn send(
     ctx: &Context,
     executor: &Executor<'_>,
     store: &crate::store::Store,
-    target: &str,
-    steps: &[Step],
+    of: LedgerOf<'_>,
+    (steps, approved): (&[Step], Option<&str>),
     ledger: &mut HashMap<String, Delivered>,
     now: jiff::Timestamp,
 ) -> Sent {
@@ -850,25 +902,39 @@ async fn send(
         for (step, out) in results {
             let user = step.name().to_string();
             let previous = ledger.get(&user).cloned().unwrap_or_default();
+            let withheld = matches!(step, Step::Disable { .. } | Step::Delete { .. });
+            let approved = approved.filter(|_| withheld);
             match out {
                 Ok(Done::NotSent) => {
                     sent.stop.get_or_insert(Stop::Fenced);
+                }
+                // Refused for the target's credentials, not for the user: no
+                // failure of its own, and sent again once a cycle gets through
+                // (an approved step keeps its approval for that).
+                Ok(Done::Unsent) => unsent(&mut sent, &mut changes, user, previous, approved),
+                Err(e) if e.refuses_the_client() => {
+                    sent.stop.get_or_insert(Stop::Credentials(e.clone()));
+                    unsent(&mut sent, &mut changes, user, previous, approved);
                 }
                 Ok(done) => {
                     changes.push((user, done.entry(previous, now)));
                     sent.done.push(done);
                 }
                 Err(e) => {
-                    if e.refuses_the_client() {
-                        sent.stop.get_or_insert(Stop::Credentials(e.clone()));
-                    }
                     let why = e.to_string();
-                    changes.push((user.clone(), Some(failed_entry(previous, &why, now, &user))));
+                    let mut entry = failed_entry(previous, &why, now, &user);
+                    if let Some(cycle) = approved {
+                        entry.approved = Some(cycle.to_string());
+                    }
+                    if entry.approved.is_some() {
+                        sent.approved_failures += 1;
+                    }
+                    changes.push((user.clone(), Some(entry)));
                     sent.failures.push((user, why));
                 }
             }
         }
-        if let Err(stop) = record(ctx, store, target, &changes, ledger).await {
+        if let Err(stop) = record(ctx, store, of, &changes, ledger).await {
             sent.stop = Some(stop);
         }
         if sent.stop.is_some() {
@@ -878,13 +944,35 @@ async fn send(
     sent
 }
 
+/// A step not sent because the application refused the credentials: counted,
+/// and an approved one keeps its approval in the user's entry.
+fn unsent(
+    sent: &mut Sent,
+    changes: &mut Vec<(String, Option<Delivered>)>,
+    user: String,
+    previous: Delivered,
+    approved: Option<&str>,
+) {
+    sent.unsent += 1;
+    if let Some(cycle) = approved.filter(|c| previous.approved.as_deref() != Some(*c)) {
+        let approved = Some(cycle.to_string());
+        changes.push((
+            user,
+            Some(Delivered {
+                approved,
+                ..previous
+            }),
+        ));
+    }
+}
+
 /// Record `changes` in the ledger (in the store, and in `ledger` for the counts).
 /// A replica that may no longer write records nothing: what it sent is planned
 /// again by the one that writes, which matches before it creates.
 async fn record(
     ctx: &Context,
     store: &crate::store::Store,
-    target: &str,
+    of: LedgerOf<'_>,
     changes: &[(String, Option<Delivered>)],
     ledger: &mut HashMap<String, Delivered>,
 ) -> std::result::Result<(), Stop> {
@@ -896,12 +984,12 @@ async fn record(
     if !ctx.holds_lease() {
         return Err(Stop::Fenced);
     }
-    let written = store.record_deliveries(target, changes).await.map_err(|e| {
+    let written = store.record_deliveries(of, changes).await.map_err(|e| {
         Stop::Ledger(format!(
             "recording what was delivered failed: {e}; nothing more is sent until a cycle can record it"
         ))
     })?;
-    tracing::debug!(target, written, "ledger written");
+    tracing::debug!(target = of.target, written, "ledger written");
     for (user, entry) in changes {
         match entry {
             Some(e) => ledger.insert(user.clone(), e.clone()),
@@ -917,20 +1005,34 @@ struct Executor<'a> {
     patch: bool,
     by: MatchAttribute,
     match_path: &'static str,
-    /// The top-level attributes the attribute map writes.
-    mapped: Vec<String>,
+    /// The target's attribute map.
+    rules: Vec<AttributeRule>,
     /// The accounts of the ledger, by id, with the user each belongs to: one of
     /// them is never adopted by another user.
     held: HashMap<String, String>,
     /// Asked before each step: whether this process may still send.
     may_send: &'a (dyn Fn() -> bool + Sync),
+    /// Set once the application refused the credentials: nothing more is sent.
+    refused: std::sync::atomic::AtomicBool,
 }
 
 impl Executor<'_> {
     async fn run(&self, step: &Step) -> std::result::Result<Done, ScimError> {
+        use std::sync::atomic::Ordering;
         if !(self.may_send)() {
             return Ok(Done::NotSent);
         }
+        if self.refused.load(Ordering::SeqCst) {
+            return Ok(Done::Unsent);
+        }
+        let out = self.step(step).await;
+        if out.as_ref().is_err_and(ScimError::refuses_the_client) {
+            self.refused.store(true, Ordering::SeqCst);
+        }
+        out
+    }
+
+    async fn step(&self, step: &Step) -> std::result::Result<Done, ScimError> {
         match step {
             Step::Create {
                 name,
@@ -974,7 +1076,13 @@ impl Executor<'_> {
         digest: &str,
         value: &str,
     ) -> std::result::Result<Done, ScimError> {
-        if let Some(existing) = self.exact(value).await? {
+        let found = self.exact(value).await?;
+        // The lookup took a while: a process that lost the lease meanwhile sends
+        // nothing more.
+        if !(self.may_send)() {
+            return Ok(Done::NotSent);
+        }
+        if let Some(existing) = found {
             self.adoptable(user, &existing.id, value)?;
             self.send(&existing.id, resource, true).await?;
             return Ok(Done::Adopted {
@@ -1063,10 +1171,9 @@ impl Executor<'_> {
             // What the user no longer has goes from the account too.
             let kept = ops.len();
             ops.extend(
-                self.mapped
+                removed_paths(&self.rules, resource)
                     .iter()
-                    .filter(|a| resource.get(a.as_str()).is_none())
-                    .map(|a| PatchOp::remove(a)),
+                    .map(|p| PatchOp::remove(p)),
             );
             let mut answer = self.client.patch(id, &ops).await;
             if ops.len() > kept && matches!(answer, Err(ScimError::Rejected { status: 400, .. })) {
@@ -1718,7 +1825,9 @@ async fn insecure(
     }
 }
 
-/// An Event about the target; a failure to publish is logged, never fatal.
+/// An Event about the target; a failure to publish is logged, never fatal. A
+/// process that may no longer write (it lost the lease, or is stopping) reports
+/// nothing, as it writes no status: the one that holds the lease reports.
 async fn event(
     ctx: &Context,
     target: &ProvisioningTarget,
@@ -1726,6 +1835,9 @@ async fn event(
     reason: &str,
     note: String,
 ) {
+    if !ctx.may_write() {
+        return;
+    }
     let e = Event {
         type_,
         reason: reason.into(),
@@ -1818,8 +1930,13 @@ async fn write(
 pub async fn preview(ctx: &Context, target: &ProvisioningTarget) -> Result<dplan::Plan> {
     let ns = target.namespace().unwrap_or_default();
     let mut store = ctx.backend.open(&ctx.client, &ns);
+    let (name, uid) = (target.name_any(), target.uid().unwrap_or_default());
+    let of = LedgerOf {
+        target: &name,
+        uid: &uid,
+    };
     let view = store
-        .delivery_view(&target.name_any())
+        .delivery_view(of)
         .await
         .map_err(|e| super::Error::Store(e.to_string()))?;
     let settings = settings(target, ctx.now(), None);
@@ -1862,7 +1979,12 @@ pub async fn provision(
     let ns = target.namespace().unwrap_or_default();
     let name = target.name_any();
     let mut store = ctx.backend.open(&ctx.client, &ns);
-    let view = store.delivery_view(&name).await?;
+    let uid = target.uid().unwrap_or_default();
+    let of = LedgerOf {
+        target: &name,
+        uid: &uid,
+    };
+    let view = store.delivery_view(of).await?;
     let record = view
         .records
         .iter()
@@ -1913,9 +2035,10 @@ pub async fn provision(
         patch,
         by: match_attribute(target),
         match_path: match_path(target),
-        mapped: mapped_attributes(&rules(target)),
+        rules: rules(target),
         held: held_accounts(&view.ledger),
         may_send: &|| true,
+        refused: Default::default(),
     };
     let previous = entry.delivered.clone().unwrap_or_default();
     let now = ctx.now();
@@ -1932,7 +2055,7 @@ pub async fn provision(
             )
         }
     };
-    store.record_deliveries(&name, &[(record, change)]).await?;
+    store.record_deliveries(of, &[(record, change)]).await?;
     let exchanges = observer
         .exchanges
         .as_ref()

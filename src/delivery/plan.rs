@@ -13,7 +13,9 @@
 //! - updates, renames among them, come before creates, so a reused `userName`
 //!   never collides with its previous holder; disables and deletes come last;
 //! - disables and deletes over the thresholds are withheld, all of them, until
-//!   an admin approves that very set of steps (by its fingerprint);
+//!   an admin approves that very set of steps (by its fingerprint); an approved
+//!   step that failed carries the approval in its entry, and its retries are
+//!   sent without counting against the thresholds again;
 //! - a user whose last attempt failed waits for its back-off.
 
 use std::collections::{BTreeMap, HashMap};
@@ -78,6 +80,9 @@ pub struct Delivered {
     /// Failed attempts in a row.
     pub failures: u32,
     pub retry_after: Option<Timestamp>,
+    /// The blocked cycle whose approval covered this user's disable or delete,
+    /// while that step has not succeeded: its retries need no new approval.
+    pub approved: Option<String>,
 }
 
 /// What a user should be in the application.
@@ -237,6 +242,9 @@ pub struct Plan {
     pub deferred: usize,
     /// Users that cannot be delivered, and why (for their ledger entry).
     pub invalid: Vec<(String, String)>,
+    /// Whether the thresholds withheld the disables and deletes and the
+    /// approval let them through.
+    pub approved: bool,
 }
 
 /// The cycle's plan. `actual` is the application's accounts by id, on a full
@@ -246,9 +254,13 @@ pub fn plan(entries: &[Entry], actual: Option<&HashMap<String, Remote>>, s: &Set
     let mut out = Plan::default();
     let mut active = 0;
     let holders = holders(entries);
+    let mut retries = std::collections::HashSet::new();
     for e in entries {
         let d = e.delivered.as_ref();
         let state = d.and_then(|d| d.state);
+        if d.is_some_and(|d| d.approved.is_some()) {
+            retries.insert(e.name.as_str());
+        }
         if state == Some(DeliveredState::Provisioned) {
             active += 1;
         }
@@ -312,7 +324,7 @@ pub fn plan(entries: &[Entry], actual: Option<&HashMap<String, Remote>>, s: &Set
         }
     }
     out.steps.sort_by_key(Step::phase);
-    thresholds(&mut out, active, s);
+    thresholds(&mut out, active, &retries, s);
     out
 }
 
@@ -365,16 +377,24 @@ fn create(e: &Entry, holders: &HashMap<&str, Vec<&str>>, out: &mut Plan) {
     }
 }
 
-fn thresholds(out: &mut Plan, active: usize, s: &Settings<'_>) {
+/// Withhold the disables and deletes past the thresholds, but for `retries`:
+/// users whose step an approval already covered.
+fn thresholds(
+    out: &mut Plan,
+    active: usize,
+    retries: &std::collections::HashSet<&str>,
+    s: &Settings<'_>,
+) {
+    let counted = |st: &Step| st.withheld_by_thresholds() && !retries.contains(st.name());
     let would_disable = out
         .steps
         .iter()
-        .filter(|st| matches!(st, Step::Disable { .. }))
+        .filter(|st| counted(st) && matches!(st, Step::Disable { .. }))
         .count();
     let would_delete = out
         .steps
         .iter()
-        .filter(|st| matches!(st, Step::Delete { .. }))
+        .filter(|st| counted(st) && matches!(st, Step::Delete { .. }))
         .count();
     let allowed_disables = allowed_preserves(active, s.max_disable_percent);
     let over = would_disable > allowed_disables || would_delete > s.max_deletes as usize;
@@ -383,13 +403,14 @@ fn thresholds(out: &mut Plan, active: usize, s: &Settings<'_>) {
     }
     let (withheld, steps): (Vec<Step>, Vec<Step>) = std::mem::take(&mut out.steps)
         .into_iter()
-        .partition(Step::withheld_by_thresholds);
+        .partition(counted);
     let digest = withheld_digest(&withheld);
     if s.approved == Some(digest.as_str()) {
         // Approved as they are: sent in their phases, as if never withheld.
         out.steps = steps;
         out.steps.extend(withheld);
         out.steps.sort_by_key(Step::phase);
+        out.approved = true;
         return;
     }
     out.steps = steps;
@@ -703,6 +724,55 @@ mod tests {
         // The fingerprint names the withheld steps.
         let again = plan(&entries, None, &s).blocked.unwrap();
         assert_ne!(again.digest, b.digest);
+    }
+
+    #[test]
+    fn a_retry_of_an_approved_step_needs_no_new_approval_but_a_grown_set_does() {
+        let mut entries: Vec<Entry> = (0..10)
+            .map(|i| {
+                entry(
+                    &format!("u{i}"),
+                    Want::Disabled,
+                    Some(delivered(
+                        &i.to_string(),
+                        DeliveredState::Provisioned,
+                        &format!("u{i}"),
+                    )),
+                )
+            })
+            .collect();
+        for e in &mut entries[3..] {
+            e.want = Want::Active;
+        }
+        // u0..u2 were approved in cycle c-1; the disables of u0 and u1 failed.
+        for e in &mut entries[..2] {
+            let d = e.delivered.as_mut().unwrap();
+            d.approved = Some("c-1".into());
+            d.failures = 1;
+        }
+        entries[2].delivered.as_mut().unwrap().state = Some(DeliveredState::Disabled);
+        let s = Settings {
+            max_disable_percent: 10,
+            ..settings()
+        };
+        let p = plan(&entries, None, &s);
+        assert_eq!(kinds(&p.steps), ["disable u0", "disable u1"]);
+        assert!(p.blocked.is_none(), "{:?}", p.blocked);
+        // Two more disables beside the retries: those two wait for an approval,
+        // the retries still go.
+        entries[3].want = Want::Disabled;
+        entries[4].want = Want::Disabled;
+        let p = plan(&entries, None, &s);
+        assert_eq!(kinds(&p.steps), ["disable u0", "disable u1"]);
+        assert_eq!(kinds(&p.withheld), ["disable u3", "disable u4"]);
+        assert_eq!(p.blocked.unwrap().would_disable, 2);
+        // Without the approval in their entries, the retries count too.
+        for e in &mut entries[..2] {
+            e.delivered.as_mut().unwrap().approved = None;
+        }
+        let p = plan(&entries, None, &s);
+        assert!(p.steps.is_empty(), "{:?}", p.steps);
+        assert_eq!(p.blocked.unwrap().would_disable, 4);
     }
 
     #[test]

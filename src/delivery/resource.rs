@@ -164,15 +164,40 @@ fn put(container: &mut Map<String, Value>, path: &Path<'_>, value: &str) {
     }
 }
 
-/// The top-level attributes the map writes (an extension's URN for its
-/// attributes), in the order of the map: what a resource without one of them no
-/// longer holds.
-pub fn mapped_attributes(rules: &[AttributeRule]) -> Vec<String> {
+/// The paths of the attribute map at which `resource` holds nothing, for the
+/// `remove` operations of a PATCH, each once: a top-level attribute (an
+/// extension's URN) the user has nothing of, else an extension's attribute or a
+/// complex attribute's sub-attribute the user lacks (a `replace` of a complex
+/// attribute leaves the sub-attributes it does not name as they were). A
+/// multi-valued attribute is replaced as a whole, so its elements need none.
+pub fn removed_paths(rules: &[AttributeRule], resource: &Value) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
+    let mut push = |p: String| {
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    };
     for path in rules.iter().filter_map(|r| parse_path(&r.to)) {
         let top = path.urn.unwrap_or(path.name);
-        if !out.iter().any(|o| o == top) {
-            out.push(top.to_string());
+        let Some(container) = resource.get(top) else {
+            push(top.to_string());
+            continue;
+        };
+        if path.filter.is_some() {
+            continue;
+        }
+        let (attribute, name) = match path.urn {
+            Some(urn) => (container.get(path.name), format!("{urn}:{}", path.name)),
+            None => (Some(container), path.name.to_string()),
+        };
+        let Some(attribute) = attribute else {
+            push(name);
+            continue;
+        };
+        if let Some(sub) = path.sub
+            && attribute.get(sub).is_none()
+        {
+            push(format!("{name}.{sub}"));
         }
     }
     out
@@ -275,29 +300,47 @@ mod tests {
     }
 
     #[test]
-    fn the_mapped_attributes_are_the_top_level_ones_each_once() {
+    fn what_the_user_lacks_is_removed_down_to_the_sub_attribute_each_once() {
+        let enterprise = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
         let map = rules(&[
             ("username", "userName"),
             ("email", "emails[type eq \"work\"].value"),
             ("displayName", "emails[type eq \"home\"].display"),
+            ("attributes.givenName", "name.givenName"),
+            ("displayName", "name.formatted"),
             (
                 "attributes.employeeNumber",
-                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber",
+                &format!("{enterprise}:employeeNumber"),
             ),
-            (
-                "attributes.costCenter",
-                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter",
-            ),
-            ("displayName", "name.formatted"),
+            ("attributes.costCenter", &format!("{enterprise}:costCenter")),
+            ("attributes.manager", &format!("{enterprise}:manager.value")),
+            ("attributes.title", "title"),
         ]);
+        let mut r = bob();
+        r.fields.display_name = None;
+        r.fields.email = None;
+        // Everything there: nothing to remove.
+        let mut full = bob();
+        for (k, v) in [("costCenter", "7"), ("manager", "alice"), ("title", "Dr")] {
+            full.fields.attributes.insert(k, v);
+        }
+        assert!(removed_paths(&map, &resource(&full, &map)).is_empty());
         assert_eq!(
-            mapped_attributes(&map),
+            removed_paths(&map, &resource(&r, &map)),
             [
-                "userName",
-                "emails",
-                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
-                "name"
+                "emails".to_string(),
+                "name.formatted".into(),
+                format!("{enterprise}:costCenter"),
+                format!("{enterprise}:manager"),
+                "title".into(),
             ]
+        );
+        // Without any of an extension's attributes, the extension goes whole.
+        r.fields.attributes = Default::default();
+        r.fields.attributes.insert("givenName", "Bob");
+        assert_eq!(
+            removed_paths(&map, &resource(&r, &map)),
+            ["emails", "name.formatted", enterprise, "title"]
         );
     }
 

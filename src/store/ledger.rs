@@ -4,6 +4,11 @@
 //! target's own, so targets and sync never remove each other's fields; in
 //! PostgreSQL, the `deliveries` table. Both survive restarts and failover, and a
 //! cycle writes only the entries that changed.
+//!
+//! Each entry carries the uid of the target object that wrote it. A target
+//! deleted and created again under the same name is a new target: the entries of
+//! the earlier object are not its ledger (it matches before it creates, as on a
+//! first cycle), and its cycles forget them.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -18,6 +23,13 @@ use crate::api::{Delivery, DirectoryUser};
 use crate::core::UserRecord;
 use crate::delivery::plan::{Delivered, DeliveredState};
 
+/// Whose ledger: a ProvisioningTarget by name, and the uid of the object.
+#[derive(Clone, Copy, Debug)]
+pub struct LedgerOf<'a> {
+    pub target: &'a str,
+    pub uid: &'a str,
+}
+
 /// The registry as a target's cycle reads it: every record with its registry
 /// labels, and the target's ledger by record name (entries of records that are
 /// gone included, where the store keeps them).
@@ -25,6 +37,9 @@ use crate::delivery::plan::{Delivered, DeliveredState};
 pub struct DeliveryView {
     pub records: Vec<(UserRecord, BTreeMap<String, String>)>,
     pub ledger: HashMap<String, Delivered>,
+    /// Users with an entry of an earlier target object of the same name (another
+    /// uid): not this target's, and forgotten by its next cycle that sends.
+    pub foreign: Vec<String>,
 }
 
 /// The field manager of target `target`'s ledger entries.
@@ -44,12 +59,14 @@ fn from_api(d: &Delivery) -> Delivered {
         last_error: d.last_error.clone(),
         failures: d.failures,
         retry_after: d.retry_after_time.as_ref().map(|t| t.0),
+        approved: d.approved_cycle.clone(),
     }
 }
 
-fn to_api(target: &str, d: &Delivered) -> Delivery {
+fn to_api(of: LedgerOf<'_>, d: &Delivered) -> Delivery {
     Delivery {
-        target: target.to_string(),
+        target: of.target.to_string(),
+        target_uid: Some(of.uid.to_string()),
         remote_id: d.remote_id.clone(),
         state: d.state.map(|s| s.as_str()).unwrap_or("Pending").to_string(),
         digest: d.digest.clone(),
@@ -57,12 +74,13 @@ fn to_api(target: &str, d: &Delivered) -> Delivery {
         last_error: d.last_error.clone(),
         failures: d.failures,
         retry_after_time: d.retry_after.map(Time),
+        approved_cycle: d.approved.clone(),
     }
 }
 
 impl Store {
     /// The registry and `target`'s ledger, read once per cycle.
-    pub async fn delivery_view(&mut self, target: &str) -> Result<DeliveryView, StoreError> {
+    pub async fn delivery_view(&mut self, of: LedgerOf<'_>) -> Result<DeliveryView, StoreError> {
         match self {
             Store::Kubernetes(s) => {
                 let api: &Api<DirectoryUser> = s.api();
@@ -72,12 +90,16 @@ impl Store {
                     let page = api.list(&params).await?;
                     for user in &page.items {
                         let record = record_from_user(user);
-                        if let Some(d) = user
+                        match user
                             .status
                             .as_ref()
-                            .and_then(|s| s.deliveries.iter().find(|d| d.target == target))
+                            .and_then(|s| s.deliveries.iter().find(|d| d.target == of.target))
                         {
-                            view.ledger.insert(record.name.clone(), from_api(d));
+                            Some(d) if d.target_uid.as_deref() == Some(of.uid) => {
+                                view.ledger.insert(record.name.clone(), from_api(d));
+                            }
+                            Some(_) => view.foreign.push(record.name.clone()),
+                            None => {}
                         }
                         let labels = labels_of(&record);
                         view.records.push((record, labels));
@@ -91,7 +113,7 @@ impl Store {
             }
             Store::Postgres(s) => {
                 let records = super::UserStore::snapshot(s).await?;
-                let ledger = s.deliveries_of(target).await?;
+                let (ledger, foreign) = s.deliveries_of(of).await?;
                 Ok(DeliveryView {
                     records: records
                         .into_iter()
@@ -101,6 +123,7 @@ impl Store {
                         })
                         .collect(),
                     ledger,
+                    foreign,
                 })
             }
         }
@@ -111,7 +134,7 @@ impl Store {
     /// (Kubernetes store) has nowhere to keep an entry, and is skipped.
     pub async fn record_deliveries(
         &self,
-        target: &str,
+        of: LedgerOf<'_>,
         changes: &[(String, Option<Delivered>)],
     ) -> Result<u64, StoreError> {
         if changes.is_empty() {
@@ -120,11 +143,10 @@ impl Store {
         match self {
             Store::Kubernetes(s) => {
                 let api = s.api().clone();
-                let params = PatchParams::apply(&target_field_manager(target)).force();
+                let params = PatchParams::apply(&target_field_manager(of.target)).force();
                 let mut pending = Vec::with_capacity(changes.len());
                 for (name, delivered) in changes {
-                    let entries: Vec<Delivery> =
-                        delivered.iter().map(|d| to_api(target, d)).collect();
+                    let entries: Vec<Delivery> = delivered.iter().map(|d| to_api(of, d)).collect();
                     pending.push(write_entry(
                         api.clone(),
                         params.clone(),
@@ -137,7 +159,7 @@ impl Store {
                     .try_fold(0u64, |n, w| async move { Ok(n + w) })
                     .await
             }
-            Store::Postgres(s) => s.record_deliveries(target, changes).await,
+            Store::Postgres(s) => s.record_deliveries(of, changes).await,
         }
     }
 }

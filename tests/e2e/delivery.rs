@@ -12,6 +12,18 @@ use crate::scim_support::{FaultProxy, Tenant};
 use crate::support::{eventually, spawn_operator};
 use crate::world::{RUN_WAIT, Scene, World};
 
+/// The userNames of the application's users, sorted.
+pub async fn user_names(app: &Tenant) -> Vec<String> {
+    let mut names: Vec<String> = app
+        .users()
+        .await
+        .iter()
+        .map(|u| u["userName"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
 /// The application's user with this userName, as the application answers.
 pub async fn account(app: &Tenant, user_name: &str) -> Value {
     app.users()
@@ -31,6 +43,11 @@ impl Scene {
     /// A target `name` over mapping `staff` to the SCIM endpoint `url`.
     pub async fn target_at(&self, name: &str, url: &str, token: &str, extra: Value) {
         self.secret(&format!("{name}-token"), "token", token).await;
+        self.apply_target(name, url, extra);
+    }
+
+    /// Apply target `name` to `url`, with the token its Secret `<name>-token` holds.
+    pub fn apply_target(&self, name: &str, url: &str, extra: Value) {
         let mut spec = json!({
             "endpoint": url,
             "allowInsecureHttp": true,
@@ -79,6 +96,19 @@ impl Scene {
             .unwrap();
         // Cycle ids carry the second they started in; two in one second differ by suffix.
         self.wait_cycle(name, before.as_deref()).await
+    }
+
+    /// The last cycle of target `name`, once one succeeded.
+    pub async fn succeeded_cycle(&self, name: &str) -> CycleSummary {
+        eventually(
+            RUN_WAIT,
+            &format!("a cycle of target {name} that succeeded"),
+            || async {
+                let c = self.target_status(name).await.last_cycle?;
+                (c.result == "Succeeded").then_some(c)
+            },
+        )
+        .await
     }
 
     pub async fn target_status(&self, name: &str) -> usersync::api::ProvisioningTargetStatus {
@@ -363,11 +393,7 @@ async fn a_wrong_token_quarantines_the_target_until_it_is_fixed() {
         json!({"auth": {"bearerTokenSecretRef": {"name": "app-token", "key": "token"}}}),
     )
     .await;
-    let c = eventually(RUN_WAIT, "a cycle with the right token", || async {
-        let c = w.target_status("app").await.last_cycle?;
-        (c.result == "Succeeded").then_some(c)
-    })
-    .await;
+    let c = w.succeeded_cycle("app").await;
     assert_eq!(c.created, 1, "{c:?}");
     let status = w.target_status("app").await;
     assert!(!usersync::api::condition_is_true(
@@ -534,19 +560,8 @@ async fn a_restart_in_the_middle_of_a_cycle_duplicates_nothing_and_loses_nothing
     );
     proxy.slow(std::time::Duration::ZERO);
     w.start_operator();
-    let c = eventually(RUN_WAIT, "a completed cycle", || async {
-        let c = w.target_status("app").await.last_cycle?;
-        (c.result == "Succeeded").then_some(c)
-    })
-    .await;
-    let mut names: Vec<String> = app
-        .users()
-        .await
-        .iter()
-        .map(|u| u["userName"].as_str().unwrap().to_string())
-        .collect();
-    names.sort();
-    assert_eq!(names, users, "every user once, none twice");
+    let c = w.succeeded_cycle("app").await;
+    assert_eq!(user_names(&app).await, users, "every user once, none twice");
     assert!(
         c.adopted as usize + c.created as usize >= users.len() - created,
         "{c:?}"
@@ -652,19 +667,33 @@ async fn plan_and_provision_from_the_command_line() {
     );
 }
 
-/// With `--store=postgres` the ledger lives in the `deliveries` table: each
-/// delivery is a row, and a user whose row leaves the registry still has its
-/// account disabled, because the ledger entry outlives it.
-#[tokio::test]
-async fn with_the_postgres_store_the_ledger_is_a_table_and_outlives_the_user_row() {
-    let (db, _) = crate::pg_support::fresh_database("e2e_ptarget").await;
-    let w = World::without_operator("ptarget-pg", Server::slapd(), json!({})).await;
-    spawn_operator(
+/// A fresh database `database`, and a namespace whose operator keeps its
+/// registry there.
+async fn postgres_world(
+    database: &str,
+    test: &str,
+) -> (
+    usersync::store::postgres::Database,
+    World<'static>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (db, _) = crate::pg_support::fresh_database(database).await;
+    let w = World::without_operator(test, Server::slapd(), json!({})).await;
+    let operator = spawn_operator(
         &w.client,
         &w.ns.name,
         usersync::store::Backend::Postgres(db.clone()),
         &w.clock,
     );
+    (db, w, operator)
+}
+
+/// With `--store=postgres` the ledger lives in the `deliveries` table: each
+/// delivery is a row, and a user whose row leaves the registry still has its
+/// account disabled, because the ledger entry outlives it.
+#[tokio::test]
+async fn with_the_postgres_store_the_ledger_is_a_table_and_outlives_the_user_row() {
+    let (db, w, _) = postgres_world("e2e_ptarget", "ptarget-pg").await;
     let app = Tenant::fresh(&w.ns.name);
     w.add_user("mia", false);
     w.add_user("ned", false);
@@ -1177,4 +1206,540 @@ async fn an_approval_of_a_cycle_that_no_longer_waits_is_stale() {
     .await;
     assert_eq!(state, ApprovalState::Stale);
     assert_eq!(account(&app, "g2").await["active"], true);
+}
+
+/// A target deleted and created again under the same name (a GitOps tool
+/// replacing it) is a new target: the earlier object's ledger is not its own. It
+/// touches no account by an id it never created or adopted, forgets the entries
+/// the earlier object left, and adopts the accounts by their userName as a first
+/// cycle does.
+#[tokio::test]
+async fn a_target_created_again_under_the_same_name_starts_from_its_own_ledger() {
+    let w = World::new("ptarget-again", Server::slapd(), json!({})).await;
+    let app = Tenant::fresh(&w.ns.name);
+    let proxy = FaultProxy::start(&app).await;
+    w.add_user("oli", false);
+    w.add_user("pam", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    let url = proxy.base_url();
+    let safety = json!({"safety": {"maxDisablePercent": 100}});
+    w.target_at("app", url.as_str(), &app.token, safety.clone())
+        .await;
+    assert_eq!(w.wait_cycle("app", None).await.created, 2);
+    let ids: Vec<Value> = vec![
+        account(&app, "oli").await["id"].clone(),
+        account(&app, "pam").await["id"].clone(),
+    ];
+    let old_uid = w.targets().get("app").await.unwrap().metadata.uid;
+
+    proxy.reset_counts();
+    w.targets()
+        .delete("app", &Default::default())
+        .await
+        .unwrap();
+    eventually(RUN_WAIT, "the target gone", || async {
+        w.targets()
+            .get_opt("app")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    // The new object selects nobody yet: the earlier object's accounts are not
+    // its own, so it disables none of them.
+    let mut spec = safety.clone();
+    spec["users"] = json!({"mappings": ["nobody"]});
+    w.apply_target("app", url.as_str(), spec);
+    let c = w.wait_cycle("app", None).await;
+    assert_ne!(w.targets().get("app").await.unwrap().metadata.uid, old_uid);
+    assert_eq!((c.disabled, c.failed), (0, 0), "{c:?}");
+    for u in ["oli", "pam"] {
+        assert_eq!(account(&app, u).await["active"], true, "{u}");
+        let ledger = w.user(u).await.status.unwrap().deliveries;
+        assert!(
+            ledger.is_empty(),
+            "{u}: the earlier object's entry lingers: {ledger:?}"
+        );
+    }
+    assert!(
+        proxy.seen().iter().all(|s| s.method == "GET"),
+        "{:?}",
+        proxy.seen()
+    );
+
+    // Selecting the users again: each is looked up and adopted, none created.
+    proxy.reset_counts();
+    w.patch_target_spec("app", json!({"users": {"mappings": ["staff"]}}))
+        .await;
+    let before = w.target_status("app").await.last_cycle.unwrap().id;
+    let c = w.wait_cycle("app", Some(&before)).await;
+    assert_eq!((c.adopted, c.created, c.failed), (2, 0, 0), "{c:?}");
+    let uid = w.targets().get("app").await.unwrap().metadata.uid;
+    for (u, id) in ["oli", "pam"].into_iter().zip(&ids) {
+        assert_eq!(&account(&app, u).await["id"], id, "{u}");
+        let ledger = w.user(u).await.status.unwrap().deliveries;
+        assert_eq!(
+            (ledger[0].remote_id.as_ref(), &ledger[0].target_uid),
+            (id.as_str().map(str::to_string).as_ref(), &uid),
+            "{u}"
+        );
+    }
+    assert_eq!(app.users().await.len(), 2);
+}
+
+/// Five users `<prefix>1`..`<prefix>5` delivered through a fault proxy by a
+/// target that may disable 25 % of them in a cycle, and a cycle blocked on
+/// disabling the first three.
+async fn blocked_mass_disable(
+    test: &str,
+    prefix: &str,
+) -> (
+    World<'static>,
+    Tenant,
+    FaultProxy,
+    usersync::api::BlockedCycle,
+) {
+    let w = World::new(
+        test,
+        Server::slapd(),
+        json!({"safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    let app = Tenant::fresh(&w.ns.name);
+    let proxy = FaultProxy::start(&app).await;
+    let users: Vec<String> = (1..=5).map(|i| format!("{prefix}{i}")).collect();
+    for u in &users {
+        w.add_user(u, false);
+    }
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    let spec = json!({"safety": {"maxDisablePercent": 25}});
+    w.target_at("app", proxy.base_url().as_str(), &app.token, spec)
+        .await;
+    assert_eq!(w.wait_cycle("app", None).await.created, 5);
+    for u in &users[..3] {
+        w.set_disabled(u, true);
+    }
+    w.sync("staff").await;
+    assert_eq!(w.cycle("app").await.result, "Blocked");
+    let blocked = w.target_status("app").await.blocked_cycle.unwrap();
+    (w, app, proxy, blocked)
+}
+
+/// An approval is spent by the cycle that sends what it approved. An approved
+/// disable the application refuses keeps the approval in its user's entry: its
+/// retry, on a later cycle, needs no second approval.
+#[tokio::test]
+async fn an_approved_disable_that_failed_is_retried_without_a_new_approval() {
+    use usersync::api::ApprovalState;
+    let (w, app, proxy, blocked) = blocked_mass_disable("ptarget-approved-retry", "w").await;
+    let protected = account(&app, "w3").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    proxy.forbid(&protected);
+    approve_target(&w, &blocked.run_id);
+    let c = eventually(RUN_WAIT, "the approved disables sent", || async {
+        let c = w.target_status("app").await.last_cycle?;
+        (c.disabled > 0).then_some(c)
+    })
+    .await;
+    assert_eq!((c.disabled, c.failed), (2, 1), "{c:?}");
+    assert_eq!(
+        approval_state(&w, &blocked.run_id).await,
+        Some(ApprovalState::Used)
+    );
+    let w3 = w.user("w3").await.status.unwrap().deliveries;
+    assert_eq!(
+        w3[0].approved_cycle.as_deref(),
+        Some(blocked.run_id.as_str()),
+        "{w3:?}"
+    );
+    assert_eq!(account(&app, "w3").await["active"], true);
+
+    // The application lets the account be changed again; once w3's back-off has
+    // passed, its disable goes without another approval, though one disable of
+    // the three active accounts is past 25 %.
+    proxy.allow(&protected);
+    w.clock.advance(std::time::Duration::from_secs(120));
+    let c = w.cycle("app").await;
+    assert_eq!(
+        (c.result.as_str(), c.disabled, c.failed),
+        ("Succeeded", 1, 0),
+        "{c:?}"
+    );
+    assert_eq!(account(&app, "w3").await["active"], false);
+    let w3 = w.user("w3").await.status.unwrap().deliveries;
+    assert_eq!(
+        (w3[0].state.as_str(), &w3[0].approved_cycle),
+        ("Disabled", &None),
+        "{w3:?}"
+    );
+    assert!(w.target_status("app").await.blocked_cycle.is_none());
+}
+
+/// Credentials refused in the middle of a phase (a token revoked while a cycle
+/// runs): what was delivered before is recorded as delivered, nothing more is
+/// sent, and the users not reached are neither failed nor put on back-off: the
+/// first cycle that gets through sends them.
+#[tokio::test]
+async fn a_401_in_the_middle_of_a_phase_keeps_what_was_delivered_and_fails_no_user() {
+    let w = World::new("ptarget-401", Server::slapd(), json!({})).await;
+    let app = Tenant::fresh(&w.ns.name);
+    let proxy = FaultProxy::start(&app).await;
+    let users: Vec<String> = (0..20).map(|i| format!("q{i:02}")).collect();
+    for u in &users {
+        w.add_user(u, false);
+    }
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    // The probe and the capabilities (3 requests), then creates of two requests
+    // each, eight at a time: a lookup and a POST. About eight go through.
+    proxy.refuse_after(23);
+    w.target_at("app", proxy.base_url().as_str(), &app.token, json!({}))
+        .await;
+    let c = w.wait_cycle("app", None).await;
+    let accounts = app.users().await;
+    assert_eq!(
+        (c.result.as_str(), c.created as usize, c.failed),
+        ("Quarantined", accounts.len(), 0),
+        "{c:?}"
+    );
+    assert!(
+        !accounts.is_empty() && accounts.len() < users.len(),
+        "{c:?}"
+    );
+    assert!(c.message.contains("not sent"), "{}", c.message);
+    let refused = proxy.seen().iter().filter(|s| s.status == 401).count();
+    assert!(
+        refused <= 8,
+        "{refused} requests went after the first 401 (at most the 8 in flight)"
+    );
+    for u in &users {
+        let ledger = w.user(u).await.status.unwrap_or_default().deliveries;
+        match accounts.iter().find(|a| a["userName"] == u.as_str()) {
+            Some(a) => assert_eq!(
+                (ledger[0].state.as_str(), ledger[0].remote_id.as_deref()),
+                ("Provisioned", a["id"].as_str()),
+                "{u}"
+            ),
+            None => assert!(ledger.is_empty(), "{u} not sent, yet: {ledger:?}"),
+        }
+    }
+    assert!(w.event_notes("DeliveryFailed").await.is_empty());
+
+    // The credentials work again: the next cycle sends every user not reached,
+    // and nothing twice.
+    proxy.accept_again();
+    let c = w.cycle("app").await;
+    assert_eq!(
+        (c.result.as_str(), c.created as usize, c.adopted, c.failed),
+        ("Succeeded", users.len() - accounts.len(), 0, 0),
+        "{c:?}"
+    );
+    assert_eq!(app.users().await.len(), users.len());
+}
+
+/// The reasons of the Events about target `name`, now.
+async fn target_event_reasons(w: &World<'_>, name: &str) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(w.client.clone(), &w.ns.name);
+    let list = events.list(&Default::default()).await.unwrap();
+    list.items
+        .into_iter()
+        .filter(|e| {
+            e.regarding.as_ref().is_some_and(|r| {
+                r.kind.as_deref() == Some("ProvisioningTarget") && r.name.as_deref() == Some(name)
+            })
+        })
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+/// A process that loses the lease in the middle of a cycle sends nothing more,
+/// and writes nothing about the cycle: no ledger entry, no status, no Event. The
+/// process that takes over finds the accounts it created by their userName and
+/// adopts them: every user once, none twice.
+#[tokio::test]
+async fn a_process_that_loses_the_lease_mid_cycle_sends_nothing_more_and_the_successor_duplicates_nothing()
+ {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let w = World::without_operator("ptarget-fenced", Server::slapd(), json!({})).await;
+    let app = Tenant::fresh(&w.ns.name);
+    let proxy = FaultProxy::start(&app).await;
+    let users: Vec<String> = (0..16).map(|i| format!("f{i:02}")).collect();
+    for u in &users {
+        w.add_user(u, false);
+    }
+    let holding = Arc::new(AtomicBool::new(true));
+    let lease = holding.clone();
+    let first = crate::support::spawn_fenced_operator(
+        &w.client,
+        &w.ns.name,
+        usersync::store::Backend::Kubernetes,
+        &w.clock,
+        usersync::controller::Fence::from_fn(move || lease.load(Ordering::SeqCst)),
+    );
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    proxy.slow(std::time::Duration::from_millis(300));
+    w.target_at("app", proxy.base_url().as_str(), &app.token, json!({}))
+        .await;
+    eventually(RUN_WAIT, "the first accounts created", || async {
+        (!app.users().await.is_empty()).then_some(())
+    })
+    .await;
+    holding.store(false, Ordering::SeqCst);
+    // A request already on its way may still arrive; none starts afterwards.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let arrived = proxy.arrived();
+    let version = w
+        .targets()
+        .get("app")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    let reported_before = target_event_reasons(&w, "app").await.len();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        proxy.arrived(),
+        arrived,
+        "requests sent after the lease was lost"
+    );
+    let created = app.users().await.len();
+    assert!(created < users.len(), "the cycle was not cut off");
+    assert_eq!(
+        w.targets()
+            .get("app")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        version,
+        "the target written after the lease was lost"
+    );
+    for u in &users {
+        let ledger = w.user(u).await.status.unwrap_or_default().deliveries;
+        assert!(
+            ledger.is_empty(),
+            "{u}: recorded after the lease was lost: {ledger:?}"
+        );
+    }
+    let reported = target_event_reasons(&w, "app").await;
+    assert_eq!(
+        reported.len(),
+        reported_before,
+        "Events after the lease was lost: {reported:?}"
+    );
+
+    // The successor holds the lease: it adopts what the first created.
+    proxy.slow(std::time::Duration::ZERO);
+    w.start_operator();
+    let c = w.succeeded_cycle("app").await;
+    assert_eq!(
+        (c.adopted as usize, c.created as usize),
+        (created, users.len() - created),
+        "{c:?}"
+    );
+    assert_eq!(user_names(&app).await, users, "every user once, none twice");
+    first.abort();
+}
+
+/// A ledger that cannot be written stops the cycle (`RegistryUnavailable`): what
+/// was sent and not recorded is found again by the next cycle, which adopts the
+/// accounts instead of creating them twice.
+#[tokio::test]
+async fn a_ledger_write_that_fails_stops_the_cycle_and_the_next_duplicates_nothing() {
+    let (db, w, _) = postgres_world("e2e_ptarget_ledger", "ptarget-ledger").await;
+    let app = Tenant::fresh(&w.ns.name);
+    for u in ["la", "lb", "lc"] {
+        w.add_user(u, false);
+    }
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.sync("staff").await;
+    // PostgreSQL refuses every write to the ledger.
+    for statement in [
+        "CREATE FUNCTION refuse_deliveries() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'deliveries are read-only'; END $$",
+        "CREATE TRIGGER refuse_deliveries BEFORE INSERT OR UPDATE OR DELETE ON deliveries FOR EACH ROW EXECUTE FUNCTION refuse_deliveries()",
+    ] {
+        sqlx::query(statement).execute(db.pool()).await.unwrap();
+    }
+    w.target("app", &app, json!({})).await;
+    let c = w.wait_cycle("app", None).await;
+    assert_eq!(c.result, "Failed", "{c:?}");
+    assert!(
+        c.message.contains("recording what was delivered failed"),
+        "{}",
+        c.message
+    );
+    let status = w.target_status("app").await;
+    let reconciling = usersync::api::find_condition(&status.conditions, "Reconciling").unwrap();
+    assert_eq!(reconciling.reason, "RegistryUnavailable", "{reconciling:?}");
+    let sent = app.users().await.len();
+    assert_eq!(
+        sent, 3,
+        "the creates went before their outcomes were refused"
+    );
+
+    sqlx::query("DROP TRIGGER refuse_deliveries ON deliveries")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let c = w.cycle("app").await;
+    assert_eq!(
+        (c.result.as_str(), c.adopted, c.created),
+        ("Succeeded", 3, 0),
+        "{c:?}"
+    );
+    assert_eq!(app.users().await.len(), 3, "no account twice");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE namespace = $1")
+        .bind(&w.ns.name)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 3);
+}
+
+/// Outcomes are recorded every 200 requests within a phase, not only at its end:
+/// an operator stopped after more than 200 creates of one phase leaves them in
+/// the ledger, and its successor looks up only the users after them.
+#[tokio::test]
+async fn a_restart_late_in_a_long_phase_repeats_only_the_lookups_since_the_last_record() {
+    let (db, w, first) = postgres_world("e2e_ptarget_record", "ptarget-record").await;
+    let app = Tenant::fresh(&w.ns.name);
+    let proxy = FaultProxy::start(&app).await;
+    // 250 active users of mapping staff, straight in the registry.
+    let users = 250;
+    sqlx::query(
+        "INSERT INTO users (namespace, name, origin, connector, anchor, mapping, username, email)
+         SELECT $1, 'corp-bulk-' || i, 'Directory', 'corp', 'anchor-' || i, 'staff',
+                'bulk' || lpad(i::text, 3, '0'), 'bulk' || i || '@example.org'
+         FROM generate_series(1, $2) AS i",
+    )
+    .bind(&w.ns.name)
+    .bind(users)
+    .execute(db.pool())
+    .await
+    .unwrap();
+    // The probe and the capabilities (3 requests), 200 creates of a lookup and a
+    // POST each, their record, then 20 creates of the next 200: there the
+    // application hangs and the operator stops.
+    proxy.hold_after(3 + 2 * 220);
+    w.target_at("app", proxy.base_url().as_str(), &app.token, json!({}))
+        .await;
+    eventually(RUN_WAIT, "the application to hang", || async {
+        proxy.holding().then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    first.abort();
+    let _ = first.await;
+    proxy.release();
+    assert!(
+        app.users().await.len() > 200,
+        "the stop came after the first record"
+    );
+
+    proxy.reset_counts();
+    spawn_operator(
+        &w.client,
+        &w.ns.name,
+        usersync::store::Backend::Postgres(db.clone()),
+        &w.clock,
+    );
+    let c = w.succeeded_cycle("app").await;
+    let lookups = proxy
+        .seen()
+        .iter()
+        .filter(|s| s.method == "GET" && s.query.as_deref().is_some_and(|q| q.contains("filter=")))
+        .count();
+    // One of them is the probe.
+    assert!(
+        lookups - 1 <= users as usize - 200,
+        "{lookups} lookups after a stop past the 200th create: {c:?}"
+    );
+    assert_eq!(app.users().await.len(), users as usize, "no account twice");
+    assert_eq!(
+        c.created as usize + c.adopted as usize,
+        users as usize - 200,
+        "{c:?}"
+    );
+}
+
+/// A mapped sub-attribute the user no longer has goes from the account too (a
+/// `replace` of `name` would leave it as it was), and the rest of `name` stays.
+#[tokio::test]
+async fn a_sub_attribute_the_user_lost_is_removed_from_the_account() {
+    let w = World::new("ptarget-subremove", Server::slapd(), json!({})).await;
+    let app = Tenant::fresh(&w.ns.name);
+    w.add_user("kit", false);
+    let modify = |change: &str| {
+        w.server.modify_ldif(&format!(
+            "dn: uid=kit,{}\nchangetype: modify\n{change}\n",
+            w.ou.dn
+        ))
+    };
+    modify("add: title\ntitle: Dr");
+    let extra = json!({"attributes": {"extra": {"title": "title"}}});
+    w.mapping("staff", &w.ou.dn.clone(), extra).await;
+    let spec = json!({"attributes": [
+        {"from": "username", "to": "userName"},
+        {"from": "username", "to": "name.givenName"},
+        {"from": "attributes.title", "to": "name.honorificPrefix"},
+    ]});
+    w.target("app", &app, spec).await;
+    assert_eq!(w.wait_cycle("app", None).await.created, 1);
+    let kit = account(&app, "kit").await;
+    assert_eq!(
+        (&kit["name"]["givenName"], &kit["name"]["honorificPrefix"]),
+        (&json!("kit"), &json!("Dr")),
+        "{kit}"
+    );
+    modify("delete: title");
+    w.sync("staff").await;
+    assert_eq!(w.user("kit").await.spec.attributes.get("title"), None);
+    let c = w.cycle("app").await;
+    assert_eq!((c.updated, c.failed), (1, 0), "{c:?}");
+    let kit = account(&app, "kit").await;
+    assert_eq!(kit["name"]["givenName"], "kit", "{kit}");
+    assert!(kit["name"].get("honorificPrefix").is_none(), "{kit}");
+}
+
+/// An approved cycle cut off by a 401 leaves the approval to the approved
+/// requests it did not send: once the credentials work again, the next cycle
+/// sends them without a new approval, and that cycle spends it.
+#[tokio::test]
+async fn approved_disables_cut_off_by_a_401_go_with_the_next_cycle_without_a_new_approval() {
+    use usersync::api::ApprovalState;
+    let (w, app, proxy, blocked) = blocked_mass_disable("ptarget-approved-401", "y").await;
+    // The probe and one disable go through; then the token stops working.
+    proxy.refuse_after(2);
+    approve_target(&w, &blocked.run_id);
+    let c = eventually(RUN_WAIT, "the approved cycle", || async {
+        let c = w.target_status("app").await.last_cycle?;
+        (c.result == "Quarantined").then_some(c)
+    })
+    .await;
+    assert_eq!((c.disabled, c.failed), (1, 0), "{c:?}");
+    assert_eq!(
+        approval_state(&w, &blocked.run_id).await,
+        Some(ApprovalState::Pending)
+    );
+
+    proxy.accept_again();
+    let c = w.cycle("app").await;
+    assert_eq!(
+        (c.result.as_str(), c.disabled, c.failed),
+        ("Succeeded", 2, 0),
+        "{c:?}"
+    );
+    for u in ["y1", "y2", "y3"] {
+        assert_eq!(account(&app, u).await["active"], false, "{u}");
+    }
+    assert_eq!(
+        approval_state(&w, &blocked.run_id).await,
+        Some(ApprovalState::Used)
+    );
+    let status = w.target_status("app").await;
+    assert!(status.blocked_cycle.is_none(), "{:?}", status.blocked_cycle);
 }

@@ -304,11 +304,30 @@ pub fn spawn_operator(
     store: usersync::store::Backend,
     clock: &TestClock,
 ) -> tokio::task::JoinHandle<()> {
+    spawn_fenced_operator(
+        client,
+        namespace,
+        store,
+        clock,
+        usersync::controller::Fence::open(),
+    )
+}
+
+/// Start the operator in-process like [`spawn_operator`], holding the Lease while
+/// `fence` says so (the leader election's answer, which the test decides).
+pub fn spawn_fenced_operator(
+    client: &Client,
+    namespace: &str,
+    store: usersync::store::Backend,
+    clock: &TestClock,
+    fence: usersync::controller::Fence,
+) -> tokio::task::JoinHandle<()> {
     let scope = usersync::controller::Scope {
         namespaces: vec![namespace.to_string()],
         max_concurrent_runs: 4,
         store,
         clock: clock.clock(),
+        fence,
         ..Default::default()
     };
     let client = client.clone();

@@ -235,6 +235,12 @@ struct Faults {
     token_lifetime: u64,
     /// Answers given before any forwarding, one per request.
     queued: VecDeque<(u16, Option<String>)>,
+    /// Requests still answered before every one is refused with 401.
+    refuse_after: Option<usize>,
+    /// Requests still answered before every one is held without an answer.
+    hold_after: Option<usize>,
+    /// Whether requests are held now.
+    holding: bool,
     no_patch: bool,
     ignore_filters: bool,
     entra_style: bool,
@@ -245,6 +251,8 @@ struct Faults {
     forbidden: Vec<String>,
     delay: Duration,
     seen: Vec<Seen>,
+    /// Requests received, counted as they arrive (before any delay).
+    arrived: usize,
 }
 
 struct Shared {
@@ -288,6 +296,9 @@ impl FaultProxy {
                 token_requests: 0,
                 token_lifetime: 3600,
                 queued: VecDeque::new(),
+                refuse_after: None,
+                hold_after: None,
+                holding: false,
                 no_patch: false,
                 ignore_filters: false,
                 entra_style: false,
@@ -296,6 +307,7 @@ impl FaultProxy {
                 forbidden: Vec::new(),
                 delay: Duration::ZERO,
                 seen: Vec::new(),
+                arrived: 0,
             }),
             tenant: tenant.clone(),
             prefix,
@@ -384,6 +396,36 @@ impl FaultProxy {
         }
     }
 
+    /// Answer `n` more requests, then refuse every one with 401, as after the
+    /// token was revoked in the middle of a cycle.
+    pub fn refuse_after(&self, n: usize) {
+        self.faults().refuse_after = Some(n);
+    }
+
+    /// Answer `n` more requests, then hold every one without an answer until
+    /// [`FaultProxy::release`], as an application that hangs.
+    pub fn hold_after(&self, n: usize) {
+        self.faults().hold_after = Some(n);
+    }
+
+    /// Whether requests are being held.
+    pub fn holding(&self) -> bool {
+        self.faults().holding
+    }
+
+    /// Answer the held requests with 503, never forwarding them (their client
+    /// may be gone), and every later one as before.
+    pub fn release(&self) {
+        let mut faults = self.faults();
+        faults.hold_after = None;
+        faults.holding = false;
+    }
+
+    /// Accept the credentials again after [`FaultProxy::refuse_after`].
+    pub fn accept_again(&self) {
+        self.faults().refuse_after = None;
+    }
+
     /// An application without PATCH: PATCH answers 501, and
     /// /ServiceProviderConfig says `patch.supported: false`.
     pub fn without_patch(&self) {
@@ -418,6 +460,12 @@ impl FaultProxy {
         self.faults().seen.clone()
     }
 
+    /// How many requests arrived so far, answered or not (the token endpoint's
+    /// are not counted).
+    pub fn arrived(&self) -> usize {
+        self.faults().arrived
+    }
+
     /// How many requests of `method` to `path` (without query) were seen.
     pub fn count(&self, method: &str, path: &str) -> usize {
         self.faults()
@@ -437,6 +485,11 @@ impl FaultProxy {
     /// for an account it protects.
     pub fn forbid(&self, id: &str) {
         self.faults().forbidden.push(id.to_owned());
+    }
+
+    /// Answer the requests for the user `id` again.
+    pub fn allow(&self, id: &str) {
+        self.faults().forbidden.retain(|f| f != id);
     }
 
     /// Forget the requests seen so far.
@@ -527,6 +580,22 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     let body = to_bytes(request.into_body(), 16 << 20)
         .await
         .unwrap_or_default();
+    let held = {
+        let mut faults = shared.faults.lock().unwrap();
+        faults.arrived += 1;
+        match faults.hold_after.as_mut() {
+            Some(0) => faults.holding = true,
+            Some(left) => *left -= 1,
+            None => {}
+        }
+        faults.holding
+    };
+    if held {
+        while shared.faults.lock().unwrap().holding {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        return scim_error(503, "held by the test proxy");
+    }
     let (delay, decided) = {
         let mut faults = shared.faults.lock().unwrap();
         (
@@ -674,6 +743,12 @@ fn decide(faults: &mut Faults, _method: &Method, headers: &HeaderMap, shared: &S
             server_token()
         }
     };
+    if let Some(left) = faults.refuse_after.as_mut() {
+        if *left == 0 {
+            return Decision::Answer(unauthorized(presented.as_deref()));
+        }
+        *left -= 1;
+    }
     if let Some((status, retry_after)) = faults.queued.pop_front() {
         let mut response = scim_error(status, "injected by the test proxy");
         if let Some(value) = retry_after {

@@ -869,68 +869,85 @@ impl PostgresStore {
 
 /// A target's ledger in a namespace, times as microseconds.
 const DELIVERIES_OF: &str = r#"
-SELECT name, remote_id, state, digest, failures, last_error,
+SELECT name, target_uid, remote_id, state, digest, failures, last_error, approved_cycle,
        (extract(epoch FROM changed_at) * 1000000)::int8 AS changed_us,
        (extract(epoch FROM retry_after) * 1000000)::int8 AS retry_us
 FROM deliveries WHERE namespace = $1 AND target = $2"#;
 
 /// Entries of a target written in one statement; the arrays are parallel.
 const UPSERT_DELIVERIES: &str = r#"
-INSERT INTO deliveries (namespace, target, name, remote_id, state, digest, changed_at,
-                        last_error, failures, retry_after)
-SELECT $1, $2, d.name, d.remote_id, d.state, d.digest,
+INSERT INTO deliveries (namespace, target, target_uid, name, remote_id, state, digest,
+                        changed_at, last_error, failures, retry_after, approved_cycle)
+SELECT $1, $2, $11, d.name, d.remote_id, d.state, d.digest,
        to_timestamp(d.changed_us / 1000000.0), d.last_error, d.failures,
-       to_timestamp(d.retry_us / 1000000.0)
+       to_timestamp(d.retry_us / 1000000.0), d.approved_cycle
 FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::int8[], $8::text[],
-            $9::int4[], $10::int8[])
-     AS d(name, remote_id, state, digest, changed_us, last_error, failures, retry_us)
+            $9::int4[], $10::int8[], $12::text[])
+     AS d(name, remote_id, state, digest, changed_us, last_error, failures, retry_us,
+          approved_cycle)
 ON CONFLICT (namespace, target, name) DO UPDATE SET
-    remote_id = EXCLUDED.remote_id, state = EXCLUDED.state, digest = EXCLUDED.digest,
+    target_uid = EXCLUDED.target_uid, remote_id = EXCLUDED.remote_id, state = EXCLUDED.state, digest = EXCLUDED.digest,
     changed_at = EXCLUDED.changed_at, last_error = EXCLUDED.last_error,
-    failures = EXCLUDED.failures, retry_after = EXCLUDED.retry_after"#;
+    failures = EXCLUDED.failures, retry_after = EXCLUDED.retry_after,
+    approved_cycle = EXCLUDED.approved_cycle"#;
 
 const FORGET_DELIVERIES: &str =
     "DELETE FROM deliveries WHERE namespace = $1 AND target = $2 AND name = ANY($3::text[])";
 
 impl PostgresStore {
-    /// Target `target`'s ledger, by user name.
+    /// The ledger of target `of`, by user name, and the users whose row another
+    /// target object of the same name wrote.
     pub async fn deliveries_of(
         &self,
-        target: &str,
-    ) -> Result<HashMap<String, crate::delivery::plan::Delivered>, StoreError> {
+        of: crate::store::ledger::LedgerOf<'_>,
+    ) -> Result<
+        (
+            HashMap<String, crate::delivery::plan::Delivered>,
+            Vec<String>,
+        ),
+        StoreError,
+    > {
         use crate::delivery::plan::{Delivered, DeliveredState};
         let rows = sqlx::query(DELIVERIES_OF)
             .bind(&self.namespace)
-            .bind(target)
+            .bind(of.target)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.error("reading deliveries from PostgreSQL failed", e))?;
-        rows.iter()
-            .map(|row| {
-                let get = |e| db_error("reading a delivery row failed", e);
-                let state: Option<String> = row.try_get("state").map_err(get)?;
-                let failures: i32 = row.try_get("failures").map_err(get)?;
-                Ok((
-                    row.try_get("name").map_err(get)?,
-                    Delivered {
-                        remote_id: row.try_get("remote_id").map_err(get)?,
-                        state: state.as_deref().and_then(DeliveredState::parse),
-                        digest: row.try_get("digest").map_err(get)?,
-                        time: from_micros(row.try_get("changed_us").map_err(get)?)?,
-                        last_error: row.try_get("last_error").map_err(get)?,
-                        failures: u32::try_from(failures).unwrap_or(0),
-                        retry_after: from_micros(row.try_get("retry_us").map_err(get)?)?,
-                    },
-                ))
-            })
-            .collect()
+        let mut ledger = HashMap::with_capacity(rows.len());
+        let mut foreign = Vec::new();
+        for row in &rows {
+            let get = |e| db_error("reading a delivery row failed", e);
+            let name: String = row.try_get("name").map_err(get)?;
+            let uid: Option<String> = row.try_get("target_uid").map_err(get)?;
+            if uid.as_deref() != Some(of.uid) {
+                foreign.push(name);
+                continue;
+            }
+            let state: Option<String> = row.try_get("state").map_err(get)?;
+            let failures: i32 = row.try_get("failures").map_err(get)?;
+            ledger.insert(
+                name,
+                Delivered {
+                    remote_id: row.try_get("remote_id").map_err(get)?,
+                    state: state.as_deref().and_then(DeliveredState::parse),
+                    digest: row.try_get("digest").map_err(get)?,
+                    time: from_micros(row.try_get("changed_us").map_err(get)?)?,
+                    last_error: row.try_get("last_error").map_err(get)?,
+                    failures: u32::try_from(failures).unwrap_or(0),
+                    retry_after: from_micros(row.try_get("retry_us").map_err(get)?)?,
+                    approved: row.try_get("approved_cycle").map_err(get)?,
+                },
+            );
+        }
+        Ok((ledger, foreign))
     }
 
     /// Write `changes` to target `target`'s ledger (`None` forgets a user), in at
     /// most two statements per thousand users. Returns the statements issued.
     pub async fn record_deliveries(
         &self,
-        target: &str,
+        of: crate::store::ledger::LedgerOf<'_>,
         changes: &[(String, Option<crate::delivery::plan::Delivered>)],
     ) -> Result<u64, StoreError> {
         let mut writes = 0;
@@ -947,6 +964,7 @@ impl PostgresStore {
                     vec![],
                     vec![],
                 );
+                let mut approved = Vec::with_capacity(kept.len());
                 for (name, d) in &kept {
                     let d = d.as_ref().expect("partitioned on Some");
                     cols.0.push(name.clone());
@@ -957,10 +975,11 @@ impl PostgresStore {
                     cols.5.push(d.last_error.clone());
                     cols.6.push(i32::try_from(d.failures).unwrap_or(i32::MAX));
                     cols.7.push(micros(d.retry_after));
+                    approved.push(d.approved.clone());
                 }
                 sqlx::query(UPSERT_DELIVERIES)
                     .bind(&self.namespace)
-                    .bind(target)
+                    .bind(of.target)
                     .bind(cols.0)
                     .bind(cols.1)
                     .bind(cols.2)
@@ -969,6 +988,8 @@ impl PostgresStore {
                     .bind(cols.5)
                     .bind(cols.6)
                     .bind(cols.7)
+                    .bind(of.uid)
+                    .bind(approved)
                     .execute(&self.pool)
                     .await
                     .map_err(|e| self.error("writing deliveries to PostgreSQL failed", e))?;
@@ -978,7 +999,7 @@ impl PostgresStore {
                 let names: Vec<String> = forgotten.iter().map(|(n, _)| n.clone()).collect();
                 sqlx::query(FORGET_DELIVERIES)
                     .bind(&self.namespace)
-                    .bind(target)
+                    .bind(of.target)
                     .bind(names)
                     .execute(&self.pool)
                     .await
