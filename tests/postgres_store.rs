@@ -1379,3 +1379,26 @@ async fn a_warm_copy_holds_what_its_own_runs_wrote_as_a_read_gives_it_back() {
             .any(|r| r.manual_preserve && r.state == State::Preserved)
     );
 }
+
+#[tokio::test]
+async fn an_import_of_many_batches_written_side_by_side_lands_each_user_once() {
+    let (db, dsn) = fresh_database("many_batches").await;
+    let mut store = db.store("team-a");
+    let now = t0();
+    let view = DirectoryView::full(
+        (0..4500).map(|i| entry(&format!("u{i:05}"), true, &format!("u{i}@example.org"))),
+    );
+    let (plan, report) = run(&mut store, view, now, "run-1").await;
+    assert_eq!(plan.counts.imported, 4500);
+    assert_eq!((report.applied, report.writes), (4500, 5), "{report:?}");
+    let logged: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT user_name) FROM transitions WHERE kind = 'import' AND run_id = 'run-1'",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(logged, 4500);
+    let warm = store.snapshot().await.unwrap().to_vec();
+    assert_eq!(warm.len(), 4500);
+    assert_eq!(warm, cold_read(&dsn).await);
+}

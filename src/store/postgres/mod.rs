@@ -29,6 +29,8 @@ use crate::core::{
 
 /// Transitions per statement.
 const BATCH: usize = 1000;
+/// Statements of one phase in flight at once (of the pool's 8 connections).
+const WRITERS: usize = 4;
 
 /// The embedded schema migrations.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/postgres/migrations");
@@ -589,6 +591,56 @@ impl PostgresStore {
         Ok((outcomes, xid))
     }
 
+    /// Put what became of `batch` into `report`, and what it wrote into this
+    /// store's versions and the warm copy.
+    async fn note_outcomes(
+        &mut self,
+        batch: &[Transition],
+        result: Result<(HashMap<String, Outcome>, i64), sqlx::Error>,
+        run: &RunInfo<'_>,
+        report: &mut ApplyReport,
+    ) {
+        let (mut outcomes, xid) = match result {
+            Ok(written) => written,
+            Err(e) => {
+                tracing::warn!(error = %e, transitions = batch.len(), "writing users to PostgreSQL failed");
+                report.failed.extend(
+                    batch
+                        .iter()
+                        .map(|t| (t.record.name.clone(), format!("PostgreSQL: {e}"))),
+                );
+                return;
+            }
+        };
+        report.writes += 1;
+        let mut written = OwnWrite {
+            xid,
+            rows: Vec::new(),
+        };
+        for t in batch {
+            let name = &t.record.name;
+            match outcomes.remove(name).unwrap_or(Outcome::Conflict) {
+                Outcome::Written(version) => {
+                    report.applied += 1;
+                    // A later phase of this run may write the same row again: its
+                    // precondition is this write.
+                    self.seen.since.insert(name.clone(), version);
+                    written.rows.push((stored_form(t, run.policy), version));
+                }
+                Outcome::Refused => report.failed.push((
+                    name.clone(),
+                    "the stored record is a tombstone or not a directory user; left unchanged"
+                        .to_string(),
+                )),
+                Outcome::Conflict => {
+                    tracing::info!(user = %name, transition = t.kind.label(), "the user changed since the snapshot; not written");
+                    report.conflicts.push(name.clone());
+                }
+            }
+        }
+        self.copy.wrote(written).await;
+    }
+
     /// Record that a run started, so its transitions can name it.
     pub async fn run_started(
         &self,
@@ -1066,51 +1118,25 @@ impl UserStore for PostgresStore {
         run: RunInfo<'_>,
     ) -> Result<ApplyReport, StoreError> {
         let mut report = ApplyReport::default();
-        // Batches come in order: those before `done` were written (or tried).
+        let batches: Vec<&[Transition]> = super::phase_batches(transitions, BATCH).collect();
+        // Up to WRITERS statements of one phase at once: while PostgreSQL writes
+        // and commits one batch, the next is built and sent.
+        let rounds = batches
+            .chunk_by(|a, b| a[0].kind.phase() == b[0].kind.phase())
+            .flat_map(|phase| phase.chunks(WRITERS));
+        // Rounds come in order: the batches before `done` were written (or tried).
         let mut done = 0;
-        for batch in super::phase_batches(transitions, BATCH) {
+        for round in rounds {
             if run.fenced(&transitions[done..], &mut report) {
                 break;
             }
-            done += batch.len();
-            match self.apply_batch(batch, &run).await {
-                Ok((mut outcomes, xid)) => {
-                    report.writes += 1;
-                    let mut written = OwnWrite {
-                        xid,
-                        rows: Vec::new(),
-                    };
-                    for t in batch {
-                        let name = &t.record.name;
-                        match outcomes.remove(name).unwrap_or(Outcome::Conflict) {
-                            Outcome::Written(version) => {
-                                report.applied += 1;
-                                // A later phase of this run may write the same row
-                                // again: its precondition is this write.
-                                self.seen.since.insert(name.clone(), version);
-                                written.rows.push((stored_form(t, run.policy), version));
-                            }
-                            Outcome::Refused => report.failed.push((
-                                name.clone(),
-                                "the stored record is a tombstone or not a directory user; left unchanged"
-                                    .to_string(),
-                            )),
-                            Outcome::Conflict => {
-                                tracing::info!(user = %name, transition = t.kind.label(), "the user changed since the snapshot; not written");
-                                report.conflicts.push(name.clone());
-                            }
-                        }
-                    }
-                    self.copy.wrote(written).await;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, transitions = batch.len(), "writing users to PostgreSQL failed");
-                    report.failed.extend(
-                        batch
-                            .iter()
-                            .map(|t| (t.record.name.clone(), format!("PostgreSQL: {e}"))),
-                    );
-                }
+            let this = &*self;
+            let results =
+                futures::future::join_all(round.iter().map(|batch| this.apply_batch(batch, &run)))
+                    .await;
+            for (batch, result) in round.iter().zip(results) {
+                done += batch.len();
+                self.note_outcomes(batch, result, &run, &mut report).await;
             }
         }
         Ok(report)
