@@ -185,7 +185,8 @@ async fn the_schema_migrates_on_an_empty_database_and_again_on_restart() {
             "deliveries",
             "runs",
             "transitions",
-            "users"
+            "users",
+            "users_removed"
         ],
         "{tables:?}"
     );
@@ -198,7 +199,7 @@ async fn the_schema_migrates_on_an_empty_database_and_again_on_restart() {
 
 #[tokio::test]
 async fn import_into_postgres_and_a_no_change_resync_writes_nothing() {
-    let (db, _) = fresh_database("import").await;
+    let (db, dsn) = fresh_database("import").await;
     let mut store = db.store("team-a");
     let now = t0();
     let view = || {
@@ -212,13 +213,19 @@ async fn import_into_postgres_and_a_no_change_resync_writes_nothing() {
     assert_eq!(plan.counts.imported, 2, "the disabled user is not imported");
     assert_eq!(report.applied, 2);
 
-    let mut stored = store.snapshot().await.unwrap();
-    stored.sort_by(|a, b| a.name.cmp(&b.name));
+    // Read by another process, which has no copy of its own yet.
+    let stored = Database::from_dsn(&dsn)
+        .unwrap()
+        .store("team-a")
+        .snapshot()
+        .await
+        .unwrap()
+        .to_vec();
     let mut planned: Vec<_> = plan.transitions.iter().map(|t| t.record.clone()).collect();
     planned.sort_by(|a, b| a.name.cmp(&b.name));
     assert_eq!(
         stored, planned,
-        "the store gives back exactly what was written"
+        "the store gives back exactly what was written, in the order of names"
     );
 
     let (again, report) = run(&mut store, view(), now + 1.hour(), "run-2").await;
@@ -507,7 +514,7 @@ async fn manual_preserve_set_by_an_admin_is_kept_and_preserves_the_user() {
     // the admin's flag, and never lift it.
     let view = || DirectoryView::full([entry("a1", true, "ann.other@example.org")]);
     run(&mut store, view(), now + 90.seconds(), "run-3").await;
-    let record = store.snapshot().await.unwrap().remove(0);
+    let record = store.snapshot().await.unwrap()[0].clone();
     assert!(record.manual_preserve);
     assert_eq!(record.state, State::Preserved);
     assert_eq!(record.reason, Some(Reason::Manual));
@@ -732,8 +739,9 @@ async fn stored(db: &Database, name: &str) -> (usersync::core::UserRecord, i64, 
         .snapshot()
         .await
         .unwrap()
-        .into_iter()
+        .iter()
         .find(|r| r.name == name)
+        .cloned()
         .expect("the row exists");
     let (version, run): (i64, Option<String>) =
         sqlx::query_as("SELECT version, last_sync_run FROM users WHERE name = $1")
@@ -1222,4 +1230,204 @@ async fn a_targets_ledger_round_trips_and_outlives_the_user_row() {
     assert_eq!(view.ledger.get(&name), Some(&disabled));
     assert!(view.foreign.is_empty());
     assert!(store.delivery_view(app).await.unwrap().ledger.is_empty());
+}
+
+/// The namespace as a process that has just started reads it: every row.
+async fn cold_read(dsn: &str) -> Vec<usersync::core::UserRecord> {
+    Database::from_dsn(dsn)
+        .unwrap()
+        .store("team-a")
+        .snapshot()
+        .await
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn a_warm_copy_sees_what_other_processes_and_admins_wrote_since() {
+    let (db, dsn) = fresh_database("warm_others").await;
+    let now = t0();
+    let everyone = |email: &str| {
+        DirectoryView::full([
+            entry("a1", true, email),
+            entry("b2", true, "bo@example.org"),
+            entry("c3", true, "cy@example.org"),
+            entry("d4", true, "di@example.org"),
+        ])
+    };
+    let mut mine = db.store("team-a");
+    run(&mut mine, everyone("ann@example.org"), now, "run-1").await;
+    assert_eq!(mine.snapshot().await.unwrap().len(), 4);
+
+    // Another replica's run, an admin's `usersync preserve`, edits and a removal
+    // by hand, and a Manual user inserted by hand.
+    let other = Database::from_dsn(&dsn).unwrap();
+    let (plan, _) = run(
+        &mut other.store("team-a"),
+        everyone("ann.new@example.org"),
+        now + 1.minute(),
+        "run-2",
+    )
+    .await;
+    assert_eq!(kinds(&plan), ["update"]);
+    other
+        .store("team-a")
+        .set_manual_preserve(&name_of("b2"), true, "usersync preserve (alice)")
+        .await
+        .unwrap();
+    for edit in [
+        "UPDATE users SET display_name = 'Cy (by hand)' WHERE name = $1",
+        "DELETE FROM users WHERE name = $2",
+    ] {
+        sqlx::query(edit)
+            .bind(name_of("c3"))
+            .bind(name_of("d4"))
+            .execute(other.pool())
+            .await
+            .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO users (namespace, name, origin, username) VALUES ('team-a', 'eve', 'Manual', 'eve')",
+    )
+    .execute(other.pool())
+    .await
+    .unwrap();
+
+    let warm = mine.snapshot().await.unwrap().to_vec();
+    assert_eq!(
+        warm,
+        cold_read(&dsn).await,
+        "the copy is what the database holds"
+    );
+    let user = |name: &str| warm.iter().find(|r| r.name == name);
+    assert_eq!(warm.len(), 4, "{warm:?}");
+    assert!(user(&name_of("d4")).is_none(), "d4 is gone");
+    assert!(user("eve").is_some());
+    let a1 = user(&name_of("a1")).unwrap();
+    assert_eq!(a1.fields.email.as_deref(), Some("ann.new@example.org"));
+    assert!(user(&name_of("b2")).unwrap().manual_preserve);
+    let c3 = user(&name_of("c3")).unwrap();
+    assert_eq!(c3.fields.display_name.as_deref(), Some("Cy (by hand)"));
+
+    // Planned from the copy, the run acts on all of it and its writes land.
+    let (plan, report) = run(
+        &mut mine,
+        everyone("ann.new@example.org"),
+        now + 2.minutes(),
+        "run-3",
+    )
+    .await;
+    let mut planned: Vec<(&str, &str)> = plan
+        .transitions
+        .iter()
+        .map(|t| (t.record.anchor.as_str(), t.kind.label()))
+        .collect();
+    planned.sort();
+    assert_eq!(
+        planned,
+        [("b2", "preserve"), ("c3", "update"), ("d4", "import")],
+        "{plan:?}"
+    );
+    assert_eq!(report.applied, 3);
+    assert_eq!(
+        mine.snapshot().await.unwrap().to_vec(),
+        cold_read(&dsn).await
+    );
+}
+
+#[tokio::test]
+async fn a_warm_copy_holds_what_its_own_runs_wrote_as_a_read_gives_it_back() {
+    let (db, dsn) = fresh_database("warm_own").await;
+    let mut store = db.store("team-a");
+    let now = t0() + 123_456.microseconds() + 789.nanoseconds();
+    let view = |enabled: bool, email: &str| {
+        DirectoryView::full([
+            entry("a1", enabled, email),
+            entry("b2", true, "bo@example.org"),
+        ])
+    };
+    let steps = [
+        (view(true, "ann@example.org"), now, "import"),
+        (
+            view(true, "ann.new@example.org"),
+            now + 10.seconds(),
+            "update",
+        ),
+        (
+            view(false, "ann.new@example.org"),
+            now + 20.seconds(),
+            "preserve",
+        ),
+        (
+            view(true, "ann.new@example.org"),
+            now + 30.seconds(),
+            "reenable",
+        ),
+        (
+            view(false, "ann.new@example.org"),
+            now + 40.seconds(),
+            "preserve",
+        ),
+        (
+            view(false, "ann.new@example.org"),
+            now + 3.minutes(),
+            "delete",
+        ),
+        (
+            view(true, "ann.new@example.org"),
+            now + 4.minutes(),
+            "import",
+        ),
+    ];
+    for (i, (view, at, kind)) in steps.into_iter().enumerate() {
+        let (plan, _) = run(&mut store, view, at, &format!("run-{i}")).await;
+        assert!(kinds(&plan).contains(&kind), "step {i}: {plan:?}");
+        assert_eq!(
+            store.snapshot().await.unwrap().to_vec(),
+            cold_read(&dsn).await,
+            "after step {i} ({kind})"
+        );
+    }
+    // An admin's hold, then a run that writes the held user: the copy keeps it.
+    store
+        .set_manual_preserve(&name_of("b2"), true, "usersync preserve (alice)")
+        .await
+        .unwrap();
+    let (plan, _) = run(
+        &mut store,
+        view(true, "ann.new@example.org"),
+        now + 5.minutes(),
+        "run-hold",
+    )
+    .await;
+    assert_eq!(kinds(&plan), ["preserve"]);
+    let warm = store.snapshot().await.unwrap().to_vec();
+    assert_eq!(warm, cold_read(&dsn).await);
+    assert!(
+        warm.iter()
+            .any(|r| r.manual_preserve && r.state == State::Preserved)
+    );
+}
+
+#[tokio::test]
+async fn an_import_of_many_batches_written_side_by_side_lands_each_user_once() {
+    let (db, dsn) = fresh_database("many_batches").await;
+    let mut store = db.store("team-a");
+    let now = t0();
+    let view = DirectoryView::full(
+        (0..4500).map(|i| entry(&format!("u{i:05}"), true, &format!("u{i}@example.org"))),
+    );
+    let (plan, report) = run(&mut store, view, now, "run-1").await;
+    assert_eq!(plan.counts.imported, 4500);
+    assert_eq!((report.applied, report.writes), (4500, 5), "{report:?}");
+    let logged: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT user_name) FROM transitions WHERE kind = 'import' AND run_id = 'run-1'",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(logged, 4500);
+    let warm = store.snapshot().await.unwrap().to_vec();
+    assert_eq!(warm.len(), 4500);
+    assert_eq!(warm, cold_read(&dsn).await);
 }

@@ -67,10 +67,15 @@ pub async fn explain(
     now: jiff::Timestamp,
 ) -> anyhow::Result<Report> {
     let mut store = backend.open(client, namespace);
-    let mut snapshot = store.snapshot().await?;
-    snapshot.retain(|r| {
-        r.name == query || r.anchor == query || r.fields.username.as_deref() == Some(query)
-    });
+    let mut snapshot: Vec<_> = store
+        .snapshot()
+        .await?
+        .iter()
+        .filter(|r| {
+            r.name == query || r.anchor == query || r.fields.username.as_deref() == Some(query)
+        })
+        .cloned()
+        .collect();
     snapshot.sort_by_key(|r| (r.state == core::State::Deleted, r.name.clone()));
     let mappings: Api<DirectoryMapping> = Api::namespaced(client.clone(), namespace);
     let connectors: Api<ConnectorHealth> = Api::namespaced(client.clone(), namespace);

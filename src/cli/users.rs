@@ -12,7 +12,8 @@ pub async fn list(
     backend: &Backend,
     namespace: &str,
 ) -> anyhow::Result<Vec<UserRecord>> {
-    let mut records = backend.open(client, namespace).snapshot().await?;
+    let mut records =
+        std::sync::Arc::unwrap_or_clone(backend.open(client, namespace).snapshot().await?);
     records.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(records)
 }

@@ -89,7 +89,7 @@ pub enum ViewFrom {
 /// A plan and what it was made from.
 pub struct Prepared {
     pub plan: Plan,
-    pub snapshot: Vec<UserRecord>,
+    pub snapshot: crate::store::Snapshot,
     pub store: Store,
     pub policy: core::Policy,
     pub context: MappingContext,
@@ -129,7 +129,7 @@ impl Basis {
         context: &MappingContext,
         policy: &core::Policy,
         now: jiff::Timestamp,
-    ) -> Result<(Plan, Vec<UserRecord>), PlanningError> {
+    ) -> Result<(Plan, crate::store::Snapshot), PlanningError> {
         let snapshot = store.snapshot().await?;
         let plan = plan_from(self, &snapshot, context, policy, now)
             .await

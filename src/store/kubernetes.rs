@@ -424,12 +424,12 @@ impl KubernetesStore {
 }
 
 impl UserStore for KubernetesStore {
-    async fn snapshot(&mut self) -> Result<Vec<UserRecord>, StoreError> {
+    async fn snapshot(&mut self) -> Result<super::Snapshot, StoreError> {
         let users = match self.ready_cache().await {
             Some(cache) => cache.users(),
             None => self.list_all().await?,
         };
-        Ok(self.saw_all(users))
+        Ok(std::sync::Arc::new(self.saw_all(users)))
     }
 
     async fn apply(

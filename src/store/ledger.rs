@@ -115,13 +115,7 @@ impl Store {
                 let records = super::UserStore::snapshot(s).await?;
                 let (ledger, foreign) = s.deliveries_of(of).await?;
                 Ok(DeliveryView {
-                    records: records
-                        .into_iter()
-                        .map(|r| {
-                            let labels = labels_of(&r);
-                            (r, labels)
-                        })
-                        .collect(),
+                    records: records.iter().map(|r| (r.clone(), labels_of(r))).collect(),
                     ledger,
                     foreign,
                 })

@@ -94,11 +94,15 @@ pub enum StoreError {
     Postgres(String),
 }
 
+/// Every record of a namespace, as the planner sees them. Shared: a store may
+/// hand the same records to several runs (the PostgreSQL store's warm copy).
+pub type Snapshot = std::sync::Arc<Vec<UserRecord>>;
+
 /// The registry of users of one namespace.
 #[allow(async_fn_in_trait)]
 pub trait UserStore {
     /// Every record, as the planner sees them.
-    async fn snapshot(&mut self) -> Result<Vec<UserRecord>, StoreError>;
+    async fn snapshot(&mut self) -> Result<Snapshot, StoreError>;
     /// Apply transitions in order. Transitions of one phase may be written
     /// concurrently; a phase starts only after the previous one finished.
     async fn apply(
@@ -272,7 +276,7 @@ impl Store {
 }
 
 impl UserStore for Store {
-    async fn snapshot(&mut self) -> Result<Vec<UserRecord>, StoreError> {
+    async fn snapshot(&mut self) -> Result<Snapshot, StoreError> {
         match self {
             Store::Kubernetes(s) => s.snapshot().await,
             Store::Postgres(s) => s.snapshot().await,

@@ -13,7 +13,6 @@
 //! it never overwrites a Manual or CSV user (rule 7), a tombstone (rule 6) or an
 //! admin's `manual_preserve`.
 
-use futures::TryStreamExt;
 use jiff::Timestamp;
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -21,14 +20,17 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::{ApplyReport, RunInfo, StoreError, UserStore};
+use super::{ApplyReport, RunInfo, Snapshot, StoreError, UserStore};
 use crate::api::RunSummary;
 use crate::core::{
-    Origin, Reason, State, Transition, TransitionKind, UserFields, UserRecord, deletion_deadline,
+    Origin, Policy, Reason, State, Transition, TransitionKind, UserFields, UserRecord,
+    deletion_deadline,
 };
 
 /// Transitions per statement.
 const BATCH: usize = 1000;
+/// Statements of one phase in flight at once (of the pool's 8 connections).
+const WRITERS: usize = 4;
 
 /// The embedded schema migrations.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/postgres/migrations");
@@ -38,6 +40,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("src/store/postgres/mi
 pub struct Database {
     pool: PgPool,
     options: std::sync::Arc<PgConnectOptions>,
+    /// The warm copy of each namespace in use, shared by its stores.
+    copies: std::sync::Arc<std::sync::Mutex<HashMap<String, std::sync::Arc<WarmCopy>>>>,
 }
 
 /// Where it is, never the password (the connection options hold it).
@@ -75,6 +79,7 @@ impl Database {
         Self {
             pool,
             options: std::sync::Arc::new(options),
+            copies: Default::default(),
         }
     }
 
@@ -149,11 +154,19 @@ impl Database {
 
     /// The store of one namespace.
     pub fn store(&self, namespace: &str) -> PostgresStore {
+        let copy = self
+            .copies
+            .lock()
+            .expect("copies lock poisoned")
+            .entry(namespace.to_string())
+            .or_default()
+            .clone();
         PostgresStore {
             at: self.describe().into(),
             pool: self.pool.clone(),
             namespace: namespace.to_string(),
-            seen: HashMap::new(),
+            copy,
+            seen: Seen::default(),
         }
     }
 
@@ -169,10 +182,29 @@ pub struct PostgresStore {
     at: std::sync::Arc<str>,
     pool: PgPool,
     namespace: String,
-    /// The `version` of each row as the last read of records (a snapshot, or
-    /// [`PostgresStore::preserved_of`]) saw it, by name: every write but an import
-    /// is conditional on it.
-    seen: HashMap<String, i64>,
+    /// The namespace's warm copy, which snapshots are taken from.
+    copy: std::sync::Arc<WarmCopy>,
+    /// The `version` of each row as the last read of records saw it: every write
+    /// but an import is conditional on it.
+    seen: Seen,
+}
+
+/// The versions a store's writes expect.
+#[derive(Default)]
+struct Seen {
+    /// The last snapshot.
+    snapshot: Registry,
+    /// Later reads and this store's own writes, by name; they come first.
+    since: HashMap<String, i64>,
+}
+
+impl Seen {
+    fn version_of(&self, name: &str) -> Option<i64> {
+        self.since
+            .get(name)
+            .copied()
+            .or_else(|| self.snapshot.version_of(name))
+    }
 }
 
 /// `text` with every occurrence of the DSN's password (and the DSN) masked.
@@ -240,8 +272,8 @@ macro_rules! user_columns {
     };
 }
 
-/// A namespace's users.
-const SNAPSHOT: &str = concat!(user_columns!(), "WHERE namespace = $1 ORDER BY name");
+mod warm;
+use warm::{OwnWrite, Registry, WarmCopy};
 
 /// The preserved directory users of one connector ($2).
 const PRESERVED_OF: &str = concat!(
@@ -293,6 +325,23 @@ fn seen_record(row: &PgRow, seen: &mut HashMap<String, i64>) -> Result<UserRecor
         .map_err(|e| db_error("reading a user row failed", e))?;
     seen.insert(record.name.clone(), version);
     Ok(record)
+}
+
+/// The record of `t` as its write stores it and a read gives it back: times at
+/// the database's precision, the deletion deadline the write computes, and the
+/// admin's `manual_preserve`, which an import never sets and an update keeps.
+fn stored_form(t: &Transition, policy: &Policy) -> UserRecord {
+    let r = &t.record;
+    let stored =
+        |t: Option<Timestamp>| t.and_then(|t| Timestamp::from_microsecond(t.as_microsecond()).ok());
+    UserRecord {
+        origin: Origin::Directory,
+        manual_preserve: r.manual_preserve && !matches!(t.kind, TransitionKind::Import { .. }),
+        preserved_at: stored(r.preserved_at),
+        deleted_at: stored(r.deleted_at),
+        delete_after_time: stored(deletion_deadline(r, policy)),
+        ..r.clone()
+    }
 }
 
 /// Write a batch of directory users and log their transitions, in one statement.
@@ -354,6 +403,7 @@ changed AS (
         deleted_at = timestamptz 'epoch' + i.deleted_us * interval '1 microsecond',
         last_seen_at = timestamptz 'epoch' + $3 * interval '1 microsecond',
         last_sync_run = $2,
+        written_xid = pg_current_xact_id(),
         previous_record = coalesce(i.previous_record, u.previous_record),
         updated_at = timestamptz 'epoch' + $3 * interval '1 microsecond',
         version = u.version + 1
@@ -383,7 +433,8 @@ logged AS (
 )
 SELECT i.name, w.version,
     w.name IS NULL AND o.version = i.expected
-        AND (o.origin <> 'Directory' OR o.state = 'Deleted') AS refused
+        AND (o.origin <> 'Directory' OR o.state = 'Deleted') AS refused,
+    pg_current_xact_id()::text::int8 AS xid
 FROM input i LEFT JOIN written w ON w.name = i.name LEFT JOIN old o ON o.name = i.name
 "#;
 
@@ -484,21 +535,22 @@ impl PostgresStore {
     fn expected(&self, t: &Transition) -> Option<i64> {
         match t.kind {
             TransitionKind::Import { .. } => None,
-            _ => self.seen.get(&t.record.name).copied(),
+            _ => self.seen.version_of(&t.record.name),
         }
     }
 
-    /// Write one batch; what became of each of its records, by name.
+    /// Write one batch; what became of each of its records, by name, and the
+    /// statement's transaction.
     async fn apply_batch(
         &self,
         batch: &[Transition],
         run: &RunInfo<'_>,
-    ) -> Result<HashMap<String, Outcome>, sqlx::Error> {
+    ) -> Result<(HashMap<String, Outcome>, i64), sqlx::Error> {
         let mut c = Columns::default();
         for t in batch {
             c.push(t, run, self.expected(t));
         }
-        let rows: Vec<(String, Option<i64>, Option<bool>)> = sqlx::query_as(APPLY_BATCH)
+        let rows: Vec<(String, Option<i64>, Option<bool>, i64)> = sqlx::query_as(APPLY_BATCH)
             .bind(&self.namespace)
             .bind(run.run_id)
             .bind(run.now.as_microsecond())
@@ -524,9 +576,10 @@ impl PostgresStore {
             .bind(c.expected)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
+        let xid = rows.first().map_or(0, |r| r.3);
+        let outcomes = rows
             .into_iter()
-            .map(|(name, version, refused)| {
+            .map(|(name, version, refused, _)| {
                 let outcome = match (version, refused) {
                     (Some(version), _) => Outcome::Written(version),
                     (None, Some(true)) => Outcome::Refused,
@@ -534,7 +587,58 @@ impl PostgresStore {
                 };
                 (name, outcome)
             })
-            .collect())
+            .collect();
+        Ok((outcomes, xid))
+    }
+
+    /// Put what became of `batch` into `report`, and what it wrote into this
+    /// store's versions and the warm copy.
+    async fn note_outcomes(
+        &mut self,
+        batch: &[Transition],
+        result: Result<(HashMap<String, Outcome>, i64), sqlx::Error>,
+        run: &RunInfo<'_>,
+        report: &mut ApplyReport,
+    ) {
+        let (mut outcomes, xid) = match result {
+            Ok(written) => written,
+            Err(e) => {
+                tracing::warn!(error = %e, transitions = batch.len(), "writing users to PostgreSQL failed");
+                report.failed.extend(
+                    batch
+                        .iter()
+                        .map(|t| (t.record.name.clone(), format!("PostgreSQL: {e}"))),
+                );
+                return;
+            }
+        };
+        report.writes += 1;
+        let mut written = OwnWrite {
+            xid,
+            rows: Vec::new(),
+        };
+        for t in batch {
+            let name = &t.record.name;
+            match outcomes.remove(name).unwrap_or(Outcome::Conflict) {
+                Outcome::Written(version) => {
+                    report.applied += 1;
+                    // A later phase of this run may write the same row again: its
+                    // precondition is this write.
+                    self.seen.since.insert(name.clone(), version);
+                    written.rows.push((stored_form(t, run.policy), version));
+                }
+                Outcome::Refused => report.failed.push((
+                    name.clone(),
+                    "the stored record is a tombstone or not a directory user; left unchanged"
+                        .to_string(),
+                )),
+                Outcome::Conflict => {
+                    tracing::info!(user = %name, transition = t.kind.label(), "the user changed since the snapshot; not written");
+                    report.conflicts.push(name.clone());
+                }
+            }
+        }
+        self.copy.wrote(written).await;
     }
 
     /// Record that a run started, so its transitions can name it.
@@ -857,12 +961,15 @@ impl PostgresStore {
             .await
             .map_err(|e| self.error("reading preserved users from PostgreSQL failed", e))?;
         // The pass deletes from these: its writes are conditional on them.
-        let mut seen = HashMap::with_capacity(rows.len());
+        let mut since = HashMap::with_capacity(rows.len());
         let records = rows
             .iter()
-            .map(|row| seen_record(row, &mut seen))
+            .map(|row| seen_record(row, &mut since))
             .collect::<Result<_, _>>()?;
-        self.seen = seen;
+        self.seen = Seen {
+            snapshot: Registry::default(),
+            since,
+        };
         Ok(records)
     }
 }
@@ -1012,21 +1119,17 @@ impl PostgresStore {
 }
 
 impl UserStore for PostgresStore {
-    async fn snapshot(&mut self) -> Result<Vec<UserRecord>, StoreError> {
-        let mut rows = sqlx::query(SNAPSHOT)
-            .bind(&self.namespace)
-            .fetch(&self.pool);
-        let mut records = Vec::new();
-        let mut seen = HashMap::new();
-        while let Some(row) = rows
-            .try_next()
+    async fn snapshot(&mut self) -> Result<Snapshot, StoreError> {
+        let registry = self
+            .copy
+            .current(&self.pool, &self.namespace)
             .await
-            .map_err(|e| self.error("reading users from PostgreSQL failed", e))?
-        {
-            records.push(seen_record(&row, &mut seen)?);
-        }
-        drop(rows);
-        self.seen = seen;
+            .map_err(|e| StoreError::Postgres(format!("{e} (PostgreSQL at {})", self.at)))?;
+        let records = registry.records.clone();
+        self.seen = Seen {
+            snapshot: registry,
+            since: HashMap::new(),
+        };
         Ok(records)
     }
 
@@ -1036,45 +1139,25 @@ impl UserStore for PostgresStore {
         run: RunInfo<'_>,
     ) -> Result<ApplyReport, StoreError> {
         let mut report = ApplyReport::default();
-        // Batches come in order: those before `done` were written (or tried).
+        let batches: Vec<&[Transition]> = super::phase_batches(transitions, BATCH).collect();
+        // Up to WRITERS statements of one phase at once: while PostgreSQL writes
+        // and commits one batch, the next is built and sent.
+        let rounds = batches
+            .chunk_by(|a, b| a[0].kind.phase() == b[0].kind.phase())
+            .flat_map(|phase| phase.chunks(WRITERS));
+        // Rounds come in order: the batches before `done` were written (or tried).
         let mut done = 0;
-        for batch in super::phase_batches(transitions, BATCH) {
+        for round in rounds {
             if run.fenced(&transitions[done..], &mut report) {
                 break;
             }
-            done += batch.len();
-            match self.apply_batch(batch, &run).await {
-                Ok(mut outcomes) => {
-                    report.writes += 1;
-                    for t in batch {
-                        let name = &t.record.name;
-                        match outcomes.remove(name).unwrap_or(Outcome::Conflict) {
-                            Outcome::Written(version) => {
-                                report.applied += 1;
-                                // A later phase of this run may write the same row
-                                // again: its precondition is this write.
-                                self.seen.insert(name.clone(), version);
-                            }
-                            Outcome::Refused => report.failed.push((
-                                name.clone(),
-                                "the stored record is a tombstone or not a directory user; left unchanged"
-                                    .to_string(),
-                            )),
-                            Outcome::Conflict => {
-                                tracing::info!(user = %name, transition = t.kind.label(), "the user changed since the snapshot; not written");
-                                report.conflicts.push(name.clone());
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, transitions = batch.len(), "writing users to PostgreSQL failed");
-                    report.failed.extend(
-                        batch
-                            .iter()
-                            .map(|t| (t.record.name.clone(), format!("PostgreSQL: {e}"))),
-                    );
-                }
+            let this = &*self;
+            let results =
+                futures::future::join_all(round.iter().map(|batch| this.apply_batch(batch, &run)))
+                    .await;
+            for (batch, result) in round.iter().zip(results) {
+                done += batch.len();
+                self.note_outcomes(batch, result, &run, &mut report).await;
             }
         }
         Ok(report)
