@@ -235,6 +235,7 @@ async fn cycle(
     let of = LedgerOf {
         target: &name,
         uid: &uid,
+        created: target.metadata.creation_timestamp.as_ref().map(|t| t.0),
     };
     insecure(ctx, target, &mut status, now).await;
     let id = new_run_id(now);
@@ -1934,6 +1935,7 @@ pub async fn preview(ctx: &Context, target: &ProvisioningTarget) -> Result<dplan
     let of = LedgerOf {
         target: &name,
         uid: &uid,
+        created: target.metadata.creation_timestamp.as_ref().map(|t| t.0),
     };
     let view = store
         .delivery_view(of)
@@ -1983,6 +1985,7 @@ pub async fn provision(
     let of = LedgerOf {
         target: &name,
         uid: &uid,
+        created: target.metadata.creation_timestamp.as_ref().map(|t| t.0),
     };
     let view = store.delivery_view(of).await?;
     let record = view
