@@ -1401,8 +1401,8 @@ async fn an_approved_disable_that_failed_is_retried_without_a_new_approval() {
     );
     let w3 = w.user("w3").await.status.unwrap().deliveries;
     assert_eq!(
-        w3[0].approved_cycle.as_deref(),
-        Some(blocked.run_id.as_str()),
+        w3[0].approved_cycle,
+        Some(format!("disable:{}", blocked.run_id)),
         "{w3:?}"
     );
     assert_eq!(account(&app, "w3").await["active"], true);
