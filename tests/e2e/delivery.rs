@@ -1459,6 +1459,11 @@ async fn a_401_in_the_middle_of_a_phase_keeps_what_was_delivered_and_fails_no_us
         "{c:?}"
     );
     assert!(c.message.contains("not sent"), "{}", c.message);
+    // The application's 401 echoes the token: none of what the cycle reports does.
+    let status = w.target_status("app").await;
+    for m in std::iter::once(&c.message).chain(status.conditions.iter().map(|c| &c.message)) {
+        assert!(!m.contains(app.token.as_str()), "the token in {m}");
+    }
     let refused = proxy.seen().iter().filter(|s| s.status == 401).count();
     assert!(
         refused <= 8,
