@@ -164,6 +164,18 @@ async fn migrations() -> sqlx::migrate::Migrator {
         .expect("the migrations read")
 }
 
+/// A new database named after `test` with the first `n` migrations only (the
+/// schema of an earlier version), its DSN and a connection to it.
+async fn database_of_the_first(test: &str, n: usize) -> (String, Database) {
+    let dsn = pg_support::empty_database(test).await;
+    let earlier = sqlx::migrate::Migrator::with_migrations(
+        migrations().await.iter().take(n).cloned().collect(),
+    );
+    let old = Database::from_dsn(&dsn).unwrap();
+    earlier.run(old.pool()).await.expect("the earlier schema");
+    (dsn, old)
+}
+
 #[tokio::test]
 async fn the_schema_migrates_on_an_empty_database_and_again_on_restart() {
     let (db, dsn) = fresh_database("migrate").await;
@@ -1063,12 +1075,7 @@ async fn the_retention_pass_deletes_only_users_as_it_read_them() {
 
 #[tokio::test]
 async fn a_database_of_the_first_schema_upgrades_and_then_writes_conditionally() {
-    let dsn = pg_support::empty_database("upgrade").await;
-    let first = sqlx::migrate::Migrator::with_migrations(
-        migrations().await.iter().take(1).cloned().collect(),
-    );
-    let old = Database::from_dsn(&dsn).unwrap();
-    first.run(old.pool()).await.expect("the first schema");
+    let (dsn, old) = database_of_the_first("upgrade", 1).await;
     let name = name_of("a1");
     sqlx::query(
         "INSERT INTO users (namespace, name, origin, connector, anchor, mapping, username, \
@@ -1147,6 +1154,7 @@ async fn a_targets_ledger_round_trips_and_outlives_the_user_row() {
     let app = LedgerOf {
         target: "app",
         uid: "uid-1",
+        created: Some(now),
     };
     let writes = store
         .record_deliveries(
@@ -1177,7 +1185,8 @@ async fn a_targets_ledger_round_trips_and_outlives_the_user_row() {
         store
             .delivery_view(LedgerOf {
                 target: "other-app",
-                uid: "uid-1"
+                uid: "uid-1",
+                created: Some(now),
             })
             .await
             .unwrap()
@@ -1218,6 +1227,7 @@ async fn a_targets_ledger_round_trips_and_outlives_the_user_row() {
     let again = LedgerOf {
         target: "app",
         uid: "uid-2",
+        created: Some(now),
     };
     let view = store.delivery_view(again).await.unwrap();
     assert!(view.ledger.is_empty(), "{:?}", view.ledger);
@@ -1430,4 +1440,101 @@ async fn an_import_of_many_batches_written_side_by_side_lands_each_user_once() {
     let warm = store.snapshot().await.unwrap().to_vec();
     assert_eq!(warm.len(), 4500);
     assert_eq!(warm, cold_read(&dsn).await);
+}
+
+/// Rows of a target's ledger as the schema before target uids wrote them (no
+/// uid) are the ledger of the target object that exists at the upgrade when they
+/// changed after it was created: it keeps its accounts' ids, its pending disables
+/// and its leavers' rows. A row older than the object is an earlier object's.
+#[tokio::test]
+async fn ledger_rows_written_before_target_uids_stay_the_current_targets_after_an_upgrade() {
+    use usersync::delivery::plan::DeliveredState;
+    use usersync::store::Backend;
+    use usersync::store::ledger::{CLOCK_SKEW, LedgerOf};
+    let (dsn, old) = database_of_the_first("ledger-upgrade", 3).await;
+    let now = t0();
+    let created = now - 720.hours();
+    for (name, remote, state, changed) in [
+        ("leaver", "remote-1", "Provisioned", now - 1.hours()),
+        ("kept", "remote-2", "Disabled", created + 24.hours()),
+        ("skewed", "remote-3", "Provisioned", created - 1.minutes()),
+        (
+            "earlier",
+            "remote-4",
+            "Provisioned",
+            created - CLOCK_SKEW - 1.minutes(),
+        ),
+    ] {
+        sqlx::query(
+            "INSERT INTO deliveries (namespace, target, name, remote_id, state, digest, \
+             changed_at) VALUES ('team-a', 'app', $1, $2, $3, 'd1', to_timestamp($4))",
+        )
+        .bind(name)
+        .bind(remote)
+        .bind(state)
+        .bind(changed.as_second() as f64)
+        .execute(old.pool())
+        .await
+        .unwrap();
+    }
+    old.pool().close().await;
+
+    let db = Database::open(&dsn, None, Duration::ZERO)
+        .await
+        .expect("the schema upgrades");
+    let backend = Backend::Postgres(db.clone());
+    let client =
+        kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+    let mut store = backend.open(&client, "team-a");
+    let app = LedgerOf {
+        target: "app",
+        uid: "uid-1",
+        created: Some(created),
+    };
+    let view = store.delivery_view(app).await.unwrap();
+    let mut owned: Vec<_> = view
+        .ledger
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.remote_id.as_deref(), d.state))
+        .collect();
+    owned.sort_by_key(|(n, _, _)| *n);
+    assert_eq!(
+        owned,
+        [
+            ("kept", Some("remote-2"), Some(DeliveredState::Disabled)),
+            (
+                "leaver",
+                Some("remote-1"),
+                Some(DeliveredState::Provisioned)
+            ),
+            (
+                "skewed",
+                Some("remote-3"),
+                Some(DeliveredState::Provisioned)
+            ),
+        ]
+    );
+    assert_eq!(view.foreign, ["earlier"]);
+
+    // The next write of an entry names the object's uid: an object created
+    // later under the same name does not take it for its own.
+    let leaver = view.ledger["leaver"].clone();
+    store
+        .record_deliveries(app, &[("leaver".into(), Some(leaver.clone()))])
+        .await
+        .unwrap();
+    let uid: Option<String> = sqlx::query_scalar(
+        "SELECT target_uid FROM deliveries WHERE namespace = 'team-a' AND name = 'leaver'",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(uid.as_deref(), Some("uid-1"));
+    let later = LedgerOf {
+        target: "app",
+        uid: "uid-2",
+        created: Some(now),
+    };
+    let view = store.delivery_view(later).await.unwrap();
+    assert!(view.ledger.is_empty(), "{:?}", view.ledger);
 }

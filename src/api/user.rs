@@ -219,8 +219,10 @@ pub struct Delivery {
     /// When the next attempt after a failure is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_time: Option<Time>,
-    /// The blocked cycle whose approval covered this user's disable or delete,
-    /// kept while that request has not succeeded: its retries need no new approval.
+    /// The step an approval covered and the blocked cycle it approved
+    /// (`disable:<cycle>` or `delete:<cycle>`), kept while that request has not
+    /// succeeded and the user is not wanted active again: its retries need no new
+    /// approval, and only a retry of that kind counts as approved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_cycle: Option<String>,
 }

@@ -235,6 +235,7 @@ async fn cycle(
     let of = LedgerOf {
         target: &name,
         uid: &uid,
+        created: target.metadata.creation_timestamp.as_ref().map(|t| t.0),
     };
     insecure(ctx, target, &mut status, now).await;
     let id = new_run_id(now);
@@ -276,6 +277,7 @@ async fn cycle(
     if !full
         && !quarantined
         && view.foreign.is_empty()
+        && quiet.unapproved.is_empty()
         && quiet.steps.is_empty()
         && quiet.blocked.is_none()
         && quiet.invalid.is_empty()
@@ -344,6 +346,20 @@ async fn cycle(
             (user.clone(), Some(failed_entry(previous, why, now, user)))
         })
         .collect();
+    // Users wanted active again spend the approval their entry kept: a later
+    // disable or delete of theirs counts against the thresholds.
+    let unapproved = plan
+        .unapproved
+        .iter()
+        .filter(|u| !plan.invalid.iter().any(|(i, _)| i == *u));
+    invalid.extend(unapproved.filter_map(|user| {
+        let previous = view.ledger.get(user)?;
+        let entry = Delivered {
+            approved: None,
+            ..previous.clone()
+        };
+        Some((user.clone(), Some(entry)))
+    }));
     let invalid_users: std::collections::HashSet<String> =
         invalid.iter().map(|(u, _)| u.clone()).collect();
     invalid.extend(
@@ -902,8 +918,8 @@ async fn send(
         for (step, out) in results {
             let user = step.name().to_string();
             let previous = ledger.get(&user).cloned().unwrap_or_default();
-            let withheld = matches!(step, Step::Disable { .. } | Step::Delete { .. });
-            let approved = approved.filter(|_| withheld);
+            let marker = approved.and_then(|cycle| step.approval_marker(cycle));
+            let approved = marker.as_deref();
             match out {
                 Ok(Done::NotSent) => {
                     sent.stop.get_or_insert(Stop::Fenced);
@@ -923,8 +939,8 @@ async fn send(
                 Err(e) => {
                     let why = e.to_string();
                     let mut entry = failed_entry(previous, &why, now, &user);
-                    if let Some(cycle) = approved {
-                        entry.approved = Some(cycle.to_string());
+                    if let Some(marker) = approved {
+                        entry.approved = Some(marker.to_string());
                     }
                     if entry.approved.is_some() {
                         sent.approved_failures += 1;
@@ -1934,6 +1950,7 @@ pub async fn preview(ctx: &Context, target: &ProvisioningTarget) -> Result<dplan
     let of = LedgerOf {
         target: &name,
         uid: &uid,
+        created: target.metadata.creation_timestamp.as_ref().map(|t| t.0),
     };
     let view = store
         .delivery_view(of)
@@ -1983,6 +2000,7 @@ pub async fn provision(
     let of = LedgerOf {
         target: &name,
         uid: &uid,
+        created: target.metadata.creation_timestamp.as_ref().map(|t| t.0),
     };
     let view = store.delivery_view(of).await?;
     let record = view

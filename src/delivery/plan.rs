@@ -190,6 +190,24 @@ impl Step {
     fn withheld_by_thresholds(&self) -> bool {
         matches!(self, Step::Disable { .. } | Step::Delete { .. })
     }
+
+    /// What a user's entry keeps when blocked cycle `cycle`'s approval covered
+    /// this step and it is to be sent again: the step's kind and the cycle, so
+    /// only a retry of that kind counts as approved. `None` for a step the
+    /// thresholds never withhold.
+    pub fn approval_marker(&self, cycle: &str) -> Option<String> {
+        match self {
+            Step::Disable { .. } => Some(format!("disable:{cycle}")),
+            Step::Delete { .. } => Some(format!("delete:{cycle}")),
+            _ => None,
+        }
+    }
+
+    /// Whether an entry's approval marker covers this step.
+    fn approved_by(&self, marker: &str) -> bool {
+        self.approval_marker("")
+            .is_some_and(|kind| marker.starts_with(kind.as_str()))
+    }
 }
 
 /// The numbers of a cycle the thresholds stopped.
@@ -245,6 +263,9 @@ pub struct Plan {
     /// Whether the thresholds withheld the disables and deletes and the
     /// approval let them through.
     pub approved: bool,
+    /// Users wanted active whose entry still keeps an approval: it is spent, and
+    /// their entry drops it.
+    pub unapproved: Vec<String>,
 }
 
 /// The cycle's plan. `actual` is the application's accounts by id, on a full
@@ -254,12 +275,16 @@ pub fn plan(entries: &[Entry], actual: Option<&HashMap<String, Remote>>, s: &Set
     let mut out = Plan::default();
     let mut active = 0;
     let holders = holders(entries);
-    let mut retries = std::collections::HashSet::new();
+    let mut retries = HashMap::new();
     for e in entries {
         let d = e.delivered.as_ref();
         let state = d.and_then(|d| d.state);
-        if d.is_some_and(|d| d.approved.is_some()) {
-            retries.insert(e.name.as_str());
+        if let Some(marker) = d.and_then(|d| d.approved.as_deref()) {
+            if e.want == Want::Active {
+                out.unapproved.push(e.name.clone());
+            } else {
+                retries.insert(e.name.as_str(), marker);
+            }
         }
         if state == Some(DeliveredState::Provisioned) {
             active += 1;
@@ -379,13 +404,13 @@ fn create(e: &Entry, holders: &HashMap<&str, Vec<&str>>, out: &mut Plan) {
 
 /// Withhold the disables and deletes past the thresholds, but for `retries`:
 /// users whose step an approval already covered.
-fn thresholds(
-    out: &mut Plan,
-    active: usize,
-    retries: &std::collections::HashSet<&str>,
-    s: &Settings<'_>,
-) {
-    let counted = |st: &Step| st.withheld_by_thresholds() && !retries.contains(st.name());
+fn thresholds(out: &mut Plan, active: usize, retries: &HashMap<&str, &str>, s: &Settings<'_>) {
+    let counted = |st: &Step| {
+        st.withheld_by_thresholds()
+            && !retries
+                .get(st.name())
+                .is_some_and(|marker| st.approved_by(marker))
+    };
     let would_disable = out
         .steps
         .iter()
@@ -675,21 +700,23 @@ mod tests {
         assert_eq!(kinds(&p.steps), ["forget a"]);
     }
 
+    /// Ten users u0..u9 delivered and wanted active.
+    fn ten_active() -> Vec<Entry> {
+        (0..10)
+            .map(|i| {
+                let d = delivered(
+                    &i.to_string(),
+                    DeliveredState::Provisioned,
+                    &format!("u{i}"),
+                );
+                entry(&format!("u{i}"), Want::Active, Some(d))
+            })
+            .collect()
+    }
+
     #[test]
     fn thresholds_withhold_every_disable_and_delete_but_not_creates() {
-        let mut entries: Vec<Entry> = (0..10)
-            .map(|i| {
-                entry(
-                    &format!("u{i}"),
-                    Want::Active,
-                    Some(delivered(
-                        &i.to_string(),
-                        DeliveredState::Provisioned,
-                        &format!("u{i}"),
-                    )),
-                )
-            })
-            .collect();
+        let mut entries = ten_active();
         entries[0].want = Want::Disabled;
         entries[1].want = Want::Disabled;
         entries.push(entry("new", Want::Active, None));
@@ -747,7 +774,7 @@ mod tests {
         // u0..u2 were approved in cycle c-1; the disables of u0 and u1 failed.
         for e in &mut entries[..2] {
             let d = e.delivered.as_mut().unwrap();
-            d.approved = Some("c-1".into());
+            d.approved = Some("disable:c-1".into());
             d.failures = 1;
         }
         entries[2].delivered.as_mut().unwrap().state = Some(DeliveredState::Disabled);
@@ -773,6 +800,35 @@ mod tests {
         let p = plan(&entries, None, &s);
         assert!(p.steps.is_empty(), "{:?}", p.steps);
         assert_eq!(p.blocked.unwrap().would_disable, 4);
+    }
+
+    #[test]
+    fn an_approval_kept_for_a_retry_covers_only_its_kind_and_is_spent_when_the_user_is_active_again()
+     {
+        let mut entries = ten_active();
+        // u0's approved disable failed and waits for its retry.
+        entries[0].delivered.as_mut().unwrap().approved = Some("disable:c-1".into());
+        let s = Settings {
+            max_disable_percent: 0,
+            max_deletes: 0,
+            ..settings()
+        };
+        // Wanted active again: no retry, and the entry drops the approval.
+        let p = plan(&entries, None, &s);
+        assert_eq!(p.unapproved, ["u0"]);
+        assert!(p.blocked.is_none(), "{:?}", p.blocked);
+        // Wanted disabled: its retry goes without a new approval.
+        entries[0].want = Want::Disabled;
+        let p = plan(&entries, None, &s);
+        assert_eq!(kinds(&p.steps), ["disable u0"]);
+        assert!(p.unapproved.is_empty());
+        // A delete is no retry of the approved disable: it waits for its own.
+        entries[0].want = Want::Gone;
+        let d = entries[0].delivered.as_mut().unwrap();
+        d.state = Some(DeliveredState::Disabled);
+        let p = plan(&entries, None, &s);
+        assert!(p.steps.is_empty(), "{:?}", p.steps);
+        assert_eq!(p.blocked.unwrap().would_delete, 1);
     }
 
     #[test]

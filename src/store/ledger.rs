@@ -9,10 +9,17 @@
 //! deleted and created again under the same name is a new target: the entries of
 //! the earlier object are not its ledger (it matches before it creates, as on a
 //! first cycle), and its cycles forget them.
+//!
+//! An entry without a uid was written before entries carried one (an upgrade
+//! from such a version, or a rollback to it). It is the current object's when it
+//! last changed after that object was created, give or take [`CLOCK_SKEW`]; an
+//! older one is an earlier object's. The current object's next write of such an
+//! entry names its uid.
 
 use std::collections::{BTreeMap, HashMap};
 
 use futures::{StreamExt, TryStreamExt};
+use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -23,11 +30,30 @@ use crate::api::{Delivery, DirectoryUser};
 use crate::core::UserRecord;
 use crate::delivery::plan::{Delivered, DeliveredState};
 
-/// Whose ledger: a ProvisioningTarget by name, and the uid of the object.
+/// Whose ledger: a ProvisioningTarget by name, and the uid and creation time of
+/// the object.
 #[derive(Clone, Copy, Debug)]
 pub struct LedgerOf<'a> {
     pub target: &'a str,
     pub uid: &'a str,
+    pub created: Option<Timestamp>,
+}
+
+/// How far the clocks of the writers of an entry and of the API server that set
+/// a target's creation time may disagree.
+pub const CLOCK_SKEW: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
+
+impl LedgerOf<'_> {
+    /// Whether an entry of this target's name, written by the object `uid`
+    /// (`None`: before entries named one) and last changed at `time`, is this
+    /// object's.
+    pub fn owns(&self, uid: Option<&str>, time: Option<Timestamp>) -> bool {
+        match (uid, time, self.created) {
+            (Some(uid), _, _) => uid == self.uid,
+            (None, Some(time), Some(created)) => time >= created - CLOCK_SKEW,
+            (None, _, _) => false,
+        }
+    }
 }
 
 /// The registry as a target's cycle reads it: every record with its registry
@@ -95,7 +121,12 @@ impl Store {
                             .as_ref()
                             .and_then(|s| s.deliveries.iter().find(|d| d.target == of.target))
                         {
-                            Some(d) if d.target_uid.as_deref() == Some(of.uid) => {
+                            Some(d)
+                                if of.owns(
+                                    d.target_uid.as_deref(),
+                                    d.time.as_ref().map(|t| t.0),
+                                ) =>
+                            {
                                 view.ledger.insert(record.name.clone(), from_api(d));
                             }
                             Some(_) => view.foreign.push(record.name.clone()),

@@ -1288,6 +1288,72 @@ async fn a_target_created_again_under_the_same_name_starts_from_its_own_ledger()
     assert_eq!(app.users().await.len(), 2);
 }
 
+/// Ledger entries as a version before target uids wrote them (no `targetUid`)
+/// are the ledger of the target object that exists at the upgrade, since they
+/// changed after it was created: it keeps delivering to the same accounts,
+/// adopts and creates none, and a disable due for one of them is sent.
+#[tokio::test]
+async fn ledger_entries_without_a_target_uid_stay_the_targets_after_an_upgrade() {
+    use usersync::api::DirectoryUser;
+    let w = World::new(
+        "ptarget-legacy",
+        Server::slapd(),
+        json!({"safety": {"maxPreservePercent": 100}}),
+    )
+    .await;
+    let app = Tenant::fresh(&w.ns.name);
+    w.add_user("rob", false);
+    w.add_user("sue", false);
+    w.mapping("staff", &w.ou.dn.clone(), json!({})).await;
+    w.target("app", &app, json!({"safety": {"maxDisablePercent": 100}}))
+        .await;
+    assert_eq!(w.wait_cycle("app", None).await.created, 2);
+    let sue_id = account(&app, "sue").await["id"].clone();
+
+    // The entries as the earlier version wrote them, under the target's own
+    // field manager.
+    let users: Api<DirectoryUser> = Api::namespaced(w.client.clone(), &w.ns.name);
+    let params = PatchParams::apply("usersync-target-app").force();
+    for u in ["rob", "sue"] {
+        let user = w.user(u).await;
+        let mut entries = user.status.unwrap().deliveries;
+        for e in &mut entries {
+            e.target_uid = None;
+        }
+        let patch = json!({
+            "apiVersion": "usersync.dev/v1alpha1", "kind": "DirectoryUser",
+            "status": {"deliveries": entries},
+        });
+        users
+            .patch_status(&user.metadata.name.unwrap(), &params, &Patch::Apply(&patch))
+            .await
+            .unwrap();
+        let ledger = w.user(u).await.status.unwrap().deliveries;
+        assert_eq!(ledger.len(), 1, "{u}: {ledger:?}");
+        assert!(ledger[0].target_uid.is_none(), "{u}: {ledger:?}");
+    }
+
+    w.set_disabled("sue", true);
+    w.sync("staff").await;
+    let c = w.cycle("app").await;
+    assert_eq!(
+        (c.disabled, c.adopted, c.created, c.failed),
+        (1, 0, 0, 0),
+        "{c:?}"
+    );
+    let sue = account(&app, "sue").await;
+    assert_eq!((&sue["id"], &sue["active"]), (&sue_id, &json!(false)));
+    assert_eq!(account(&app, "rob").await["active"], true);
+    assert_eq!(app.users().await.len(), 2);
+    let uid = w.targets().get("app").await.unwrap().metadata.uid;
+    let ledger = w.user("sue").await.status.unwrap().deliveries;
+    assert_eq!(
+        (ledger[0].state.as_str(), &ledger[0].target_uid),
+        ("Disabled", &uid),
+        "the entry written again names the target's uid"
+    );
+}
+
 /// Five users `<prefix>1`..`<prefix>5` delivered through a fault proxy by a
 /// target that may disable 25 % of them in a cycle, and a cycle blocked on
 /// disabling the first three.
@@ -1351,8 +1417,8 @@ async fn an_approved_disable_that_failed_is_retried_without_a_new_approval() {
     );
     let w3 = w.user("w3").await.status.unwrap().deliveries;
     assert_eq!(
-        w3[0].approved_cycle.as_deref(),
-        Some(blocked.run_id.as_str()),
+        w3[0].approved_cycle,
+        Some(format!("disable:{}", blocked.run_id)),
         "{w3:?}"
     );
     assert_eq!(account(&app, "w3").await["active"], true);
@@ -1409,6 +1475,11 @@ async fn a_401_in_the_middle_of_a_phase_keeps_what_was_delivered_and_fails_no_us
         "{c:?}"
     );
     assert!(c.message.contains("not sent"), "{}", c.message);
+    // The application's 401 echoes the token: none of what the cycle reports does.
+    let status = w.target_status("app").await;
+    for m in std::iter::once(&c.message).chain(status.conditions.iter().map(|c| &c.message)) {
+        assert!(!m.contains(app.token.as_str()), "the token in {m}");
+    }
     let refused = proxy.seen().iter().filter(|s| s.status == 401).count();
     assert!(
         refused <= 8,

@@ -1027,7 +1027,8 @@ impl PostgresStore {
             let get = |e| db_error("reading a delivery row failed", e);
             let name: String = row.try_get("name").map_err(get)?;
             let uid: Option<String> = row.try_get("target_uid").map_err(get)?;
-            if uid.as_deref() != Some(of.uid) {
+            let time = from_micros(row.try_get("changed_us").map_err(get)?)?;
+            if !of.owns(uid.as_deref(), time) {
                 foreign.push(name);
                 continue;
             }
@@ -1039,7 +1040,7 @@ impl PostgresStore {
                     remote_id: row.try_get("remote_id").map_err(get)?,
                     state: state.as_deref().and_then(DeliveredState::parse),
                     digest: row.try_get("digest").map_err(get)?,
-                    time: from_micros(row.try_get("changed_us").map_err(get)?)?,
+                    time,
                     last_error: row.try_get("last_error").map_err(get)?,
                     failures: u32::try_from(failures).unwrap_or(0),
                     retry_after: from_micros(row.try_get("retry_us").map_err(get)?)?,
