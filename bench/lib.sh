@@ -44,6 +44,20 @@ start_cluster() {
 	export KUBECONFIG PATH
 }
 
+# Seed OpenLDAP with N users (tests/slapd.sh seed) and start it; its env is
+# exported, and SEED_S holds the seconds it took.
+start_slapd() { # N
+	local t0=$SECONDS
+	log "seeding $1 users with slapadd"
+	bash "$repo/tests/slapd.sh" seed "$1" >/dev/null
+	bash "$repo/tests/slapd.sh" up >/dev/null
+	eval "$(bash "$repo/tests/slapd.sh" env)"
+	[[ $USERSYNC_SLAPD_URL == "ldap://127.0.0.1:$USERSYNC_SLAPD_PORT" ]] ||
+		die "slapd answers on $USERSYNC_SLAPD_URL, not port $USERSYNC_SLAPD_PORT (another instance in $STATE/slapd?)"
+	SEED_S=$((SECONDS - t0))
+	log "directory ready in ${SEED_S}s on $USERSYNC_SLAPD_URL"
+}
+
 # The CRDs, namespace $NS, and the bind Secret bench-ldap-bind of the seeded slapd
 # (or of the directory whose password file BIND_PASSWORD_FILE names).
 install_base() {

@@ -87,12 +87,7 @@ build
 start_cluster
 
 if [[ $DIRECTORY == openldap ]]; then
-	log "seeding $N users with slapadd"
-	bash "$repo/tests/slapd.sh" seed "$N" >/dev/null
-	bash "$repo/tests/slapd.sh" up >/dev/null
-	eval "$(bash "$repo/tests/slapd.sh" env)"
-	[[ $USERSYNC_SLAPD_URL == "ldap://127.0.0.1:$USERSYNC_SLAPD_PORT" ]] ||
-		die "slapd answers on $USERSYNC_SLAPD_URL, not port $USERSYNC_SLAPD_PORT"
+	start_slapd "$N"
 	URL=$USERSYNC_SLAPD_URL BIND_DN=$USERSYNC_SLAPD_BIND_DN FLAVOR=OpenLDAP
 	STAFF_BASE=ou=Staff,$SUFFIX
 	ATTRIBUTES='{username: uid, email: mail, displayName: displayName}'

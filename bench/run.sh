@@ -290,18 +290,6 @@ count_runs() { grep -c '"message":"run finished"' "$1" 2>/dev/null || true; }
 
 # --- the steps ---------------------------------------------------------------------
 
-start_slapd() { # N
-	local t0=$SECONDS
-	log "seeding $1 users with slapadd"
-	bash "$repo/tests/slapd.sh" seed "$1" >/dev/null
-	bash "$repo/tests/slapd.sh" up >/dev/null
-	eval "$(bash "$repo/tests/slapd.sh" env)"
-	[[ $USERSYNC_SLAPD_URL == "ldap://127.0.0.1:$USERSYNC_SLAPD_PORT" ]] ||
-		die "slapd answers on $USERSYNC_SLAPD_URL, not port $USERSYNC_SLAPD_PORT (another instance in $STATE/slapd?)"
-	SEED_S=$((SECONDS - t0))
-	log "directory ready in ${SEED_S}s on $USERSYNC_SLAPD_URL"
-}
-
 # --- PostgreSQL (USERSYNC_BENCH_STORE=postgres) ---------------------------------------
 
 # psql as the superuser, unaligned and quiet, stopping at the first error.
