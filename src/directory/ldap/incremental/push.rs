@@ -35,12 +35,22 @@ use crate::directory::ldap::settings::{LdapScope, SearchScope};
 
 const GENERIC_HAS_NO_PUSH: &str = "the Generic flavor has no push channel: set flavor OpenLDAP or ActiveDirectory if the server is one";
 
+/// At most this many searches beside the scope's own, for the entries that hold
+/// its groups: each is a connection the directory keeps open.
+const MAX_GROUP_ROOTS: usize = 8;
+
 /// Where a channel for a scope below `base_dn` (within `scope`) listens: the
 /// scope itself, then, once each, the entries whose children are `groups` not
-/// within it (one level below each: a group's parent holds its siblings too).
-fn push_roots(base_dn: &str, scope: SearchScope, groups: &[String]) -> Vec<(String, SearchScope)> {
+/// within it (one level below each: a group's parent holds its siblings too),
+/// at most [`MAX_GROUP_ROOTS`] of them; and how many groups were left out.
+fn push_roots(
+    base_dn: &str,
+    scope: SearchScope,
+    groups: &[String],
+) -> (Vec<(String, SearchScope)>, usize) {
     let same = |a: &str, b: &str| normalize_dn(a).ok() == normalize_dn(b).ok();
     let mut roots = vec![(base_dn.to_owned(), scope)];
+    let mut left_out = 0;
     for group in groups {
         let Some(parent) = parent_dn(group) else {
             continue;
@@ -49,11 +59,16 @@ fn push_roots(base_dn: &str, scope: SearchScope, groups: &[String]) -> Vec<(Stri
             SearchScope::Subtree => dn_within(group, base_dn),
             SearchScope::OneLevel => same(&parent, base_dn),
         };
-        if !searched && !roots.iter().skip(1).any(|(dn, _)| same(dn, &parent)) {
+        if searched || roots.iter().skip(1).any(|(dn, _)| same(dn, &parent)) {
+            continue;
+        }
+        if roots.len() > MAX_GROUP_ROOTS {
+            left_out += 1;
+        } else {
             roots.push((parent, SearchScope::OneLevel));
         }
     }
-    roots
+    (roots, left_out)
 }
 
 /// A push search with `control` of every entry below `base_dn` within
@@ -125,7 +140,15 @@ impl IncrementalSource {
             session.close().await;
             tree?.dns().cloned().collect()
         };
-        let roots = push_roots(reader.base_dn(), reader.scope(), &groups);
+        let (roots, left_out) = push_roots(reader.base_dn(), reader.scope(), &groups);
+        if left_out > 0 {
+            tracing::warn!(
+                base_dn = reader.base_dn(),
+                watched = roots.len() - 1,
+                left_out,
+                "the scope's groups are kept in more places than a push channel watches; changes to the groups left out are seen by scheduled runs"
+            );
+        }
         // One search per root, each on a session of its own; the channel is
         // listening once all of them are, and ends when the first one ends.
         let (events, mut reported) = mpsc::unbounded_channel();
@@ -205,7 +228,7 @@ mod tests {
             "cn=Deep,ou=Teams,ou=People,dc=example,dc=org".to_owned(),
         ];
         assert_eq!(
-            dns(&push_roots(base, SearchScope::Subtree, &groups)),
+            dns(&push_roots(base, SearchScope::Subtree, &groups).0),
             [
                 (base, SearchScope::Subtree),
                 ("ou=Groups,dc=example,dc=org", SearchScope::OneLevel),
@@ -213,7 +236,7 @@ mod tests {
         );
         // One level below the base: a group deeper down is not in that search.
         assert_eq!(
-            dns(&push_roots(base, SearchScope::OneLevel, &groups)),
+            dns(&push_roots(base, SearchScope::OneLevel, &groups).0),
             [
                 (base, SearchScope::OneLevel),
                 ("ou=Groups,dc=example,dc=org", SearchScope::OneLevel),
@@ -224,8 +247,20 @@ mod tests {
             ]
         );
         assert_eq!(
-            dns(&push_roots(base, SearchScope::Subtree, &[])),
+            dns(&push_roots(base, SearchScope::Subtree, &[]).0),
             [(base, SearchScope::Subtree)]
         );
+    }
+
+    #[test]
+    fn a_channel_watches_at_most_eight_places_beside_its_scope() {
+        let groups: Vec<String> = (0..11)
+            .map(|i| format!("cn=g,ou=Groups{i},dc=example,dc=org"))
+            .collect();
+        let (roots, left_out) =
+            push_roots("ou=People,dc=example,dc=org", SearchScope::Subtree, &groups);
+        assert_eq!(roots.len(), 1 + MAX_GROUP_ROOTS);
+        assert_eq!(left_out, 11 - MAX_GROUP_ROOTS);
+        assert_eq!(roots[8].0, "ou=Groups7,dc=example,dc=org");
     }
 }
